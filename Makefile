@@ -1,0 +1,72 @@
+# The entry point for every task: `make demo`, `make test`, `make test-all`, `make bench`.
+# Every target sets up what it needs in a virtualenv of its own (.venv by default).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.deps-stamp
+# Each interpreter gets its own cargo target dir so builds don't invalidate each other.
+export CARGO_TARGET_DIR ?= $(CURDIR)/target
+MATURIN_FLAGS ?= --release
+
+PYENV_ROOT ?= $(shell pyenv root 2>/dev/null)
+SUPPORTED := 3.9 3.10 3.11 3.12 3.13
+ALL_PYTHONS := $(foreach v,$(SUPPORTED),$(firstword $(wildcard $(PYENV_ROOT)/versions/$(v).*/bin/python$(v))))
+
+.DEFAULT_GOAL := help
+.PHONY: help venv build demo test test-rust test-python test-all bench lint fmt clean list-pythons
+
+help:  ## show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
+
+$(STAMP): requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	touch $@
+
+venv: $(STAMP)  ## create the virtualenv with maturin, pytest, gevent, uvloop, ...
+
+build: $(STAMP)  ## build the extension into the virtualenv
+	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(BIN)):$$PATH \
+	    $(BIN)/maturin develop $(MATURIN_FLAGS) --quiet
+
+demo: build  ## dump a demo process (threads, greenlets, tasks) as text, then JSON
+	$(BIN)/python examples/demo.py
+
+test: test-rust test-python  ## cargo test, then pytest (on the default python3)
+
+test-rust:  ## the pure-Rust model and renderer tests
+	cargo test --quiet
+
+test-python: build  ## pytest over tests/ against the built extension
+	$(BIN)/python -m pytest
+
+list-pythons:  ## the interpreters test-all uses
+	@for p in $(ALL_PYTHONS); do echo $$p; done
+
+test-all: test-rust  ## pytest on every supported Python that pyenv has (3.9-3.13)
+	@test -n "$(strip $(ALL_PYTHONS))" || { echo "no supported Python found under $(PYENV_ROOT)/versions"; exit 1; }
+	@set -e; for py in $(ALL_PYTHONS); do \
+	    v=$$($$py -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+	    echo "=== Python $$v ($$py)"; \
+	    $(MAKE) --no-print-directory test-python PYTHON=$$py VENV=.venv-$$v CARGO_TARGET_DIR=$(CURDIR)/target/py$$v; \
+	done
+
+bench: build  ## benchmarks side by side (threads, tasks, greenlets); prints the README table
+	$(BIN)/python benches/run.py
+
+lint: $(STAMP)  ## cargo fmt --check, clippy, ruff
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+	cargo clippy --all-targets --features python -- -D warnings
+	$(BIN)/ruff check python tests examples benches
+	$(BIN)/ruff format --check python tests examples benches
+
+fmt: $(STAMP)  ## format Rust and Python
+	cargo fmt
+	$(BIN)/ruff format python tests examples benches
+	$(BIN)/ruff check --fix python tests examples benches
+
+clean:  ## remove builds and virtualenvs
+	rm -rf target .venv .venv-3.* .pytest_cache

@@ -1,0 +1,35 @@
+"""The exception tree. The Rust core raises these by name (``src/error.rs``).
+
+Each error also inherits the standard exception a caller would catch anyway,
+so ``except ValueError`` or ``except OSError`` keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "TbcollectError",
+    "InvalidOptionError",
+    "UnknownFormatError",
+    "DumpWriteError",
+    "InvalidDumpError",
+]
+
+
+class TbcollectError(Exception):
+    """Base class of every error tbcollect raises."""
+
+
+class InvalidOptionError(TbcollectError, ValueError):
+    """An option has a value it cannot take (``max_depth=0``)."""
+
+
+class UnknownFormatError(TbcollectError, ValueError):
+    """A format name that no renderer knows."""
+
+
+class DumpWriteError(TbcollectError, OSError):
+    """The dump could not be written; nothing was left half-written."""
+
+
+class InvalidDumpError(TbcollectError, ValueError):
+    """A file or string that is not a ``tbcollect/1`` JSON dump."""

@@ -1,0 +1,239 @@
+//! Capture: the only part that touches the interpreter. It holds the GIL,
+//! copies code/line/ids into the model, runs no user code and keeps no
+//! reference to any Python object once it returns.
+
+pub mod frames;
+pub mod greenlets;
+pub mod safe;
+pub mod tasks;
+pub mod threads;
+
+use crate::enrich;
+use crate::model::{iso8601_utc, Frame, Snapshot};
+use frames::FrameWalker;
+use pyo3::ffi;
+use pyo3::prelude::*;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// What `collect()` was asked for.
+#[derive(Debug, Clone)]
+pub struct CaptureOptions {
+    pub threads: bool,
+    pub greenlets: bool,
+    pub tasks: bool,
+    pub source: bool,
+    pub max_depth: usize,
+}
+
+impl Default for CaptureOptions {
+    fn default() -> Self {
+        CaptureOptions {
+            threads: true,
+            greenlets: true,
+            tasks: true,
+            source: true,
+            max_depth: 1024,
+        }
+    }
+}
+
+/// State shared by the backends during one capture.
+pub struct Capture<'py> {
+    pub py: Python<'py>,
+    pub options: CaptureOptions,
+    pub walker: FrameWalker<'py>,
+    /// Problems met while collecting; they end up in `Snapshot::errors`.
+    pub errors: Vec<String>,
+    /// `threading.get_ident()` of the thread that called the collector.
+    pub current_thread: u64,
+    /// `sys._current_frames()`: every thread's innermost frame, taken once
+    /// and shared (greenlets and tasks running in a thread need it too).
+    pub thread_frames: Option<Bound<'py, PyAny>>,
+    /// Directory of the `tbcollect` package, whose frames are trimmed from
+    /// the top of the calling thread's stack.
+    own_dir: Option<String>,
+}
+
+impl<'py> Capture<'py> {
+    fn new(py: Python<'py>, options: CaptureOptions) -> Self {
+        let mut errors = Vec::new();
+        let thread_frames = current_frames(py).map_err(|e| errors.push(e)).ok();
+        Capture {
+            py,
+            walker: FrameWalker::new(py, options.max_depth),
+            options,
+            errors,
+            current_thread: unsafe { ffi::PyThread_get_thread_ident() } as u64,
+            thread_frames,
+            own_dir: own_dir(py),
+        }
+    }
+
+    /// Drops the collector's own innermost frames (`dump_all`, `collect`) so a
+    /// stack ends at the caller's line.
+    pub fn trim_own_frames(&self, frames: &mut Vec<Frame>) {
+        if let Some(dir) = &self.own_dir {
+            while frames
+                .last()
+                .is_some_and(|f| f.filename.starts_with(dir.as_str()))
+            {
+                frames.pop();
+            }
+        }
+    }
+
+    /// The innermost frame of thread `ident`, if it runs Python code.
+    pub fn thread_top(&self, ident: u64) -> Option<Bound<'py, PyAny>> {
+        let frames = self.thread_frames.as_ref()?;
+        let key = unsafe { safe::owned(self.py, ffi::PyLong_FromUnsignedLongLong(ident))? };
+        unsafe { safe::borrowed(self.py, ffi::PyDict_GetItem(frames.as_ptr(), key.as_ptr())) }
+    }
+
+    /// Runs one backend; a panic inside it becomes an error entry instead of
+    /// an exception in the host program.
+    fn run_backend(
+        &mut self,
+        name: &str,
+        backend: fn(&mut Capture<'py>) -> Vec<crate::model::Stack>,
+    ) -> Vec<crate::model::Stack> {
+        match catch_unwind(AssertUnwindSafe(|| backend(self))) {
+            Ok(stacks) => stacks,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                safe::clear_error();
+                self.errors.push(format!("{name} backend failed: {what}"));
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// `sys._current_frames()`, refusing to call it if it was replaced by
+/// something that is not the interpreter's builtin (which could run user code).
+fn current_frames(py: Python<'_>) -> Result<Bound<'_, PyAny>, String> {
+    unsafe {
+        let func = ffi::PySys_GetObject(c"_current_frames".as_ptr());
+        if func.is_null() || ffi::PyCFunction_Check(func) == 0 {
+            safe::clear_error();
+            return Err(
+                "sys._current_frames is missing or not the builtin; no thread stacks".into(),
+            );
+        }
+        let frames = safe::owned(py, ffi::PyObject_CallNoArgs(func))
+            .ok_or("sys._current_frames() failed; no thread stacks")?;
+        if ffi::PyDict_Check(frames.as_ptr()) == 0 {
+            return Err("sys._current_frames() returned no dict; no thread stacks".into());
+        }
+        Ok(frames)
+    }
+}
+
+fn own_dir(py: Python<'_>) -> Option<String> {
+    let module = safe::imported_module(py, c"tbcollect")?;
+    let file = safe::str_value(&safe::module_attr(&module, c"__file__")?)?;
+    let dir = std::path::Path::new(&file).parent()?.to_str()?.to_string();
+    Some(format!("{dir}/"))
+}
+
+/// Keeps the cyclic garbage collector off for the duration of a capture: a
+/// collection triggered by one of our allocations would run arbitrary
+/// finalizers (`__del__`, weakref callbacks) in the middle of it.
+struct GcPause {
+    was_enabled: bool,
+}
+
+impl GcPause {
+    fn new(py: Python<'_>) -> Self {
+        #[cfg(Py_3_10)]
+        {
+            let _ = py;
+            let was_enabled = unsafe { ffi::PyGC_Disable() } != 0;
+            GcPause { was_enabled }
+        }
+        #[cfg(not(Py_3_10))]
+        {
+            // 3.9 has no C API for this; the `gc` module's builtins are C.
+            let was_enabled =
+                gc_call(py, c"isenabled").is_some_and(|v| v.is_truthy().unwrap_or(false));
+            if was_enabled {
+                gc_call(py, c"disable");
+            }
+            GcPause { was_enabled }
+        }
+    }
+
+    fn resume(self, py: Python<'_>) {
+        if !self.was_enabled {
+            return;
+        }
+        #[cfg(Py_3_10)]
+        {
+            let _ = py;
+            unsafe { ffi::PyGC_Enable() };
+        }
+        #[cfg(not(Py_3_10))]
+        {
+            gc_call(py, c"enable");
+        }
+    }
+}
+
+#[cfg(not(Py_3_10))]
+fn gc_call<'py>(py: Python<'py>, name: &std::ffi::CStr) -> Option<Bound<'py, PyAny>> {
+    let gc = safe::imported_module(py, c"gc")?;
+    let func = safe::module_attr(&gc, name)?;
+    unsafe { safe::owned(py, ffi::PyObject_CallNoArgs(func.as_ptr())) }
+}
+
+fn python_version(py: Python<'_>) -> String {
+    let v = py.version_info();
+    format!("{}.{}.{}", v.major, v.minor, v.patch)
+}
+
+fn now_micros() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    now.as_micros() as i64
+}
+
+/// One snapshot of every thread, greenlet and task the options ask for.
+/// Never raises for what it meets: problems go into `errors`.
+pub fn collect(py: Python<'_>, options: CaptureOptions) -> Snapshot {
+    let mut snapshot = Snapshot::new(
+        std::process::id(),
+        python_version(py),
+        iso8601_utc(now_micros()),
+    );
+    let gc = GcPause::new(py);
+    let mut cap = Capture::new(py, options.clone());
+    if options.threads {
+        let stacks = cap.run_backend("thread", threads::capture);
+        snapshot.stacks.extend(stacks);
+    }
+    if options.greenlets {
+        let stacks = cap.run_backend("greenlet", greenlets::capture);
+        snapshot.stacks.extend(stacks);
+    }
+    if options.tasks {
+        let stacks = cap.run_backend("task", tasks::capture);
+        snapshot.stacks.extend(stacks);
+    }
+    snapshot.errors.append(&mut cap.errors);
+    drop(cap);
+    safe::clear_error();
+    gc.resume(py);
+
+    // Everything below reads files and /proc only: let other threads run.
+    py.detach(move || {
+        enrich::fill_thread_states(&mut snapshot.stacks);
+        if options.source {
+            enrich::fill_sources(&mut snapshot);
+        }
+        snapshot
+    })
+}

@@ -1,0 +1,216 @@
+//! Reads of Python objects that run no user code.
+//!
+//! Capture looks at arbitrary heap objects (threads, greenlets, tasks and
+//! whatever they await). A plain `getattr` can run a property, a
+//! `__getattr__` or a metaclass hook; these helpers instead read instance
+//! dictionaries and the descriptors of the interpreter's own types directly.
+//! Every helper returns `None` on any failure and leaves no Python error set.
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use std::ffi::CStr;
+use std::os::raw::c_char;
+
+extern "C" {
+    // Exported by CPython 3.9-3.13 (cpython/object.h): an MRO walk over type
+    // dictionaries that calls nothing; it returns a borrowed reference.
+    fn _PyType_Lookup(tp: *mut ffi::PyTypeObject, name: *mut ffi::PyObject) -> *mut ffi::PyObject;
+}
+
+/// Clears a pending Python error, if any. Capture code calls it after every
+/// C-API call that can fail, so no exception leaks back to the caller.
+pub fn clear_error() {
+    unsafe {
+        if !ffi::PyErr_Occurred().is_null() {
+            ffi::PyErr_Clear();
+        }
+    }
+}
+
+/// `Bound` from a new reference, or `None` (error cleared) for NULL.
+///
+/// # Safety
+/// `ptr` must be NULL or a new (owned) reference.
+pub unsafe fn owned<'py>(py: Python<'py>, ptr: *mut ffi::PyObject) -> Option<Bound<'py, PyAny>> {
+    if ptr.is_null() {
+        clear_error();
+        None
+    } else {
+        Some(Bound::from_owned_ptr(py, ptr))
+    }
+}
+
+/// `Bound` from a borrowed reference, or `None` for NULL.
+///
+/// # Safety
+/// `ptr` must be NULL or a valid borrowed reference.
+pub unsafe fn borrowed<'py>(py: Python<'py>, ptr: *mut ffi::PyObject) -> Option<Bound<'py, PyAny>> {
+    if ptr.is_null() {
+        clear_error();
+        None
+    } else {
+        Some(Bound::from_borrowed_ptr(py, ptr))
+    }
+}
+
+/// `dict[key]` for a `str` key, without raising.
+///
+/// The dictionaries read here (module namespaces, `sys.modules`, instance
+/// `__dict__`s) are keyed by `str`, for which CPython compares keys in C.
+pub fn dict_get<'py>(dict: &Bound<'py, PyAny>, key: &CStr) -> Option<Bound<'py, PyAny>> {
+    let py = dict.py();
+    unsafe {
+        if ffi::PyDict_Check(dict.as_ptr()) == 0 {
+            return None;
+        }
+        let item = ffi::PyDict_GetItemString(dict.as_ptr(), key.as_ptr() as *const c_char);
+        borrowed(py, item)
+    }
+}
+
+/// The instance `__dict__` of `obj`, through the generic getter: no
+/// `__getattribute__`, no `__dict__` property, no `__getattr__`.
+pub fn instance_dict<'py>(obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+    unsafe {
+        let tp = ffi::Py_TYPE(obj.as_ptr());
+        // Types without an instance dict (slots, most builtins) would raise.
+        if (*tp).tp_dictoffset == 0 && ((*tp).tp_flags & MANAGED_DICT_FLAG) == 0 {
+            return None;
+        }
+        let dict = owned(
+            obj.py(),
+            ffi::PyObject_GenericGetDict(obj.as_ptr(), std::ptr::null_mut()),
+        )?;
+        (ffi::PyDict_Check(dict.as_ptr()) != 0).then_some(dict)
+    }
+}
+
+// Py_TPFLAGS_MANAGED_DICT (3.12+, bit 4): the dict lives before the object
+// and tp_dictoffset is -1 or 0. Before 3.12 the bit is unused by CPython.
+const MANAGED_DICT_FLAG: std::os::raw::c_ulong = 1 << 4;
+
+/// `obj.name` read from the instance `__dict__` only.
+pub fn instance_attr<'py>(obj: &Bound<'py, PyAny>, name: &CStr) -> Option<Bound<'py, PyAny>> {
+    dict_get(&instance_dict(obj)?, name)
+}
+
+/// `obj.name` where `name` is a C-level descriptor (getset or member) that
+/// `owner` or one of its bases defines. Subclass overrides, properties and
+/// `__getattribute__` are bypassed: only the interpreter's own getter runs.
+pub fn builtin_attr<'py>(
+    obj: &Bound<'py, PyAny>,
+    owner: *mut ffi::PyTypeObject,
+    name: &CStr,
+) -> Option<Bound<'py, PyAny>> {
+    let py = obj.py();
+    unsafe {
+        let tp = ffi::Py_TYPE(obj.as_ptr());
+        if ffi::PyType_IsSubtype(tp, owner) == 0 {
+            return None;
+        }
+        let key = owned(py, ffi::PyUnicode_FromString(name.as_ptr()))?;
+        let descr = _PyType_Lookup(owner, key.as_ptr());
+        if descr.is_null() {
+            clear_error();
+            return None;
+        }
+        let descr_type = ffi::Py_TYPE(descr);
+        let is_c_descriptor = std::ptr::eq(descr_type, &raw mut ffi::PyGetSetDescr_Type)
+            || std::ptr::eq(descr_type, &raw mut ffi::PyMemberDescr_Type);
+        if !is_c_descriptor {
+            return None;
+        }
+        let get = (*descr_type).tp_descr_get?;
+        owned(py, get(descr, obj.as_ptr(), tp as *mut ffi::PyObject))
+    }
+}
+
+/// A Python `str` as Rust text; lone surrogates are replaced, never raised.
+pub fn str_value(obj: &Bound<'_, PyAny>) -> Option<String> {
+    unsafe {
+        if ffi::PyUnicode_Check(obj.as_ptr()) == 0 {
+            return None;
+        }
+        let mut size: ffi::Py_ssize_t = 0;
+        let data = ffi::PyUnicode_AsUTF8AndSize(obj.as_ptr(), &mut size);
+        if data.is_null() {
+            clear_error();
+            // Lone surrogates cannot be UTF-8 encoded: replace them.
+            let bytes = owned(
+                obj.py(),
+                ffi::PyUnicode_AsEncodedString(
+                    obj.as_ptr(),
+                    c"utf-8".as_ptr(),
+                    c"replace".as_ptr(),
+                ),
+            )?;
+            let ptr = ffi::PyBytes_AsString(bytes.as_ptr());
+            if ptr.is_null() {
+                clear_error();
+                return None;
+            }
+            return Some(CStr::from_ptr(ptr).to_string_lossy().into_owned());
+        }
+        let bytes = std::slice::from_raw_parts(data as *const u8, size as usize);
+        Some(String::from_utf8_lossy(bytes).into_owned())
+    }
+}
+
+/// An exact `int` (or `bool`) as `u64`; other types are not asked.
+pub fn int_value(obj: &Bound<'_, PyAny>) -> Option<u64> {
+    unsafe {
+        if ffi::PyLong_Check(obj.as_ptr()) == 0 {
+            return None;
+        }
+        let v = ffi::PyLong_AsUnsignedLongLongMask(obj.as_ptr());
+        if v == u64::MAX && !ffi::PyErr_Occurred().is_null() {
+            clear_error();
+            return None;
+        }
+        Some(v)
+    }
+}
+
+/// An exact `bool`.
+pub fn bool_value(obj: &Bound<'_, PyAny>) -> Option<bool> {
+    unsafe {
+        if ffi::PyBool_Check(obj.as_ptr()) == 0 {
+            return None;
+        }
+        Some(obj.as_ptr() == ffi::Py_True())
+    }
+}
+
+/// The module object `sys.modules[name]` if it has been imported; never imports.
+pub fn imported_module<'py>(py: Python<'py>, name: &CStr) -> Option<Bound<'py, PyAny>> {
+    unsafe {
+        let modules = borrowed(py, ffi::PyImport_GetModuleDict())?;
+        let module = dict_get(&modules, name)?;
+        (ffi::PyModule_Check(module.as_ptr()) != 0).then_some(module)
+    }
+}
+
+/// `module.name` read from the module's namespace dict.
+pub fn module_attr<'py>(module: &Bound<'py, PyAny>, name: &CStr) -> Option<Bound<'py, PyAny>> {
+    unsafe {
+        if ffi::PyModule_Check(module.as_ptr()) == 0 {
+            return None;
+        }
+        let dict = borrowed(module.py(), ffi::PyModule_GetDict(module.as_ptr()))?;
+        dict_get(&dict, name)
+    }
+}
+
+/// The object's type name (`tp_name`, after the last dot), read from the type struct.
+pub fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    unsafe {
+        let tp = ffi::Py_TYPE(obj.as_ptr());
+        let name = CStr::from_ptr((*tp).tp_name).to_string_lossy();
+        name.rsplit('.').next().unwrap_or(&name).to_string()
+    }
+}
+
+/// `id(obj)` as the address string ids use (`0x7f...`).
+pub fn address(obj: &Bound<'_, PyAny>) -> String {
+    format!("{:#x}", obj.as_ptr() as usize)
+}

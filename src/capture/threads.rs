@@ -1,0 +1,121 @@
+//! The thread backend: every OS thread with a Python frame, named from
+//! `threading` where it knows the thread.
+
+use crate::capture::{safe, Capture};
+use crate::model::{Stack, StackDetails, ThreadDetails};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use std::collections::HashMap;
+
+/// Name given to threads `threading` has no object for (started through
+/// `_thread.start_new_thread` or from C).
+pub const UNKNOWN_THREAD_NAME: &str = "<thread not known to threading>";
+
+struct ThreadInfo {
+    name: Option<String>,
+    daemon: Option<bool>,
+    native_id: Option<u64>,
+}
+
+/// `threading._active` as ident -> info, in start order (MainThread first).
+fn known_threads(py: Python<'_>) -> Vec<(u64, ThreadInfo)> {
+    let mut out = Vec::new();
+    let Some(threading) = safe::imported_module(py, c"threading") else {
+        return out;
+    };
+    let Some(active) = safe::module_attr(&threading, c"_active") else {
+        return out;
+    };
+    unsafe {
+        if ffi::PyDict_Check(active.as_ptr()) == 0 {
+            return out;
+        }
+        let mut pos: ffi::Py_ssize_t = 0;
+        let mut key: *mut ffi::PyObject = std::ptr::null_mut();
+        let mut value: *mut ffi::PyObject = std::ptr::null_mut();
+        while ffi::PyDict_Next(active.as_ptr(), &mut pos, &mut key, &mut value) != 0 {
+            let key = Bound::from_borrowed_ptr(py, key);
+            let thread = Bound::from_borrowed_ptr(py, value);
+            let Some(ident) = safe::int_value(&key) else {
+                continue;
+            };
+            // Thread attributes are read from the instance dict: `name` and
+            // `daemon` are properties a subclass may override.
+            let dict = safe::instance_dict(&thread);
+            let get = |name| dict.as_ref().and_then(|d| safe::dict_get(d, name));
+            out.push((
+                ident,
+                ThreadInfo {
+                    name: get(c"_name").and_then(|v| safe::str_value(&v)),
+                    daemon: get(c"_daemonic").and_then(|v| safe::bool_value(&v)),
+                    native_id: get(c"_native_id").and_then(|v| safe::int_value(&v)),
+                },
+            ));
+        }
+    }
+    out
+}
+
+pub fn capture<'py>(cap: &mut Capture<'py>) -> Vec<Stack> {
+    let py = cap.py;
+    let Some(frames) = cap.thread_frames.clone() else {
+        return Vec::new();
+    };
+    let mut tops: HashMap<u64, Bound<'py, PyAny>> = HashMap::new();
+    let mut order: Vec<u64> = Vec::new();
+    unsafe {
+        let mut pos: ffi::Py_ssize_t = 0;
+        let mut key: *mut ffi::PyObject = std::ptr::null_mut();
+        let mut value: *mut ffi::PyObject = std::ptr::null_mut();
+        while ffi::PyDict_Next(frames.as_ptr(), &mut pos, &mut key, &mut value) != 0 {
+            let Some(ident) = safe::int_value(&Bound::from_borrowed_ptr(py, key)) else {
+                continue;
+            };
+            order.push(ident);
+            tops.insert(ident, Bound::from_borrowed_ptr(py, value));
+        }
+    }
+
+    let known = known_threads(py);
+    let mut stacks = Vec::with_capacity(tops.len());
+    let mut emit = |cap: &mut Capture<'py>, ident: u64, info: Option<&ThreadInfo>| {
+        let Some(top) = tops.remove(&ident) else {
+            return;
+        };
+        let Some((mut frames, omitted)) = cap.walker.walk_from(&top) else {
+            cap.errors.push(format!(
+                "thread {ident}: its current frame is not a frame object"
+            ));
+            return;
+        };
+        let current = ident == cap.current_thread;
+        if current {
+            cap.trim_own_frames(&mut frames);
+        }
+        stacks.push(Stack {
+            id: format!("thread:{ident}"),
+            name: info
+                .and_then(|i| i.name.clone())
+                .unwrap_or_else(|| UNKNOWN_THREAD_NAME.to_string()),
+            thread: Some(ident),
+            // Refined from the OS after capture (`enrich::fill_thread_states`).
+            state: if current { "running" } else { "unknown" }.to_string(),
+            frames,
+            frames_omitted: omitted,
+            details: StackDetails::Thread(ThreadDetails {
+                native_id: info.and_then(|i| i.native_id),
+                daemon: info.and_then(|i| i.daemon),
+                current,
+            }),
+        });
+    };
+    // threading's order first (MainThread, then start order), then the rest;
+    // a thread that ended before `_current_frames` saw it is simply absent.
+    for (ident, info) in &known {
+        emit(cap, *ident, Some(info));
+    }
+    for ident in order {
+        emit(cap, ident, None);
+    }
+    stacks
+}

@@ -1,0 +1,19 @@
+//! tbcollect: a concurrency-aware traceback collector for Python.
+//!
+//! The model ([`model`]), the renderers ([`render`]) and the post-capture
+//! steps ([`enrich`], [`output`]) are pure Rust. With the `python` feature,
+//! [`capture`] reads the interpreter and [`python`] is the extension module.
+
+pub mod enrich;
+pub mod error;
+pub mod model;
+pub mod output;
+pub mod render;
+
+#[cfg(feature = "python")]
+pub mod capture;
+#[cfg(feature = "python")]
+mod python;
+
+pub use error::Error;
+pub use model::{Frame, Snapshot, Stack, StackDetails, StackKind};

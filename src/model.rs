@@ -1,0 +1,394 @@
+//! The normalized stack model shared by every backend and every renderer.
+//!
+//! One [`Snapshot`] holds one [`Stack`] per thread, greenlet and asyncio task.
+//! The kind-specific fields live in [`StackDetails`], whose variant *is* the
+//! kind, so a thread can never carry task fields and every stack of a kind
+//! carries all of that kind's fields. Nothing here knows about PyO3: the model
+//! is plain data, checked by `cargo test` without an interpreter.
+
+use serde::ser::{SerializeMap, SerializeStruct};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+
+/// The `schema` value of every snapshot this version writes.
+pub const SCHEMA: &str = "tbcollect/1";
+
+/// Everything one `collect()` saw, frozen at capture time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Always [`SCHEMA`]; lets readers refuse dumps they do not understand.
+    pub schema: String,
+    /// Process id of the process that was captured.
+    pub pid: u32,
+    /// `sys.version` of the captured interpreter, first line only.
+    pub python: String,
+    /// When the capture happened, UTC, ISO-8601 with microseconds.
+    pub created: String,
+    /// One entry per thread, greenlet and task, in capture order.
+    pub stacks: Vec<Stack>,
+    /// Problems met while collecting. Collection never raises for these.
+    pub errors: Vec<String>,
+}
+
+/// What a stack belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StackKind {
+    Thread,
+    Greenlet,
+    Task,
+}
+
+impl StackKind {
+    pub const ALL: [StackKind; 3] = [StackKind::Thread, StackKind::Greenlet, StackKind::Task];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StackKind::Thread => "thread",
+            StackKind::Greenlet => "greenlet",
+            StackKind::Task => "task",
+        }
+    }
+
+    /// The word for `n` stacks of this kind ("1 thread", "3 tasks").
+    pub fn count_noun(self, n: usize) -> String {
+        let word = self.as_str();
+        if n == 1 {
+            format!("1 {word}")
+        } else {
+            format!("{n} {word}s")
+        }
+    }
+}
+
+impl fmt::Display for StackKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One thread, greenlet or task and the frames it is in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stack {
+    /// Unique within the snapshot: `"thread:<ident>"`, `"greenlet:<addr>"`, `"task:<addr>"`.
+    pub id: String,
+    /// The name a person knows it by (thread name, greenlet name, task name).
+    pub name: String,
+    /// Ident of the OS thread this stack belongs to, if known.
+    pub thread: Option<u64>,
+    /// Kind-specific state word (`running`, `sleeping`, `suspended`, `pending`, ...).
+    pub state: String,
+    /// Outermost first, i.e. most recent call last, like `traceback`.
+    pub frames: Vec<Frame>,
+    /// How many outermost frames were dropped by the depth limit (0: none).
+    pub frames_omitted: u64,
+    /// The fields only this kind of stack has; the variant is the kind.
+    pub details: StackDetails,
+}
+
+impl Stack {
+    pub fn kind(&self) -> StackKind {
+        self.details.kind()
+    }
+}
+
+/// Kind-specific fields. Each variant lists every field its kind always has.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum StackDetails {
+    Thread(ThreadDetails),
+    Greenlet(GreenletDetails),
+    Task(TaskDetails),
+}
+
+impl StackDetails {
+    pub fn kind(&self) -> StackKind {
+        match self {
+            StackDetails::Thread(_) => StackKind::Thread,
+            StackDetails::Greenlet(_) => StackKind::Greenlet,
+            StackDetails::Task(_) => StackKind::Task,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ThreadDetails {
+    /// The OS thread id (`threading.get_native_id()`), when `threading` knows it.
+    pub native_id: Option<u64>,
+    /// `Thread.daemon`, or null for threads `threading` does not know.
+    pub daemon: Option<bool>,
+    /// True for the thread that called the collector.
+    pub current: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GreenletDetails {
+    /// Id of the parent greenlet's stack, if it has one.
+    pub parent: Option<String>,
+    /// True for a gevent hub.
+    #[serde(default)]
+    pub hub: bool,
+    /// Id of the greenlet that spawned this one, when gevent tracks the tree.
+    #[serde(default)]
+    pub spawned_by: Option<String>,
+    /// Where it was spawned, when gevent tracks spawn stacks (outermost first).
+    #[serde(default)]
+    pub spawn_frames: Vec<Frame>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskDetails {
+    /// Id of the event loop the task belongs to (`"loop:<addr>"`).
+    #[serde(rename = "loop")]
+    pub event_loop: String,
+    /// What the innermost coroutine waits for, described for a person.
+    pub awaiting: Option<String>,
+    /// Ids of the stacks waiting for this task.
+    pub awaited_by: Vec<String>,
+}
+
+/// One frame of a stack.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Frame {
+    /// As the code object has it (absolute for imported modules).
+    pub filename: String,
+    /// Null where the interpreter has no line for the current instruction.
+    pub lineno: Option<u32>,
+    /// Qualified name where the interpreter has one (`Worker.run`).
+    pub function: String,
+    /// The stripped source line, or null when the file can't be read.
+    pub source: Option<String>,
+    /// Local variables as rendered text, when asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locals: Option<Locals>,
+}
+
+impl Frame {
+    pub fn new(
+        filename: impl Into<String>,
+        lineno: Option<u32>,
+        function: impl Into<String>,
+    ) -> Self {
+        Frame {
+            filename: filename.into(),
+            lineno,
+            function: function.into(),
+            source: None,
+            locals: None,
+        }
+    }
+
+    /// Where the frame is, ignoring source text and locals: what makes two stacks "the same".
+    pub fn location(&self) -> (&str, Option<u32>, &str) {
+        (&self.filename, self.lineno, &self.function)
+    }
+}
+
+/// Local variables in definition order; serialized as a JSON object.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Locals(pub Vec<(String, String)>);
+
+impl Serialize for Locals {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, value) in &self.0 {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Locals {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Locals;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of local names to rendered values")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut access: A,
+            ) -> Result<Locals, A::Error> {
+                let mut items = Vec::new();
+                while let Some(entry) = access.next_entry::<String, String>()? {
+                    items.push(entry);
+                }
+                Ok(Locals(items))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
+// Stack is serialized by hand so the JSON reads in a person's order (kind, id,
+// name, ... frames last) while the kind-specific fields stay flat beside them.
+impl Serialize for Stack {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("Stack", 12)?;
+        s.serialize_field("kind", &self.kind())?;
+        s.serialize_field("id", &self.id)?;
+        s.serialize_field("name", &self.name)?;
+        s.serialize_field("thread", &self.thread)?;
+        s.serialize_field("state", &self.state)?;
+        match &self.details {
+            StackDetails::Thread(d) => {
+                s.serialize_field("native_id", &d.native_id)?;
+                s.serialize_field("daemon", &d.daemon)?;
+                s.serialize_field("current", &d.current)?;
+            }
+            StackDetails::Greenlet(d) => {
+                s.serialize_field("parent", &d.parent)?;
+                s.serialize_field("hub", &d.hub)?;
+                s.serialize_field("spawned_by", &d.spawned_by)?;
+                s.serialize_field("spawn_frames", &d.spawn_frames)?;
+            }
+            StackDetails::Task(d) => {
+                s.serialize_field("loop", &d.event_loop)?;
+                s.serialize_field("awaiting", &d.awaiting)?;
+                s.serialize_field("awaited_by", &d.awaited_by)?;
+            }
+        }
+        s.serialize_field("frames_omitted", &self.frames_omitted)?;
+        s.serialize_field("frames", &self.frames)?;
+        s.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Stack {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Repr {
+            id: String,
+            name: String,
+            thread: Option<u64>,
+            state: String,
+            frames: Vec<Frame>,
+            #[serde(default)]
+            frames_omitted: u64,
+            #[serde(flatten)]
+            details: StackDetails,
+        }
+        let r = Repr::deserialize(deserializer)?;
+        Ok(Stack {
+            id: r.id,
+            name: r.name,
+            thread: r.thread,
+            state: r.state,
+            frames: r.frames,
+            frames_omitted: r.frames_omitted,
+            details: r.details,
+        })
+    }
+}
+
+impl Snapshot {
+    pub fn new(pid: u32, python: impl Into<String>, created: impl Into<String>) -> Self {
+        Snapshot {
+            schema: SCHEMA.to_string(),
+            pid,
+            python: python.into(),
+            created: created.into(),
+            stacks: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// How many stacks of each kind, in [`StackKind::ALL`] order.
+    pub fn counts(&self) -> [(StackKind, usize); 3] {
+        StackKind::ALL.map(|kind| {
+            (
+                kind,
+                self.stacks.iter().filter(|s| s.kind() == kind).count(),
+            )
+        })
+    }
+
+    pub fn stack(&self, id: &str) -> Option<&Stack> {
+        self.stacks.iter().find(|s| s.id == id)
+    }
+}
+
+/// Formats a Unix time as UTC ISO-8601 with microseconds (`2026-11-22T00:18:31.123456Z`).
+///
+/// Written out here because the civil-date arithmetic is twenty lines and a
+/// date crate would be the project's largest dependency for this one call.
+pub fn iso8601_utc(unix_micros: i64) -> String {
+    let secs = unix_micros.div_euclid(1_000_000);
+    let micros = unix_micros.rem_euclid(1_000_000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian calendar).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso8601_known_instants() {
+        assert_eq!(iso8601_utc(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            iso8601_utc(951_782_400_000_001),
+            "2000-02-29T00:00:00.000001Z"
+        );
+        assert_eq!(
+            iso8601_utc(1_795_307_911_500_000),
+            "2026-11-22T00:38:31.500000Z"
+        );
+        assert_eq!(iso8601_utc(-1), "1969-12-31T23:59:59.999999Z");
+    }
+
+    #[test]
+    fn counts_by_kind() {
+        let mut snap = Snapshot::new(1, "3.11", "t");
+        for (i, details) in [
+            StackDetails::Thread(ThreadDetails::default()),
+            StackDetails::Task(TaskDetails::default()),
+            StackDetails::Task(TaskDetails::default()),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            snap.stacks.push(Stack {
+                id: format!("x:{i}"),
+                name: String::new(),
+                thread: None,
+                state: String::new(),
+                frames: vec![],
+                frames_omitted: 0,
+                details,
+            });
+        }
+        assert_eq!(
+            snap.counts(),
+            [
+                (StackKind::Thread, 1),
+                (StackKind::Greenlet, 0),
+                (StackKind::Task, 2)
+            ]
+        );
+        assert_eq!(StackKind::Task.count_noun(2), "2 tasks");
+        assert_eq!(StackKind::Thread.count_noun(1), "1 thread");
+    }
+}

@@ -1,0 +1,419 @@
+//! The extension module `tbcollect._tbcollect`: captures, then converts the
+//! model into Python objects. All logic lives in the pure-Rust modules.
+
+use crate::capture::{self, CaptureOptions};
+use crate::error::Error;
+use crate::model::{Frame, Snapshot, Stack, StackDetails, SCHEMA};
+use crate::output;
+use crate::render::{self, json::JsonOptions, text::TextOptions, Format, RenderOptions};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use std::path::PathBuf;
+
+/// Everything one `collect()` saw: every stack, and the problems met.
+#[pyclass(name = "Snapshot", module = "tbcollect", frozen)]
+pub struct PySnapshot {
+    inner: Snapshot,
+}
+
+fn json_to_py<'py>(py: Python<'py>, value: &serde_json::Value) -> PyResult<Bound<'py, PyAny>> {
+    use pyo3::IntoPyObjectExt;
+    use serde_json::Value;
+    Ok(match value {
+        Value::Null => py.None().into_bound(py),
+        Value::Bool(b) => b.into_bound_py_any(py)?,
+        Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => u.into_bound_py_any(py)?,
+            (None, Some(i)) => i.into_bound_py_any(py)?,
+            _ => n.as_f64().unwrap_or(f64::NAN).into_bound_py_any(py)?,
+        },
+        Value::String(s) => s.into_bound_py_any(py)?,
+        Value::Array(items) => {
+            let list = PyList::empty(py);
+            for item in items {
+                list.append(json_to_py(py, item)?)?;
+            }
+            list.into_any()
+        }
+        Value::Object(map) => {
+            let dict = PyDict::new(py);
+            for (k, v) in map {
+                dict.set_item(k, json_to_py(py, v)?)?;
+            }
+            dict.into_any()
+        }
+    })
+}
+
+fn to_py_dict<'py, T: serde::Serialize>(py: Python<'py>, value: &T) -> PyResult<Bound<'py, PyAny>> {
+    let value = serde_json::to_value(value)
+        .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
+    json_to_py(py, &value)
+}
+
+fn render_options(group: bool, source: bool, indent: Option<usize>) -> RenderOptions {
+    RenderOptions {
+        text: TextOptions { group, source },
+        json: JsonOptions { indent },
+    }
+}
+
+#[pymethods]
+impl PySnapshot {
+    /// The dump as text: a header line, then one block per stack (or group of identical stacks).
+    #[pyo3(signature = (*, group = true, source = true))]
+    fn to_text(&self, py: Python<'_>, group: bool, source: bool) -> String {
+        let options = render_options(group, source, None);
+        py.detach(|| render::render(&self.inner, Format::Text, &options))
+    }
+
+    /// The dump as JSON (schema `tbcollect/1`); `indent=None` writes one line.
+    #[pyo3(signature = (indent = None))]
+    fn to_json(&self, py: Python<'_>, indent: Option<usize>) -> String {
+        let options = render_options(true, true, indent);
+        py.detach(|| render::render(&self.inner, Format::Json, &options))
+    }
+
+    /// The dump in the named format (`"text"` or `"json"`).
+    #[pyo3(signature = (format = "text", *, group = true, source = true, indent = None))]
+    fn render(
+        &self,
+        py: Python<'_>,
+        format: &str,
+        group: bool,
+        source: bool,
+        indent: Option<usize>,
+    ) -> Result<String, Error> {
+        let format: Format = format.parse()?;
+        let options = render_options(group, source, indent);
+        Ok(py.detach(|| render::render(&self.inner, format, &options)))
+    }
+
+    /// The dump as plain Python data (what `json.loads(to_json())` gives).
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        to_py_dict(py, &self.inner)
+    }
+
+    /// Reads a snapshot back from its JSON (`to_json()` output or a saved dump).
+    #[staticmethod]
+    fn from_json(py: Python<'_>, text: &str) -> Result<PySnapshot, Error> {
+        let inner = py
+            .detach(|| render::json::parse(text))
+            .map_err(|e| Error::InvalidDump(e.to_string()))?;
+        if inner.schema != SCHEMA {
+            return Err(Error::InvalidDump(format!(
+                "schema is '{}', this version reads '{SCHEMA}'",
+                inner.schema
+            )));
+        }
+        Ok(PySnapshot { inner })
+    }
+
+    #[getter]
+    fn schema(&self) -> &str {
+        &self.inner.schema
+    }
+    #[getter]
+    fn pid(&self) -> u32 {
+        self.inner.pid
+    }
+    #[getter]
+    fn python(&self) -> &str {
+        &self.inner.python
+    }
+    #[getter]
+    fn created(&self) -> &str {
+        &self.inner.created
+    }
+    #[getter]
+    fn errors(&self) -> Vec<String> {
+        self.inner.errors.clone()
+    }
+    #[getter]
+    fn stacks(&self) -> Vec<PyStack> {
+        self.inner
+            .stacks
+            .iter()
+            .cloned()
+            .map(|inner| PyStack { inner })
+            .collect()
+    }
+
+    /// The header line of the text dump (pid, time, Python, counts).
+    fn summary(&self) -> String {
+        render::text::header_line(&self.inner)
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.stacks.len()
+    }
+
+    fn __repr__(&self) -> String {
+        let counts = self
+            .inner
+            .counts()
+            .iter()
+            .map(|(k, n)| k.count_noun(*n))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "<tbcollect.Snapshot pid={} {} ({counts})>",
+            self.inner.pid, self.inner.created
+        )
+    }
+}
+
+/// One thread, greenlet or task and the frames it is in.
+#[pyclass(name = "Stack", module = "tbcollect", frozen)]
+#[derive(Clone)]
+pub struct PyStack {
+    inner: Stack,
+}
+
+#[pymethods]
+impl PyStack {
+    #[getter]
+    fn kind(&self) -> &'static str {
+        self.inner.kind().as_str()
+    }
+    #[getter]
+    fn id(&self) -> &str {
+        &self.inner.id
+    }
+    #[getter]
+    fn name(&self) -> &str {
+        &self.inner.name
+    }
+    #[getter]
+    fn thread(&self) -> Option<u64> {
+        self.inner.thread
+    }
+    #[getter]
+    fn state(&self) -> &str {
+        &self.inner.state
+    }
+    #[getter]
+    fn frames(&self) -> Vec<PyFrame> {
+        self.inner
+            .frames
+            .iter()
+            .cloned()
+            .map(|inner| PyFrame { inner })
+            .collect()
+    }
+    #[getter]
+    fn frames_omitted(&self) -> u64 {
+        self.inner.frames_omitted
+    }
+    // Kind-specific fields read as None on stacks of other kinds, so code
+    // iterating a mixed list needs no isinstance-style checks.
+    #[getter]
+    fn native_id(&self) -> Option<u64> {
+        match &self.inner.details {
+            StackDetails::Thread(d) => d.native_id,
+            _ => None,
+        }
+    }
+    #[getter]
+    fn daemon(&self) -> Option<bool> {
+        match &self.inner.details {
+            StackDetails::Thread(d) => d.daemon,
+            _ => None,
+        }
+    }
+    #[getter]
+    fn current(&self) -> Option<bool> {
+        match &self.inner.details {
+            StackDetails::Thread(d) => Some(d.current),
+            _ => None,
+        }
+    }
+    #[getter]
+    fn parent(&self) -> Option<String> {
+        match &self.inner.details {
+            StackDetails::Greenlet(d) => d.parent.clone(),
+            _ => None,
+        }
+    }
+    #[getter]
+    fn hub(&self) -> Option<bool> {
+        match &self.inner.details {
+            StackDetails::Greenlet(d) => Some(d.hub),
+            _ => None,
+        }
+    }
+    #[getter]
+    fn spawned_by(&self) -> Option<String> {
+        match &self.inner.details {
+            StackDetails::Greenlet(d) => d.spawned_by.clone(),
+            _ => None,
+        }
+    }
+    #[getter]
+    fn spawn_frames(&self) -> Option<Vec<PyFrame>> {
+        match &self.inner.details {
+            StackDetails::Greenlet(d) => Some(
+                d.spawn_frames
+                    .iter()
+                    .cloned()
+                    .map(|inner| PyFrame { inner })
+                    .collect(),
+            ),
+            _ => None,
+        }
+    }
+    #[getter(r#loop)]
+    fn event_loop(&self) -> Option<String> {
+        match &self.inner.details {
+            StackDetails::Task(d) => Some(d.event_loop.clone()),
+            _ => None,
+        }
+    }
+    #[getter]
+    fn awaiting(&self) -> Option<String> {
+        match &self.inner.details {
+            StackDetails::Task(d) => d.awaiting.clone(),
+            _ => None,
+        }
+    }
+    #[getter]
+    fn awaited_by(&self) -> Option<Vec<String>> {
+        match &self.inner.details {
+            StackDetails::Task(d) => Some(d.awaited_by.clone()),
+            _ => None,
+        }
+    }
+
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        to_py_dict(py, &self.inner)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<tbcollect.Stack {} {:?} {} ({} frames)>",
+            self.inner.id,
+            self.inner.name,
+            self.inner.state,
+            self.inner.frames.len()
+        )
+    }
+}
+
+/// One frame: where a stack is, in `traceback` terms.
+#[pyclass(name = "Frame", module = "tbcollect", frozen)]
+#[derive(Clone)]
+pub struct PyFrame {
+    inner: Frame,
+}
+
+#[pymethods]
+impl PyFrame {
+    #[getter]
+    fn filename(&self) -> &str {
+        &self.inner.filename
+    }
+    #[getter]
+    fn lineno(&self) -> Option<u32> {
+        self.inner.lineno
+    }
+    #[getter]
+    fn function(&self) -> &str {
+        &self.inner.function
+    }
+    #[getter]
+    fn source(&self) -> Option<&str> {
+        self.inner.source.as_deref()
+    }
+    #[getter]
+    fn locals(&self) -> Option<Vec<(String, String)>> {
+        self.inner.locals.as_ref().map(|l| l.0.clone())
+    }
+
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        to_py_dict(py, &self.inner)
+    }
+
+    fn __repr__(&self) -> String {
+        let line = self
+            .inner
+            .lineno
+            .map_or("None".to_string(), |n| n.to_string());
+        format!(
+            "<tbcollect.Frame {}:{line} in {}>",
+            self.inner.filename, self.inner.function
+        )
+    }
+}
+
+/// Captures every thread, greenlet and asyncio task. Never raises for what
+/// it finds; problems are in the snapshot's `errors`.
+#[pyfunction]
+#[pyo3(signature = (*, threads = true, greenlets = true, tasks = true, source = true, max_depth = 1024))]
+fn collect(
+    py: Python<'_>,
+    threads: bool,
+    greenlets: bool,
+    tasks: bool,
+    source: bool,
+    max_depth: i64,
+) -> Result<PySnapshot, Error> {
+    if max_depth < 1 {
+        return Err(Error::InvalidOption {
+            name: "max_depth",
+            reason: format!("must be at least 1, got {max_depth}"),
+        });
+    }
+    let options = CaptureOptions {
+        threads,
+        greenlets,
+        tasks,
+        source,
+        max_depth: usize::try_from(max_depth).unwrap_or(usize::MAX),
+    };
+    Ok(PySnapshot {
+        inner: capture::collect(py, options),
+    })
+}
+
+/// Checks a format name; raises UnknownFormatError for anything else.
+#[pyfunction]
+fn check_format(format: &str) -> Result<String, Error> {
+    let parsed: Format = format.parse()?;
+    Ok(parsed.extension().to_string())
+}
+
+/// Writes a finished dump to a path (atomically) or to an open descriptor.
+#[pyfunction]
+#[pyo3(signature = (text, *, path = None, fd = None, mode = 0o644))]
+fn write_dump(
+    py: Python<'_>,
+    text: &str,
+    path: Option<PathBuf>,
+    fd: Option<i32>,
+    mode: u32,
+) -> Result<(), Error> {
+    let data = text.as_bytes();
+    py.detach(|| match (path, fd) {
+        (Some(path), None) => output::write_atomic(&path, data, mode),
+        (None, Some(fd)) => output::write_fd(fd, data),
+        _ => Err(Error::InvalidOption {
+            name: "file",
+            reason: "give exactly one of a path or a file descriptor".into(),
+        }),
+    })
+}
+
+#[pymodule]
+#[pyo3(name = "_tbcollect")]
+fn tbcollect_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("SCHEMA", SCHEMA)?;
+    m.add("FORMATS", Format::NAMES.to_vec())?;
+    m.add("UNKNOWN_THREAD_NAME", capture::threads::UNKNOWN_THREAD_NAME)?;
+    m.add_class::<PySnapshot>()?;
+    m.add_class::<PyStack>()?;
+    m.add_class::<PyFrame>()?;
+    m.add_function(wrap_pyfunction!(collect, m)?)?;
+    m.add_function(wrap_pyfunction!(check_format, m)?)?;
+    m.add_function(wrap_pyfunction!(write_dump, m)?)?;
+    Ok(())
+}

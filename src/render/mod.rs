@@ -1,0 +1,71 @@
+//! Renderers: each turns a [`Snapshot`](crate::model::Snapshot) into bytes and
+//! knows nothing of PyO3, so `cargo test` checks them on literal snapshots.
+
+pub mod json;
+pub mod text;
+pub mod tree;
+
+use crate::error::Error;
+use crate::model::Snapshot;
+use std::str::FromStr;
+
+/// Every output format, parsed from its name in exactly one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+impl Format {
+    pub const NAMES: &'static [&'static str] = &["text", "json"];
+
+    /// The file extension a dump in this format gets.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Text => "txt",
+            Format::Json => "json",
+        }
+    }
+}
+
+impl FromStr for Format {
+    type Err = Error;
+    fn from_str(name: &str) -> Result<Self, Error> {
+        match name {
+            "text" => Ok(Format::Text),
+            "json" => Ok(Format::Json),
+            other => Err(Error::UnknownFormat(other.to_string())),
+        }
+    }
+}
+
+/// Options every renderer may look at; each ignores what it has no use for.
+#[derive(Debug, Clone, Default)]
+pub struct RenderOptions {
+    pub text: text::TextOptions,
+    pub json: json::JsonOptions,
+}
+
+pub fn render(snapshot: &Snapshot, format: Format, options: &RenderOptions) -> String {
+    match format {
+        Format::Text => text::render_to_string(snapshot, &options.text),
+        Format::Json => json::render_to_string(snapshot, &options.json),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_names_round_trip() {
+        for name in Format::NAMES {
+            assert!(name.parse::<Format>().is_ok());
+        }
+        let err = "yaml".parse::<Format>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown format 'yaml' (expected one of: text, json)"
+        );
+    }
+}
