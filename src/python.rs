@@ -1,7 +1,7 @@
 //! The extension module `tbcollect._tbcollect`: captures, then converts the
 //! model into Python objects. All logic lives in the pure-Rust modules.
 
-use crate::capture::{self, CaptureOptions};
+use crate::capture::{self, CaptureOptions, LocalsMode};
 use crate::error::Error;
 use crate::model::{Frame, Snapshot, Stack, StackDetails, SCHEMA};
 use crate::output;
@@ -348,7 +348,8 @@ impl PyFrame {
 /// Captures every thread, greenlet and asyncio task. Never raises for what
 /// it finds; problems are in the snapshot's `errors`.
 #[pyfunction]
-#[pyo3(signature = (*, threads = true, greenlets = true, tasks = true, source = true, max_depth = 1024))]
+#[pyo3(signature = (*, threads = true, greenlets = true, tasks = true, source = true, max_depth = 1024, done_tasks = false, locals = None))]
+#[allow(clippy::too_many_arguments)]
 fn collect(
     py: Python<'_>,
     threads: bool,
@@ -356,6 +357,8 @@ fn collect(
     tasks: bool,
     source: bool,
     max_depth: i64,
+    done_tasks: bool,
+    locals: Option<&Bound<'_, PyAny>>,
 ) -> Result<PySnapshot, Error> {
     if max_depth < 1 {
         return Err(Error::InvalidOption {
@@ -369,10 +372,33 @@ fn collect(
         tasks,
         source,
         max_depth: usize::try_from(max_depth).unwrap_or(usize::MAX),
+        done_tasks,
+        locals: locals_mode(locals)?,
     };
     Ok(PySnapshot {
         inner: capture::collect(py, options),
     })
+}
+
+/// `locals=False|True|"repr"` (None means False).
+fn locals_mode(value: Option<&Bound<'_, PyAny>>) -> Result<LocalsMode, Error> {
+    let Some(value) = value else {
+        return Ok(LocalsMode::Off);
+    };
+    if let Ok(flag) = value.cast::<pyo3::types::PyBool>() {
+        return Ok(if flag.is_true() {
+            LocalsMode::Safe
+        } else {
+            LocalsMode::Off
+        });
+    }
+    match value.extract::<String>().as_deref() {
+        Ok("repr") => Ok(LocalsMode::Repr),
+        _ => Err(Error::InvalidOption {
+            name: "locals",
+            reason: "must be False, True or \"repr\"".into(),
+        }),
+    }
 }
 
 /// Checks a format name; raises UnknownFormatError for anything else.

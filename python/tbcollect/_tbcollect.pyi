@@ -1,6 +1,6 @@
 """Type stub of the native module ``tbcollect._tbcollect``."""
 
-from typing import Any, Dict, List, Literal, Optional, Tuple
+from typing import Any, Dict, List, Literal, Optional, Tuple, Union
 
 SCHEMA: str
 FORMATS: List[str]
@@ -103,6 +103,8 @@ def collect(
     tasks: bool = True,
     source: bool = True,
     max_depth: int = 1024,
+    done_tasks: bool = False,
+    locals: Union[bool, Literal["repr"], None] = None,
 ) -> Snapshot: ...
 def check_format(format: str) -> str: ...
 def write_dump(

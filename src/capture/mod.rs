@@ -23,6 +23,22 @@ pub struct CaptureOptions {
     pub tasks: bool,
     pub source: bool,
     pub max_depth: usize,
+    /// List tasks that are done or cancelled too (issue #3).
+    pub done_tasks: bool,
+    /// Capture each frame's local variables (issue #6).
+    pub locals: LocalsMode,
+}
+
+/// How frame locals are captured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LocalsMode {
+    /// No locals (the default).
+    #[default]
+    Off,
+    /// Built-in values rendered by our own code; others as `<module.Class object at 0x...>`.
+    Safe,
+    /// As `Safe`, but other objects through their (guarded, capped) `repr()`.
+    Repr,
 }
 
 impl Default for CaptureOptions {
@@ -33,6 +49,8 @@ impl Default for CaptureOptions {
             tasks: true,
             source: true,
             max_depth: 1024,
+            done_tasks: false,
+            locals: LocalsMode::Off,
         }
     }
 }
