@@ -2,43 +2,60 @@
 //! (read from disk, one read per file) and what the OS says each thread is
 //! doing. Pure Rust, so `cargo test` checks it.
 
-use crate::model::{Snapshot, Stack, StackDetails};
-use std::collections::HashMap;
+use crate::model::{Frame, Snapshot, Stack, StackDetails};
+use std::collections::{BTreeSet, HashMap};
 
 /// Fills `Frame::source` from the files on disk. Files that cannot be read
 /// (frozen modules, `<string>`, deleted files, zip imports) leave it null.
 pub fn fill_sources(snapshot: &mut Snapshot) {
-    let mut files: HashMap<String, Option<Vec<String>>> = HashMap::new();
-    let frames = snapshot.stacks.iter_mut().flat_map(|s| {
-        let spawn: &mut [crate::model::Frame] = match &mut s.details {
+    // First pass: which lines of which files are wanted, so each file is read
+    // once and only the wanted lines are decoded (stdlib files are long).
+    let mut wanted: HashMap<String, BTreeSet<u32>> = HashMap::new();
+    for frame in all_frames(snapshot) {
+        if let Some(n) = frame.lineno.filter(|&n| n > 0) {
+            wanted.entry(frame.filename.clone()).or_default().insert(n);
+        }
+    }
+    let found: HashMap<String, HashMap<u32, String>> = wanted
+        .into_iter()
+        .filter_map(|(file, lines)| Some((read_lines(&file, &lines)?, file)))
+        .map(|(lines, file)| (file, lines))
+        .collect();
+    for frame in all_frames(snapshot) {
+        frame.source = frame
+            .lineno
+            .and_then(|n| found.get(&frame.filename)?.get(&n))
+            .cloned();
+    }
+}
+
+fn all_frames(snapshot: &mut Snapshot) -> impl Iterator<Item = &mut Frame> {
+    snapshot.stacks.iter_mut().flat_map(|s| {
+        let spawn: &mut [Frame] = match &mut s.details {
             StackDetails::Greenlet(d) => &mut d.spawn_frames,
             _ => &mut [],
         };
         s.frames.iter_mut().chain(spawn.iter_mut())
-    });
-    for frame in frames {
-        let Some(lineno) = frame.lineno.filter(|&n| n > 0) else {
-            continue;
-        };
-        let lines = files
-            .entry(frame.filename.clone())
-            .or_insert_with(|| read_lines(&frame.filename));
-        frame.source = lines
-            .as_ref()
-            .and_then(|l| l.get(lineno as usize - 1))
-            .map(|l| l.trim().to_string());
-    }
+    })
 }
 
-fn read_lines(filename: &str) -> Option<Vec<String>> {
+/// The wanted lines of one file, stripped; `None` when it can't be read.
+fn read_lines(filename: &str, wanted: &BTreeSet<u32>) -> Option<HashMap<u32, String>> {
     if filename.starts_with('<') {
         return None;
     }
     let bytes = std::fs::read(filename).ok()?;
-    // Python source is UTF-8 unless a coding cookie says otherwise; such
-    // files are rare, and a lossy line beats no line in a dump.
-    let text = String::from_utf8_lossy(&bytes);
-    Some(text.lines().map(str::to_string).collect())
+    let last = *wanted.last()?;
+    let mut out = HashMap::with_capacity(wanted.len());
+    for (i, line) in bytes.split(|&b| b == b'\n').enumerate().take(last as usize) {
+        let n = i as u32 + 1;
+        if wanted.contains(&n) {
+            // Python source is UTF-8 unless a coding cookie says otherwise;
+            // such files are rare, and a lossy line beats no line in a dump.
+            out.insert(n, String::from_utf8_lossy(line).trim().to_string());
+        }
+    }
+    Some(out)
 }
 
 /// Replaces the placeholder state of each thread with what the OS says it is
@@ -77,7 +94,7 @@ pub fn os_thread_state(native_id: u64) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Frame, ThreadDetails};
+    use crate::model::ThreadDetails;
 
     #[test]
     fn own_thread_state_is_read_from_proc() {

@@ -20,6 +20,10 @@ pub struct FrameWalker<'py> {
     py: Python<'py>,
     max_depth: usize,
     codes: HashMap<usize, CodeInfo>,
+    // (code address, instruction offset) -> frame: threads parked at the same
+    // place (a pool of workers) share it, which saves the line-table walk.
+    #[cfg(Py_3_11)]
+    located: HashMap<(usize, i32), Frame>,
     // 3.11+ code objects carry `co_qualname`; before, only `co_name` exists.
     has_qualname: bool,
 }
@@ -30,6 +34,8 @@ impl<'py> FrameWalker<'py> {
             py,
             max_depth,
             codes: HashMap::new(),
+            #[cfg(Py_3_11)]
+            located: HashMap::new(),
             has_qualname: cfg!(Py_3_11),
         }
     }
@@ -65,12 +71,21 @@ impl<'py> FrameWalker<'py> {
     /// # Safety
     /// `frame` must be a valid frame object; the GIL is held.
     pub unsafe fn frame(&mut self, frame: *mut ffi::PyFrameObject) -> Frame {
-        let line = ffi::PyFrame_GetLineNumber(frame);
-        let lineno = u32::try_from(line).ok();
         let code = ffi::PyFrame_GetCode(frame);
+        #[cfg(Py_3_11)]
+        let key = (code as usize, ffi::PyFrame_GetLasti(frame));
+        #[cfg(Py_3_11)]
+        if let Some(known) = self.located.get(&key) {
+            ffi::Py_DECREF(code as *mut ffi::PyObject);
+            return known.clone();
+        }
+        let lineno = u32::try_from(ffi::PyFrame_GetLineNumber(frame)).ok();
         let info = self.code_info(code);
         ffi::Py_DECREF(code as *mut ffi::PyObject);
-        Frame::new(info.filename, lineno, info.function)
+        let located = Frame::new(info.filename, lineno, info.function);
+        #[cfg(Py_3_11)]
+        self.located.insert(key, located.clone());
+        located
     }
 
     /// Frame from a `Bound` frame object, or `None` when it is not a frame.
