@@ -4,29 +4,72 @@
 
 use crate::model::{Frame, Snapshot, Stack, StackDetails};
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::SystemTime;
 
 /// Fills `Frame::source` from the files on disk. Files that cannot be read
 /// (frozen modules, `<string>`, deleted files, zip imports) leave it null.
 pub fn fill_sources(snapshot: &mut Snapshot) {
-    // First pass: which lines of which files are wanted, so each file is read
-    // once and only the wanted lines are decoded (stdlib files are long).
+    // First pass: which lines of which files are wanted, so each file is
+    // looked at once and only the wanted lines are decoded.
     let mut wanted: HashMap<String, BTreeSet<u32>> = HashMap::new();
     for frame in all_frames(snapshot) {
         if let Some(n) = frame.lineno.filter(|&n| n > 0) {
             wanted.entry(frame.filename.clone()).or_default().insert(n);
         }
     }
-    let found: HashMap<String, HashMap<u32, String>> = wanted
+    let mut cache = SOURCE_CACHE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if cache.as_ref().is_some_and(|files| files.len() > SOURCE_CACHE_FILES) {
+        *cache = None;
+    }
+    let found: HashMap<String, HashMap<u32, Option<String>>> = wanted
         .into_iter()
-        .filter_map(|(file, lines)| Some((read_lines(&file, &lines)?, file)))
-        .map(|(lines, file)| (file, lines))
+        .filter_map(|(file, lines)| {
+            let cached = lookup(&mut cache, &file, &lines)?;
+            Some((file, cached))
+        })
         .collect();
+    drop(cache);
     for frame in all_frames(snapshot) {
         frame.source = frame
             .lineno
-            .and_then(|n| found.get(&frame.filename)?.get(&n))
-            .cloned();
+            .and_then(|n| found.get(&frame.filename)?.get(&n)?.clone());
     }
+}
+
+/// Lines already read, per file, valid while the file's size and mtime stay
+/// the same (as `linecache.checkcache` does). Only lines some dump needed are
+/// kept, so the cache stays small however long the process lives.
+struct CachedFile {
+    identity: (u64, SystemTime),
+    lines: HashMap<u32, Option<String>>,
+}
+
+static SOURCE_CACHE: Mutex<Option<HashMap<String, CachedFile>>> = Mutex::new(None);
+const SOURCE_CACHE_FILES: usize = 4096;
+
+fn lookup(
+    cache: &mut Option<HashMap<String, CachedFile>>,
+    filename: &str,
+    wanted: &BTreeSet<u32>,
+) -> Option<HashMap<u32, Option<String>>> {
+    if filename.starts_with('<') {
+        return None;
+    }
+    let meta = std::fs::metadata(filename).ok()?;
+    let identity = (meta.len(), meta.modified().ok()?);
+    let files = cache.get_or_insert_with(HashMap::new);
+    let entry = files.get(filename).filter(|c| c.identity == identity);
+    let complete = entry.is_some_and(|c| wanted.iter().all(|n| c.lines.contains_key(n)));
+    if !complete {
+        let mut lines = read_lines(filename, wanted)?;
+        if let Some(old) = files.remove(filename).filter(|c| c.identity == identity) {
+            lines.extend(old.lines);
+        }
+        files.insert(filename.to_string(), CachedFile { identity, lines });
+    }
+    let cached = &files.get(filename)?.lines;
+    Some(wanted.iter().map(|n| (*n, cached.get(n).cloned().flatten())).collect())
 }
 
 fn all_frames(snapshot: &mut Snapshot) -> impl Iterator<Item = &mut Frame> {
@@ -39,20 +82,18 @@ fn all_frames(snapshot: &mut Snapshot) -> impl Iterator<Item = &mut Frame> {
     })
 }
 
-/// The wanted lines of one file, stripped; `None` when it can't be read.
-fn read_lines(filename: &str, wanted: &BTreeSet<u32>) -> Option<HashMap<u32, String>> {
-    if filename.starts_with('<') {
-        return None;
-    }
+/// The wanted lines of one file, stripped (`None` past its end); `None`
+/// when it can't be read.
+fn read_lines(filename: &str, wanted: &BTreeSet<u32>) -> Option<HashMap<u32, Option<String>>> {
     let bytes = std::fs::read(filename).ok()?;
+    let mut out: HashMap<u32, Option<String>> = wanted.iter().map(|n| (*n, None)).collect();
     let last = *wanted.last()?;
-    let mut out = HashMap::with_capacity(wanted.len());
     for (i, line) in bytes.split(|&b| b == b'\n').enumerate().take(last as usize) {
         let n = i as u32 + 1;
-        if wanted.contains(&n) {
+        if let Some(slot) = out.get_mut(&n) {
             // Python source is UTF-8 unless a coding cookie says otherwise;
             // such files are rare, and a lossy line beats no line in a dump.
-            out.insert(n, String::from_utf8_lossy(line).trim().to_string());
+            *slot = Some(String::from_utf8_lossy(line).trim().to_string());
         }
     }
     Some(out)
