@@ -18,8 +18,13 @@ pub fn fill_sources(snapshot: &mut Snapshot) {
             wanted.entry(frame.filename.clone()).or_default().insert(n);
         }
     }
-    let mut cache = SOURCE_CACHE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if cache.as_ref().is_some_and(|files| files.len() > SOURCE_CACHE_FILES) {
+    let mut cache = SOURCE_CACHE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if cache
+        .as_ref()
+        .is_some_and(|files| files.len() > SOURCE_CACHE_FILES)
+    {
         *cache = None;
     }
     let found: HashMap<String, HashMap<u32, Option<String>>> = wanted
@@ -69,7 +74,12 @@ fn lookup(
         files.insert(filename.to_string(), CachedFile { identity, lines });
     }
     let cached = &files.get(filename)?.lines;
-    Some(wanted.iter().map(|n| (*n, cached.get(n).cloned().flatten())).collect())
+    Some(
+        wanted
+            .iter()
+            .map(|n| (*n, cached.get(n).cloned().flatten()))
+            .collect(),
+    )
 }
 
 fn all_frames(snapshot: &mut Snapshot) -> impl Iterator<Item = &mut Frame> {
@@ -117,7 +127,12 @@ pub fn fill_thread_states(stacks: &mut [Stack]) {
 
 /// The scheduler state of one of this process's threads, by native id.
 pub fn os_thread_state(native_id: u64) -> Option<&'static str> {
-    let stat = std::fs::read(format!("/proc/self/task/{native_id}/stat")).ok()?;
+    // One open and one read into a stack buffer: `fs::read` would also stat
+    // the file, and this runs once per thread per dump.
+    let mut file = std::fs::File::open(format!("/proc/self/task/{native_id}/stat")).ok()?;
+    let mut buf = [0u8; 1024];
+    let len = std::io::Read::read(&mut file, &mut buf).ok()?;
+    let stat = &buf[..len];
     // The state letter follows the command name, which is in parentheses and
     // may itself contain spaces or parentheses: take the last ')'.
     let close = stat.iter().rposition(|&b| b == b')')?;
