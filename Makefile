@@ -62,6 +62,7 @@ lint: $(STAMP)  ## cargo fmt --check, clippy, ruff
 	cargo clippy --all-targets --features python -- -D warnings
 	$(BIN)/ruff check python tests examples benches
 	$(BIN)/ruff format --check python tests examples benches
+	$(BIN)/python -m mypy.stubtest --ignore-disjoint-bases tbcollect._tbcollect
 
 fmt: $(STAMP)  ## format Rust and Python
 	cargo fmt

@@ -1,13 +1,15 @@
 """Type stub of the native module ``tbcollect._tbcollect``."""
 
-from typing import Any, Dict, List, Literal, Optional, Tuple, Union
+from typing import Any, Dict, List, Literal, Optional, Tuple, Union, final
 
+__all__: List[str]
 SCHEMA: str
 FORMATS: List[str]
 UNKNOWN_THREAD_NAME: str
 
-StackKind = Literal["thread", "greenlet", "task"]
+_StackKind = Literal["thread", "greenlet", "task"]
 
+@final
 class Frame:
     """One frame: where a stack is, in ``traceback`` terms."""
 
@@ -23,11 +25,12 @@ class Frame:
     def locals(self) -> Optional[List[Tuple[str, str]]]: ...
     def to_dict(self) -> Dict[str, Any]: ...
 
+@final
 class Stack:
     """One thread, greenlet or task and the frames it is in (outermost first)."""
 
     @property
-    def kind(self) -> StackKind: ...
+    def kind(self) -> _StackKind: ...
     @property
     def id(self) -> str: ...
     @property
@@ -65,6 +68,7 @@ class Stack:
     def awaited_by(self) -> Optional[List[str]]: ...
     def to_dict(self) -> Dict[str, Any]: ...
 
+@final
 class Snapshot:
     """Everything one ``collect()`` saw: every stack, and the problems met."""
 
