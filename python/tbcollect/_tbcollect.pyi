@@ -2,7 +2,17 @@
 
 from typing import Any, Dict, List, Literal, Optional, Tuple, Union, final
 
-__all__: List[str]
+__all__ = [
+    "SCHEMA",
+    "FORMATS",
+    "UNKNOWN_THREAD_NAME",
+    "Snapshot",
+    "Stack",
+    "Frame",
+    "collect",
+    "check_format",
+    "write_dump",
+]
 SCHEMA: str
 FORMATS: List[str]
 UNKNOWN_THREAD_NAME: str
