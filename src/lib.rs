@@ -15,6 +15,8 @@ pub mod render;
 pub mod capture;
 #[cfg(feature = "python")]
 mod python;
+#[cfg(feature = "python")]
+mod python_diff;
 
 pub use error::Error;
 pub use model::{Frame, Snapshot, Stack, StackDetails, StackKind};
