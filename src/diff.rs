@@ -52,6 +52,22 @@ pub struct Diff {
     pub disappeared: Vec<Stack>,
 }
 
+/// The innermost frames where two stacks differ, compared from the innermost
+/// end: for a thread that moved from `step_one` to `step_two` and waits in
+/// `Event.wait` both times, that is `step_one → step_two`, not the identical
+/// `Condition.wait` lines. `None` where one stack has no frame at that depth.
+pub fn changed_frames<'s>(a: &'s Stack, b: &'s Stack) -> (Option<&'s Frame>, Option<&'s Frame>) {
+    let depth = a.frames.len().max(b.frames.len());
+    for k in 1..=depth {
+        let fa = a.frames.len().checked_sub(k).map(|i| &a.frames[i]);
+        let fb = b.frames.len().checked_sub(k).map(|i| &b.frames[i]);
+        if fa.map(Frame::location) != fb.map(Frame::location) {
+            return (fa, fb);
+        }
+    }
+    (a.frames.last(), b.frames.last())
+}
+
 fn same_place(a: &Stack, b: &Stack) -> bool {
     a.frames_omitted == b.frames_omitted
         && a.frames.len() == b.frames.len()
@@ -175,11 +191,14 @@ impl Diff {
                 "disappeared": self.disappeared.len(),
             },
             "unchanged": self.unchanged.iter().map(entry).collect::<Vec<_>>(),
-            "moved": self.moved.iter().map(|(old, new)| json!({
-                "kind": new.kind(), "id": new.id, "name": new.name,
-                "state_before": old.state, "state_after": new.state,
-                "before": old.frames.last(), "after": new.frames.last(),
-            })).collect::<Vec<_>>(),
+            "moved": self.moved.iter().map(|(old, new)| {
+                let (before, after) = changed_frames(old, new);
+                json!({
+                    "kind": new.kind(), "id": new.id, "name": new.name,
+                    "state_before": old.state, "state_after": new.state,
+                    "before": before, "after": after,
+                })
+            }).collect::<Vec<_>>(),
             "appeared": self.appeared.iter().map(entry).collect::<Vec<_>>(),
             "disappeared": self.disappeared.iter().map(entry).collect::<Vec<_>>(),
         })
@@ -218,16 +237,10 @@ impl Diff {
         );
         section(
             &mut out,
-            "Moved: innermost frame before → after",
+            "Moved: innermost changed frame before → after",
             self.moved.iter().map(|(old, new)| {
-                (
-                    new,
-                    format!(
-                        "{} → {}",
-                        where_is(old.frames.last()),
-                        where_is(new.frames.last())
-                    ),
-                )
+                let (before, after) = changed_frames(old, new);
+                (new, format!("{} → {}", where_is(before), where_is(after)))
             }),
             b,
         );
@@ -400,11 +413,32 @@ mod tests {
             "  20 tasks: \"Task-0\", \"Task-1\", \"Task-2\", \"Task-3\", \"Task-4\", \"Task-5\", \"Task-6\", \"Task-7\", … and 12 more\n    in job (/srv/jobs.py:5)\n"
         ), "{text}");
         assert!(text.contains(
-            "\nMoved: innermost frame before → after (1):\n  Thread \"busy\" (ident 2, sleeping)\n    in Worker.run (/srv/app.py:10) → in Worker.run (/srv/app.py:11)\n"
+            "\nMoved: innermost changed frame before → after (1):\n  Thread \"busy\" (ident 2, sleeping)\n    in Worker.run (/srv/app.py:10) → in Worker.run (/srv/app.py:11)\n"
         ), "{text}");
         assert!(text.contains("\nAppeared: only in B (2):\n  Thread \"new\""));
         assert!(text.contains("\nDisappeared: only in A (2):\n  Thread \"gone\""));
         assert!(!text.contains("different processes"));
+    }
+
+    #[test]
+    fn moved_shows_where_the_stacks_part() {
+        let mut old = thread(5, "mover", 10);
+        let mut new = thread(5, "mover", 20);
+        for s in [&mut old, &mut new] {
+            s.frames
+                .push(Frame::new("/lib/threading.py", Some(320), "Condition.wait"));
+        }
+        let (a, b) = changed_frames(&old, &new);
+        assert_eq!(a.unwrap().lineno, Some(10));
+        assert_eq!(b.unwrap().lineno, Some(20));
+        new.frames
+            .insert(0, Frame::new("/srv/app.py", Some(1), "outer"));
+        new.frames[2].lineno = Some(10);
+        let (a, b) = changed_frames(&old, &new);
+        assert_eq!(
+            (a.map(|f| f.function.as_str()), b.unwrap().function.as_str()),
+            (None, "outer")
+        );
     }
 
     #[test]

@@ -45,7 +45,10 @@ fn json_to_py<'py>(py: Python<'py>, value: &serde_json::Value) -> PyResult<Bound
     })
 }
 
-pub(crate) fn to_py_dict<'py, T: serde::Serialize>(py: Python<'py>, value: &T) -> PyResult<Bound<'py, PyAny>> {
+pub(crate) fn to_py_dict<'py, T: serde::Serialize>(
+    py: Python<'py>,
+    value: &T,
+) -> PyResult<Bound<'py, PyAny>> {
     let value = serde_json::to_value(value)
         .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
     json_to_py(py, &value)
@@ -433,9 +436,7 @@ fn name_list(value: &Bound<'_, PyAny>, what: &str) -> Result<Vec<String>, Error>
     }
     let mut names = Vec::new();
     for item in value.try_iter().map_err(|_| invalid())? {
-        let name: String = item
-            .and_then(|i| i.extract())
-            .map_err(|_| invalid())?;
+        let name: String = item.and_then(|i| i.extract()).map_err(|_| invalid())?;
         if name.is_empty() {
             return Err(invalid());
         }

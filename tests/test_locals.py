@@ -1,4 +1,5 @@
 """collect(locals=True|"repr"): real threads whose variables the test knows."""
+# ruff: noqa: F841 - the tests read these "unused" variables from the frames
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import threading
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import pytest
-
 import tbcollect
 from conftest import check_snapshot, run_python
 
@@ -31,9 +31,7 @@ def parked(target: Callable[..., Any], *args: Any, name: str) -> Iterator[thread
         thread.join(30)
 
 
-def frame_locals(
-    snapshot: tbcollect.Snapshot, thread_name: str, function: str
-) -> Dict[str, str]:
+def frame_locals(snapshot: tbcollect.Snapshot, thread_name: str, function: str) -> Dict[str, str]:
     (stack,) = [s for s in snapshot.stacks if s.name == thread_name]
     frames = [f for f in stack.frames if f.function.split(".")[-1] == function]
     assert frames, f"{function} not in {[f.function for f in stack.frames]}"
@@ -231,9 +229,7 @@ def test_a_frame_keeps_at_most_forty_locals() -> None:
     assert v["v000"] == "0" and v["…"] == "more locals not shown"
 
 
-def remembers_locals(
-    ready: threading.Event, release: threading.Event, out: Dict[str, Any]
-) -> None:
+def remembers_locals(ready: threading.Event, release: threading.Event, out: Dict[str, Any]) -> None:
     seen = locals()
     late = "assigned after locals()"
     ready.set()

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
 import pytest
-
 import tbcollect
 import tbcollect.sentry
 from conftest import run_python, stacks_of
@@ -39,7 +38,7 @@ def decode_envelope(body: bytes) -> List[Dict[str, Any]]:
 
 
 class Collector(BaseHTTPRequestHandler):
-    received: "queue.Queue[Dict[str, Any]]"
+    received: queue.Queue[Dict[str, Any]]
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -216,11 +215,9 @@ def test_many_identical_stacks_are_merged_past_max_stacks() -> None:
     # The twelve waiting workers are one entry (or their group was cut).
     assert merged == [] or merged[0].endswith("and 11 more with this stack")
     left_out = event["extra"]["tbcollect"]["stacks_left_out"]
-    assert (
-        sum(int(n.split(" and ")[1].split()[0]) + 1 if " and " in n else 1 for n in names)
-        + left_out
-        == len(snapshot.stacks)
-    )
+    assert sum(
+        int(n.split(" and ")[1].split()[0]) + 1 if " and " in n else 1 for n in names
+    ) + left_out == len(snapshot.stacks)
 
 
 def test_bad_options_and_missing_sdk_are_clear_errors(tmp_path: Path) -> None:

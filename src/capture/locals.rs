@@ -285,7 +285,11 @@ impl LocalsReader {
             nlocals: varnames.len(),
             ncells: cellvars.len(),
             nfree: freevars.len(),
-            names: varnames.into_iter().chain(cellvars).chain(freevars).collect(),
+            names: varnames
+                .into_iter()
+                .chain(cellvars)
+                .chain(freevars)
+                .collect(),
         });
         self.codes.insert(code as usize, info.clone());
         Some(info)
@@ -767,7 +771,7 @@ unsafe fn render_bytes(py: Python<'_>, obj: *mut ffi::PyObject, out: &mut String
 unsafe fn render_int(py: Python<'_>, obj: *mut ffi::PyObject, out: &mut String) {
     let mut overflow = 0;
     let v = ffi::PyLong_AsLongLongAndOverflow(obj, &mut overflow);
-    if overflow == 0 && !(v == -1 && !ffi::PyErr_Occurred().is_null()) {
+    if overflow == 0 && (v != -1 || ffi::PyErr_Occurred().is_null()) {
         out.push_str(&v.to_string());
         return;
     }
@@ -855,8 +859,11 @@ fn guarded_repr(obj: &Bound<'_, PyAny>) -> String {
     };
     safe::clear_error();
     // A repr is user text: keep it on one line and free of markers.
-    text.map(|t| t.replace(['\n', '\r'], " ").replace([REPR_START, REPR_END], "?"))
-        .unwrap_or_else(|| "<repr failed: not text>".into())
+    text.map(|t| {
+        t.replace(['\n', '\r'], " ")
+            .replace([REPR_START, REPR_END], "?")
+    })
+    .unwrap_or_else(|| "<repr failed: not text>".into())
 }
 
 /// (index, byte range) of every repr marker in `value`.
@@ -900,7 +907,10 @@ mod tests {
     #[test]
     fn markers_are_found_and_replaced() {
         let value = format!("[1, {REPR_START}0{REPR_END}, {REPR_START}12{REPR_END}]");
-        assert_eq!(markers(&value).iter().map(|m| m.0).collect::<Vec<_>>(), [0, 12]);
+        assert_eq!(
+            markers(&value).iter().map(|m| m.0).collect::<Vec<_>>(),
+            [0, 12]
+        );
         let results = HashMap::from([(0, "<A>".to_string())]);
         assert_eq!(substitute(&value, &results), "[1, <A>, <repr skipped>]");
     }

@@ -55,7 +55,10 @@ impl Default for CaptureOptions {
             max_depth: 1024,
             done_tasks: false,
             locals: LocalsMode::Off,
-            redact: locals::DEFAULT_REDACT.iter().map(|s| s.to_string()).collect(),
+            redact: locals::DEFAULT_REDACT
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
         }
     }
 }

@@ -97,6 +97,9 @@ pub fn instance_attr<'py>(obj: &Bound<'py, PyAny>, name: &CStr) -> Option<Bound<
 /// `obj.name` where `name` is a C-level descriptor (getset or member) that
 /// `owner` or one of its bases defines. Subclass overrides, properties and
 /// `__getattribute__` are bypassed: only the interpreter's own getter runs.
+// `owner` is always one of the interpreter's static type objects (`&raw mut
+// ffi::PyXxx_Type`), never a caller-made pointer.
+#[allow(clippy::not_unsafe_ptr_arg_deref)]
 pub fn builtin_attr<'py>(
     obj: &Bound<'py, PyAny>,
     owner: *mut ffi::PyTypeObject,
