@@ -23,7 +23,7 @@ import tbcollect
 db_lock = threading.Lock()
 
 
-def pool_worker(jobs: "queue.Queue[object]") -> None:
+def pool_worker(jobs: queue.Queue[object]) -> None:
     while True:
         job = jobs.get()
         if job is None:
@@ -49,7 +49,7 @@ async def fetch(url: str, stop: asyncio.Event) -> None:
         await asyncio.sleep(3600)
 
 
-async def consume(items: "asyncio.Queue[int]") -> None:
+async def consume(items: asyncio.Queue[int]) -> None:
     while True:
         await items.get()
 
@@ -69,7 +69,9 @@ async def service(ready: threading.Event, stop: asyncio.Event) -> None:
 def main(out: Path) -> None:
     jobs: queue.Queue[object] = queue.Queue()
     done = threading.Event()
-    threads = [threading.Thread(target=pool_worker, args=(jobs,), name=f"pool-{i}") for i in range(8)]
+    threads = [
+        threading.Thread(target=pool_worker, args=(jobs,), name=f"pool-{i}") for i in range(8)
+    ]
     threads.append(threading.Thread(target=run_migration, args=(done,), name="migration"))
     for t in threads:
         t.start()

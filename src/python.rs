@@ -77,7 +77,7 @@ impl PySnapshot {
         py.detach(|| render::render(&self.inner, Format::Json, &options))
     }
 
-    /// The dump in the named format (`"text"` or `"json"`).
+    /// The dump in the named format: `"text"`, `"json"`, `"collapsed"` (folded stacks) or `"svg"` (a flamegraph).
     #[pyo3(signature = (format = "text", *, group = true, source = true, indent = None))]
     fn render(
         &self,

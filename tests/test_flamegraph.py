@@ -70,8 +70,10 @@ def test_collapsed_counts_each_stack_once() -> None:
     assert sum(counts[s] for s in lock) == 2
     for stack in pool:
         frames = stack.split(";")
-        assert frames[0].startswith("Thread._bootstrap (threading.py:"), "outermost first"
-        assert frames[-1].startswith(("Event.wait", "Condition.wait")), "innermost last"
+        # Qualified names from 3.11 (Thread._bootstrap), plain names before.
+        assert frames[0].split(" (")[0].endswith("_bootstrap"), "outermost first"
+        assert "(threading.py:" in frames[0]
+        assert frames[-1].split(" (")[0].endswith("wait"), "innermost last"
     assert text == "".join(sorted(text.splitlines(keepends=True))), "sorted, as tools expect"
 
 
