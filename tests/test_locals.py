@@ -379,3 +379,55 @@ def test_dump_all_passes_locals_through() -> None:
     (stack,) = [s for s in data["stacks"] if s["name"] == "dumped"]
     (frame,) = [f for f in stack["frames"] if f["function"].endswith("waits")]
     assert frame["locals"]["answer"] == "42"
+
+
+def heavy(ready: threading.Event, release: threading.Event, kind: str) -> None:
+    def make() -> Any:
+        return ["z" * 300] * 10 if kind == "text" else [Recorder("x") for _ in range(10)]
+
+    scope = {"make": make, "ready": ready, "release": release}
+    exec(  # 40 locals, each a list of ten long strings or ten fresh objects
+        "def park():\n"
+        + "".join(f"    v{i:02} = make()\n" for i in range(40))
+        + "    ready.set()\n    release.wait()\n",
+        scope,
+    )
+    scope["park"]()
+
+
+def test_budgets_cap_a_dump_and_say_so() -> None:
+    with contextlib.ExitStack() as stack:
+        for i in range(50):
+            stack.enter_context(parked(heavy, "text", name=f"heavy-{i}"))
+        snapshot = tbcollect.collect(locals=True)
+    check_snapshot(snapshot)
+    kept = [
+        f.locals
+        for s in snapshot.stacks
+        if s.name.startswith("heavy-")
+        for f in s.frames
+        if f.function == "park"
+    ]
+    assert len(kept) == 50
+    assert all(len(v.encode()) <= 1001 for locals_ in kept if locals_ for _, v in locals_)
+    total = sum(len(n) + len(v) for locals_ in kept if locals_ for n, v in locals_)
+    assert total <= 1_000_000 + 1_000
+    assert any(locals_ is None for locals_ in kept), "the budget ran out"
+    (error,) = [e for e in snapshot.errors if e.startswith("locals: the budget")]
+    assert "frames have no locals" in error
+
+
+def test_repr_calls_are_capped_per_dump() -> None:
+    with parked(heavy, "objects", name="objects-1"), parked(heavy, "objects", name="objects-2"):
+        Recorder.touched.clear()
+        snapshot = tbcollect.collect(locals="repr")
+        calls = Recorder.touched.count("repr")
+    # 800 Recorders (and the threads' other objects) compete for 500 calls.
+    assert 400 <= calls <= 500
+    (error,) = [e for e in snapshot.errors if "repr()" in e]
+    assert error.startswith("locals: at most 500 objects go through repr(); ")
+    values = [
+        v for s in snapshot.stacks for f in s.frames if f.function == "park" for _, v in f.locals
+    ]
+    assert any("<Recorder x>" in v for v in values)
+    assert any("<test_locals.Recorder object at 0x" in v for v in values)

@@ -81,8 +81,11 @@ pub const MAX_STR_CHARS: usize = 200;
 pub const MAX_ITEMS: usize = 10;
 /// Containers nested deeper than this are shown as `[…]`.
 pub const MAX_DEPTH: usize = 3;
-/// A rendered value stops taking items past this many bytes.
+/// A rendered value (`out` holds one value) stops taking items past this many bytes.
 pub const MAX_VALUE_CHARS: usize = 500;
+/// And is cut at this many bytes whatever its shape (a long string of
+/// escaped characters, an item that started just before the soft limit).
+pub const MAX_VALUE_BYTES: usize = 1000;
 /// Characters kept of one `repr()` result.
 pub const MAX_REPR_CHARS: usize = 300;
 /// `repr()` calls per capture (`locals="repr"`); later objects are shown by type.
@@ -231,7 +234,7 @@ impl LocalsReader {
             } else {
                 let mut text = String::new();
                 self.render(py, value.as_ptr(), 0, &mut text);
-                text
+                cut(text, MAX_VALUE_BYTES)
             };
             let cost = name.len() + text.len();
             out.push((name, text));
@@ -427,13 +430,12 @@ impl LocalsReader {
             out.push_str(close);
             return;
         }
-        let start = out.len();
         out.push_str(open);
         for i in 0..len {
             if i > 0 {
                 out.push_str(", ");
             }
-            if i == MAX_ITEMS || out.len() - start >= MAX_VALUE_CHARS {
+            if i == MAX_ITEMS || out.len() >= MAX_VALUE_CHARS {
                 out.push_str(&format!("… {} more", len - i));
                 break;
             }
@@ -462,7 +464,6 @@ impl LocalsReader {
             out.push_str("{…}");
             return;
         }
-        let start = out.len();
         out.push('{');
         let (mut pos, mut key, mut value) = (0, std::ptr::null_mut(), std::ptr::null_mut());
         let mut i = 0;
@@ -470,7 +471,7 @@ impl LocalsReader {
             if i > 0 {
                 out.push_str(", ");
             }
-            if i == MAX_ITEMS || out.len() - start >= MAX_VALUE_CHARS {
+            if i == MAX_ITEMS || out.len() >= MAX_VALUE_CHARS {
                 out.push_str(&format!("… {} more", len.saturating_sub(i)));
                 break;
             }
@@ -520,7 +521,6 @@ impl LocalsReader {
             out.push_str(close);
             return;
         };
-        let start = out.len();
         out.push_str(open);
         let mut i = 0;
         loop {
@@ -533,7 +533,7 @@ impl LocalsReader {
             if i > 0 {
                 out.push_str(", ");
             }
-            if i == MAX_ITEMS || out.len() - start >= MAX_VALUE_CHARS {
+            if i == MAX_ITEMS || out.len() >= MAX_VALUE_CHARS {
                 out.push_str(&format!("… {} more", len.saturating_sub(i)));
                 break;
             }
@@ -891,18 +891,47 @@ fn substitute(value: &str, results: &HashMap<usize, String>) -> String {
         last = range.end;
     }
     out.push_str(&value[last..]);
-    // Containers of several reprs: cut the whole value to a bound too.
-    let limit = MAX_VALUE_CHARS + MAX_REPR_CHARS;
-    if out.chars().count() > limit {
-        let cut: String = out.chars().take(limit).collect();
-        return format!("{cut}…");
+    // A container of several reprs: the whole value is cut to the bound too.
+    cut(out, MAX_VALUE_BYTES + MAX_REPR_CHARS)
+}
+
+/// `text` cut to at most `limit` bytes (plus `…`) on a character boundary,
+/// never inside a repr marker.
+fn cut(mut text: String, limit: usize) -> String {
+    if text.len() <= limit {
+        return text;
     }
-    out
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let head = &text[..end];
+    if let Some(open) = head.rfind(REPR_START) {
+        if head[open..].find(REPR_END).is_none() {
+            end = open;
+        }
+    }
+    text.truncate(end);
+    text.push('…');
+    text
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_are_cut_on_boundaries_and_never_inside_a_marker() {
+        assert_eq!(cut("abc".into(), 3), "abc");
+        assert_eq!(cut("abcdef".into(), 3), "abc…");
+        assert_eq!(cut("aé".into(), 2), "a…");
+        let marked = format!("[1, {REPR_START}12{REPR_END}]");
+        assert_eq!(cut(marked.clone(), 6), "[1, …");
+        assert_eq!(
+            cut(marked.clone(), 8),
+            format!("[1, {REPR_START}12{REPR_END}…")
+        );
+    }
 
     #[test]
     fn markers_are_found_and_replaced() {
