@@ -90,7 +90,7 @@ pub const MAX_VALUE_BYTES: usize = 1000;
 pub const MAX_REPR_CHARS: usize = 300;
 /// `repr()` calls per capture (`locals="repr"`); later objects are shown by type.
 pub const MAX_REPR_CALLS: usize = 500;
-/// Characters of locals (names and values) per capture; later frames get none.
+/// Bytes of locals (names and values) per capture; later frames get none.
 pub const LOCALS_BUDGET: usize = 1_000_000;
 
 // Marks where a deferred repr() result goes inside a rendered value. Neither
@@ -168,7 +168,7 @@ impl LocalsReader {
         let mut errors = Vec::new();
         if self.frames_over_budget > 0 {
             errors.push(format!(
-                "locals: the budget of {LOCALS_BUDGET} characters was used up; {} frames have no locals",
+                "locals: the budget of {LOCALS_BUDGET} bytes was used up; {} frames have no locals",
                 std::mem::take(&mut self.frames_over_budget)
             ));
         }
