@@ -4,6 +4,7 @@
 //! steps ([`enrich`], [`output`]) are pure Rust. With the `python` feature,
 //! [`capture`] reads the interpreter and [`python`] is the extension module.
 
+pub mod diff;
 pub mod enrich;
 pub mod error;
 pub mod model;
@@ -14,6 +15,8 @@ pub mod render;
 pub mod capture;
 #[cfg(feature = "python")]
 mod python;
+#[cfg(feature = "python")]
+mod python_diff;
 
 pub use error::Error;
 pub use model::{Frame, Snapshot, Stack, StackDetails, StackKind};

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 /// Everything one `collect()` saw: every stack, and the problems met.
 #[pyclass(name = "Snapshot", module = "tbcollect", frozen)]
 pub struct PySnapshot {
-    inner: Snapshot,
+    pub(crate) inner: Snapshot,
 }
 
 fn json_to_py<'py>(py: Python<'py>, value: &serde_json::Value) -> PyResult<Bound<'py, PyAny>> {
@@ -45,7 +45,10 @@ fn json_to_py<'py>(py: Python<'py>, value: &serde_json::Value) -> PyResult<Bound
     })
 }
 
-fn to_py_dict<'py, T: serde::Serialize>(py: Python<'py>, value: &T) -> PyResult<Bound<'py, PyAny>> {
+pub(crate) fn to_py_dict<'py, T: serde::Serialize>(
+    py: Python<'py>,
+    value: &T,
+) -> PyResult<Bound<'py, PyAny>> {
     let value = serde_json::to_value(value)
         .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
     json_to_py(py, &value)
@@ -74,7 +77,7 @@ impl PySnapshot {
         py.detach(|| render::render(&self.inner, Format::Json, &options))
     }
 
-    /// The dump in the named format (`"text"` or `"json"`).
+    /// The dump in the named format: `"text"`, `"json"`, `"collapsed"` (folded stacks) or `"svg"` (a flamegraph).
     #[pyo3(signature = (format = "text", *, group = true, source = true, indent = None))]
     fn render(
         &self,
@@ -167,7 +170,7 @@ impl PySnapshot {
 #[pyclass(name = "Stack", module = "tbcollect", frozen)]
 #[derive(Clone)]
 pub struct PyStack {
-    inner: Stack,
+    pub(crate) inner: Stack,
 }
 
 #[pymethods]
@@ -348,7 +351,7 @@ impl PyFrame {
 /// Captures every thread, greenlet and asyncio task. Never raises for what
 /// it finds; problems are in the snapshot's `errors`.
 #[pyfunction]
-#[pyo3(signature = (*, threads = true, greenlets = true, tasks = true, source = true, max_depth = 1024, done_tasks = false, locals = None))]
+#[pyo3(signature = (*, threads = true, greenlets = true, tasks = true, source = true, max_depth = 1024, done_tasks = false, locals = None, redact = None))]
 #[allow(clippy::too_many_arguments)]
 fn collect(
     py: Python<'_>,
@@ -359,6 +362,7 @@ fn collect(
     max_depth: i64,
     done_tasks: bool,
     locals: Option<&Bound<'_, PyAny>>,
+    redact: Option<&Bound<'_, PyAny>>,
 ) -> Result<PySnapshot, Error> {
     if max_depth < 1 {
         return Err(Error::InvalidOption {
@@ -374,6 +378,7 @@ fn collect(
         max_depth: usize::try_from(max_depth).unwrap_or(usize::MAX),
         done_tasks,
         locals: locals_mode(locals)?,
+        redact: redact_names(py, redact)?,
     };
     Ok(PySnapshot {
         inner: capture::collect(py, options),
@@ -399,6 +404,45 @@ fn locals_mode(value: Option<&Bound<'_, PyAny>>) -> Result<LocalsMode, Error> {
             reason: "must be False, True or \"repr\"".into(),
         }),
     }
+}
+
+/// The names to redact: `tbcollect.REDACT` (the defaults unless the program
+/// changed it) plus this call's `redact=`.
+fn redact_names(py: Python<'_>, extra: Option<&Bound<'_, PyAny>>) -> Result<Vec<String>, Error> {
+    let configured = py
+        .import("tbcollect")
+        .ok()
+        .and_then(|m| m.getattr("REDACT").ok());
+    let mut names = match configured {
+        Some(value) => name_list(&value, "tbcollect.REDACT")?,
+        None => capture::locals::DEFAULT_REDACT
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    };
+    if let Some(extra) = extra.filter(|v| !v.is_none()) {
+        names.extend(name_list(extra, "redact")?);
+    }
+    Ok(names)
+}
+
+fn name_list(value: &Bound<'_, PyAny>, what: &str) -> Result<Vec<String>, Error> {
+    let invalid = || Error::InvalidOption {
+        name: "redact",
+        reason: format!("{what} must be a list of non-empty strings"),
+    };
+    if value.is_instance_of::<pyo3::types::PyString>() {
+        return Err(invalid());
+    }
+    let mut names = Vec::new();
+    for item in value.try_iter().map_err(|_| invalid())? {
+        let name: String = item.and_then(|i| i.extract()).map_err(|_| invalid())?;
+        if name.is_empty() {
+            return Err(invalid());
+        }
+        names.push(name);
+    }
+    Ok(names)
 }
 
 /// Checks a format name; raises UnknownFormatError for anything else.
@@ -433,6 +477,7 @@ fn write_dump(
 #[pyo3(name = "_tbcollect")]
 fn tbcollect_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SCHEMA", SCHEMA)?;
+    m.add("DEFAULT_REDACT", capture::locals::DEFAULT_REDACT.to_vec())?;
     m.add("FORMATS", Format::NAMES.to_vec())?;
     m.add("UNKNOWN_THREAD_NAME", capture::threads::UNKNOWN_THREAD_NAME)?;
     m.add_class::<PySnapshot>()?;
@@ -441,5 +486,6 @@ fn tbcollect_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(collect, m)?)?;
     m.add_function(wrap_pyfunction!(check_format, m)?)?;
     m.add_function(wrap_pyfunction!(write_dump, m)?)?;
+    crate::python_diff::register(m)?;
     Ok(())
 }

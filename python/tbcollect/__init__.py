@@ -10,43 +10,57 @@
 from __future__ import annotations
 
 import os
-from typing import IO, Any, Union
+from typing import IO, Any, List, Union
 
 from tbcollect._errors import (
     DumpWriteError,
     InvalidDumpError,
     InvalidOptionError,
+    MissingDependencyError,
     TbcollectError,
     UnknownFormatError,
 )
 from tbcollect._tbcollect import (
+    DEFAULT_REDACT,
     FORMATS,
     SCHEMA,
+    Diff,
     Frame,
     Snapshot,
     Stack,
     check_format,
     collect,
+    diff,
     write_dump,
 )
 
 __all__ = [
     "FORMATS",
+    "REDACT",
     "SCHEMA",
+    "Diff",
     "DumpWriteError",
     "Frame",
     "InvalidDumpError",
     "InvalidOptionError",
+    "MissingDependencyError",
     "Snapshot",
     "Stack",
     "TbcollectError",
     "UnknownFormatError",
     "collect",
+    "diff",
     "dump_all",
     "load",
 ]
 
 __version__ = "0.1.0"
+
+#: With ``collect(locals=...)``: a variable or ``str`` dict key whose name
+#: contains one of these (case-insensitive) is shown as ``[redacted]``. Extend
+#: it for the whole program (``tbcollect.REDACT.append("ssn")``) or per call
+#: (``collect(locals=True, redact=["ssn"])``).
+REDACT: List[str] = list(DEFAULT_REDACT)
 
 DumpTarget = Union[str, "os.PathLike[str]", IO[str], int, None]
 

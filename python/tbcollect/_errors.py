@@ -12,6 +12,7 @@ __all__ = [
     "UnknownFormatError",
     "DumpWriteError",
     "InvalidDumpError",
+    "MissingDependencyError",
 ]
 
 
@@ -33,3 +34,7 @@ class DumpWriteError(TbcollectError, OSError):
 
 class InvalidDumpError(TbcollectError, ValueError):
     """A file or string that is not a ``tbcollect/1`` JSON dump."""
+
+
+class MissingDependencyError(TbcollectError, ImportError):
+    """An optional integration's package (e.g. ``sentry-sdk``) is not installed."""

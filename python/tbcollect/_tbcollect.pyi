@@ -1,20 +1,11 @@
 """Type stub of the native module ``tbcollect._tbcollect``."""
 
-from typing import Any, Dict, List, Literal, Optional, Tuple, Union, final
+from typing import Any, Dict, Iterable, List, Literal, Optional, Tuple, Union, final
 
-__all__ = [
-    "SCHEMA",
-    "FORMATS",
-    "UNKNOWN_THREAD_NAME",
-    "Snapshot",
-    "Stack",
-    "Frame",
-    "collect",
-    "check_format",
-    "write_dump",
-]
 SCHEMA: str
+DIFF_SCHEMA: str
 FORMATS: List[str]
+DEFAULT_REDACT: List[str]
 UNKNOWN_THREAD_NAME: str
 
 _StackKind = Literal["thread", "greenlet", "task"]
@@ -119,8 +110,33 @@ def collect(
     max_depth: int = 1024,
     done_tasks: bool = False,
     locals: Union[bool, Literal["repr"], None] = None,
+    redact: Optional[Iterable[str]] = None,
 ) -> Snapshot: ...
 def check_format(format: str) -> str: ...
 def write_dump(
     text: str, *, path: Optional[str] = None, fd: Optional[int] = None, mode: int = 0o644
 ) -> None: ...
+
+@final
+class Diff:
+    """How the stacks of dump B differ from those of dump A."""
+
+    @property
+    def unchanged(self) -> List[Stack]: ...
+    @property
+    def moved(self) -> List[Tuple[Stack, Stack]]: ...
+    @property
+    def appeared(self) -> List[Stack]: ...
+    @property
+    def disappeared(self) -> List[Stack]: ...
+    @property
+    def seconds(self) -> Optional[float]: ...
+    @property
+    def same_process(self) -> bool: ...
+    def summary(self) -> str: ...
+    def to_text(self) -> str: ...
+    def to_json(self, indent: Optional[int] = None) -> str: ...
+    def to_dict(self) -> Dict[str, Any]: ...
+    def render(self, format: str = "text", *, indent: Optional[int] = None) -> str: ...
+
+def diff(a: Snapshot, b: Snapshot) -> Diff: ...

@@ -1,7 +1,8 @@
 //! The shared frame walker: turns interpreter frames into model [`Frame`]s
 //! through the C API, copying only file name, line and qualified name.
 
-use crate::capture::safe;
+use crate::capture::locals::{LocalsReader, PendingReprs};
+use crate::capture::{safe, LocalsMode};
 use crate::model::Frame;
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -26,6 +27,9 @@ pub struct FrameWalker<'py> {
     located: HashMap<(usize, i32), Frame>,
     // 3.11+ code objects carry `co_qualname`; before, only `co_name` exists.
     has_qualname: bool,
+    /// Set when the capture asked for locals: every frame the walker makes
+    /// gets them, whichever backend asked for the frame.
+    locals: Option<LocalsReader>,
 }
 
 impl<'py> FrameWalker<'py> {
@@ -37,7 +41,31 @@ impl<'py> FrameWalker<'py> {
             #[cfg(Py_3_11)]
             located: HashMap::new(),
             has_qualname: cfg!(Py_3_11),
+            locals: None,
         }
+    }
+
+    /// Makes every frame carry its local variables (`mode` other than `Off`),
+    /// names containing one of `redact` shown as `[redacted]`.
+    pub fn with_locals(mut self, mode: LocalsMode, redact: &[String]) -> Self {
+        self.locals = (mode != LocalsMode::Off).then(|| LocalsReader::new(mode, redact));
+        self
+    }
+
+    /// Problems met reading locals, for the snapshot's `errors`.
+    pub fn take_errors(&mut self) -> Vec<String> {
+        self.locals
+            .as_mut()
+            .map(LocalsReader::take_errors)
+            .unwrap_or_default()
+    }
+
+    /// Objects whose `repr()` is due after the capture (`locals="repr"`).
+    pub fn take_pending_reprs(&mut self) -> PendingReprs {
+        self.locals
+            .as_mut()
+            .map(LocalsReader::take_pending)
+            .unwrap_or_default()
     }
 
     /// The stack ending at `top` (a borrowed frame), outermost first, with the
@@ -72,20 +100,27 @@ impl<'py> FrameWalker<'py> {
     /// `frame` must be a valid frame object; the GIL is held.
     pub unsafe fn frame(&mut self, frame: *mut ffi::PyFrameObject) -> Frame {
         let code = ffi::PyFrame_GetCode(frame);
+        // Frames at the same place share everything but their locals.
         #[cfg(Py_3_11)]
         let key = (code as usize, ffi::PyFrame_GetLasti(frame));
         #[cfg(Py_3_11)]
-        if let Some(known) = self.located.get(&key) {
-            ffi::Py_DECREF(code as *mut ffi::PyObject);
-            return known.clone();
+        if self.locals.is_none() {
+            if let Some(known) = self.located.get(&key) {
+                ffi::Py_DECREF(code as *mut ffi::PyObject);
+                return known.clone();
+            }
         }
         let lineno = u32::try_from(ffi::PyFrame_GetLineNumber(frame)).ok();
         let info = self.code_info(code);
+        let mut out = Frame::new(info.filename, lineno, info.function);
+        if let Some(reader) = self.locals.as_mut() {
+            out.locals = reader.read(self.py, frame, code);
+        } else {
+            #[cfg(Py_3_11)]
+            self.located.insert(key, out.clone());
+        }
         ffi::Py_DECREF(code as *mut ffi::PyObject);
-        let located = Frame::new(info.filename, lineno, info.function);
-        #[cfg(Py_3_11)]
-        self.located.insert(key, located.clone());
-        located
+        out
     }
 
     /// Frame from a `Bound` frame object, or `None` when it is not a frame.

@@ -4,6 +4,7 @@
 
 pub mod frames;
 pub mod greenlets;
+pub mod locals;
 pub mod safe;
 pub mod tasks;
 pub mod threads;
@@ -27,6 +28,9 @@ pub struct CaptureOptions {
     pub done_tasks: bool,
     /// Capture each frame's local variables (issue #6).
     pub locals: LocalsMode,
+    /// With locals: a variable or `str` dict key whose name contains one of
+    /// these (case-insensitive) is shown as `[redacted]`.
+    pub redact: Vec<String>,
 }
 
 /// How frame locals are captured.
@@ -51,6 +55,10 @@ impl Default for CaptureOptions {
             max_depth: 1024,
             done_tasks: false,
             locals: LocalsMode::Off,
+            redact: locals::DEFAULT_REDACT
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
         }
     }
 }
@@ -78,7 +86,8 @@ impl<'py> Capture<'py> {
         let thread_frames = current_frames(py).map_err(|e| errors.push(e)).ok();
         Capture {
             py,
-            walker: FrameWalker::new(py, options.max_depth),
+            walker: FrameWalker::new(py, options.max_depth)
+                .with_locals(options.locals, &options.redact),
             options,
             errors,
             current_thread: unsafe { ffi::PyThread_get_thread_ident() } as u64,
@@ -241,10 +250,15 @@ pub fn collect(py: Python<'_>, options: CaptureOptions) -> Snapshot {
         let stacks = cap.run_backend("task", tasks::capture);
         snapshot.stacks.extend(stacks);
     }
+    let reprs = cap.walker.take_pending_reprs();
+    let mut locals_errors = cap.walker.take_errors();
     snapshot.errors.append(&mut cap.errors);
+    snapshot.errors.append(&mut locals_errors);
     drop(cap);
     safe::clear_error();
     gc.resume(py);
+    // `locals="repr"`: the one place user code runs, after the walk is done.
+    locals::resolve_reprs(py, &mut snapshot, reprs);
 
     // Everything below reads files and /proc only: let other threads run.
     py.detach(move || {

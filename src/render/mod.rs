@@ -1,7 +1,9 @@
 //! Renderers: each turns a [`Snapshot`](crate::model::Snapshot) into bytes and
 //! knows nothing of PyO3, so `cargo test` checks them on literal snapshots.
 
+pub mod collapsed;
 pub mod json;
+pub mod svg;
 pub mod text;
 pub mod tree;
 
@@ -14,16 +16,22 @@ use std::str::FromStr;
 pub enum Format {
     Text,
     Json,
+    /// Folded stacks (`frame;frame count`), the input of flamegraph tools.
+    Collapsed,
+    /// A flamegraph picture of every stack.
+    Svg,
 }
 
 impl Format {
-    pub const NAMES: &'static [&'static str] = &["text", "json"];
+    pub const NAMES: &'static [&'static str] = &["text", "json", "collapsed", "svg"];
 
     /// The file extension a dump in this format gets.
     pub fn extension(self) -> &'static str {
         match self {
             Format::Text => "txt",
             Format::Json => "json",
+            Format::Collapsed => "folded",
+            Format::Svg => "svg",
         }
     }
 }
@@ -34,6 +42,8 @@ impl FromStr for Format {
         match name {
             "text" => Ok(Format::Text),
             "json" => Ok(Format::Json),
+            "collapsed" => Ok(Format::Collapsed),
+            "svg" => Ok(Format::Svg),
             other => Err(Error::UnknownFormat(other.to_string())),
         }
     }
@@ -50,6 +60,8 @@ pub fn render(snapshot: &Snapshot, format: Format, options: &RenderOptions) -> S
     match format {
         Format::Text => text::render_to_string(snapshot, &options.text),
         Format::Json => json::render_to_string(snapshot, &options.json),
+        Format::Collapsed => collapsed::render_to_string(snapshot),
+        Format::Svg => svg::render_to_string(snapshot),
     }
 }
 
@@ -65,7 +77,7 @@ mod tests {
         let err = "yaml".parse::<Format>().unwrap_err();
         assert_eq!(
             err.to_string(),
-            "unknown format 'yaml' (expected one of: text, json)"
+            "unknown format 'yaml' (expected one of: text, json, collapsed, svg)"
         );
     }
 }
