@@ -476,6 +476,7 @@ fn write_dump(
 #[pymodule]
 #[pyo3(name = "_tbcollect")]
 fn tbcollect_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    capture::threads::note_main_thread();
     m.add("SCHEMA", SCHEMA)?;
     m.add("DEFAULT_REDACT", capture::locals::DEFAULT_REDACT.to_vec())?;
     m.add("FORMATS", Format::NAMES.to_vec())?;

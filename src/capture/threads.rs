@@ -6,6 +6,7 @@ use crate::model::{Stack, StackDetails, ThreadDetails};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Name given to threads `threading` has no object for (started through
 /// `_thread.start_new_thread` or from C).
@@ -15,6 +16,58 @@ struct ThreadInfo {
     name: Option<String>,
     daemon: Option<bool>,
     native_id: Option<u64>,
+}
+
+/// Ident of the main thread, noted whenever code runs on it (module import,
+/// a capture): with gevent's monkey patching, `threading` keys the main
+/// thread by a greenlet id and this is how it is found again.
+static MAIN_THREAD_IDENT: AtomicU64 = AtomicU64::new(0);
+
+/// The calling thread's OS thread id (Linux), from `/proc/thread-self`.
+fn own_native_id() -> Option<u64> {
+    let link = std::fs::read_link("/proc/thread-self").ok()?;
+    link.file_name()?.to_str()?.parse().ok()
+}
+
+/// Remembers the calling thread's ident if it is the process's main thread
+/// (on Linux its native id is the pid).
+pub fn note_main_thread() {
+    if own_native_id() == Some(u64::from(std::process::id())) {
+        let ident = unsafe { ffi::PyThread_get_thread_ident() } as u64;
+        MAIN_THREAD_IDENT.store(ident, Ordering::Relaxed);
+    }
+}
+
+/// gevent's `monkey.patch_all()` makes `threading.get_ident()` return
+/// greenlet ids, so `threading._active` no longer matches the OS idents of
+/// `sys._current_frames()`. Entries whose ident matches no thread are moved
+/// to the real ident by their native id: the calling thread's own, and the
+/// main thread's (native id == pid).
+fn rekey_patched_threads(
+    known: &mut [(u64, ThreadInfo)],
+    tops: &HashMap<u64, Bound<'_, PyAny>>,
+    current: u64,
+) {
+    if known.iter().all(|(ident, _)| tops.contains_key(ident)) {
+        return;
+    }
+    note_main_thread();
+    let own = own_native_id();
+    let pid = u64::from(std::process::id());
+    let main = MAIN_THREAD_IDENT.load(Ordering::Relaxed);
+    for (ident, info) in known.iter_mut() {
+        if tops.contains_key(ident) {
+            continue;
+        }
+        let real = match info.native_id {
+            Some(n) if Some(n) == own => current,
+            Some(n) if n == pid && main != 0 => main,
+            _ => continue,
+        };
+        if tops.contains_key(&real) {
+            *ident = real;
+        }
+    }
 }
 
 /// `threading._active` as ident -> info, in start order (MainThread first).
@@ -76,7 +129,8 @@ pub fn capture<'py>(cap: &mut Capture<'py>) -> Vec<Stack> {
         }
     }
 
-    let known = known_threads(py);
+    let mut known = known_threads(py);
+    rekey_patched_threads(&mut known, &tops, cap.current_thread);
     let mut stacks = Vec::with_capacity(tops.len());
     let mut emit = |cap: &mut Capture<'py>, ident: u64, info: Option<&ThreadInfo>| {
         let Some(top) = tops.remove(&ident) else {
