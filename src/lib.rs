@@ -4,6 +4,7 @@
 //! steps ([`enrich`], [`output`]) are pure Rust. With the `python` feature,
 //! [`capture`] reads the interpreter and [`python`] is the extension module.
 
+pub mod awaiting;
 pub mod enrich;
 pub mod error;
 pub mod model;
