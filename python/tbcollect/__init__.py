@@ -5,6 +5,7 @@
 >>> print(snap.to_text())        # Python-traceback form, identical stacks grouped
 >>> snap.to_json(indent=2)       # schema "tbcollect/1"
 >>> tbcollect.dump_all("/tmp/dump.txt")
+>>> await tbcollect.aio.dump("/tmp/dump.txt")   # from inside an asyncio task
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ __all__ = [
     "Stack",
     "TbcollectError",
     "UnknownFormatError",
+    "aio",
     "collect",
     "dump_all",
     "load",
@@ -74,10 +76,18 @@ def dump_all(
     text: str = snapshot.render(format, **render)
     if not text.endswith("\n"):
         text += "\n"
+    _write(text, file)
+    return text
+
+
+def _write(text: str, file: DumpTarget) -> None:
+    """Writes a rendered dump to ``dump_all``'s ``file`` (nothing for None)."""
     if file is None:
-        return text
+        return
     if isinstance(file, bool):
-        raise InvalidOptionError(f"invalid option file: {file!r} is neither a path, a file nor a descriptor")
+        raise InvalidOptionError(
+            f"invalid option file: {file!r} is neither a path, a file nor a descriptor"
+        )
     if isinstance(file, int):
         write_dump(text, fd=file)
     elif isinstance(file, (str, os.PathLike)):
@@ -91,10 +101,9 @@ def dump_all(
         raise InvalidOptionError(
             f"invalid option file: {type(file).__name__} is neither a path, a file nor a descriptor"
         )
-    return text
 
 
-def load(source: Union[str, "os.PathLike[str]", IO[str]]) -> Snapshot:
+def load(source: Union[str, os.PathLike[str], IO[str]]) -> Snapshot:
     """Read a JSON dump back into a ``Snapshot`` (path, file object, or the JSON text)."""
     if hasattr(source, "read"):
         text = source.read()  # type: ignore[union-attr]
@@ -107,3 +116,12 @@ def load(source: Union[str, "os.PathLike[str]", IO[str]]) -> Snapshot:
         except OSError as e:
             raise InvalidDumpError(f"cannot read dump {source}: {e.strerror or e}") from None
     return Snapshot.from_json(text)
+
+
+def __getattr__(name: str) -> Any:
+    # `tbcollect.aio` imports asyncio: only when it is used.
+    if name == "aio":
+        import importlib
+
+        return importlib.import_module("tbcollect.aio")
+    raise AttributeError(f"module 'tbcollect' has no attribute {name!r}")
