@@ -9,7 +9,8 @@
 /// One coroutine (or generator, async generator) of a task's await chain.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Link {
-    /// `__qualname__` of the coroutine (`Event.wait`, `sleep`, `main`).
+    /// `__qualname__` of an asyncio coroutine (`Event.wait`, `sleep`); only
+    /// asyncio's names are ever read, so capture may leave others empty.
     pub qualname: String,
     /// True when its code lives in the `asyncio` package.
     pub asyncio: bool,
@@ -31,6 +32,9 @@ pub enum Waiter {
     /// or awaits something that is not a future.
     #[default]
     Nothing,
+    /// A future capture did not look into, because the API the task waits
+    /// in (see [`needs_waiter`]) already says what it is.
+    Unexamined,
     /// Another task.
     Task { name: String },
     /// The future `asyncio.gather()` returns.
@@ -82,6 +86,16 @@ fn api(links: &[Link]) -> Option<&str> {
     run.get(skip).map(|l| l.qualname.as_str())
 }
 
+/// True when the description of a chain depends on what kind of future the
+/// task is blocked on; false inside the primitives that name themselves
+/// (`sleep`, `Event.wait`, `Queue.get`, ...), whose future need not be read.
+pub fn needs_waiter(links: &[Link]) -> bool {
+    matches!(
+        api(links),
+        None | Some("wait_for" | "wait" | "_wait" | "to_thread")
+    )
+}
+
 fn quoted_task(name: &str) -> String {
     format!("Task '{name}'")
 }
@@ -100,7 +114,7 @@ fn executor(thread: Option<u64>) -> String {
 /// The waiter alone, for chains that are not inside a known asyncio API.
 fn describe_waiter(waiter: &Waiter) -> Option<String> {
     Some(match waiter {
-        Waiter::Nothing => return None,
+        Waiter::Nothing | Waiter::Unexamined => return None,
         Waiter::Task { name } => quoted_task(name),
         Waiter::Gather { children } => format!("gather of {children}"),
         Waiter::Executor { thread } => executor(*thread),
@@ -347,6 +361,23 @@ mod tests {
             )
             .as_deref(),
             Some("wait on 3")
+        );
+    }
+
+    #[test]
+    fn only_some_apis_need_the_waiter() {
+        assert!(needs_waiter(&[user("main")]));
+        assert!(needs_waiter(&[user("main"), aio("wait_for")]));
+        assert!(needs_waiter(&[user("main"), aio("to_thread")]));
+        assert!(!needs_waiter(&[user("main"), aio("sleep")]));
+        assert!(!needs_waiter(&[user("main"), aio("Event.wait")]));
+        assert_eq!(
+            text(vec![user("w"), aio("Queue.get")], Waiter::Unexamined, None).as_deref(),
+            Some("Queue.get")
+        );
+        assert_eq!(
+            text(vec![user("w"), aio("sleep")], Waiter::Unexamined, Some(2.0)).as_deref(),
+            Some("sleep (wakes in 2.0 s)")
         );
     }
 

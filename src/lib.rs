@@ -6,6 +6,7 @@
 
 pub mod awaiting;
 pub mod enrich;
+pub mod fasthash;
 pub mod error;
 pub mod model;
 pub mod output;

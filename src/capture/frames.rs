@@ -5,7 +5,7 @@ use crate::capture::safe;
 use crate::model::Frame;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use std::collections::HashMap;
+use crate::fasthash::FastMap;
 
 #[derive(Clone)]
 struct CodeInfo {
@@ -19,7 +19,9 @@ struct CodeInfo {
 pub struct FrameWalker<'py> {
     py: Python<'py>,
     max_depth: usize,
-    codes: HashMap<usize, CodeInfo>,
+    codes: FastMap<usize, CodeInfo>,
+    #[cfg(Py_3_11)]
+    lines: FastMap<(usize, std::os::raw::c_int), Option<u32>>,
     // 3.11+ code objects carry `co_qualname`; before, only `co_name` exists.
     has_qualname: bool,
 }
@@ -29,7 +31,9 @@ impl<'py> FrameWalker<'py> {
         FrameWalker {
             py,
             max_depth,
-            codes: HashMap::new(),
+            codes: FastMap::default(),
+            #[cfg(Py_3_11)]
+            lines: FastMap::default(),
             has_qualname: cfg!(Py_3_11),
         }
     }
@@ -65,9 +69,8 @@ impl<'py> FrameWalker<'py> {
     /// # Safety
     /// `frame` must be a valid frame object; the GIL is held.
     pub unsafe fn frame(&mut self, frame: *mut ffi::PyFrameObject) -> Frame {
-        let line = ffi::PyFrame_GetLineNumber(frame);
-        let lineno = u32::try_from(line).ok();
         let code = ffi::PyFrame_GetCode(frame);
+        let lineno = self.line_number(frame, code);
         let info = self.code_info(code);
         ffi::Py_DECREF(code as *mut ffi::PyObject);
         Frame::new(info.filename, lineno, info.function)
@@ -95,6 +98,31 @@ impl<'py> FrameWalker<'py> {
 
     pub fn max_depth(&self) -> usize {
         self.max_depth
+    }
+
+    /// 3.11+ computes a frame's line by scanning its code's location table;
+    /// frames suspended at the same instruction (ten thousand tasks in one
+    /// `await`) share the answer, cached by (code, instruction offset).
+    #[cfg(Py_3_11)]
+    unsafe fn line_number(
+        &mut self,
+        frame: *mut ffi::PyFrameObject,
+        code: *mut ffi::PyCodeObject,
+    ) -> Option<u32> {
+        let lasti = ffi::PyFrame_GetLasti(frame);
+        *self
+            .lines
+            .entry((code as usize, lasti))
+            .or_insert_with(|| u32::try_from(ffi::PyFrame_GetLineNumber(frame)).ok())
+    }
+
+    #[cfg(not(Py_3_11))]
+    unsafe fn line_number(
+        &mut self,
+        frame: *mut ffi::PyFrameObject,
+        _code: *mut ffi::PyCodeObject,
+    ) -> Option<u32> {
+        u32::try_from(ffi::PyFrame_GetLineNumber(frame)).ok()
     }
 
     unsafe fn code_info(&mut self, code: *mut ffi::PyCodeObject) -> CodeInfo {

@@ -421,7 +421,7 @@ def test_tasks_come_and_go_while_another_thread_collects(lt):
 
     future = asyncio.run_coroutine_threadsafe(churn(), lt.loop)
     try:
-        for _ in range(100):
+        for _ in range(25):
             snapshot = tbcollect.collect(greenlets=False)
             assert snapshot.errors == []
             check_snapshot(snapshot)

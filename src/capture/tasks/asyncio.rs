@@ -124,6 +124,7 @@ pub struct Asyncio<'py> {
     c_task: Option<CTask<'py>>,
     py_future: Option<*mut ffi::PyTypeObject>,
     py_task: Option<*mut ffi::PyTypeObject>,
+    gathering: Option<*mut ffi::PyTypeObject>,
     pub coroutine: CoroType<'py>,
     pub generator: CoroType<'py>,
     pub async_generator: CoroType<'py>,
@@ -198,6 +199,7 @@ impl<'py> Asyncio<'py> {
             c_task,
             py_future: module_type(py, c"asyncio.futures", c"_PyFuture"),
             py_task: module_type(py, c"asyncio.tasks", c"_PyTask"),
+            gathering: module_type(py, c"asyncio.tasks", c"_GatheringFuture"),
             coroutine: CoroType::new(
                 py,
                 &raw mut ffi::PyCoro_Type,
@@ -253,6 +255,26 @@ impl<'py> Asyncio<'py> {
     pub fn is_concurrent_future(&self, obj: &Bound<'py, PyAny>) -> bool {
         self.concurrent_future
             .is_some_and(|tp| safe::is_instance(obj, tp))
+    }
+
+    /// `len(gathering_future._children)` for the future `gather()` returns.
+    pub fn gather_size(&self, obj: &Bound<'py, PyAny>) -> Option<usize> {
+        if !self.gathering.is_some_and(|tp| safe::is_instance(obj, tp)) {
+            return None;
+        }
+        safe::container_len(&safe::instance_attr(obj, c"_children")?)
+    }
+
+    /// Only the state of an asyncio future or task.
+    pub fn future_state(&self, obj: &Bound<'py, PyAny>) -> Option<FutState> {
+        let value = match &self.c_future {
+            Some(c) if safe::is_instance(obj, c.tp) => c.state.as_ref()?.get(obj),
+            _ if self.py_future.is_some_and(|tp| safe::is_instance(obj, tp)) => {
+                safe::instance_attr(obj, c"_state")
+            }
+            _ => return None,
+        };
+        Some(FutState::parse(value.as_ref().and_then(safe::str_value).as_deref()))
     }
 
     /// State, loop and callbacks of an asyncio future or task.

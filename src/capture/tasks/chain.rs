@@ -8,6 +8,7 @@ use crate::capture::Capture;
 use crate::model::Frame;
 use pyo3::ffi;
 use pyo3::prelude::*;
+use super::AddrMap;
 use std::collections::HashMap;
 
 /// Longest await chain followed; a guard, as a coroutine cannot await itself.
@@ -33,9 +34,9 @@ pub struct Chain<'py> {
 /// `coroutine_wrapper`), whose target is found through `tp_traverse`.
 pub fn follow<'py>(aio: &Asyncio<'py>, cap: &mut Capture<'py>, coro: &Bound<'py, PyAny>) -> Chain<'py> {
     let mut chain = Chain {
-        frames: Vec::new(),
+        frames: Vec::with_capacity(8),
         omitted: 0,
-        links: Vec::new(),
+        links: Vec::with_capacity(8),
         leaf: None,
     };
     let mut current = Some(coro.clone());
@@ -44,12 +45,6 @@ pub fn follow<'py>(aio: &Asyncio<'py>, cap: &mut Capture<'py>, coro: &Bound<'py,
             break;
         }
         if let Some(kind) = aio.coro_type(&obj) {
-            let qualname = kind
-                .qualname
-                .as_ref()
-                .and_then(|a| a.get(&obj))
-                .and_then(|q| safe::str_value(&q))
-                .unwrap_or_else(|| safe::type_name(&obj));
             let frame = kind
                 .frame
                 .as_ref()
@@ -58,6 +53,16 @@ pub fn follow<'py>(aio: &Asyncio<'py>, cap: &mut Capture<'py>, coro: &Bound<'py,
             let in_asyncio = match (&frame, &aio.asyncio_dir) {
                 (Some(f), Some(dir)) => f.filename.starts_with(dir.as_str()),
                 _ => false,
+            };
+            // Only asyncio's own names are read (see `awaiting::Link`).
+            let qualname = if in_asyncio {
+                kind.qualname
+                    .as_ref()
+                    .and_then(|a| a.get(&obj))
+                    .and_then(|q| safe::str_value(&q))
+                    .unwrap_or_default()
+            } else {
+                String::new()
             };
             chain.links.push(Link::new(qualname, in_asyncio));
             if let Some(frame) = frame {
@@ -93,7 +98,7 @@ fn is_bridge(obj: &Bound<'_, PyAny>) -> bool {
 pub struct ThreadStacks<'py> {
     built: bool,
     stacks: HashMap<u64, Vec<Bound<'py, PyAny>>>,
-    index: HashMap<usize, (u64, usize)>,
+    index: AddrMap<(u64, usize)>,
 }
 
 impl<'py> ThreadStacks<'py> {

@@ -10,7 +10,8 @@
 use super::asyncio::{Asyncio, Fut};
 use crate::capture::safe;
 use pyo3::prelude::*;
-use std::collections::{HashMap, HashSet, VecDeque};
+use super::{AddrMap, AddrSet};
+use std::collections::VecDeque;
 
 /// How far intermediate futures are followed (gather of gather of ...).
 const MAX_HOPS: usize = 64;
@@ -71,12 +72,12 @@ fn helper_name(qualname: &str) -> String {
 
 /// The tasks whose `_fut_waiter` each future is.
 pub struct Waiters {
-    by_future: HashMap<usize, Vec<usize>>,
+    by_future: AddrMap<Vec<usize>>,
 }
 
 impl Waiters {
     pub fn new<'a, 'py: 'a>(pairs: impl Iterator<Item = (usize, &'a Bound<'py, PyAny>)>) -> Self {
-        let mut by_future: HashMap<usize, Vec<usize>> = HashMap::new();
+        let mut by_future: AddrMap<Vec<usize>> = AddrMap::default();
         for (task, waiter) in pairs {
             by_future
                 .entry(waiter.as_ptr() as usize)
@@ -101,7 +102,13 @@ pub fn awaited_by<'py>(
     direct: &[Parent<'py>],
 ) -> Vec<usize> {
     let mut found: Vec<usize> = waiters.of(fut.obj.as_ptr() as usize).to_vec();
-    let mut visited: HashSet<usize> = HashSet::from([fut.obj.as_ptr() as usize]);
+    if direct.is_empty() && found.len() <= 1 {
+        // Nothing to follow or de-duplicate: most tasks end here.
+        found.retain(|t| *t != fut.obj.as_ptr() as usize);
+        return found;
+    }
+    let mut visited = AddrSet::default();
+    visited.insert(fut.obj.as_ptr() as usize);
     let mut queue: VecDeque<Parent<'py>> = direct
         .iter()
         .map(|p| match p {
@@ -126,7 +133,7 @@ pub fn awaited_by<'py>(
         }
     }
     let own = fut.obj.as_ptr() as usize;
-    let mut seen = HashSet::new();
+    let mut seen = AddrSet::default();
     found.retain(|t| *t != own && seen.insert(*t));
     found
 }

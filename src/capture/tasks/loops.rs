@@ -10,13 +10,13 @@ use crate::capture::safe;
 use crate::capture::Capture;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use std::collections::HashMap;
+use super::AddrMap;
 
 /// The thread of each loop, found on demand and cached for the capture.
 #[derive(Default)]
 pub struct LoopThreads {
-    known: HashMap<usize, Option<u64>>,
-    running: Option<HashMap<usize, u64>>,
+    known: AddrMap<Option<u64>>,
+    running: Option<AddrMap<u64>>,
 }
 
 impl LoopThreads {
@@ -56,9 +56,9 @@ impl LoopThreads {
 /// is the very object `sys._current_frames()` returned for that ident.
 /// The loop pointer read from a thread state is only ever compared with
 /// addresses of loops we hold, never dereferenced.
-fn running_loops(cap: &Capture<'_>) -> HashMap<usize, u64> {
-    let mut by_frame: HashMap<usize, u64> = HashMap::new();
-    let mut out = HashMap::new();
+fn running_loops(cap: &Capture<'_>) -> AddrMap<u64> {
+    let mut by_frame: AddrMap<u64> = AddrMap::default();
+    let mut out = AddrMap::default();
     let Some(frames) = cap.thread_frames.as_ref() else {
         return out;
     };

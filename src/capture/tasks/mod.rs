@@ -21,7 +21,10 @@ use links::{Parent, Waiters};
 use loops::LoopThreads;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+
+pub(crate) type AddrMap<V> = crate::fasthash::FastMap<usize, V>;
+pub(crate) type AddrSet = crate::fasthash::FastSet<usize>;
 
 #[cfg(not(Py_3_12))]
 const REGISTRIES: &[&std::ffi::CStr] = &[c"_all_tasks"];
@@ -51,8 +54,8 @@ pub fn capture<'py>(cap: &mut Capture<'py>) -> Vec<Stack> {
 
 /// `asyncio.tasks._current_tasks`: task address -> its loop, for the task
 /// each loop is executing right now.
-fn current_tasks<'py>(aio: &Asyncio<'py>) -> HashMap<usize, Bound<'py, PyAny>> {
-    let mut out = HashMap::new();
+fn current_tasks<'py>(aio: &Asyncio<'py>) -> AddrMap<Bound<'py, PyAny>> {
+    let mut out = AddrMap::default();
     let Some(dict) = safe::module_attr(&aio.tasks_module, c"_current_tasks") else {
         return out;
     };
@@ -75,9 +78,9 @@ fn current_tasks<'py>(aio: &Asyncio<'py>) -> HashMap<usize, Bound<'py, PyAny>> {
 fn registered_tasks<'py>(
     aio: &Asyncio<'py>,
     cap: &mut Capture<'py>,
-    current: &HashMap<usize, Bound<'py, PyAny>>,
+    current: &AddrMap<Bound<'py, PyAny>>,
 ) -> Vec<Bound<'py, PyAny>> {
-    let mut seen: HashSet<usize> = HashSet::new();
+    let mut seen = AddrSet::default();
     let mut out = Vec::new();
     for name in REGISTRIES {
         let Some(registry) = safe::module_attr(&aio.tasks_module, name) else {
@@ -124,12 +127,12 @@ struct OnStack {
 struct Backend<'py> {
     aio: Asyncio<'py>,
     views: Vec<TaskView<'py>>,
-    current: HashMap<usize, Bound<'py, PyAny>>,
-    by_addr: HashMap<usize, usize>,
+    current: AddrMap<Bound<'py, PyAny>>,
+    by_addr: AddrMap<usize>,
     stacks: ThreadStacks<'py>,
     loop_threads: LoopThreads,
-    timers: HashMap<usize, HashMap<usize, f64>>,
-    workers: Option<HashMap<usize, u64>>,
+    timers: AddrMap<AddrMap<f64>>,
+    workers: Option<AddrMap<u64>>,
     now: Option<Option<f64>>,
 }
 
@@ -137,7 +140,7 @@ impl<'py> Backend<'py> {
     fn new(
         aio: Asyncio<'py>,
         views: Vec<TaskView<'py>>,
-        current: HashMap<usize, Bound<'py, PyAny>>,
+        current: AddrMap<Bound<'py, PyAny>>,
     ) -> Self {
         let by_addr = views
             .iter()
@@ -151,7 +154,7 @@ impl<'py> Backend<'py> {
             by_addr,
             stacks: ThreadStacks::default(),
             loop_threads: LoopThreads::default(),
-            timers: HashMap::new(),
+            timers: AddrMap::default(),
             workers: None,
             now: None,
         }
@@ -173,8 +176,8 @@ impl<'py> Backend<'py> {
             .map(|v| links::parents(&self.aio, &v.fut))
             .collect();
         // Per intermediate future: the tasks whose helper callbacks resolve it.
-        let mut proxied: HashMap<usize, (Option<String>, Vec<String>)> = HashMap::new();
-        let mut group_sizes: HashMap<usize, usize> = HashMap::new();
+        let mut proxied: AddrMap<(Option<String>, Vec<String>)> = AddrMap::default();
+        let mut group_sizes: AddrMap<usize> = AddrMap::default();
         for (i, parents) in direct.iter().enumerate() {
             for parent in parents {
                 match parent {
@@ -191,6 +194,7 @@ impl<'py> Backend<'py> {
             }
         }
 
+        let mut loop_ids: AddrMap<String> = AddrMap::default();
         let mut stacks = Vec::with_capacity(n);
         for i in 0..n {
             let addr = self.views[i].fut.obj.as_ptr() as usize;
@@ -212,8 +216,8 @@ impl<'py> Backend<'py> {
             let waiter_cancelled = view
                 .waiter
                 .as_ref()
-                .and_then(|w| self.aio.future(w))
-                .is_some_and(|w| w.state == FutState::Cancelled);
+                .and_then(|w| self.aio.future_state(w))
+                == Some(FutState::Cancelled);
             let state = match view.fut.state {
                 FutState::Finished => "done",
                 FutState::Cancelled => "cancelled",
@@ -234,7 +238,10 @@ impl<'py> Backend<'py> {
                 frames_omitted: omitted,
                 details: StackDetails::Task(TaskDetails {
                     event_loop: match &event_loop {
-                        Some(l) => format!("loop:{}", safe::address(l)),
+                        Some(l) => loop_ids
+                            .entry(l.as_ptr() as usize)
+                            .or_insert_with(|| format!("loop:{}", safe::address(l)))
+                            .clone(),
                         None => "loop:none".to_string(),
                     },
                     awaiting,
@@ -247,8 +254,8 @@ impl<'py> Backend<'py> {
     }
 
     /// Tasks whose coroutine is executing, located on their thread's stack.
-    fn running_coroutines(&mut self, cap: &mut Capture<'py>) -> HashMap<usize, OnStack> {
-        let mut out = HashMap::new();
+    fn running_coroutines(&mut self, cap: &mut Capture<'py>) -> AddrMap<OnStack> {
+        let mut out = AddrMap::default();
         for (i, view) in self.views.iter().enumerate() {
             let Some(coro) = view.coro.as_ref() else {
                 continue;
@@ -281,13 +288,13 @@ impl<'py> Backend<'py> {
     fn running_frames(
         &mut self,
         cap: &mut Capture<'py>,
-        on_stack: &HashMap<usize, OnStack>,
-    ) -> HashMap<usize, (Vec<Frame>, u64)> {
+        on_stack: &AddrMap<OnStack>,
+    ) -> AddrMap<(Vec<Frame>, u64)> {
         let mut by_thread: HashMap<u64, Vec<(usize, usize)>> = HashMap::new();
         for (i, at) in on_stack {
             by_thread.entry(at.ident).or_default().push((at.depth, *i));
         }
-        let mut out = HashMap::new();
+        let mut out = AddrMap::default();
         for (ident, mut entries) in by_thread {
             entries.sort_unstable();
             let mut top = 0;
@@ -316,8 +323,8 @@ impl<'py> Backend<'py> {
         &mut self,
         cap: &mut Capture<'py>,
         i: usize,
-        proxied: &HashMap<usize, (Option<String>, Vec<String>)>,
-        group_sizes: &HashMap<usize, usize>,
+        proxied: &AddrMap<(Option<String>, Vec<String>)>,
+        group_sizes: &AddrMap<usize>,
     ) -> (Vec<Frame>, u64, Option<String>) {
         let Some(coro) = self.views[i].coro.clone() else {
             return (Vec::new(), 0, None);
@@ -327,7 +334,8 @@ impl<'py> Backend<'py> {
             return (chain.frames, chain.omitted, None);
         }
         let waiter = match self.views[i].waiter.clone() {
-            Some(w) => self.classify(cap, &w, proxied),
+            Some(w) if awaiting::needs_waiter(&chain.links) => self.classify(cap, &w, proxied),
+            Some(_) => Waiter::Unexamined,
             None => Waiter::Nothing,
         };
         let leaf = match (&waiter, &chain.leaf) {
@@ -351,7 +359,7 @@ impl<'py> Backend<'py> {
         &mut self,
         cap: &mut Capture<'py>,
         waiter: &Bound<'py, PyAny>,
-        proxied: &HashMap<usize, (Option<String>, Vec<String>)>,
+        proxied: &AddrMap<(Option<String>, Vec<String>)>,
     ) -> Waiter {
         let addr = waiter.as_ptr() as usize;
         if self.aio.is_task(waiter) {
@@ -369,10 +377,8 @@ impl<'py> Backend<'py> {
                 type_name: safe::type_name(waiter),
             };
         };
-        if let Some(children) = safe::instance_attr(waiter, c"_children") {
-            if let Some(n) = safe::container_len(&children) {
-                return Waiter::Gather { children: n };
-            }
+        if let Some(children) = self.aio.gather_size(waiter) {
+            return Waiter::Gather { children };
         }
         for callback in &fut.callbacks {
             let (func, mut values) = self
@@ -398,7 +404,7 @@ impl<'py> Backend<'py> {
     /// stack has `_WorkItem.run` with that item's future.
     fn worker_of(&mut self, cap: &mut Capture<'py>, source: &Bound<'py, PyAny>) -> Option<u64> {
         if self.workers.is_none() {
-            let mut workers = HashMap::new();
+            let mut workers = AddrMap::default();
             if let Some(work_item) = self.aio.work_item {
                 let frames: Vec<(u64, Bound<'py, PyAny>)> =
                     self.stacks.all(cap).map(|(t, f)| (t, f.clone())).collect();
@@ -468,8 +474,8 @@ impl<'py> Backend<'py> {
 /// argument of its callback (the future `sleep` and `wait_for` resolve) or by
 /// the task an `asyncio.timeout` will cancel. Empty for loops whose clock is
 /// not `BaseEventLoop.time` or whose timers are not `TimerHandle`s (uvloop).
-fn loop_timers<'py>(aio: &Asyncio<'py>, event_loop: &Bound<'py, PyAny>) -> HashMap<usize, f64> {
-    let mut out = HashMap::new();
+fn loop_timers<'py>(aio: &Asyncio<'py>, event_loop: &Bound<'py, PyAny>) -> AddrMap<f64> {
+    let mut out = AddrMap::default();
     let (Some(base), Some(t)) = (aio.base_loop, aio.timers.as_ref()) else {
         return out;
     };
@@ -537,22 +543,34 @@ fn loop_timers<'py>(aio: &Asyncio<'py>, event_loop: &Bound<'py, PyAny>) -> HashM
 
 /// Loops in order of first appearance, tasks within a loop by name with
 /// numbers in numeric order (`Task-2` before `Task-10`).
-fn sort_stacks(stacks: &mut [Stack]) {
-    fn name_key(name: &str) -> (String, u64) {
-        let digits = name.len() - name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
-        let (head, tail) = name.split_at(name.len() - digits);
-        (head.to_string(), tail.parse().unwrap_or(0))
+fn sort_stacks(stacks: &mut Vec<Stack>) {
+    fn name_key(name: &str) -> (&str, u64) {
+        let head = name.trim_end_matches(|c: char| c.is_ascii_digit());
+        (head, name[head.len()..].parse().unwrap_or(0))
     }
-    stacks.sort_by_cached_key(|s| (name_key(&s.name), s.id.clone()));
-    let mut loops: HashMap<String, usize> = HashMap::new();
-    for s in stacks.iter() {
-        if let StackDetails::Task(d) = &s.details {
-            let next = loops.len();
-            loops.entry(d.event_loop.clone()).or_insert(next);
+    fn loop_of(stack: &Stack) -> &str {
+        match &stack.details {
+            StackDetails::Task(d) => &d.event_loop,
+            _ => "",
         }
     }
-    stacks.sort_by_key(|s| match &s.details {
-        StackDetails::Task(d) => loops.get(&d.event_loop).copied().unwrap_or(usize::MAX),
-        _ => usize::MAX,
-    });
+    let keys: Vec<(&str, u64, &str)> = stacks
+        .iter()
+        .map(|s| {
+            let (head, number) = name_key(&s.name);
+            (head, number, s.id.as_str())
+        })
+        .collect();
+    let mut order: Vec<usize> = (0..stacks.len()).collect();
+    order.sort_unstable_by(|&a, &b| keys[a].cmp(&keys[b]));
+    let mut loops: crate::fasthash::FastMap<&str, usize> = Default::default();
+    for &i in &order {
+        let next = loops.len();
+        loops.entry(loop_of(&stacks[i])).or_insert(next);
+    }
+    let loop_rank: Vec<usize> = stacks.iter().map(|s| loops[loop_of(s)]).collect();
+    order.sort_by_key(|&i| loop_rank[i]); // stable: name order within a loop
+    drop(keys);
+    let mut slots: Vec<Option<Stack>> = stacks.drain(..).map(Some).collect();
+    stacks.extend(order.into_iter().filter_map(|i| slots[i].take()));
 }
