@@ -282,7 +282,7 @@ pub fn render_frame(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Locals, ThreadDetails};
+    use crate::model::{Locals, TaskDetails, ThreadDetails};
 
     fn thread(ident: u64, name: &str, frames: Vec<Frame>) -> Stack {
         Stack {
@@ -412,5 +412,86 @@ Thread \"MainThread\" (ident 1, native id 1001, running, current)
         }
         let text = render_to_string(&snap, &TextOptions::default());
         assert!(text.contains("20 threads with this same stack: w0, w1, w2, w3, w4, w5, w6, w7, w8, w9, w10, w11, … and 8 more\n"));
+    }
+
+    fn task(id: &str, name: &str, thread: Option<u64>, details: TaskDetails) -> Stack {
+        Stack {
+            id: id.into(),
+            name: name.into(),
+            thread,
+            state: "pending".into(),
+            frames: vec![frame("/srv/app.py", 9, "child", "await asyncio.sleep(30)")],
+            frames_omitted: 0,
+            details: StackDetails::Task(details),
+        }
+    }
+
+    #[test]
+    fn task_headers_name_their_loop_wait_and_awaiters() {
+        let mut snap = Snapshot::new(7, "3.12.1", "t");
+        let mut main = task(
+            "task:0x10",
+            "main",
+            Some(5),
+            TaskDetails {
+                event_loop: "loop:0x1".into(),
+                awaiting: Some("gather of 2".into()),
+                awaited_by: vec![],
+            },
+        );
+        main.state = "running".into();
+        main.frames = vec![frame("/srv/app.py", 3, "main", "dump()")];
+        snap.stacks.push(main);
+        for (id, name) in [("task:0x20", "a"), ("task:0x30", "b")] {
+            snap.stacks.push(task(
+                id,
+                name,
+                Some(5),
+                TaskDetails {
+                    event_loop: "loop:0x1".into(),
+                    awaiting: Some("sleep (wakes in 29.9 s)".into()),
+                    awaited_by: vec!["task:0x10".into(), "task:0xdead".into()],
+                },
+            ));
+        }
+        snap.stacks.push(task(
+            "task:0x40",
+            "idle",
+            None,
+            TaskDetails {
+                event_loop: "loop:0x2".into(),
+                awaiting: None,
+                awaited_by: vec![],
+            },
+        ));
+        let text = render_to_string(&snap, &TextOptions::default());
+        let expected = "\
+tbcollect: pid 7 at t, Python 3.12.1: 0 threads, 0 greenlets, 4 tasks
+
+Task tree of loop:0x1 (thread 5):
+  \"main\" [task:0x10] (running, awaiting gather of 2, at app.py:3)
+  ├─ \"a\" [task:0x20] (pending, awaiting sleep (wakes in 29.9 s), also awaited by task:0xdead, at app.py:9)
+  └─ \"b\" [task:0x30] (pending, awaiting sleep (wakes in 29.9 s), also awaited by task:0xdead, at app.py:9)
+
+Task tree of loop:0x2 (not running):
+  \"idle\" [task:0x40] (pending, at app.py:9)
+
+Task \"main\" (task:0x10, running, loop:0x1 in thread 5, awaiting gather of 2)
+  File \"/srv/app.py\", line 3, in main
+    dump()
+
+3 tasks with this same stack: a, b, idle
+  Task \"a\" (task:0x20, pending, loop:0x1 in thread 5, awaiting sleep (wakes in 29.9 s), awaited by Task \"main\", task:0xdead)
+  Task \"b\" (task:0x30, pending, loop:0x1 in thread 5, awaiting sleep (wakes in 29.9 s), awaited by Task \"main\", task:0xdead)
+  Task \"idle\" (task:0x40, pending, loop:0x2)
+  File \"/srv/app.py\", line 9, in child
+    await asyncio.sleep(30)
+";
+        assert_eq!(text, expected);
+        // The indexed header used by `render` and the public one agree.
+        assert_eq!(
+            stack_header(&snap, &snap.stacks[1]),
+            "Task \"a\" (task:0x20, pending, loop:0x1 in thread 5, awaiting sleep (wakes in 29.9 s), awaited by Task \"main\", task:0xdead)"
+        );
     }
 }
