@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import List
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import measure, table  # noqa: E402
-
 import tbcollect  # noqa: E402
+from common import measure, table  # noqa: E402
 
 TASKS = 10_000
 
@@ -55,7 +54,7 @@ def main(n: int = TASKS) -> str:
     loop = asyncio.new_event_loop()
     try:
 
-        async def start() -> List["asyncio.Task[None]"]:
+        async def start() -> List[asyncio.Task[None]]:
             tasks = [asyncio.create_task(level1(), name=f"worker-{i}") for i in range(n)]
             for _ in range(5):
                 await asyncio.sleep(0)
@@ -69,7 +68,10 @@ def main(n: int = TASKS) -> str:
         assert check_ours.count("in level3") >= 1 and f"{n} tasks" in check_ours
         times = measure(
             [
-                ("recipe: all_tasks + get_stack + extract_stack + format_list", lambda: recipe(loop)),
+                (
+                    "recipe: all_tasks + get_stack + extract_stack + format_list",
+                    lambda: recipe(loop),
+                ),
                 ("tbcollect: collect(threads=False, greenlets=False).to_text()", ours),
             ]
         )

@@ -17,7 +17,7 @@ import threading
 import tbcollect
 
 
-async def fetch(queue: "asyncio.Queue[int]") -> None:
+async def fetch(queue: asyncio.Queue[int]) -> None:
     await queue.get()
 
 
@@ -25,7 +25,7 @@ async def handle(n: int) -> None:
     await asyncio.sleep(30 + n)
 
 
-async def serve(queue: "asyncio.Queue[int]") -> None:
+async def serve(queue: asyncio.Queue[int]) -> None:
     await asyncio.gather(*(asyncio.create_task(handle(n), name=f"handler-{n}") for n in range(3)))
 
 

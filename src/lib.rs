@@ -6,8 +6,8 @@
 
 pub mod awaiting;
 pub mod enrich;
-pub mod fasthash;
 pub mod error;
+pub mod fasthash;
 pub mod model;
 pub mod output;
 pub mod render;

@@ -5,6 +5,11 @@
 //! `__getattr__` or a metaclass hook; these helpers instead read instance
 //! dictionaries and the descriptors of the interpreter's own types directly.
 //! Every helper returns `None` on any failure and leaves no Python error set.
+//!
+//! Type pointers passed to these helpers are always live type objects (the
+//! interpreter's static types, or types their module keeps alive for the
+//! whole capture), which is why the functions taking them are not `unsafe`.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -322,7 +327,9 @@ pub fn is_instance(obj: &Bound<'_, PyAny>, tp: *mut ffi::PyTypeObject) -> bool {
 
 /// `obj` as a type object taken from a module namespace, if it is one.
 pub fn as_type(obj: &Bound<'_, PyAny>) -> Option<*mut ffi::PyTypeObject> {
-    unsafe { (ffi::PyType_Check(obj.as_ptr()) != 0).then(|| obj.as_ptr() as *mut ffi::PyTypeObject) }
+    unsafe {
+        (ffi::PyType_Check(obj.as_ptr()) != 0).then(|| obj.as_ptr() as *mut ffi::PyTypeObject)
+    }
 }
 
 /// The full `tp_name` of the object's type (`_asyncio.FutureIter`).

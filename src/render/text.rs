@@ -2,10 +2,10 @@
 //! group of identical stacks), frames in exactly Python's traceback form so
 //! editors and log tools can jump to them.
 
+use crate::fasthash::FastMap;
 use crate::model::{Frame, Snapshot, Stack, StackDetails, StackKind};
 use crate::render::tree;
 use itertools::Itertools;
-use crate::fasthash::FastMap;
 use std::io::{self, Write};
 
 /// How many member names a group header lists before "and N more".

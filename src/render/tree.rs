@@ -1,8 +1,8 @@
 //! The shape of a program at a glance: greenlets under their parents per
 //! thread, tasks under the task that awaits them per event loop, like `pstree`.
 
-use crate::model::{Snapshot, Stack, StackDetails, StackKind};
 use crate::fasthash::{FastMap, FastSet};
+use crate::model::{Snapshot, Stack, StackDetails, StackKind};
 use std::io::{self, Write};
 
 /// The tree edge of a stack: its parent greenlet, or the first task awaiting it.

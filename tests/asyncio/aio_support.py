@@ -75,7 +75,7 @@ class LoopThread:
             self.loop.run_until_complete(self.loop.shutdown_default_executor())
         self.loop.close()
 
-    def __enter__(self) -> "LoopThread":
+    def __enter__(self) -> LoopThread:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -87,7 +87,7 @@ def task_stacks(snapshot: tbcollect.Snapshot) -> Dict[str, tbcollect.Stack]:
     return {s.name: s for s in snapshot.stacks if s.kind == "task"}
 
 
-def task_id(task: "asyncio.Task[Any]") -> str:
+def task_id(task: asyncio.Task[Any]) -> str:
     return f"task:{id(task):#x}"
 
 

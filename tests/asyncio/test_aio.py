@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any, Dict
 
 import pytest
+import tbcollect
 from aio_support import HANG_GUARD, forever, settle, task_id
 from conftest import validate_json
-
-import tbcollect
 from tbcollect import InvalidOptionError, UnknownFormatError
 
 

@@ -7,18 +7,19 @@ import sys
 from typing import Any, Dict, List
 
 import pytest
+import tbcollect
 from aio_support import LoopThread, forever, loop_id, settle, short, task_id, task_stacks
 from conftest import check_snapshot
-
-import tbcollect
 
 
 def test_uvloop_loop_in_a_thread():
     uvloop = pytest.importorskip("uvloop")
     with LoopThread(uvloop.new_event_loop, name="uv") as uv, LoopThread(name="std") as std:
 
-        async def start() -> "asyncio.Task[Any]":
-            child = asyncio.create_task(forever(), name=f"{type(asyncio.get_running_loop()).__name__}-child")
+        async def start() -> asyncio.Task[Any]:
+            child = asyncio.create_task(
+                forever(), name=f"{type(asyncio.get_running_loop()).__name__}-child"
+            )
 
             async def parent() -> None:
                 await child

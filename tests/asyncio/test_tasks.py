@@ -10,10 +10,18 @@ import threading
 from typing import Any, Dict, List
 
 import pytest
-from aio_support import HANG_GUARD, LoopThread, forever, loop_id, settle, short, task_id, task_stacks
-from conftest import check_snapshot
-
 import tbcollect
+from aio_support import (
+    HANG_GUARD,
+    LoopThread,
+    forever,
+    loop_id,
+    settle,
+    short,
+    task_id,
+    task_stacks,
+)
+from conftest import check_snapshot
 
 
 def collect_tasks(**options: Any) -> tbcollect.Snapshot:
@@ -109,7 +117,7 @@ def test_task_awaiting_a_task(lt):
 
 
 def test_gather_of_three(lt):
-    async def start() -> "asyncio.Task[Any]":
+    async def start() -> asyncio.Task[Any]:
         async def gatherer() -> None:
             await asyncio.gather(*(asyncio.create_task(forever(), name=f"g{i}") for i in range(3)))
 
@@ -125,7 +133,7 @@ def test_gather_of_three(lt):
 
 
 def test_gather_of_coroutines_and_nested_gathers(lt):
-    async def start() -> "asyncio.Task[Any]":
+    async def start() -> asyncio.Task[Any]:
         async def gatherer() -> None:
             inner = asyncio.gather(forever(), forever())
             await asyncio.gather(inner, forever())
@@ -146,7 +154,7 @@ def test_gather_of_coroutines_and_nested_gathers(lt):
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.TaskGroup is new in 3.11")
 def test_task_group_of_two(lt):
-    async def start() -> "asyncio.Task[Any]":
+    async def start() -> asyncio.Task[Any]:
         async def body() -> None:
             async with asyncio.TaskGroup() as group:  # type: ignore[attr-defined]
                 group.create_task(forever(), name="tg-1")
@@ -278,7 +286,7 @@ def test_wait_for_with_timeout(lt):
 
 
 def test_asyncio_wait_on_several(lt):
-    async def start() -> "asyncio.Task[Any]":
+    async def start() -> asyncio.Task[Any]:
         async def waiter() -> None:
             await asyncio.wait([asyncio.create_task(forever(), name=f"w{i}") for i in range(3)])
 
@@ -294,7 +302,7 @@ def test_asyncio_wait_on_several(lt):
 
 
 def test_shield(lt):
-    async def start() -> "asyncio.Task[Any]":
+    async def start() -> asyncio.Task[Any]:
         async def shielded() -> None:
             await asyncio.shield(asyncio.create_task(forever(), name="precious"))
 
@@ -467,6 +475,18 @@ def test_task_subclass_custom_factory_and_pure_python_task(lt):
         assert stacks[name].thread == lt.ident
     assert calls == []
     del keep
+
+
+def test_tasks_are_listed_by_loop_then_name_in_numeric_order(lt):
+    async def start() -> None:
+        for n in (10, 2, 1):
+            asyncio.create_task(forever(), name=f"job-{n}")
+        await settle()
+
+    lt.run(start())
+    snapshot = collect_tasks()
+    names = [s.name for s in snapshot.stacks if s.kind == "task" and s.name.startswith("job-")]
+    assert names == ["job-1", "job-2", "job-10"]
 
 
 def test_json_carries_the_task_fields(lt):

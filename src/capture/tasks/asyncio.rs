@@ -274,7 +274,9 @@ impl<'py> Asyncio<'py> {
             }
             _ => return None,
         };
-        Some(FutState::parse(value.as_ref().and_then(safe::str_value).as_deref()))
+        Some(FutState::parse(
+            value.as_ref().and_then(safe::str_value).as_deref(),
+        ))
     }
 
     /// State, loop and callbacks of an asyncio future or task.

@@ -2,13 +2,13 @@
 //! thread's stack for a task that is executing.
 
 use super::asyncio::Asyncio;
+use super::AddrMap;
 use crate::awaiting::Link;
 use crate::capture::safe;
 use crate::capture::Capture;
 use crate::model::Frame;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use super::AddrMap;
 use std::collections::HashMap;
 
 /// Longest await chain followed; a guard, as a coroutine cannot await itself.
@@ -32,7 +32,11 @@ pub struct Chain<'py> {
 /// getsets are the interpreter's; they cannot be subclassed), plus the
 /// helper objects that bridge them (`async_generator_asend`/`athrow`,
 /// `coroutine_wrapper`), whose target is found through `tp_traverse`.
-pub fn follow<'py>(aio: &Asyncio<'py>, cap: &mut Capture<'py>, coro: &Bound<'py, PyAny>) -> Chain<'py> {
+pub fn follow<'py>(
+    aio: &Asyncio<'py>,
+    cap: &mut Capture<'py>,
+    coro: &Bound<'py, PyAny>,
+) -> Chain<'py> {
     let mut chain = Chain {
         frames: Vec::with_capacity(8),
         omitted: 0,
@@ -139,7 +143,11 @@ impl<'py> ThreadStacks<'py> {
     }
 
     /// The thread whose stack holds `frame`, and its depth from the top.
-    pub fn locate(&mut self, cap: &Capture<'py>, frame: &Bound<'py, PyAny>) -> Option<(u64, usize)> {
+    pub fn locate(
+        &mut self,
+        cap: &Capture<'py>,
+        frame: &Bound<'py, PyAny>,
+    ) -> Option<(u64, usize)> {
         self.build(cap);
         self.index.get(&(frame.as_ptr() as usize)).copied()
     }

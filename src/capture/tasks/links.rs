@@ -8,9 +8,9 @@
 //! (or a further helper) waits on in turn.
 
 use super::asyncio::{Asyncio, Fut};
+use super::{AddrMap, AddrSet};
 use crate::capture::safe;
 use pyo3::prelude::*;
-use super::{AddrMap, AddrSet};
 use std::collections::VecDeque;
 
 /// How far intermediate futures are followed (gather of gather of ...).

@@ -6,11 +6,11 @@
 //! record of each thread's running loop is read: the one `get_running_loop()`
 //! returns, kept per thread state.
 
+use super::AddrMap;
 use crate::capture::safe;
 use crate::capture::Capture;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use super::AddrMap;
 
 /// The thread of each loop, found on demand and cached for the capture.
 #[derive(Default)]
@@ -21,21 +21,24 @@ pub struct LoopThreads {
 
 impl LoopThreads {
     /// Ident of the thread running `event_loop`, or `None` when it is not running.
-    pub fn thread_of<'py>(&mut self, cap: &Capture<'py>, event_loop: &Bound<'py, PyAny>) -> Option<u64> {
+    pub fn thread_of<'py>(
+        &mut self,
+        cap: &Capture<'py>,
+        event_loop: &Bound<'py, PyAny>,
+    ) -> Option<u64> {
         let key = event_loop.as_ptr() as usize;
         if let Some(known) = self.known.get(&key) {
             return *known;
         }
-        let found = match safe::instance_dict(event_loop)
-            .and_then(|d| safe::dict_get(&d, c"_thread_id"))
-        {
-            Some(ident) => safe::int_value(&ident),
-            None => self
-                .running
-                .get_or_insert_with(|| running_loops(cap))
-                .get(&key)
-                .copied(),
-        };
+        let found =
+            match safe::instance_dict(event_loop).and_then(|d| safe::dict_get(&d, c"_thread_id")) {
+                Some(ident) => safe::int_value(&ident),
+                None => self
+                    .running
+                    .get_or_insert_with(|| running_loops(cap))
+                    .get(&key)
+                    .copied(),
+            };
         self.known.insert(key, found);
         found
     }
@@ -43,7 +46,10 @@ impl LoopThreads {
     /// Records a thread learnt another way (a running task's frames were
     /// found on that thread's stack).
     pub fn learn(&mut self, event_loop: &Bound<'_, PyAny>, ident: u64) {
-        let entry = self.known.entry(event_loop.as_ptr() as usize).or_insert(None);
+        let entry = self
+            .known
+            .entry(event_loop.as_ptr() as usize)
+            .or_insert(None);
         if entry.is_none() {
             *entry = Some(ident);
         }

@@ -93,7 +93,8 @@ fn registered_tasks<'py>(
         // A plain set holds tasks; a WeakSet keeps weak references in `data`.
         let members = match safe::set_items(&registry) {
             Some(tasks) => tasks,
-            None => match safe::instance_attr(&registry, c"data").and_then(|d| safe::set_items(&d)) {
+            None => match safe::instance_attr(&registry, c"data").and_then(|d| safe::set_items(&d))
+            {
                 Some(refs) => refs.iter().filter_map(safe::weakref_target).collect(),
                 None => {
                     cap.errors.push(format!(
@@ -160,6 +161,8 @@ impl<'py> Backend<'py> {
         }
     }
 
+    // Indexed: the loop body needs `&mut self` while reading `self.views[i]`.
+    #[allow(clippy::needless_range_loop)]
     fn stacks(mut self, cap: &mut Capture<'py>) -> Vec<Stack> {
         let n = self.views.len();
         let on_stack = self.running_coroutines(cap);
@@ -213,10 +216,7 @@ impl<'py> Backend<'py> {
                 None => self.suspended(cap, i, &proxied, &group_sizes),
             };
             let view = &self.views[i];
-            let waiter_cancelled = view
-                .waiter
-                .as_ref()
-                .and_then(|w| self.aio.future_state(w))
+            let waiter_cancelled = view.waiter.as_ref().and_then(|w| self.aio.future_state(w))
                 == Some(FutState::Cancelled);
             let state = match view.fut.state {
                 FutState::Finished => "done",
@@ -482,7 +482,11 @@ fn loop_timers<'py>(aio: &Asyncio<'py>, event_loop: &Bound<'py, PyAny>) -> AddrM
     if !safe::is_instance(event_loop, base) {
         return out;
     }
-    let own_clock = safe::type_lookup(aio.py, unsafe { ffi::Py_TYPE(event_loop.as_ptr()) }, c"time");
+    let own_clock = safe::type_lookup(
+        aio.py,
+        unsafe { ffi::Py_TYPE(event_loop.as_ptr()) },
+        c"time",
+    );
     let base_clock = safe::type_lookup(aio.py, base, c"time");
     match (own_clock, base_clock) {
         (Some(a), Some(b)) if a.is(&b) => {}
@@ -543,34 +547,51 @@ fn loop_timers<'py>(aio: &Asyncio<'py>, event_loop: &Bound<'py, PyAny>) -> AddrM
 
 /// Loops in order of first appearance, tasks within a loop by name with
 /// numbers in numeric order (`Task-2` before `Task-10`).
+///
+/// Ten thousand tasks sort on integer keys: the few distinct name stems
+/// (`Task-`, `worker-`) are ranked once, so no comparison reads a string.
 fn sort_stacks(stacks: &mut Vec<Stack>) {
-    fn name_key(name: &str) -> (&str, u64) {
+    fn split(name: &str) -> (&str, u64) {
         let head = name.trim_end_matches(|c: char| c.is_ascii_digit());
         (head, name[head.len()..].parse().unwrap_or(0))
     }
-    fn loop_of(stack: &Stack) -> &str {
-        match &stack.details {
-            StackDetails::Task(d) => &d.event_loop,
-            _ => "",
-        }
-    }
-    let keys: Vec<(&str, u64, &str)> = stacks
+    let parts: Vec<(&str, u64)> = stacks.iter().map(|s| split(&s.name)).collect();
+    let mut heads: Vec<&str> = parts.iter().map(|p| p.0).collect();
+    heads.sort_unstable();
+    heads.dedup();
+    let head_rank: crate::fasthash::FastMap<&str, usize> =
+        heads.iter().enumerate().map(|(i, h)| (*h, i)).collect();
+    // Full names break ties between names that differ only in leading zeros.
+    let mut order: Vec<(usize, u64, usize)> = parts
         .iter()
-        .map(|s| {
-            let (head, number) = name_key(&s.name);
-            (head, number, s.id.as_str())
-        })
+        .enumerate()
+        .map(|(i, (head, number))| (head_rank[head], *number, i))
         .collect();
-    let mut order: Vec<usize> = (0..stacks.len()).collect();
-    order.sort_unstable_by(|&a, &b| keys[a].cmp(&keys[b]));
+    order.sort_unstable_by(|a, b| {
+        (a.0, a.1)
+            .cmp(&(b.0, b.1))
+            .then_with(|| stacks[a.2].name.cmp(&stacks[b.2].name))
+            .then_with(|| stacks[a.2].id.cmp(&stacks[b.2].id))
+    });
     let mut loops: crate::fasthash::FastMap<&str, usize> = Default::default();
-    for &i in &order {
+    let mut ranked: Vec<(usize, usize)> = Vec::with_capacity(order.len());
+    for (position, &(_, _, i)) in order.iter().enumerate() {
         let next = loops.len();
-        loops.entry(loop_of(&stacks[i])).or_insert(next);
+        let rank = *loops.entry(loop_id(&stacks[i])).or_insert(next);
+        ranked.push((rank, position));
     }
-    let loop_rank: Vec<usize> = stacks.iter().map(|s| loops[loop_of(s)]).collect();
-    order.sort_by_key(|&i| loop_rank[i]); // stable: name order within a loop
-    drop(keys);
+    ranked.sort_unstable();
     let mut slots: Vec<Option<Stack>> = stacks.drain(..).map(Some).collect();
-    stacks.extend(order.into_iter().filter_map(|i| slots[i].take()));
+    stacks.extend(
+        ranked
+            .into_iter()
+            .filter_map(|(_, position)| slots[order[position].2].take()),
+    );
+}
+
+fn loop_id(stack: &Stack) -> &str {
+    match &stack.details {
+        StackDetails::Task(d) => &d.event_loop,
+        _ => "",
+    }
 }
