@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import re
 import sys
 import threading
+import time
+import traceback
 from typing import Any, Dict, List
 
 import pytest
@@ -114,6 +117,57 @@ def test_task_awaiting_a_task(lt):
     text = tbcollect.collect(threads=False, greenlets=False).to_text()
     assert 'awaited by Task "parent"' in text
     assert '  "parent" [' in text and '  └─ "child" [' in text
+
+
+def test_links_across_loops_and_threads():
+    """`run_coroutine_threadsafe`: a task of another loop, or a plain thread
+    blocked in `.result()`, waits for the task it started."""
+
+    async def remote(name: str) -> None:
+        asyncio.current_task().set_name(name)  # type: ignore[union-attr]
+        await forever()
+
+    with LoopThread(name="loop-a") as a, LoopThread(name="loop-b") as b:
+
+        async def local() -> None:
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(remote("remote"), b.loop))
+
+        async def start() -> asyncio.Task[Any]:
+            task = asyncio.create_task(local(), name="local")
+            await settle()
+            return task
+
+        local_task = a.run(start())
+        pending = asyncio.run_coroutine_threadsafe(remote("remote-2"), b.loop)
+
+        def wait_for_remote() -> None:
+            try:
+                pending.result(HANG_GUARD)
+            except concurrent.futures.CancelledError:
+                pass  # how the test ends it
+
+        blocked = threading.Thread(target=wait_for_remote, name="blocked")
+        blocked.start()
+        assert blocked.ident is not None
+        b.run(settle())
+        deadline = time.monotonic() + HANG_GUARD  # a hang guard, not a timing assertion
+
+        def waiting() -> bool:
+            frame = sys._current_frames().get(blocked.ident)
+            return any(f.filename.endswith("_base.py") for f in traceback.extract_stack(frame))
+
+        while not waiting():
+            assert time.monotonic() < deadline, "the thread never blocked"
+            time.sleep(0.01)
+        try:
+            stacks = task_stacks(collect_tasks())
+            assert stacks["local"].awaiting == "Task 'remote'"
+            assert stacks["remote"].awaited_by == [task_id(local_task)]
+            assert stacks["remote"].loop == loop_id(b.loop) != stacks["local"].loop
+            assert stacks["remote-2"].awaited_by == [f"thread:{blocked.ident}"]
+        finally:
+            pending.cancel()
+            blocked.join(HANG_GUARD)
 
 
 def test_gather_of_three(lt):

@@ -25,6 +25,9 @@ pub enum Parent<'py> {
     /// An intermediate future some helper resolves when this one is done;
     /// `via` is that helper (`gather`, `shield`, `_wait`, `_release_waiter`).
     Future(Bound<'py, PyAny>, Option<String>),
+    /// A `concurrent.futures.Future` this task feeds (`run_coroutine_threadsafe`):
+    /// whoever awaits a future chained to it, in any loop, waits for this task.
+    Concurrent(usize),
 }
 
 /// The edges leaving a future, from its done-callbacks.
@@ -55,6 +58,8 @@ pub fn parents<'py>(aio: &Asyncio<'py>, fut: &Fut<'py>) -> Vec<Parent<'py>> {
             // wakeup says that (shield's outer callback holds the inner task).
             if aio.is_future(&value) && !aio.is_task(&value) && !value.is(&fut.obj) {
                 out.push(Parent::Future(value, via.clone()));
+            } else if aio.is_concurrent_future(&value) && aio.is_task(&fut.obj) {
+                out.push(Parent::Concurrent(value.as_ptr() as usize));
             }
         }
     }
@@ -94,10 +99,12 @@ impl Waiters {
 
 /// Addresses of the tasks waiting for `fut` (itself a task), nearest first,
 /// each once: direct awaiters and group parents, then the tasks behind
-/// intermediate futures, followed up to [`MAX_HOPS`] futures.
+/// intermediate futures, followed up to [`MAX_HOPS`] futures. `bridged`
+/// maps a `concurrent.futures.Future` to the asyncio futures chained to it.
 pub fn awaited_by<'py>(
     aio: &Asyncio<'py>,
     waiters: &Waiters,
+    bridged: &AddrMap<Vec<Bound<'py, PyAny>>>,
     fut: &Fut<'py>,
     direct: &[Parent<'py>],
 ) -> Vec<usize> {
@@ -115,6 +122,7 @@ pub fn awaited_by<'py>(
             Parent::Task(t) => Parent::Task(*t),
             Parent::Group(t) => Parent::Group(*t),
             Parent::Future(f, via) => Parent::Future(f.clone(), via.clone()),
+            Parent::Concurrent(c) => Parent::Concurrent(*c),
         })
         .collect();
     while let Some(parent) = queue.pop_front() {
@@ -128,6 +136,14 @@ pub fn awaited_by<'py>(
                 found.extend_from_slice(waiters.of(key));
                 if let Some(inner) = aio.future(&f) {
                     queue.extend(parents(aio, &inner));
+                }
+            }
+            Parent::Concurrent(c) => {
+                if visited.len() > MAX_HOPS || !visited.insert(c) {
+                    continue;
+                }
+                for chained in bridged.get(&c).map_or(&[][..], Vec::as_slice) {
+                    queue.push_back(Parent::Future(chained.clone(), None));
                 }
             }
         }

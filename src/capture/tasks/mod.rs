@@ -134,6 +134,8 @@ struct Backend<'py> {
     loop_threads: LoopThreads,
     timers: AddrMap<AddrMap<f64>>,
     workers: Option<AddrMap<u64>>,
+    /// `concurrent.futures.Future` -> index of the task that resolves it.
+    feeders: AddrMap<usize>,
     now: Option<Option<f64>>,
 }
 
@@ -157,6 +159,7 @@ impl<'py> Backend<'py> {
             loop_threads: LoopThreads::default(),
             timers: AddrMap::default(),
             workers: None,
+            feeders: AddrMap::default(),
             now: None,
         }
     }
@@ -192,20 +195,37 @@ impl<'py> Backend<'py> {
                         entry.1.push(self.views[i].name.clone());
                     }
                     Parent::Group(t) => *group_sizes.entry(*t).or_default() += 1,
+                    Parent::Concurrent(c) => {
+                        self.feeders.insert(*c, i);
+                    }
                     Parent::Task(_) => {}
                 }
             }
         }
 
+        let bridged = self.bridged();
+        let blocked = self.blocked_threads(cap);
         let mut loop_ids: AddrMap<String> = AddrMap::default();
         let mut stacks = Vec::with_capacity(n);
         for i in 0..n {
             let addr = self.views[i].fut.obj.as_ptr() as usize;
-            let awaited_by: Vec<String> =
-                links::awaited_by(&self.aio, &waiters, &self.views[i].fut, &direct[i])
-                    .into_iter()
-                    .map(|t| format!("task:{t:#x}"))
-                    .collect();
+            let mut awaited_by: Vec<String> = links::awaited_by(
+                &self.aio,
+                &waiters,
+                &bridged,
+                &self.views[i].fut,
+                &direct[i],
+            )
+            .into_iter()
+            .map(|t| format!("task:{t:#x}"))
+            .collect();
+            for parent in &direct[i] {
+                if let Parent::Concurrent(c) = parent {
+                    for ident in blocked.get(c).map_or(&[][..], Vec::as_slice) {
+                        awaited_by.push(format!("thread:{ident}"));
+                    }
+                }
+            }
             let event_loop = self.views[i].fut.event_loop.clone();
             let thread = event_loop
                 .as_ref()
@@ -251,6 +271,80 @@ impl<'py> Backend<'py> {
         }
         sort_stacks(&mut stacks);
         stacks
+    }
+
+    /// For each `concurrent.futures.Future` a task feeds, the futures some
+    /// task waits on that are chained to it (`asyncio.wrap_future` in another
+    /// loop). Built only when a task feeds one: it reads every waiter's callbacks.
+    fn bridged(&self) -> AddrMap<Vec<Bound<'py, PyAny>>> {
+        let mut out: AddrMap<Vec<Bound<'py, PyAny>>> = AddrMap::default();
+        if self.feeders.is_empty() {
+            return out;
+        }
+        for waiter in self.views.iter().filter_map(|v| v.waiter.as_ref()) {
+            for source in self.chained_sources(waiter) {
+                if self.feeders.contains_key(&(source.as_ptr() as usize)) {
+                    out.entry(source.as_ptr() as usize)
+                        .or_default()
+                        .push(waiter.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// The `concurrent.futures.Future`s an asyncio future's done-callbacks
+    /// hold (`_chain_future` keeps its source in their closures).
+    fn chained_sources(&self, future: &Bound<'py, PyAny>) -> Vec<Bound<'py, PyAny>> {
+        let Some(fut) = self.aio.future(future) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for callback in &fut.callbacks {
+            let (func, mut values) = self
+                .aio
+                .partial_parts(callback)
+                .unwrap_or_else(|| (callback.clone(), Vec::new()));
+            values.extend(safe::closure_values(&func));
+            out.extend(
+                values
+                    .into_iter()
+                    .filter(|v| self.aio.is_concurrent_future(v)),
+            );
+        }
+        out
+    }
+
+    /// Threads blocked in `concurrent.futures.Future.result()` (or
+    /// `.exception()`) on a future a
+    /// task feeds (`run_coroutine_threadsafe(...).result()`), by future.
+    fn blocked_threads(&mut self, cap: &mut Capture<'py>) -> AddrMap<Vec<u64>> {
+        let mut out: AddrMap<Vec<u64>> = AddrMap::default();
+        if self.feeders.is_empty() {
+            return out;
+        }
+        let frames: Vec<(u64, Bound<'py, PyAny>)> =
+            self.stacks.all(cap).map(|(t, f)| (t, f.clone())).collect();
+        for (ident, frame) in frames {
+            let Some(info) = cap.walker.frame_of(&frame) else {
+                continue;
+            };
+            let is_result = info.filename.ends_with("concurrent/futures/_base.py")
+                && matches!(
+                    info.function.as_str(),
+                    "result" | "Future.result" | "exception" | "Future.exception"
+                );
+            if !is_result {
+                continue;
+            }
+            if let Some(future) = safe::frame_local(&frame, c"self") {
+                let key = future.as_ptr() as usize;
+                if self.feeders.contains_key(&key) {
+                    out.entry(key).or_default().push(ident);
+                }
+            }
+        }
+        out
     }
 
     /// Tasks whose coroutine is executing, located on their thread's stack.
@@ -372,7 +466,7 @@ impl<'py> Backend<'py> {
             };
             return Waiter::Task { name };
         }
-        let Some(fut) = self.aio.future(waiter) else {
+        let Some(state) = self.aio.future_state(waiter) else {
             return Waiter::Other {
                 type_name: safe::type_name(waiter),
             };
@@ -380,21 +474,21 @@ impl<'py> Backend<'py> {
         if let Some(children) = self.aio.gather_size(waiter) {
             return Waiter::Gather { children };
         }
-        for callback in &fut.callbacks {
-            let (func, mut values) = self
-                .aio
-                .partial_parts(callback)
-                .unwrap_or_else(|| (callback.clone(), Vec::new()));
-            values.extend(safe::closure_values(&func));
-            if let Some(source) = values.iter().find(|v| self.aio.is_concurrent_future(v)) {
-                let thread = self.worker_of(cap, source);
-                return Waiter::Executor { thread };
+        if let Some(source) = self.chained_sources(waiter).first() {
+            // A task of another loop (`run_coroutine_threadsafe`), else an
+            // executor's work item (`to_thread`, `run_in_executor`).
+            if let Some(&j) = self.feeders.get(&(source.as_ptr() as usize)) {
+                return Waiter::Task {
+                    name: self.views[j].name.clone(),
+                };
             }
+            let thread = self.worker_of(cap, source);
+            return Waiter::Executor { thread };
         }
         let (via, tasks) = proxied.get(&addr).cloned().unwrap_or_default();
         Waiter::Future {
             type_name: safe::type_name(waiter),
-            state: fut.state.word().to_string(),
+            state: state.word().to_string(),
             via,
             tasks,
         }
