@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import os
-from typing import IO, Any, Union
+from typing import IO, TYPE_CHECKING, Any, Union
 
 from tbcollect._errors import (
     DumpWriteError,
@@ -47,6 +47,9 @@ __all__ = [
     "dump_all",
     "load",
 ]
+
+if TYPE_CHECKING:  # imported lazily at run time, see __getattr__ below
+    from tbcollect import aio
 
 __version__ = "0.1.0"
 

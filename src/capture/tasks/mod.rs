@@ -316,8 +316,8 @@ impl<'py> Backend<'py> {
     }
 
     /// Threads blocked in `concurrent.futures.Future.result()` (or
-    /// `.exception()`) on a future a
-    /// task feeds (`run_coroutine_threadsafe(...).result()`), by future.
+    /// `.exception()`) on a future a task feeds, by future: the caller of
+    /// `run_coroutine_threadsafe(...).result()` waits for that task.
     fn blocked_threads(&mut self, cap: &mut Capture<'py>) -> AddrMap<Vec<u64>> {
         let mut out: AddrMap<Vec<u64>> = AddrMap::default();
         if self.feeders.is_empty() {
