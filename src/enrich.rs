@@ -2,6 +2,7 @@
 //! (read from disk, one read per file) and what the OS says each thread is
 //! doing. Pure Rust, so `cargo test` checks it.
 
+use crate::fasthash::FastMap;
 use crate::model::{Frame, Snapshot, Stack, StackDetails};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -12,10 +13,19 @@ use std::time::SystemTime;
 pub fn fill_sources(snapshot: &mut Snapshot) {
     // First pass: which lines of which files are wanted, so each file is
     // looked at once and only the wanted lines are decoded.
-    let mut wanted: HashMap<String, BTreeSet<u32>> = HashMap::new();
+    let mut wanted: FastMap<String, BTreeSet<u32>> = FastMap::default();
     for frame in all_frames(snapshot) {
         if let Some(n) = frame.lineno.filter(|&n| n > 0) {
-            wanted.entry(frame.filename.clone()).or_default().insert(n);
+            // Look up before inserting: most frames share a few files, and
+            // `entry()` would copy the file name for every frame.
+            match wanted.get_mut(&frame.filename) {
+                Some(lines) => {
+                    lines.insert(n);
+                }
+                None => {
+                    wanted.insert(frame.filename.clone(), BTreeSet::from([n]));
+                }
+            }
         }
     }
     let mut cache = SOURCE_CACHE
@@ -27,7 +37,7 @@ pub fn fill_sources(snapshot: &mut Snapshot) {
     {
         *cache = None;
     }
-    let found: HashMap<String, HashMap<u32, Option<String>>> = wanted
+    let found: FastMap<String, HashMap<u32, Option<String>>> = wanted
         .into_iter()
         .filter_map(|(file, lines)| {
             let cached = lookup(&mut cache, &file, &lines)?;

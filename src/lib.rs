@@ -4,9 +4,11 @@
 //! steps ([`enrich`], [`output`]) are pure Rust. With the `python` feature,
 //! [`capture`] reads the interpreter and [`python`] is the extension module.
 
+pub mod awaiting;
 pub mod diff;
 pub mod enrich;
 pub mod error;
+pub mod fasthash;
 pub mod model;
 pub mod output;
 pub mod render;

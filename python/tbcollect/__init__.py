@@ -5,12 +5,13 @@
 >>> print(snap.to_text())        # Python-traceback form, identical stacks grouped
 >>> snap.to_json(indent=2)       # schema "tbcollect/1"
 >>> tbcollect.dump_all("/tmp/dump.txt")
+>>> await tbcollect.aio.dump("/tmp/dump.txt")   # from inside an asyncio task
 """
 
 from __future__ import annotations
 
 import os
-from typing import IO, Any, List, Union
+from typing import IO, TYPE_CHECKING, Any, List, Union
 
 from tbcollect._errors import (
     DumpWriteError,
@@ -48,11 +49,15 @@ __all__ = [
     "Stack",
     "TbcollectError",
     "UnknownFormatError",
+    "aio",
     "collect",
     "diff",
     "dump_all",
     "load",
 ]
+
+if TYPE_CHECKING:  # imported lazily at run time, see __getattr__ below
+    from tbcollect import aio
 
 __version__ = "0.1.0"
 
@@ -88,8 +93,14 @@ def dump_all(
     text: str = snapshot.render(format, **render)
     if not text.endswith("\n"):
         text += "\n"
+    _write(text, file)
+    return text
+
+
+def _write(text: str, file: DumpTarget) -> None:
+    """Writes a rendered dump to ``dump_all``'s ``file`` (nothing for None)."""
     if file is None:
-        return text
+        return
     if isinstance(file, bool):
         raise InvalidOptionError(
             f"invalid option file: {file!r} is neither a path, a file nor a descriptor"
@@ -107,7 +118,6 @@ def dump_all(
         raise InvalidOptionError(
             f"invalid option file: {type(file).__name__} is neither a path, a file nor a descriptor"
         )
-    return text
 
 
 def load(source: Union[str, os.PathLike[str], IO[str]]) -> Snapshot:
@@ -123,3 +133,12 @@ def load(source: Union[str, os.PathLike[str], IO[str]]) -> Snapshot:
         except OSError as e:
             raise InvalidDumpError(f"cannot read dump {source}: {e.strerror or e}") from None
     return Snapshot.from_json(text)
+
+
+def __getattr__(name: str) -> Any:
+    # `tbcollect.aio` imports asyncio: only when it is used.
+    if name == "aio":
+        import importlib
+
+        return importlib.import_module("tbcollect.aio")
+    raise AttributeError(f"module 'tbcollect' has no attribute {name!r}")

@@ -3,10 +3,10 @@
 
 use crate::capture::locals::{LocalsReader, PendingReprs};
 use crate::capture::{safe, LocalsMode};
+use crate::fasthash::FastMap;
 use crate::model::Frame;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use std::collections::HashMap;
 
 #[derive(Clone)]
 struct CodeInfo {
@@ -20,11 +20,9 @@ struct CodeInfo {
 pub struct FrameWalker<'py> {
     py: Python<'py>,
     max_depth: usize,
-    codes: HashMap<usize, CodeInfo>,
-    // (code address, instruction offset) -> frame: threads parked at the same
-    // place (a pool of workers) share it, which saves the line-table walk.
+    codes: FastMap<usize, CodeInfo>,
     #[cfg(Py_3_11)]
-    located: HashMap<(usize, i32), Frame>,
+    lines: FastMap<(usize, std::os::raw::c_int), Option<u32>>,
     // 3.11+ code objects carry `co_qualname`; before, only `co_name` exists.
     has_qualname: bool,
     /// Set when the capture asked for locals: every frame the walker makes
@@ -37,9 +35,9 @@ impl<'py> FrameWalker<'py> {
         FrameWalker {
             py,
             max_depth,
-            codes: HashMap::new(),
+            codes: FastMap::default(),
             #[cfg(Py_3_11)]
-            located: HashMap::new(),
+            lines: FastMap::default(),
             has_qualname: cfg!(Py_3_11),
             locals: None,
         }
@@ -100,24 +98,11 @@ impl<'py> FrameWalker<'py> {
     /// `frame` must be a valid frame object; the GIL is held.
     pub unsafe fn frame(&mut self, frame: *mut ffi::PyFrameObject) -> Frame {
         let code = ffi::PyFrame_GetCode(frame);
-        // Frames at the same place share everything but their locals.
-        #[cfg(Py_3_11)]
-        let key = (code as usize, ffi::PyFrame_GetLasti(frame));
-        #[cfg(Py_3_11)]
-        if self.locals.is_none() {
-            if let Some(known) = self.located.get(&key) {
-                ffi::Py_DECREF(code as *mut ffi::PyObject);
-                return known.clone();
-            }
-        }
-        let lineno = u32::try_from(ffi::PyFrame_GetLineNumber(frame)).ok();
+        let lineno = self.line_number(frame, code);
         let info = self.code_info(code);
         let mut out = Frame::new(info.filename, lineno, info.function);
         if let Some(reader) = self.locals.as_mut() {
             out.locals = reader.read(self.py, frame, code);
-        } else {
-            #[cfg(Py_3_11)]
-            self.located.insert(key, out.clone());
         }
         ffi::Py_DECREF(code as *mut ffi::PyObject);
         out
@@ -145,6 +130,31 @@ impl<'py> FrameWalker<'py> {
 
     pub fn max_depth(&self) -> usize {
         self.max_depth
+    }
+
+    /// 3.11+ computes a frame's line by scanning its code's location table;
+    /// frames suspended at the same instruction (ten thousand tasks in one
+    /// `await`) share the answer, cached by (code, instruction offset).
+    #[cfg(Py_3_11)]
+    unsafe fn line_number(
+        &mut self,
+        frame: *mut ffi::PyFrameObject,
+        code: *mut ffi::PyCodeObject,
+    ) -> Option<u32> {
+        let lasti = ffi::PyFrame_GetLasti(frame);
+        *self
+            .lines
+            .entry((code as usize, lasti))
+            .or_insert_with(|| u32::try_from(ffi::PyFrame_GetLineNumber(frame)).ok())
+    }
+
+    #[cfg(not(Py_3_11))]
+    unsafe fn line_number(
+        &mut self,
+        frame: *mut ffi::PyFrameObject,
+        _code: *mut ffi::PyCodeObject,
+    ) -> Option<u32> {
+        u32::try_from(ffi::PyFrame_GetLineNumber(frame)).ok()
     }
 
     unsafe fn code_info(&mut self, code: *mut ffi::PyCodeObject) -> CodeInfo {

@@ -5,6 +5,11 @@
 //! `__getattr__` or a metaclass hook; these helpers instead read instance
 //! dictionaries and the descriptors of the interpreter's own types directly.
 //! Every helper returns `None` on any failure and leaves no Python error set.
+//!
+//! Type pointers passed to these helpers are always live type objects (the
+//! interpreter's static types, or types their module keeps alive for the
+//! whole capture), which is why the functions taking them are not `unsafe`.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -217,4 +222,360 @@ pub fn type_name(obj: &Bound<'_, PyAny>) -> String {
 /// `id(obj)` as the address string ids use (`0x7f...`).
 pub fn address(obj: &Bound<'_, PyAny>) -> String {
     format!("{:#x}", obj.as_ptr() as usize)
+}
+
+// ---------------------------------------------------------------------------
+// Helpers the asyncio backend needs (issue #3). Each reads only through the
+// interpreter's own C code: getset/member descriptors, `tp_traverse`, and
+// the C API of exact builtin types.
+
+extern "C" {
+    // `types.MethodType`; not in pyo3-ffi. PyAPI_DATA/PyAPI_FUNC in 3.9-3.13.
+    static mut PyMethod_Type: ffi::PyTypeObject;
+    fn PyMethod_Function(method: *mut ffi::PyObject) -> *mut ffi::PyObject;
+    fn PyMethod_Self(method: *mut ffi::PyObject) -> *mut ffi::PyObject;
+}
+
+/// A C getset/member descriptor of one type, looked up once per capture and
+/// then read from many objects: the same guarantee as [`builtin_attr`]
+/// without its per-call name allocation and MRO lookup.
+pub struct BuiltinAttr<'py> {
+    descr: Bound<'py, PyAny>,
+    owner: *mut ffi::PyTypeObject,
+    get: ffi::descrgetfunc,
+}
+
+impl<'py> BuiltinAttr<'py> {
+    /// `None` when `owner` has no C descriptor called `name`.
+    pub fn resolve(py: Python<'py>, owner: *mut ffi::PyTypeObject, name: &CStr) -> Option<Self> {
+        unsafe {
+            let key = owned(py, ffi::PyUnicode_FromString(name.as_ptr()))?;
+            let descr = borrowed(py, _PyType_Lookup(owner, key.as_ptr()))?;
+            let descr_type = ffi::Py_TYPE(descr.as_ptr());
+            let is_c_descriptor = std::ptr::eq(descr_type, &raw mut ffi::PyGetSetDescr_Type)
+                || std::ptr::eq(descr_type, &raw mut ffi::PyMemberDescr_Type);
+            if !is_c_descriptor {
+                return None;
+            }
+            let get = (*descr_type).tp_descr_get?;
+            Some(BuiltinAttr { descr, owner, get })
+        }
+    }
+
+    /// The attribute of `obj` (an instance of the owner or a subclass), or
+    /// `None` for other objects, unset slots and Python `None`.
+    pub fn get(&self, obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+        unsafe {
+            let tp = ffi::Py_TYPE(obj.as_ptr());
+            if tp != self.owner && ffi::PyType_IsSubtype(tp, self.owner) == 0 {
+                return None;
+            }
+            let value = owned(
+                obj.py(),
+                (self.get)(self.descr.as_ptr(), obj.as_ptr(), tp as *mut ffi::PyObject),
+            )?;
+            not_none(value)
+        }
+    }
+}
+
+/// A no-argument C method (`METH_NOARGS`) of one of the interpreter's
+/// types, called through the owner's own method descriptor so that a
+/// subclass override never runs. Only for methods that read a field (the C
+/// task's `get_name`, `cancelling`), where the type offers no getset.
+pub struct BuiltinMethod<'py> {
+    descr: Bound<'py, PyAny>,
+    owner: *mut ffi::PyTypeObject,
+}
+
+impl<'py> BuiltinMethod<'py> {
+    pub fn resolve(py: Python<'py>, owner: *mut ffi::PyTypeObject, name: &CStr) -> Option<Self> {
+        unsafe {
+            let key = owned(py, ffi::PyUnicode_FromString(name.as_ptr()))?;
+            let descr = borrowed(py, _PyType_Lookup(owner, key.as_ptr()))?;
+            let is_method = std::ptr::eq(
+                ffi::Py_TYPE(descr.as_ptr()),
+                &raw mut ffi::PyMethodDescr_Type,
+            );
+            is_method.then_some(BuiltinMethod { descr, owner })
+        }
+    }
+
+    pub fn call0(&self, obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+        unsafe {
+            let tp = ffi::Py_TYPE(obj.as_ptr());
+            if tp != self.owner && ffi::PyType_IsSubtype(tp, self.owner) == 0 {
+                return None;
+            }
+            owned(
+                obj.py(),
+                ffi::PyObject_CallOneArg(self.descr.as_ptr(), obj.as_ptr()),
+            )
+        }
+    }
+}
+
+/// `None` for Python's `None`.
+pub fn not_none(obj: Bound<'_, PyAny>) -> Option<Bound<'_, PyAny>> {
+    (!obj.is_none()).then_some(obj)
+}
+
+/// True when `obj` is an instance of `tp` or of a subclass (a C-level MRO
+/// check: no `__instancecheck__`, no `__class__` property).
+pub fn is_instance(obj: &Bound<'_, PyAny>, tp: *mut ffi::PyTypeObject) -> bool {
+    unsafe {
+        let own = ffi::Py_TYPE(obj.as_ptr());
+        own == tp || ffi::PyType_IsSubtype(own, tp) != 0
+    }
+}
+
+/// `obj` as a type object taken from a module namespace, if it is one.
+pub fn as_type(obj: &Bound<'_, PyAny>) -> Option<*mut ffi::PyTypeObject> {
+    unsafe {
+        (ffi::PyType_Check(obj.as_ptr()) != 0).then(|| obj.as_ptr() as *mut ffi::PyTypeObject)
+    }
+}
+
+/// The full `tp_name` of the object's type (`_asyncio.FutureIter`).
+pub fn full_type_name(obj: &Bound<'_, PyAny>) -> String {
+    unsafe {
+        let tp = ffi::Py_TYPE(obj.as_ptr());
+        CStr::from_ptr((*tp).tp_name).to_string_lossy().into_owned()
+    }
+}
+
+/// True when the object's type is a static (non-heap) type named `name`:
+/// the interpreter's own helper types that no module exports, such as
+/// `async_generator_asend`.
+pub fn is_static_type_named(obj: &Bound<'_, PyAny>, name: &CStr) -> bool {
+    unsafe {
+        let tp = ffi::Py_TYPE(obj.as_ptr());
+        ((*tp).tp_flags & ffi::Py_TPFLAGS_HEAPTYPE) == 0 && CStr::from_ptr((*tp).tp_name) == name
+    }
+}
+
+/// The objects `obj` holds references to, as its type's `tp_traverse`
+/// reports them (what `gc.get_referents` returns). Used for the helper
+/// objects of the interpreter's own types that expose no attributes.
+pub fn referents<'py>(obj: &Bound<'py, PyAny>) -> Vec<Bound<'py, PyAny>> {
+    unsafe extern "C" fn visit(
+        object: *mut ffi::PyObject,
+        arg: *mut std::os::raw::c_void,
+    ) -> std::os::raw::c_int {
+        let found = &mut *(arg as *mut Vec<*mut ffi::PyObject>);
+        found.push(object);
+        0
+    }
+    let mut found: Vec<*mut ffi::PyObject> = Vec::new();
+    unsafe {
+        let tp = ffi::Py_TYPE(obj.as_ptr());
+        if let Some(traverse) = (*tp).tp_traverse {
+            if ffi::PyType_IS_GC(tp) != 0 {
+                traverse(
+                    obj.as_ptr(),
+                    visit,
+                    &mut found as *mut Vec<*mut ffi::PyObject> as *mut std::os::raw::c_void,
+                );
+            }
+        }
+        found
+            .into_iter()
+            .filter(|p| !p.is_null())
+            .map(|p| Bound::from_borrowed_ptr(obj.py(), p))
+            .collect()
+    }
+}
+
+/// The referent of a weak reference, if it is still alive.
+pub fn weakref_target<'py>(obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+    unsafe {
+        if ffi::PyWeakref_CheckRef(obj.as_ptr()) == 0 {
+            return None;
+        }
+        let mut target: *mut ffi::PyObject = std::ptr::null_mut();
+        if ffi::compat::PyWeakref_GetRef(obj.as_ptr(), &mut target) < 0 {
+            clear_error();
+            return None;
+        }
+        owned(obj.py(), target)
+    }
+}
+
+/// The members of a `set`/`frozenset` (or subclass: the C iterator is used
+/// either way, never `__iter__`).
+pub fn set_items<'py>(obj: &Bound<'py, PyAny>) -> Option<Vec<Bound<'py, PyAny>>> {
+    unsafe {
+        if ffi::PyAnySet_Check(obj.as_ptr()) == 0 {
+            return None;
+        }
+        let mut items = Vec::with_capacity(ffi::PySet_Size(obj.as_ptr()).max(0) as usize);
+        let mut pos: ffi::Py_ssize_t = 0;
+        let mut key: *mut ffi::PyObject = std::ptr::null_mut();
+        let mut hash: ffi::Py_hash_t = 0;
+        while _PySet_NextEntry(obj.as_ptr(), &mut pos, &mut key, &mut hash) != 0 {
+            items.push(Bound::from_borrowed_ptr(obj.py(), key));
+        }
+        clear_error();
+        Some(items)
+    }
+}
+
+extern "C" {
+    // Exported by CPython 3.9-3.13; walks the hash table and calls nothing
+    // (no `__iter__`, no `__hash__`), unlike a generic iterator.
+    fn _PySet_NextEntry(
+        set: *mut ffi::PyObject,
+        pos: *mut ffi::Py_ssize_t,
+        key: *mut *mut ffi::PyObject,
+        hash: *mut ffi::Py_hash_t,
+    ) -> std::os::raw::c_int;
+}
+
+/// The items of a `list` or `tuple` (or subclass), read from the C array.
+pub fn sequence_items<'py>(obj: &Bound<'py, PyAny>) -> Option<Vec<Bound<'py, PyAny>>> {
+    unsafe {
+        let p = obj.as_ptr();
+        if ffi::PyList_Check(p) != 0 {
+            let n = ffi::PyList_Size(p);
+            return Some(
+                (0..n)
+                    .filter_map(|i| borrowed(obj.py(), ffi::PyList_GetItem(p, i)))
+                    .collect(),
+            );
+        }
+        if ffi::PyTuple_Check(p) != 0 {
+            let n = ffi::PyTuple_Size(p);
+            return Some(
+                (0..n)
+                    .filter_map(|i| borrowed(obj.py(), ffi::PyTuple_GetItem(p, i)))
+                    .collect(),
+            );
+        }
+        None
+    }
+}
+
+/// Number of items of a `set`, `list`, `tuple` or `dict` (C size field).
+pub fn container_len(obj: &Bound<'_, PyAny>) -> Option<usize> {
+    unsafe {
+        let p = obj.as_ptr();
+        let n = if ffi::PyAnySet_Check(p) != 0 {
+            ffi::PySet_Size(p)
+        } else if ffi::PyList_Check(p) != 0 {
+            ffi::PyList_Size(p)
+        } else if ffi::PyTuple_Check(p) != 0 {
+            ffi::PyTuple_Size(p)
+        } else if ffi::PyDict_Check(p) != 0 {
+            ffi::PyDict_Size(p)
+        } else {
+            return None;
+        };
+        clear_error();
+        usize::try_from(n).ok()
+    }
+}
+
+/// `(function, self)` of a bound method (`types.MethodType` exactly).
+pub fn bound_method_parts<'py>(
+    obj: &Bound<'py, PyAny>,
+) -> Option<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    unsafe {
+        if ffi::Py_TYPE(obj.as_ptr()) != &raw mut PyMethod_Type {
+            return None;
+        }
+        let func = borrowed(obj.py(), PyMethod_Function(obj.as_ptr()))?;
+        let this = borrowed(obj.py(), PyMethod_Self(obj.as_ptr()))?;
+        Some((func, this))
+    }
+}
+
+/// `__self__` of a builtin function or method (`PyCFunction` and subclasses).
+pub fn cfunction_self<'py>(obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+    unsafe {
+        if ffi::PyCFunction_Check(obj.as_ptr()) == 0 {
+            return None;
+        }
+        borrowed(obj.py(), ffi::PyCFunction_GetSelf(obj.as_ptr()))
+    }
+}
+
+/// The contents of the closure cells of a plain Python function.
+pub fn closure_values<'py>(obj: &Bound<'py, PyAny>) -> Vec<Bound<'py, PyAny>> {
+    let mut out = Vec::new();
+    unsafe {
+        if ffi::PyFunction_Check(obj.as_ptr()) == 0 {
+            return out;
+        }
+        let Some(cells) = borrowed(obj.py(), ffi::PyFunction_GetClosure(obj.as_ptr())) else {
+            return out;
+        };
+        for cell in sequence_items(&cells).unwrap_or_default() {
+            if ffi::PyCell_Check(cell.as_ptr()) != 0 {
+                if let Some(value) = owned(obj.py(), ffi::PyCell_Get(cell.as_ptr())) {
+                    out.push(value);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `__qualname__` of a plain Python function, from its C getset.
+pub fn function_qualname(obj: &Bound<'_, PyAny>) -> Option<String> {
+    unsafe {
+        if ffi::PyFunction_Check(obj.as_ptr()) == 0 {
+            return None;
+        }
+    }
+    let value = builtin_attr(obj, &raw mut ffi::PyFunction_Type, c"__qualname__")?;
+    str_value(&value)
+}
+
+/// The local variable `name` of a frame, without running code: 3.12+ read
+/// it with `PyFrame_GetVar`; before, the frame's `f_locals` getset (the
+/// interpreter's fast-to-locals copy) is read as a dict.
+pub fn frame_local<'py>(frame: &Bound<'py, PyAny>, name: &CStr) -> Option<Bound<'py, PyAny>> {
+    unsafe {
+        if ffi::PyFrame_Check(frame.as_ptr()) == 0 {
+            return None;
+        }
+    }
+    #[cfg(Py_3_12)]
+    {
+        unsafe {
+            let key = owned(frame.py(), ffi::PyUnicode_FromString(name.as_ptr()))?;
+            owned(
+                frame.py(),
+                ffi::PyFrame_GetVar(frame.as_ptr() as *mut ffi::PyFrameObject, key.as_ptr()),
+            )
+        }
+    }
+    #[cfg(not(Py_3_12))]
+    {
+        let locals = builtin_attr(frame, &raw mut ffi::PyFrame_Type, c"f_locals")?;
+        dict_get(&locals, name)
+    }
+}
+
+/// `_PyType_Lookup`: the attribute `name` found along `tp`'s MRO (borrowed
+/// from the type dicts), without invoking any descriptor.
+pub fn type_lookup<'py>(
+    py: Python<'py>,
+    tp: *mut ffi::PyTypeObject,
+    name: &CStr,
+) -> Option<Bound<'py, PyAny>> {
+    unsafe {
+        let key = owned(py, ffi::PyUnicode_FromString(name.as_ptr()))?;
+        borrowed(py, _PyType_Lookup(tp, key.as_ptr()))
+    }
+}
+
+/// An exact `float` (or `int`) as `f64`.
+pub fn float_value(obj: &Bound<'_, PyAny>) -> Option<f64> {
+    unsafe {
+        if ffi::PyFloat_Check(obj.as_ptr()) != 0 {
+            return Some(ffi::PyFloat_AsDouble(obj.as_ptr()));
+        }
+    }
+    int_value(obj).map(|v| v as f64)
 }

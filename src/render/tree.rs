@@ -1,8 +1,8 @@
 //! The shape of a program at a glance: greenlets under their parents per
 //! thread, tasks under the task that awaits them per event loop, like `pstree`.
 
+use crate::fasthash::{FastMap, FastSet};
 use crate::model::{Snapshot, Stack, StackDetails, StackKind};
-use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 
 /// The tree edge of a stack: its parent greenlet, or the first task awaiting it.
@@ -14,8 +14,16 @@ pub fn parent_of(stack: &Stack) -> Option<&str> {
     }
 }
 
-/// What the stacks of a tree have in common: the thread of a greenlet, the loop of a task.
-fn container_of(stack: &Stack) -> String {
+/// What the stacks of a tree have in common: the loop of a task (and the
+/// thread running it), the thread of a greenlet.
+fn container_key(stack: &Stack) -> (&str, Option<u64>) {
+    match &stack.details {
+        StackDetails::Task(d) => (d.event_loop.as_str(), stack.thread),
+        _ => ("", stack.thread),
+    }
+}
+
+fn container_title(stack: &Stack) -> String {
     match &stack.details {
         StackDetails::Task(d) => match stack.thread {
             Some(t) => format!("{} (thread {t})", d.event_loop),
@@ -28,25 +36,31 @@ fn container_of(stack: &Stack) -> String {
     }
 }
 
-fn label(stack: &Stack) -> String {
-    let mut facts = vec![stack.state.clone()];
+/// `"name" [id] (state, awaiting ..., at file.py:12)`, written in place: a
+/// task tree can have ten thousand lines.
+fn write_label(stack: &Stack, out: &mut dyn Write) -> io::Result<()> {
+    write!(out, "{:?} [{}] ({}", stack.name, stack.id, stack.state)?;
     match &stack.details {
-        StackDetails::Greenlet(d) if d.hub => facts.push("hub".into()),
+        StackDetails::Greenlet(d) if d.hub => write!(out, ", hub")?,
         StackDetails::Task(d) => {
             if let Some(awaiting) = &d.awaiting {
-                facts.push(format!("awaiting {awaiting}"));
+                write!(out, ", awaiting {awaiting}")?;
+            }
+            if d.awaited_by.len() > 1 {
+                // The tree shows one awaiter; say that there are more.
+                write!(out, ", also awaited by {}", d.awaited_by[1..].join(", "))?;
             }
         }
         _ => {}
     }
     if let Some(last) = stack.frames.last() {
-        facts.push(format!(
-            "at {}:{}",
-            short_file(&last.filename),
-            last.lineno.map_or("?".into(), |n| n.to_string())
-        ));
+        write!(out, ", at {}:", short_file(&last.filename))?;
+        match last.lineno {
+            Some(n) => write!(out, "{n}")?,
+            None => write!(out, "?")?,
+        }
     }
-    format!("{:?} [{}] ({})", stack.name, stack.id, facts.join(", "))
+    writeln!(out, ")")
 }
 
 fn short_file(path: &str) -> &str {
@@ -60,14 +74,15 @@ pub fn render(
     stacks: &[&Stack],
     out: &mut dyn Write,
 ) -> io::Result<()> {
-    let mut containers: Vec<String> = Vec::new();
-    let mut members: HashMap<String, Vec<&Stack>> = HashMap::new();
+    let mut containers: Vec<(&str, Option<u64>)> = Vec::new();
+    let mut members: FastMap<(&str, Option<u64>), Vec<&Stack>> = FastMap::default();
     for stack in stacks {
-        let c = container_of(stack);
-        if !members.contains_key(&c) {
-            containers.push(c.clone());
+        let key = container_key(stack);
+        let entry = members.entry(key).or_default();
+        if entry.is_empty() {
+            containers.push(key);
         }
-        members.entry(c).or_default().push(stack);
+        entry.push(stack);
     }
     let title = match kind {
         StackKind::Greenlet => "Greenlet tree",
@@ -77,9 +92,9 @@ pub fn render(
     for container in containers {
         let group = &members[&container];
         writeln!(out)?;
-        writeln!(out, "{title} of {container}:")?;
-        let ids: HashSet<&str> = group.iter().map(|s| s.id.as_str()).collect();
-        let mut children: HashMap<&str, Vec<&Stack>> = HashMap::new();
+        writeln!(out, "{title} of {}:", container_title(group[0]))?;
+        let ids: FastSet<&str> = group.iter().map(|s| s.id.as_str()).collect();
+        let mut children: FastMap<&str, Vec<&Stack>> = FastMap::default();
         let mut roots: Vec<&Stack> = Vec::new();
         for stack in group {
             match parent_of(stack).filter(|p| ids.contains(p) && *p != stack.id) {
@@ -87,7 +102,7 @@ pub fn render(
                 None => roots.push(stack),
             }
         }
-        let mut seen: HashSet<&str> = HashSet::new();
+        let mut seen: FastSet<&str> = FastSet::default();
         for root in &roots {
             write_node(root, &children, "  ", "", &mut seen, out)?;
         }
@@ -103,16 +118,17 @@ pub fn render(
 
 fn write_node<'a>(
     stack: &'a Stack,
-    children: &HashMap<&str, Vec<&'a Stack>>,
+    children: &FastMap<&str, Vec<&'a Stack>>,
     indent: &str,
     branch: &str,
-    seen: &mut HashSet<&'a str>,
+    seen: &mut FastSet<&'a str>,
     out: &mut dyn Write,
 ) -> io::Result<()> {
     if !seen.insert(stack.id.as_str()) {
         return writeln!(out, "{indent}{branch}{} (again, see above)", stack.id);
     }
-    writeln!(out, "{indent}{branch}{}", label(stack))?;
+    write!(out, "{indent}{branch}")?;
+    write_label(stack, out)?;
     let kids = children
         .get(stack.id.as_str())
         .map(Vec::as_slice)

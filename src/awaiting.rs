@@ -1,0 +1,397 @@
+//! What a suspended asyncio task waits for, in words a person reads at a
+//! glance: `sleep (wakes in 3599.8 s)`, `gather of 3`, `Task 'fetch'`.
+//!
+//! Capture gathers plain [`Facts`] (code names of the await chain, the kind
+//! of future the task is blocked on, a timer deadline); this module turns
+//! them into the `awaiting` text. It knows nothing of PyO3, so `cargo test`
+//! checks every wording on literal facts.
+
+/// One coroutine (or generator, async generator) of a task's await chain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Link {
+    /// `__qualname__` of an asyncio coroutine (`Event.wait`, `sleep`); only
+    /// asyncio's names are ever read, so capture may leave others empty.
+    pub qualname: String,
+    /// True when its code lives in the `asyncio` package.
+    pub asyncio: bool,
+}
+
+impl Link {
+    pub fn new(qualname: impl Into<String>, asyncio: bool) -> Self {
+        Link {
+            qualname: qualname.into(),
+            asyncio,
+        }
+    }
+}
+
+/// The future a task is blocked on (its `_fut_waiter`), classified.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Waiter {
+    /// No future: the task yielded to the loop (`sleep(0)`), has not started,
+    /// or awaits something that is not a future.
+    #[default]
+    Nothing,
+    /// A future capture did not look into, because the API the task waits
+    /// in (see [`needs_waiter`]) already says what it is.
+    Unexamined,
+    /// Another task.
+    Task { name: String },
+    /// The future `asyncio.gather()` returns.
+    Gather { children: usize },
+    /// A future chained to a `concurrent.futures.Future` (`to_thread`,
+    /// `run_in_executor`); `thread` is the worker running it, when found.
+    Executor { thread: Option<u64> },
+    /// Any other future. `via` is the asyncio helper whose done-callbacks
+    /// on other tasks resolve it (`shield`, `_wait`, `wait_for`, ...), and
+    /// `tasks` the names of those tasks.
+    Future {
+        type_name: String,
+        state: String,
+        via: Option<String>,
+        tasks: Vec<String>,
+    },
+    /// Not a future at all: described by its type name only.
+    Other { type_name: String },
+}
+
+/// Everything capture learnt about one suspended task's wait.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Facts {
+    /// The await chain, outermost first.
+    pub links: Vec<Link>,
+    pub waiter: Waiter,
+    /// Type name of the innermost awaited object when it is neither a
+    /// coroutine nor the waiter (an unknown awaitable).
+    pub leaf: Option<String>,
+    /// Seconds until a loop timer ends this wait (sleep, wait_for, timeout).
+    pub deadline: Option<f64>,
+    /// Children of the `TaskGroup` the task is the parent of.
+    pub group_size: Option<usize>,
+}
+
+/// The API a chain is suspended in: the outermost coroutine of the
+/// innermost run of asyncio-package coroutines (`Condition.wait` rather
+/// than the `Lock.acquire` it calls; `wait` rather than `_wait`).
+fn api(links: &[Link]) -> Option<&str> {
+    let innermost_user = links.iter().rposition(|l| !l.asyncio);
+    let run = &links[innermost_user.map_or(0, |i| i + 1)..];
+    // `async with lock:` enters through `_ContextManagerMixin.__aenter__`;
+    // the primitive's own method below it says more.
+    let skip = run
+        .iter()
+        .take(run.len().saturating_sub(1))
+        .take_while(|l| l.qualname.ends_with(".__aenter__"))
+        .count();
+    run.get(skip).map(|l| l.qualname.as_str())
+}
+
+/// True when the description of a chain depends on what kind of future the
+/// task is blocked on; false inside the primitives that name themselves
+/// (`sleep`, `Event.wait`, `Queue.get`, ...), whose future need not be read.
+pub fn needs_waiter(links: &[Link]) -> bool {
+    matches!(
+        api(links),
+        None | Some("wait_for" | "wait" | "_wait" | "to_thread")
+    )
+}
+
+fn quoted_task(name: &str) -> String {
+    format!("Task '{name}'")
+}
+
+fn seconds(deadline: f64) -> String {
+    format!("{:.1} s", deadline.max(0.0))
+}
+
+fn executor(thread: Option<u64>) -> String {
+    match thread {
+        Some(ident) => format!("to_thread / run_in_executor (thread:{ident})"),
+        None => "to_thread / run_in_executor".to_string(),
+    }
+}
+
+/// The waiter alone, for chains that are not inside a known asyncio API.
+fn describe_waiter(waiter: &Waiter) -> Option<String> {
+    Some(match waiter {
+        Waiter::Nothing | Waiter::Unexamined => return None,
+        Waiter::Task { name } => quoted_task(name),
+        Waiter::Gather { children } => format!("gather of {children}"),
+        Waiter::Executor { thread } => executor(*thread),
+        Waiter::Future {
+            type_name,
+            state,
+            via,
+            tasks,
+        } => match (via.as_deref(), tasks.as_slice()) {
+            (Some("shield"), [one]) => format!("shield of {}", quoted_task(one)),
+            (Some("wait_for" | "_release_waiter"), [one]) => {
+                format!("wait_for {}", quoted_task(one))
+            }
+            (Some("_wait" | "wait"), many) if !many.is_empty() => format!("wait on {}", many.len()),
+            _ => format!("{type_name} {}", state.to_lowercase()),
+        },
+        Waiter::Other { type_name } => type_name.clone(),
+    })
+}
+
+/// The `awaiting` text of a suspended task, or `None` when it waits for
+/// nothing (ready to run, or not started).
+pub fn describe(facts: &Facts) -> Option<String> {
+    let waiter = describe_waiter(&facts.waiter);
+    let text = match api(&facts.links) {
+        Some("sleep" | "__sleep0") => match (facts.deadline, &facts.waiter) {
+            (_, Waiter::Nothing) => "sleep(0)".to_string(),
+            (Some(d), _) => format!("sleep (wakes in {})", seconds(d)),
+            (None, _) => "sleep".to_string(),
+        },
+        Some("wait_for") => {
+            let what = match &facts.waiter {
+                Waiter::Task { name } => Some(quoted_task(name)),
+                Waiter::Future { tasks, .. } if tasks.len() == 1 => Some(quoted_task(&tasks[0])),
+                _ => None,
+            };
+            let mut text = match what {
+                Some(what) => format!("wait_for {what}"),
+                None => "wait_for".to_string(),
+            };
+            if let Some(d) = facts.deadline {
+                text.push_str(&format!(" (times out in {})", seconds(d)));
+            }
+            text
+        }
+        Some("wait" | "_wait") => match &facts.waiter {
+            Waiter::Future { tasks, .. } if !tasks.is_empty() => format!("wait on {}", tasks.len()),
+            _ => "wait".to_string(),
+        },
+        Some("TaskGroup.__aexit__" | "TaskGroup._aexit") => match facts.group_size {
+            Some(n) => format!("TaskGroup of {n}"),
+            None => "TaskGroup".to_string(),
+        },
+        Some("to_thread") => match &facts.waiter {
+            Waiter::Executor { thread } => executor(*thread),
+            _ => executor(None),
+        },
+        // Event.wait, Lock.acquire, Queue.get, Condition.wait, StreamReader.read, ...
+        Some(other) => {
+            let mut text = other.to_string();
+            if let Some(d) = facts.deadline {
+                text.push_str(&format!(" (times out in {})", seconds(d)));
+            }
+            text
+        }
+        None => {
+            let mut text = waiter.or_else(|| facts.leaf.clone())?;
+            if let Some(d) = facts.deadline {
+                text.push_str(&format!(" (times out in {})", seconds(d)));
+            }
+            text
+        }
+    };
+    Some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(name: &str) -> Link {
+        Link::new(name, false)
+    }
+
+    fn aio(name: &str) -> Link {
+        Link::new(name, true)
+    }
+
+    fn future(via: Option<&str>, tasks: &[&str]) -> Waiter {
+        Waiter::Future {
+            type_name: "Future".into(),
+            state: "PENDING".into(),
+            via: via.map(str::to_string),
+            tasks: tasks.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn text(links: Vec<Link>, waiter: Waiter, deadline: Option<f64>) -> Option<String> {
+        describe(&Facts {
+            links,
+            waiter,
+            deadline,
+            ..Facts::default()
+        })
+    }
+
+    #[test]
+    fn sleeps() {
+        let chain = vec![user("main"), user("worker"), aio("sleep")];
+        assert_eq!(
+            text(chain.clone(), future(None, &[]), Some(3599.84)).as_deref(),
+            Some("sleep (wakes in 3599.8 s)")
+        );
+        // uvloop keeps its timers out of reach: no deadline.
+        assert_eq!(
+            text(chain, future(None, &[]), None).as_deref(),
+            Some("sleep")
+        );
+        assert_eq!(
+            text(
+                vec![user("main"), aio("sleep"), aio("__sleep0")],
+                Waiter::Nothing,
+                None
+            )
+            .as_deref(),
+            Some("sleep(0)")
+        );
+        // A deadline already passed reads as zero, never negative.
+        assert_eq!(
+            text(vec![aio("sleep")], future(None, &[]), Some(-0.25)).as_deref(),
+            Some("sleep (wakes in 0.0 s)")
+        );
+    }
+
+    #[test]
+    fn synchronization_primitives_use_the_outermost_api_frame() {
+        for (chain, expected) in [
+            (vec![user("consumer"), aio("Queue.get")], "Queue.get"),
+            (vec![user("waiter"), aio("Event.wait")], "Event.wait"),
+            (
+                vec![user("w"), aio("Condition.wait"), aio("Lock.acquire")],
+                "Condition.wait",
+            ),
+            (vec![user("locker"), aio("Lock.acquire")], "Lock.acquire"),
+            (
+                vec![
+                    user("locker"),
+                    aio("_ContextManagerMixin.__aenter__"),
+                    aio("Lock.acquire"),
+                ],
+                "Lock.acquire",
+            ),
+        ] {
+            assert_eq!(
+                text(chain, future(None, &[]), None).as_deref(),
+                Some(expected)
+            );
+        }
+    }
+
+    #[test]
+    fn tasks_gathers_groups_and_executors() {
+        let waiting_on = |w| text(vec![user("main")], w, None);
+        assert_eq!(
+            waiting_on(Waiter::Task {
+                name: "child".into()
+            })
+            .as_deref(),
+            Some("Task 'child'")
+        );
+        assert_eq!(
+            waiting_on(Waiter::Gather { children: 3 }).as_deref(),
+            Some("gather of 3")
+        );
+        assert_eq!(
+            waiting_on(Waiter::Executor { thread: Some(77) }).as_deref(),
+            Some("to_thread / run_in_executor (thread:77)")
+        );
+        assert_eq!(
+            waiting_on(future(Some("shield"), &["inner"])).as_deref(),
+            Some("shield of Task 'inner'")
+        );
+        assert_eq!(
+            waiting_on(future(None, &[])).as_deref(),
+            Some("Future pending")
+        );
+        assert_eq!(
+            waiting_on(Waiter::Other {
+                type_name: "Deferred".into()
+            })
+            .as_deref(),
+            Some("Deferred")
+        );
+        assert_eq!(
+            describe(&Facts {
+                links: vec![user("main"), aio("TaskGroup.__aexit__")],
+                waiter: future(None, &[]),
+                group_size: Some(2),
+                ..Facts::default()
+            })
+            .as_deref(),
+            Some("TaskGroup of 2")
+        );
+        assert_eq!(
+            text(
+                vec![user("main"), aio("to_thread")],
+                Waiter::Executor { thread: None },
+                None
+            )
+            .as_deref(),
+            Some("to_thread / run_in_executor")
+        );
+    }
+
+    #[test]
+    fn wait_for_and_wait() {
+        // 3.12+: wait_for awaits the inner task itself.
+        assert_eq!(
+            text(
+                vec![user("main"), aio("wait_for")],
+                Waiter::Task {
+                    name: "slow".into()
+                },
+                Some(4.04)
+            )
+            .as_deref(),
+            Some("wait_for Task 'slow' (times out in 4.0 s)")
+        );
+        // 3.9-3.11: it awaits a private future the inner task releases.
+        assert_eq!(
+            text(
+                vec![user("main"), aio("wait_for")],
+                future(Some("_release_waiter"), &["slow"]),
+                None
+            )
+            .as_deref(),
+            Some("wait_for Task 'slow'")
+        );
+        assert_eq!(
+            text(
+                vec![user("main"), aio("wait"), aio("_wait")],
+                future(Some("_wait"), &["a", "b", "c"]),
+                None
+            )
+            .as_deref(),
+            Some("wait on 3")
+        );
+    }
+
+    #[test]
+    fn only_some_apis_need_the_waiter() {
+        assert!(needs_waiter(&[user("main")]));
+        assert!(needs_waiter(&[user("main"), aio("wait_for")]));
+        assert!(needs_waiter(&[user("main"), aio("to_thread")]));
+        assert!(!needs_waiter(&[user("main"), aio("sleep")]));
+        assert!(!needs_waiter(&[user("main"), aio("Event.wait")]));
+        assert_eq!(
+            text(vec![user("w"), aio("Queue.get")], Waiter::Unexamined, None).as_deref(),
+            Some("Queue.get")
+        );
+        assert_eq!(
+            text(vec![user("w"), aio("sleep")], Waiter::Unexamined, Some(2.0)).as_deref(),
+            Some("sleep (wakes in 2.0 s)")
+        );
+    }
+
+    #[test]
+    fn nothing_to_wait_for() {
+        assert_eq!(text(vec![user("main")], Waiter::Nothing, None), None);
+        assert_eq!(
+            describe(&Facts {
+                links: vec![user("main")],
+                leaf: Some("Deferred".into()),
+                ..Facts::default()
+            })
+            .as_deref(),
+            Some("Deferred")
+        );
+    }
+}

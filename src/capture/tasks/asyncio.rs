@@ -1,0 +1,429 @@
+//! Readers for asyncio's own objects: tasks, futures, timer handles, and
+//! the coroutine types their await chains are made of.
+//!
+//! Every read goes through a C descriptor of the interpreter's type (the C
+//! `_asyncio.Task`/`Future`, coroutines, generators) or through the
+//! instance `__dict__` (the pure-Python `_PyTask`/`_PyFuture`); descriptors
+//! are resolved once per capture. Nothing here calls a Python-level method.
+
+use crate::capture::safe::{self, BuiltinAttr, BuiltinMethod};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use std::ffi::CStr;
+
+/// `Future._state`, which is one of three strings in every implementation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FutState {
+    Pending,
+    Cancelled,
+    Finished,
+}
+
+impl FutState {
+    fn parse(value: Option<&str>) -> Self {
+        match value {
+            Some("CANCELLED") => FutState::Cancelled,
+            Some("FINISHED") => FutState::Finished,
+            // `_PyFuture` keeps PENDING as a class attribute until it changes.
+            _ => FutState::Pending,
+        }
+    }
+
+    pub fn word(self) -> &'static str {
+        match self {
+            FutState::Pending => "PENDING",
+            FutState::Cancelled => "CANCELLED",
+            FutState::Finished => "FINISHED",
+        }
+    }
+}
+
+/// What capture needs of a future (or task, which is a future).
+pub struct Fut<'py> {
+    pub obj: Bound<'py, PyAny>,
+    pub state: FutState,
+    pub event_loop: Option<Bound<'py, PyAny>>,
+    /// The done-callbacks (the callables; their contexts are dropped).
+    pub callbacks: Vec<Bound<'py, PyAny>>,
+}
+
+/// A task, read once.
+pub struct TaskView<'py> {
+    pub fut: Fut<'py>,
+    pub name: String,
+    pub coro: Option<Bound<'py, PyAny>>,
+    pub waiter: Option<Bound<'py, PyAny>>,
+    pub must_cancel: bool,
+    /// `Task.cancelling()` (3.11+; 0 before).
+    pub cancel_requests: u64,
+}
+
+struct CFuture<'py> {
+    tp: *mut ffi::PyTypeObject,
+    state: Option<BuiltinAttr<'py>>,
+    event_loop: Option<BuiltinAttr<'py>>,
+    callbacks: Option<BuiltinAttr<'py>>,
+}
+
+struct CTask<'py> {
+    tp: *mut ffi::PyTypeObject,
+    coro: Option<BuiltinAttr<'py>>,
+    waiter: Option<BuiltinAttr<'py>>,
+    must_cancel: Option<BuiltinAttr<'py>>,
+    // The C task exposes its name and cancel count only through methods;
+    // these are the type's own C functions (see `BuiltinMethod`).
+    get_name: Option<BuiltinMethod<'py>>,
+    cancelling: Option<BuiltinMethod<'py>>,
+}
+
+/// The attributes of one coroutine-like type: frame, awaited object, name.
+pub struct CoroType<'py> {
+    pub tp: *mut ffi::PyTypeObject,
+    pub frame: Option<BuiltinAttr<'py>>,
+    pub awaits: Option<BuiltinAttr<'py>>,
+    pub running: Option<BuiltinAttr<'py>>,
+    pub qualname: Option<BuiltinAttr<'py>>,
+}
+
+impl<'py> CoroType<'py> {
+    fn new(
+        py: Python<'py>,
+        tp: *mut ffi::PyTypeObject,
+        frame: &CStr,
+        awaits: &CStr,
+        running: &CStr,
+    ) -> Self {
+        CoroType {
+            tp,
+            frame: BuiltinAttr::resolve(py, tp, frame),
+            awaits: BuiltinAttr::resolve(py, tp, awaits),
+            running: BuiltinAttr::resolve(py, tp, running),
+            qualname: BuiltinAttr::resolve(py, tp, c"__qualname__"),
+        }
+    }
+
+    pub fn is_exact(&self, obj: &Bound<'py, PyAny>) -> bool {
+        unsafe { ffi::Py_TYPE(obj.as_ptr()) == self.tp }
+    }
+}
+
+/// Slots of `asyncio.events.Handle`/`TimerHandle` (`__slots__` members).
+pub struct TimerReaders<'py> {
+    pub callback: Option<BuiltinAttr<'py>>,
+    pub args: Option<BuiltinAttr<'py>>,
+    pub cancelled: Option<BuiltinAttr<'py>>,
+    pub timer_tp: *mut ffi::PyTypeObject,
+    pub when: Option<BuiltinAttr<'py>>,
+}
+
+/// Everything asyncio-specific one capture reads through, resolved once.
+pub struct Asyncio<'py> {
+    pub py: Python<'py>,
+    pub tasks_module: Bound<'py, PyAny>,
+    c_future: Option<CFuture<'py>>,
+    c_task: Option<CTask<'py>>,
+    py_future: Option<*mut ffi::PyTypeObject>,
+    py_task: Option<*mut ffi::PyTypeObject>,
+    gathering: Option<*mut ffi::PyTypeObject>,
+    pub coroutine: CoroType<'py>,
+    pub generator: CoroType<'py>,
+    pub async_generator: CoroType<'py>,
+    pub timers: Option<TimerReaders<'py>>,
+    pub base_loop: Option<*mut ffi::PyTypeObject>,
+    pub concurrent_future: Option<*mut ffi::PyTypeObject>,
+    pub work_item: Option<*mut ffi::PyTypeObject>,
+    partial: Option<(*mut ffi::PyTypeObject, BuiltinAttr<'py>, BuiltinAttr<'py>)>,
+    cfunction_name: Option<BuiltinAttr<'py>>,
+    /// `.../asyncio/`: coroutines whose code lives here are asyncio's API.
+    pub asyncio_dir: Option<String>,
+}
+
+fn module_type<'py>(py: Python<'py>, module: &CStr, name: &CStr) -> Option<*mut ffi::PyTypeObject> {
+    let module = safe::imported_module(py, module)?;
+    safe::as_type(&safe::module_attr(&module, name)?)
+}
+
+impl<'py> Asyncio<'py> {
+    /// `None` when the program never imported asyncio: it has no tasks.
+    pub fn new(py: Python<'py>) -> Option<Self> {
+        let tasks_module = safe::imported_module(py, c"asyncio.tasks")?;
+        let c_future = module_type(py, c"_asyncio", c"Future").map(|tp| CFuture {
+            tp,
+            state: BuiltinAttr::resolve(py, tp, c"_state"),
+            event_loop: BuiltinAttr::resolve(py, tp, c"_loop"),
+            callbacks: BuiltinAttr::resolve(py, tp, c"_callbacks"),
+        });
+        let c_task = module_type(py, c"_asyncio", c"Task").map(|tp| CTask {
+            tp,
+            coro: BuiltinAttr::resolve(py, tp, c"_coro"),
+            waiter: BuiltinAttr::resolve(py, tp, c"_fut_waiter"),
+            must_cancel: BuiltinAttr::resolve(py, tp, c"_must_cancel"),
+            get_name: BuiltinMethod::resolve(py, tp, c"get_name"),
+            cancelling: if cfg!(Py_3_11) {
+                BuiltinMethod::resolve(py, tp, c"cancelling")
+            } else {
+                None
+            },
+        });
+        let timers = match (
+            module_type(py, c"asyncio.events", c"Handle"),
+            module_type(py, c"asyncio.events", c"TimerHandle"),
+        ) {
+            (Some(handle_tp), Some(timer_tp)) => Some(TimerReaders {
+                callback: BuiltinAttr::resolve(py, handle_tp, c"_callback"),
+                args: BuiltinAttr::resolve(py, handle_tp, c"_args"),
+                cancelled: BuiltinAttr::resolve(py, handle_tp, c"_cancelled"),
+                timer_tp,
+                when: BuiltinAttr::resolve(py, timer_tp, c"_when"),
+            }),
+            _ => None,
+        };
+        let partial = module_type(py, c"functools", c"partial").and_then(|tp| {
+            Some((
+                tp,
+                BuiltinAttr::resolve(py, tp, c"func")?,
+                BuiltinAttr::resolve(py, tp, c"args")?,
+            ))
+        });
+        let asyncio_dir = safe::imported_module(py, c"asyncio")
+            .and_then(|m| safe::module_attr(&m, c"__file__"))
+            .and_then(|f| safe::str_value(&f))
+            .and_then(|f| {
+                let dir = std::path::Path::new(&f).parent()?.to_str()?.to_string();
+                Some(format!("{dir}/"))
+            });
+        Some(Asyncio {
+            py,
+            tasks_module,
+            c_future,
+            c_task,
+            py_future: module_type(py, c"asyncio.futures", c"_PyFuture"),
+            py_task: module_type(py, c"asyncio.tasks", c"_PyTask"),
+            gathering: module_type(py, c"asyncio.tasks", c"_GatheringFuture"),
+            coroutine: CoroType::new(
+                py,
+                &raw mut ffi::PyCoro_Type,
+                c"cr_frame",
+                c"cr_await",
+                c"cr_running",
+            ),
+            generator: CoroType::new(
+                py,
+                &raw mut ffi::PyGen_Type,
+                c"gi_frame",
+                c"gi_yieldfrom",
+                c"gi_running",
+            ),
+            async_generator: CoroType::new(
+                py,
+                &raw mut ffi::PyAsyncGen_Type,
+                c"ag_frame",
+                c"ag_await",
+                c"ag_running",
+            ),
+            timers,
+            base_loop: module_type(py, c"asyncio.base_events", c"BaseEventLoop"),
+            concurrent_future: module_type(py, c"concurrent.futures._base", c"Future"),
+            work_item: module_type(py, c"concurrent.futures.thread", c"_WorkItem"),
+            partial,
+            cfunction_name: BuiltinAttr::resolve(py, &raw mut ffi::PyCFunction_Type, c"__name__"),
+            asyncio_dir,
+        })
+    }
+
+    fn is_c_task(&self, obj: &Bound<'py, PyAny>) -> bool {
+        self.c_task
+            .as_ref()
+            .is_some_and(|t| safe::is_instance(obj, t.tp))
+    }
+
+    fn is_py_task(&self, obj: &Bound<'py, PyAny>) -> bool {
+        self.py_task.is_some_and(|tp| safe::is_instance(obj, tp))
+    }
+
+    pub fn is_task(&self, obj: &Bound<'py, PyAny>) -> bool {
+        self.is_c_task(obj) || self.is_py_task(obj)
+    }
+
+    pub fn is_future(&self, obj: &Bound<'py, PyAny>) -> bool {
+        self.c_future
+            .as_ref()
+            .is_some_and(|f| safe::is_instance(obj, f.tp))
+            || self.py_future.is_some_and(|tp| safe::is_instance(obj, tp))
+    }
+
+    pub fn is_concurrent_future(&self, obj: &Bound<'py, PyAny>) -> bool {
+        self.concurrent_future
+            .is_some_and(|tp| safe::is_instance(obj, tp))
+    }
+
+    /// `len(gathering_future._children)` for the future `gather()` returns.
+    pub fn gather_size(&self, obj: &Bound<'py, PyAny>) -> Option<usize> {
+        if !self.gathering.is_some_and(|tp| safe::is_instance(obj, tp)) {
+            return None;
+        }
+        safe::container_len(&safe::instance_attr(obj, c"_children")?)
+    }
+
+    /// Only the state of an asyncio future or task.
+    pub fn future_state(&self, obj: &Bound<'py, PyAny>) -> Option<FutState> {
+        let value = match &self.c_future {
+            Some(c) if safe::is_instance(obj, c.tp) => c.state.as_ref()?.get(obj),
+            _ if self.py_future.is_some_and(|tp| safe::is_instance(obj, tp)) => {
+                safe::instance_attr(obj, c"_state")
+            }
+            _ => return None,
+        };
+        Some(FutState::parse(
+            value.as_ref().and_then(safe::str_value).as_deref(),
+        ))
+    }
+
+    /// State, loop and callbacks of an asyncio future or task.
+    pub fn future(&self, obj: &Bound<'py, PyAny>) -> Option<Fut<'py>> {
+        let (state, event_loop, callbacks) = match &self.c_future {
+            Some(c) if safe::is_instance(obj, c.tp) => (
+                c.state.as_ref().and_then(|a| a.get(obj)),
+                c.event_loop.as_ref().and_then(|a| a.get(obj)),
+                c.callbacks.as_ref().and_then(|a| a.get(obj)),
+            ),
+            _ if self.py_future.is_some_and(|tp| safe::is_instance(obj, tp)) => {
+                let dict = safe::instance_dict(obj);
+                let get = |name| {
+                    dict.as_ref()
+                        .and_then(|d| safe::dict_get(d, name))
+                        .and_then(safe::not_none)
+                };
+                (get(c"_state"), get(c"_loop"), get(c"_callbacks"))
+            }
+            _ => return None,
+        };
+        let state = FutState::parse(state.as_ref().and_then(safe::str_value).as_deref());
+        // 3.9+: a list of (callback, context) pairs.
+        let callbacks = callbacks
+            .and_then(|list| safe::sequence_items(&list))
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|pair| safe::sequence_items(&pair)?.into_iter().next())
+            .collect();
+        Some(Fut {
+            obj: obj.clone(),
+            state,
+            event_loop,
+            callbacks,
+        })
+    }
+
+    /// A task's fields, or `None` when `obj` is not an asyncio task.
+    pub fn task(&self, obj: &Bound<'py, PyAny>) -> Option<TaskView<'py>> {
+        if let Some(c) = self.c_task.as_ref().filter(|_| self.is_c_task(obj)) {
+            let fut = self.future(obj)?;
+            let get = |a: &Option<BuiltinAttr<'py>>| a.as_ref().and_then(|a| a.get(obj));
+            let name = c
+                .get_name
+                .as_ref()
+                .and_then(|m| m.call0(obj))
+                .and_then(|n| safe::str_value(&n));
+            return Some(TaskView {
+                fut,
+                name: name.unwrap_or_else(|| safe::type_name(obj)),
+                coro: get(&c.coro),
+                waiter: get(&c.waiter),
+                must_cancel: get(&c.must_cancel)
+                    .and_then(|v| safe::bool_value(&v))
+                    .unwrap_or(false),
+                cancel_requests: c
+                    .cancelling
+                    .as_ref()
+                    .and_then(|m| m.call0(obj))
+                    .and_then(|v| safe::int_value(&v))
+                    .unwrap_or(0),
+            });
+        }
+        if self.is_py_task(obj) {
+            let fut = self.future(obj)?;
+            let dict = safe::instance_dict(obj);
+            let get = |name| {
+                dict.as_ref()
+                    .and_then(|d| safe::dict_get(d, name))
+                    .and_then(safe::not_none)
+            };
+            return Some(TaskView {
+                fut,
+                name: get(c"_name")
+                    .and_then(|n| safe::str_value(&n))
+                    .unwrap_or_else(|| safe::type_name(obj)),
+                coro: get(c"_coro"),
+                waiter: get(c"_fut_waiter"),
+                must_cancel: get(c"_must_cancel")
+                    .and_then(|v| safe::bool_value(&v))
+                    .unwrap_or(false),
+                cancel_requests: get(c"_num_cancels_requested")
+                    .and_then(|v| safe::int_value(&v))
+                    .unwrap_or(0),
+            });
+        }
+        None
+    }
+
+    /// The task a done-callback wakes up, when the callback is a task's
+    /// wakeup: the C task's `task_wakeup` (3.10+ a builtin method, 3.9 a
+    /// `TaskWakeupMethWrapper`), or the pure-Python task's `__wakeup`.
+    pub fn woken_task(&self, callback: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+        if let Some(this) = safe::cfunction_self(callback) {
+            let name = self
+                .cfunction_name
+                .as_ref()
+                .and_then(|a| a.get(callback))
+                .and_then(|n| safe::str_value(&n));
+            return (name.as_deref() == Some("task_wakeup") && self.is_task(&this)).then_some(this);
+        }
+        if safe::is_static_type_named(callback, c"TaskWakeupMethWrapper") {
+            let tp = unsafe { ffi::Py_TYPE(callback.as_ptr()) };
+            let this = safe::builtin_attr(callback, tp, c"__self__")?;
+            return self.is_task(&this).then_some(this);
+        }
+        if let Some((func, this)) = safe::bound_method_parts(callback) {
+            let name = safe::function_qualname(&func)?;
+            return (name.ends_with("__wakeup") && self.is_task(&this)).then_some(this);
+        }
+        None
+    }
+
+    /// The callable and positional arguments of a `functools.partial`.
+    pub fn partial_parts(
+        &self,
+        obj: &Bound<'py, PyAny>,
+    ) -> Option<(Bound<'py, PyAny>, Vec<Bound<'py, PyAny>>)> {
+        let (tp, func, args) = self.partial.as_ref()?;
+        if !safe::is_instance(obj, *tp) {
+            return None;
+        }
+        let f = func.get(obj)?;
+        let a = args
+            .get(obj)
+            .and_then(|a| safe::sequence_items(&a))
+            .unwrap_or_default();
+        Some((f, a))
+    }
+
+    /// The coroutine-like type `obj` is exactly an instance of.
+    pub fn coro_type(&self, obj: &Bound<'py, PyAny>) -> Option<&CoroType<'py>> {
+        [&self.coroutine, &self.generator, &self.async_generator]
+            .into_iter()
+            .find(|t| t.is_exact(obj))
+    }
+
+    /// `cr_running`/`gi_running` of a coroutine or generator.
+    pub fn is_running(&self, coro: &Bound<'py, PyAny>) -> bool {
+        self.coro_type(coro)
+            .and_then(|t| t.running.as_ref()?.get(coro))
+            .and_then(|v| safe::bool_value(&v))
+            .unwrap_or(false)
+    }
+
+    /// The frame of a coroutine, generator or async generator.
+    pub fn coro_frame(&self, coro: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+        self.coro_type(coro)?.frame.as_ref()?.get(coro)
+    }
+}

@@ -1,0 +1,170 @@
+//! A task's frames: the await chain of a suspended task, or the slice of its
+//! thread's stack for a task that is executing.
+
+use super::asyncio::Asyncio;
+use super::AddrMap;
+use crate::awaiting::Link;
+use crate::capture::safe;
+use crate::capture::Capture;
+use crate::model::Frame;
+use pyo3::ffi;
+use pyo3::prelude::*;
+use std::collections::HashMap;
+
+/// Longest await chain followed; a guard, as a coroutine cannot await itself.
+const MAX_LINKS: usize = 100_000;
+
+/// What following `cr_await`/`gi_yieldfrom`/`ag_await` from a task's
+/// coroutine found.
+pub struct Chain<'py> {
+    /// One per coroutine that has a frame, outermost first, innermost
+    /// `max_depth` kept.
+    pub frames: Vec<Frame>,
+    pub omitted: u64,
+    pub links: Vec<Link>,
+    /// The innermost awaited object that is not a coroutine (a future's
+    /// iterator, an unknown awaitable), if any.
+    pub leaf: Option<Bound<'py, PyAny>>,
+}
+
+/// Follows the await chain from `coro`. Only the interpreter's exact
+/// coroutine, generator and async-generator types are followed (their
+/// getsets are the interpreter's; they cannot be subclassed), plus the
+/// helper objects that bridge them (`async_generator_asend`/`athrow`,
+/// `coroutine_wrapper`), whose target is found through `tp_traverse`.
+pub fn follow<'py>(
+    aio: &Asyncio<'py>,
+    cap: &mut Capture<'py>,
+    coro: &Bound<'py, PyAny>,
+) -> Chain<'py> {
+    let mut chain = Chain {
+        frames: Vec::with_capacity(8),
+        omitted: 0,
+        links: Vec::with_capacity(8),
+        leaf: None,
+    };
+    let mut current = Some(coro.clone());
+    while let Some(obj) = current.take() {
+        if chain.links.len() >= MAX_LINKS {
+            break;
+        }
+        if let Some(kind) = aio.coro_type(&obj) {
+            let frame = kind
+                .frame
+                .as_ref()
+                .and_then(|a| a.get(&obj))
+                .and_then(|f| cap.walker.frame_of(&f));
+            let in_asyncio = match (&frame, &aio.asyncio_dir) {
+                (Some(f), Some(dir)) => f.filename.starts_with(dir.as_str()),
+                _ => false,
+            };
+            // Only asyncio's own names are read (see `awaiting::Link`).
+            let qualname = if in_asyncio {
+                kind.qualname
+                    .as_ref()
+                    .and_then(|a| a.get(&obj))
+                    .and_then(|q| safe::str_value(&q))
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            };
+            chain.links.push(Link::new(qualname, in_asyncio));
+            if let Some(frame) = frame {
+                chain.frames.push(frame);
+            }
+            current = kind.awaits.as_ref().and_then(|a| a.get(&obj));
+        } else if is_bridge(&obj) {
+            current = safe::referents(&obj)
+                .into_iter()
+                .find(|r| aio.coro_type(r).is_some());
+        } else {
+            chain.leaf = Some(obj);
+        }
+    }
+    let max = cap.walker.max_depth();
+    if chain.frames.len() > max {
+        let extra = chain.frames.len() - max;
+        chain.frames.drain(..extra);
+        chain.omitted = extra as u64;
+    }
+    chain
+}
+
+fn is_bridge(obj: &Bound<'_, PyAny>) -> bool {
+    safe::is_static_type_named(obj, c"async_generator_asend")
+        || safe::is_static_type_named(obj, c"async_generator_athrow")
+        || safe::is_static_type_named(obj, c"coroutine_wrapper")
+}
+
+/// Every thread's frame objects, innermost first, indexed by address, built
+/// on first use: a running task's frames are found on its thread's stack.
+#[derive(Default)]
+pub struct ThreadStacks<'py> {
+    built: bool,
+    stacks: HashMap<u64, Vec<Bound<'py, PyAny>>>,
+    index: AddrMap<(u64, usize)>,
+}
+
+impl<'py> ThreadStacks<'py> {
+    fn build(&mut self, cap: &Capture<'py>) {
+        if self.built {
+            return;
+        }
+        self.built = true;
+        let Some(frames) = cap.thread_frames.as_ref() else {
+            return;
+        };
+        unsafe {
+            let mut pos: ffi::Py_ssize_t = 0;
+            let mut key: *mut ffi::PyObject = std::ptr::null_mut();
+            let mut value: *mut ffi::PyObject = std::ptr::null_mut();
+            while ffi::PyDict_Next(frames.as_ptr(), &mut pos, &mut key, &mut value) != 0 {
+                let Some(ident) = safe::int_value(&Bound::from_borrowed_ptr(cap.py, key)) else {
+                    continue;
+                };
+                if ffi::PyFrame_Check(value) == 0 {
+                    continue;
+                }
+                let mut stack = Vec::new();
+                let mut frame = Bound::from_borrowed_ptr(cap.py, value);
+                loop {
+                    self.index
+                        .insert(frame.as_ptr() as usize, (ident, stack.len()));
+                    let back = ffi::PyFrame_GetBack(frame.as_ptr() as *mut ffi::PyFrameObject);
+                    stack.push(frame);
+                    match safe::owned(cap.py, back as *mut ffi::PyObject) {
+                        Some(b) => frame = b,
+                        None => break,
+                    }
+                }
+                self.stacks.insert(ident, stack);
+            }
+        }
+    }
+
+    /// The thread whose stack holds `frame`, and its depth from the top.
+    pub fn locate(
+        &mut self,
+        cap: &Capture<'py>,
+        frame: &Bound<'py, PyAny>,
+    ) -> Option<(u64, usize)> {
+        self.build(cap);
+        self.index.get(&(frame.as_ptr() as usize)).copied()
+    }
+
+    /// Frames `top..=depth` of thread `ident` (innermost first).
+    pub fn slice(&self, ident: u64, top: usize, depth: usize) -> &[Bound<'py, PyAny>] {
+        self.stacks
+            .get(&ident)
+            .and_then(|s| s.get(top..=depth))
+            .unwrap_or(&[])
+    }
+
+    /// Every thread's frames, innermost first.
+    pub fn all(&mut self, cap: &Capture<'py>) -> impl Iterator<Item = (u64, &Bound<'py, PyAny>)> {
+        self.build(cap);
+        self.stacks
+            .iter()
+            .flat_map(|(ident, frames)| frames.iter().map(move |f| (*ident, f)))
+    }
+}

@@ -1,0 +1,155 @@
+//! Who waits for whom: `awaited_by` and the classification of the future a
+//! task is blocked on, derived from done-callbacks and `_fut_waiter`.
+//!
+//! A task T waits for X when X's done-callbacks lead back to T: T's own
+//! wakeup (T awaits X directly), a `TaskGroup`'s `_on_task_done` (T is the
+//! group's parent task), or a helper closure (`gather`, `shield`,
+//! `asyncio.wait`, `wait_for`) that holds an intermediate future, which T
+//! (or a further helper) waits on in turn.
+
+use super::asyncio::{Asyncio, Fut};
+use super::{AddrMap, AddrSet};
+use crate::capture::safe;
+use pyo3::prelude::*;
+use std::collections::VecDeque;
+
+/// How far intermediate futures are followed (gather of gather of ...).
+const MAX_HOPS: usize = 64;
+
+/// One edge from a future towards what waits for it.
+pub enum Parent<'py> {
+    /// A task, woken directly by the future (`await x`).
+    Task(usize),
+    /// A task that is the parent of the future's `TaskGroup`.
+    Group(usize),
+    /// An intermediate future some helper resolves when this one is done;
+    /// `via` is that helper (`gather`, `shield`, `_wait`, `_release_waiter`).
+    Future(Bound<'py, PyAny>, Option<String>),
+    /// A `concurrent.futures.Future` this task feeds (`run_coroutine_threadsafe`):
+    /// whoever awaits a future chained to it, in any loop, waits for this task.
+    Concurrent(usize),
+}
+
+/// The edges leaving a future, from its done-callbacks.
+pub fn parents<'py>(aio: &Asyncio<'py>, fut: &Fut<'py>) -> Vec<Parent<'py>> {
+    let mut out = Vec::new();
+    for callback in &fut.callbacks {
+        if let Some(task) = aio.woken_task(callback) {
+            out.push(Parent::Task(task.as_ptr() as usize));
+            continue;
+        }
+        if let Some((_, this)) = safe::bound_method_parts(callback) {
+            // TaskGroup._on_task_done: the group knows its parent task.
+            if let Some(parent) = safe::instance_attr(&this, c"_parent_task") {
+                if aio.is_task(&parent) {
+                    out.push(Parent::Group(parent.as_ptr() as usize));
+                }
+            }
+            continue;
+        }
+        let (func, mut values) = match aio.partial_parts(callback) {
+            Some((func, args)) => (func, args),
+            None => (callback.clone(), Vec::new()),
+        };
+        let via = safe::function_qualname(&func).map(|q| helper_name(&q));
+        values.extend(safe::closure_values(&func));
+        for value in values {
+            // Tasks a closure holds are never what waits: only a task's
+            // wakeup says that (shield's outer callback holds the inner task).
+            if aio.is_future(&value) && !aio.is_task(&value) && !value.is(&fut.obj) {
+                out.push(Parent::Future(value, via.clone()));
+            } else if aio.is_concurrent_future(&value) && aio.is_task(&fut.obj) {
+                out.push(Parent::Concurrent(value.as_ptr() as usize));
+            }
+        }
+    }
+    out
+}
+
+/// `gather.<locals>._done_callback` -> `gather`.
+fn helper_name(qualname: &str) -> String {
+    qualname
+        .split(".<locals>")
+        .next()
+        .unwrap_or(qualname)
+        .to_string()
+}
+
+/// The tasks whose `_fut_waiter` each future is.
+pub struct Waiters {
+    by_future: AddrMap<Vec<usize>>,
+}
+
+impl Waiters {
+    pub fn new<'a, 'py: 'a>(pairs: impl Iterator<Item = (usize, &'a Bound<'py, PyAny>)>) -> Self {
+        let mut by_future: AddrMap<Vec<usize>> = AddrMap::default();
+        for (task, waiter) in pairs {
+            by_future
+                .entry(waiter.as_ptr() as usize)
+                .or_default()
+                .push(task);
+        }
+        Waiters { by_future }
+    }
+
+    fn of(&self, future: usize) -> &[usize] {
+        self.by_future.get(&future).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// Addresses of the tasks waiting for `fut` (itself a task), nearest first,
+/// each once: direct awaiters and group parents, then the tasks behind
+/// intermediate futures, followed up to [`MAX_HOPS`] futures. `bridged`
+/// maps a `concurrent.futures.Future` to the asyncio futures chained to it.
+pub fn awaited_by<'py>(
+    aio: &Asyncio<'py>,
+    waiters: &Waiters,
+    bridged: &AddrMap<Vec<Bound<'py, PyAny>>>,
+    fut: &Fut<'py>,
+    direct: &[Parent<'py>],
+) -> Vec<usize> {
+    let mut found: Vec<usize> = waiters.of(fut.obj.as_ptr() as usize).to_vec();
+    if direct.is_empty() && found.len() <= 1 {
+        // Nothing to follow or de-duplicate: most tasks end here.
+        found.retain(|t| *t != fut.obj.as_ptr() as usize);
+        return found;
+    }
+    let mut visited = AddrSet::default();
+    visited.insert(fut.obj.as_ptr() as usize);
+    let mut queue: VecDeque<Parent<'py>> = direct
+        .iter()
+        .map(|p| match p {
+            Parent::Task(t) => Parent::Task(*t),
+            Parent::Group(t) => Parent::Group(*t),
+            Parent::Future(f, via) => Parent::Future(f.clone(), via.clone()),
+            Parent::Concurrent(c) => Parent::Concurrent(*c),
+        })
+        .collect();
+    while let Some(parent) = queue.pop_front() {
+        match parent {
+            Parent::Task(t) | Parent::Group(t) => found.push(t),
+            Parent::Future(f, _) => {
+                let key = f.as_ptr() as usize;
+                if visited.len() > MAX_HOPS || !visited.insert(key) {
+                    continue;
+                }
+                found.extend_from_slice(waiters.of(key));
+                if let Some(inner) = aio.future(&f) {
+                    queue.extend(parents(aio, &inner));
+                }
+            }
+            Parent::Concurrent(c) => {
+                if visited.len() > MAX_HOPS || !visited.insert(c) {
+                    continue;
+                }
+                for chained in bridged.get(&c).map_or(&[][..], Vec::as_slice) {
+                    queue.push_back(Parent::Future(chained.clone(), None));
+                }
+            }
+        }
+    }
+    let own = fut.obj.as_ptr() as usize;
+    let mut seen = AddrSet::default();
+    found.retain(|t| *t != own && seen.insert(*t));
+    found
+}

@@ -1,0 +1,150 @@
+//! Which thread runs an event loop.
+//!
+//! `BaseEventLoop` (every loop of the standard library) records it in
+//! `_thread_id`, set by `run_forever` and cleared when it stops. Loops
+//! written in C (uvloop) keep it private, so for those the interpreter's own
+//! record of each thread's running loop is read: the one `get_running_loop()`
+//! returns, kept per thread state.
+
+use super::AddrMap;
+use crate::capture::safe;
+use crate::capture::Capture;
+use pyo3::ffi;
+use pyo3::prelude::*;
+
+/// The thread of each loop, found on demand and cached for the capture.
+#[derive(Default)]
+pub struct LoopThreads {
+    known: AddrMap<Option<u64>>,
+    running: Option<AddrMap<u64>>,
+}
+
+impl LoopThreads {
+    /// Ident of the thread running `event_loop`, or `None` when it is not running.
+    pub fn thread_of<'py>(
+        &mut self,
+        cap: &Capture<'py>,
+        event_loop: &Bound<'py, PyAny>,
+    ) -> Option<u64> {
+        let key = event_loop.as_ptr() as usize;
+        if let Some(known) = self.known.get(&key) {
+            return *known;
+        }
+        let found =
+            match safe::instance_dict(event_loop).and_then(|d| safe::dict_get(&d, c"_thread_id")) {
+                Some(ident) => safe::int_value(&ident),
+                None => self
+                    .running
+                    .get_or_insert_with(|| running_loops(cap))
+                    .get(&key)
+                    .copied(),
+            };
+        self.known.insert(key, found);
+        found
+    }
+
+    /// Records a thread learnt another way (a running task's frames were
+    /// found on that thread's stack).
+    pub fn learn(&mut self, event_loop: &Bound<'_, PyAny>, ident: u64) {
+        let entry = self
+            .known
+            .entry(event_loop.as_ptr() as usize)
+            .or_insert(None);
+        if entry.is_none() {
+            *entry = Some(ident);
+        }
+    }
+}
+
+/// Running loop address -> thread ident, for every thread of this interpreter.
+///
+/// Thread states are matched to idents through their current frame, which
+/// is the very object `sys._current_frames()` returned for that ident.
+/// The loop pointer read from a thread state is only ever compared with
+/// addresses of loops we hold, never dereferenced.
+fn running_loops(cap: &Capture<'_>) -> AddrMap<u64> {
+    let mut by_frame: AddrMap<u64> = AddrMap::default();
+    let mut out = AddrMap::default();
+    let Some(frames) = cap.thread_frames.as_ref() else {
+        return out;
+    };
+    unsafe {
+        let mut pos: ffi::Py_ssize_t = 0;
+        let mut key: *mut ffi::PyObject = std::ptr::null_mut();
+        let mut value: *mut ffi::PyObject = std::ptr::null_mut();
+        while ffi::PyDict_Next(frames.as_ptr(), &mut pos, &mut key, &mut value) != 0 {
+            if let Some(ident) = safe::int_value(&Bound::from_borrowed_ptr(cap.py, key)) {
+                by_frame.insert(value as usize, ident);
+            }
+        }
+        let interp = ffi::PyInterpreterState_Get();
+        let mut ts = ffi::PyInterpreterState_ThreadHead(interp);
+        while !ts.is_null() {
+            let frame = ffi::PyThreadState_GetFrame(ts) as *mut ffi::PyObject;
+            if !frame.is_null() {
+                let ident = by_frame.get(&(frame as usize)).copied();
+                ffi::Py_DECREF(frame);
+                if let (Some(ident), Some(loop_ptr)) = (ident, running_loop_ptr(cap.py, ts)) {
+                    out.insert(loop_ptr, ident);
+                }
+            }
+            ts = ffi::PyThreadState_Next(ts);
+        }
+        safe::clear_error();
+    }
+    out
+}
+
+#[cfg(not(Py_3_13))]
+extern "C" {
+    // PyAPI_FUNC in 3.9-3.12 (cpython/pystate.h): a thread state's dict.
+    fn _PyThreadState_GetDict(tstate: *mut ffi::PyThreadState) -> *mut ffi::PyObject;
+}
+
+/// 3.9-3.12: `_asyncio` keeps the running loop in the thread state's dict,
+/// 3.12 as the loop itself, 3.9-3.11 inside a `_RunningLoopHolder`
+/// (`PyObject_HEAD; PyObject *rl_loop; ...`).
+#[cfg(not(Py_3_13))]
+unsafe fn running_loop_ptr(py: Python<'_>, ts: *mut ffi::PyThreadState) -> Option<usize> {
+    let dict = safe::borrowed(py, _PyThreadState_GetDict(ts))?;
+    let value = safe::dict_get(&dict, c"__asyncio_running_event_loop__")?;
+    if value.is_none() {
+        return None;
+    }
+    if cfg!(Py_3_12) {
+        return Some(value.as_ptr() as usize);
+    }
+    if !safe::is_static_type_named(&value, c"_RunningLoopHolder") {
+        return None;
+    }
+    let tp = ffi::Py_TYPE(value.as_ptr());
+    let head = std::mem::size_of::<ffi::PyObject>();
+    if ((*tp).tp_basicsize as usize) < head + std::mem::size_of::<usize>() {
+        return None;
+    }
+    let rl_loop = *((value.as_ptr() as *const u8).add(head) as *const usize);
+    (rl_loop != 0).then_some(rl_loop)
+}
+
+/// 3.13 keeps it in `_PyThreadStateImpl.asyncio_running_loop`, the first
+/// field after the public `PyThreadState` (304 bytes on 64-bit builds with
+/// the GIL). Only compared, never followed: a wrong guess finds nothing.
+#[cfg(all(
+    Py_3_13,
+    not(Py_3_14),
+    not(Py_GIL_DISABLED),
+    target_pointer_width = "64"
+))]
+unsafe fn running_loop_ptr(_py: Python<'_>, ts: *mut ffi::PyThreadState) -> Option<usize> {
+    const ASYNCIO_RUNNING_LOOP: usize = 304;
+    let value = *((ts as *const u8).add(ASYNCIO_RUNNING_LOOP) as *const usize);
+    (value != 0).then_some(value)
+}
+
+#[cfg(all(
+    Py_3_13,
+    not(all(not(Py_3_14), not(Py_GIL_DISABLED), target_pointer_width = "64"))
+))]
+unsafe fn running_loop_ptr(_py: Python<'_>, _ts: *mut ffi::PyThreadState) -> Option<usize> {
+    None
+}

@@ -1,0 +1,691 @@
+//! The asyncio backend (issue #3): every task of every event loop in every
+//! thread, its whole await chain, what it waits for and who waits for it.
+//!
+//! Tasks are found in asyncio's own registries, which the C `_asyncio`
+//! module shares with `asyncio.tasks`: the `_all_tasks` WeakSet (3.9-3.11),
+//! or the `_scheduled_tasks` WeakSet plus the `_eager_tasks` set (3.12+).
+//! The WeakSet's underlying set of weak references is read directly, never
+//! through WeakSet methods.
+
+mod asyncio;
+mod chain;
+mod links;
+mod loops;
+
+use crate::awaiting::{self, Facts, Waiter};
+use crate::capture::{safe, Capture};
+use crate::model::{Frame, Stack, StackDetails, TaskDetails};
+use asyncio::{Asyncio, FutState, TaskView};
+use chain::ThreadStacks;
+use links::{Parent, Waiters};
+use loops::LoopThreads;
+use pyo3::ffi;
+use pyo3::prelude::*;
+use std::collections::HashMap;
+
+pub(crate) type AddrMap<V> = crate::fasthash::FastMap<usize, V>;
+pub(crate) type AddrSet = crate::fasthash::FastSet<usize>;
+
+#[cfg(not(Py_3_12))]
+const REGISTRIES: &[&std::ffi::CStr] = &[c"_all_tasks"];
+#[cfg(Py_3_12)]
+const REGISTRIES: &[&std::ffi::CStr] = &[c"_scheduled_tasks", c"_eager_tasks"];
+
+pub fn capture<'py>(cap: &mut Capture<'py>) -> Vec<Stack> {
+    let Some(aio) = Asyncio::new(cap.py) else {
+        return Vec::new();
+    };
+    let current = current_tasks(&aio);
+    let mut views: Vec<TaskView<'py>> = Vec::new();
+    for obj in registered_tasks(&aio, cap, &current) {
+        match aio.task(&obj) {
+            Some(view) => views.push(view),
+            None => cap.errors.push(format!(
+                "the asyncio task registry holds a {} that is not an asyncio Task; left out",
+                safe::type_name(&obj)
+            )),
+        }
+    }
+    if !cap.options.done_tasks {
+        views.retain(|v| v.fut.state == FutState::Pending);
+    }
+    Backend::new(aio, views, current).stacks(cap)
+}
+
+/// `asyncio.tasks._current_tasks`: task address -> its loop, for the task
+/// each loop is executing right now.
+fn current_tasks<'py>(aio: &Asyncio<'py>) -> AddrMap<Bound<'py, PyAny>> {
+    let mut out = AddrMap::default();
+    let Some(dict) = safe::module_attr(&aio.tasks_module, c"_current_tasks") else {
+        return out;
+    };
+    unsafe {
+        if ffi::PyDict_Check(dict.as_ptr()) == 0 {
+            return out;
+        }
+        let mut pos: ffi::Py_ssize_t = 0;
+        let mut key: *mut ffi::PyObject = std::ptr::null_mut();
+        let mut value: *mut ffi::PyObject = std::ptr::null_mut();
+        while ffi::PyDict_Next(dict.as_ptr(), &mut pos, &mut key, &mut value) != 0 {
+            out.insert(value as usize, Bound::from_borrowed_ptr(aio.py, key));
+        }
+    }
+    out
+}
+
+/// Every task in the registries (plus the running ones), each once, alive
+/// and strongly held until the capture ends.
+fn registered_tasks<'py>(
+    aio: &Asyncio<'py>,
+    cap: &mut Capture<'py>,
+    current: &AddrMap<Bound<'py, PyAny>>,
+) -> Vec<Bound<'py, PyAny>> {
+    let mut seen = AddrSet::default();
+    let mut out = Vec::new();
+    for name in REGISTRIES {
+        let Some(registry) = safe::module_attr(&aio.tasks_module, name) else {
+            cap.errors.push(format!(
+                "asyncio.tasks.{} is missing; its tasks are not listed",
+                name.to_string_lossy()
+            ));
+            continue;
+        };
+        // A plain set holds tasks; a WeakSet keeps weak references in `data`.
+        let members = match safe::set_items(&registry) {
+            Some(tasks) => tasks,
+            None => match safe::instance_attr(&registry, c"data").and_then(|d| safe::set_items(&d))
+            {
+                Some(refs) => refs.iter().filter_map(safe::weakref_target).collect(),
+                None => {
+                    cap.errors.push(format!(
+                        "asyncio.tasks.{} is neither a set nor a WeakSet; its tasks are not listed",
+                        name.to_string_lossy()
+                    ));
+                    continue;
+                }
+            },
+        };
+        for task in members {
+            if seen.insert(task.as_ptr() as usize) {
+                out.push(task);
+            }
+        }
+    }
+    for &addr in current.keys() {
+        if seen.insert(addr) {
+            out.push(unsafe { Bound::from_borrowed_ptr(aio.py, addr as *mut ffi::PyObject) });
+        }
+    }
+    out
+}
+
+/// A running coroutine found on a thread's stack.
+struct OnStack {
+    ident: u64,
+    depth: usize,
+}
+
+struct Backend<'py> {
+    aio: Asyncio<'py>,
+    views: Vec<TaskView<'py>>,
+    current: AddrMap<Bound<'py, PyAny>>,
+    by_addr: AddrMap<usize>,
+    stacks: ThreadStacks<'py>,
+    loop_threads: LoopThreads,
+    timers: AddrMap<AddrMap<f64>>,
+    workers: Option<AddrMap<u64>>,
+    /// `concurrent.futures.Future` -> index of the task that resolves it.
+    feeders: AddrMap<usize>,
+    now: Option<Option<f64>>,
+}
+
+impl<'py> Backend<'py> {
+    fn new(
+        aio: Asyncio<'py>,
+        views: Vec<TaskView<'py>>,
+        current: AddrMap<Bound<'py, PyAny>>,
+    ) -> Self {
+        let by_addr = views
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (v.fut.obj.as_ptr() as usize, i))
+            .collect();
+        Backend {
+            aio,
+            views,
+            current,
+            by_addr,
+            stacks: ThreadStacks::default(),
+            loop_threads: LoopThreads::default(),
+            timers: AddrMap::default(),
+            workers: None,
+            feeders: AddrMap::default(),
+            now: None,
+        }
+    }
+
+    // Indexed: the loop body needs `&mut self` while reading `self.views[i]`.
+    #[allow(clippy::needless_range_loop)]
+    fn stacks(mut self, cap: &mut Capture<'py>) -> Vec<Stack> {
+        let n = self.views.len();
+        let on_stack = self.running_coroutines(cap);
+        let running_frames = self.running_frames(cap, &on_stack);
+
+        let waiters = Waiters::new(
+            self.views
+                .iter()
+                .filter_map(|v| Some((v.fut.obj.as_ptr() as usize, v.waiter.as_ref()?))),
+        );
+        let direct: Vec<Vec<Parent<'py>>> = self
+            .views
+            .iter()
+            .map(|v| links::parents(&self.aio, &v.fut))
+            .collect();
+        // Per intermediate future: the tasks whose helper callbacks resolve it.
+        let mut proxied: AddrMap<(Option<String>, Vec<String>)> = AddrMap::default();
+        let mut group_sizes: AddrMap<usize> = AddrMap::default();
+        for (i, parents) in direct.iter().enumerate() {
+            for parent in parents {
+                match parent {
+                    Parent::Future(f, via) => {
+                        let entry = proxied.entry(f.as_ptr() as usize).or_default();
+                        if entry.0.is_none() {
+                            entry.0 = via.clone();
+                        }
+                        entry.1.push(self.views[i].name.clone());
+                    }
+                    Parent::Group(t) => *group_sizes.entry(*t).or_default() += 1,
+                    Parent::Concurrent(c) => {
+                        self.feeders.insert(*c, i);
+                    }
+                    Parent::Task(_) => {}
+                }
+            }
+        }
+
+        let bridged = self.bridged();
+        let blocked = self.blocked_threads(cap);
+        let mut loop_ids: AddrMap<String> = AddrMap::default();
+        let mut stacks = Vec::with_capacity(n);
+        for i in 0..n {
+            let addr = self.views[i].fut.obj.as_ptr() as usize;
+            let mut awaited_by: Vec<String> = links::awaited_by(
+                &self.aio,
+                &waiters,
+                &bridged,
+                &self.views[i].fut,
+                &direct[i],
+            )
+            .into_iter()
+            .map(|t| format!("task:{t:#x}"))
+            .collect();
+            for parent in &direct[i] {
+                if let Parent::Concurrent(c) = parent {
+                    for ident in blocked.get(c).map_or(&[][..], Vec::as_slice) {
+                        awaited_by.push(format!("thread:{ident}"));
+                    }
+                }
+            }
+            let event_loop = self.views[i].fut.event_loop.clone();
+            let thread = event_loop
+                .as_ref()
+                .and_then(|l| self.loop_threads.thread_of(cap, l));
+            let running = self.current.contains_key(&addr);
+            let (frames, omitted, awaiting) = match running_frames.get(&i) {
+                Some((frames, omitted)) => (frames.clone(), *omitted, None),
+                None => self.suspended(cap, i, &proxied, &group_sizes),
+            };
+            let view = &self.views[i];
+            let waiter_cancelled = view.waiter.as_ref().and_then(|w| self.aio.future_state(w))
+                == Some(FutState::Cancelled);
+            let state = match view.fut.state {
+                FutState::Finished => "done",
+                FutState::Cancelled => "cancelled",
+                FutState::Pending if running => "running",
+                FutState::Pending
+                    if view.must_cancel || view.cancel_requests > 0 || waiter_cancelled =>
+                {
+                    "cancelling"
+                }
+                FutState::Pending => "pending",
+            };
+            stacks.push(Stack {
+                id: format!("task:{addr:#x}"),
+                name: view.name.clone(),
+                thread,
+                state: state.to_string(),
+                frames,
+                frames_omitted: omitted,
+                details: StackDetails::Task(TaskDetails {
+                    event_loop: match &event_loop {
+                        Some(l) => loop_ids
+                            .entry(l.as_ptr() as usize)
+                            .or_insert_with(|| format!("loop:{}", safe::address(l)))
+                            .clone(),
+                        None => "loop:none".to_string(),
+                    },
+                    awaiting,
+                    awaited_by,
+                }),
+            });
+        }
+        sort_stacks(&mut stacks);
+        stacks
+    }
+
+    /// For each `concurrent.futures.Future` a task feeds, the futures some
+    /// task waits on that are chained to it (`asyncio.wrap_future` in another
+    /// loop). Built only when a task feeds one: it reads every waiter's callbacks.
+    fn bridged(&self) -> AddrMap<Vec<Bound<'py, PyAny>>> {
+        let mut out: AddrMap<Vec<Bound<'py, PyAny>>> = AddrMap::default();
+        if self.feeders.is_empty() {
+            return out;
+        }
+        for waiter in self.views.iter().filter_map(|v| v.waiter.as_ref()) {
+            for source in self.chained_sources(waiter) {
+                if self.feeders.contains_key(&(source.as_ptr() as usize)) {
+                    out.entry(source.as_ptr() as usize)
+                        .or_default()
+                        .push(waiter.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// The `concurrent.futures.Future`s an asyncio future's done-callbacks
+    /// hold (`_chain_future` keeps its source in their closures).
+    fn chained_sources(&self, future: &Bound<'py, PyAny>) -> Vec<Bound<'py, PyAny>> {
+        let Some(fut) = self.aio.future(future) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for callback in &fut.callbacks {
+            let (func, mut values) = self
+                .aio
+                .partial_parts(callback)
+                .unwrap_or_else(|| (callback.clone(), Vec::new()));
+            values.extend(safe::closure_values(&func));
+            out.extend(
+                values
+                    .into_iter()
+                    .filter(|v| self.aio.is_concurrent_future(v)),
+            );
+        }
+        out
+    }
+
+    /// Threads blocked in `concurrent.futures.Future.result()` (or
+    /// `.exception()`) on a future a task feeds, by future: the caller of
+    /// `run_coroutine_threadsafe(...).result()` waits for that task.
+    fn blocked_threads(&mut self, cap: &mut Capture<'py>) -> AddrMap<Vec<u64>> {
+        let mut out: AddrMap<Vec<u64>> = AddrMap::default();
+        if self.feeders.is_empty() {
+            return out;
+        }
+        let frames: Vec<(u64, Bound<'py, PyAny>)> =
+            self.stacks.all(cap).map(|(t, f)| (t, f.clone())).collect();
+        for (ident, frame) in frames {
+            let Some(info) = cap.walker.frame_of(&frame) else {
+                continue;
+            };
+            let is_result = info.filename.ends_with("concurrent/futures/_base.py")
+                && matches!(
+                    info.function.as_str(),
+                    "result" | "Future.result" | "exception" | "Future.exception"
+                );
+            if !is_result {
+                continue;
+            }
+            if let Some(future) = safe::frame_local(&frame, c"self") {
+                let key = future.as_ptr() as usize;
+                if self.feeders.contains_key(&key) {
+                    out.entry(key).or_default().push(ident);
+                }
+            }
+        }
+        out
+    }
+
+    /// Tasks whose coroutine is executing, located on their thread's stack.
+    fn running_coroutines(&mut self, cap: &mut Capture<'py>) -> AddrMap<OnStack> {
+        let mut out = AddrMap::default();
+        for (i, view) in self.views.iter().enumerate() {
+            let Some(coro) = view.coro.as_ref() else {
+                continue;
+            };
+            if !self.aio.is_running(coro) {
+                continue;
+            }
+            let Some(frame) = self.aio.coro_frame(coro) else {
+                continue;
+            };
+            match self.stacks.locate(cap, &frame) {
+                Some((ident, depth)) => {
+                    if let Some(l) = view.fut.event_loop.as_ref() {
+                        self.loop_threads.learn(l, ident);
+                    }
+                    out.insert(i, OnStack { ident, depth });
+                }
+                None => cap.errors.push(format!(
+                    "task {:?} is running but its frame is on no thread's stack",
+                    view.name
+                )),
+            }
+        }
+        out
+    }
+
+    /// The frames of each executing task: its thread's stack from the task's
+    /// coroutine up to the next executing task above it (an eager task
+    /// started from inside it), or to the top.
+    fn running_frames(
+        &mut self,
+        cap: &mut Capture<'py>,
+        on_stack: &AddrMap<OnStack>,
+    ) -> AddrMap<(Vec<Frame>, u64)> {
+        let mut by_thread: HashMap<u64, Vec<(usize, usize)>> = HashMap::new();
+        for (i, at) in on_stack {
+            by_thread.entry(at.ident).or_default().push((at.depth, *i));
+        }
+        let mut out = AddrMap::default();
+        for (ident, mut entries) in by_thread {
+            entries.sort_unstable();
+            let mut top = 0;
+            for (depth, i) in entries {
+                let slice = self.stacks.slice(ident, top, depth);
+                let mut frames: Vec<Frame> = slice
+                    .iter()
+                    .rev()
+                    .filter_map(|f| cap.walker.frame_of(f))
+                    .collect();
+                if top == 0 && ident == cap.current_thread {
+                    cap.trim_own_frames(&mut frames);
+                }
+                let max = cap.walker.max_depth();
+                let omitted = frames.len().saturating_sub(max);
+                frames.drain(..omitted);
+                out.insert(i, (frames, omitted as u64));
+                top = depth + 1;
+            }
+        }
+        out
+    }
+
+    /// Frames and `awaiting` of a task that is not executing.
+    fn suspended(
+        &mut self,
+        cap: &mut Capture<'py>,
+        i: usize,
+        proxied: &AddrMap<(Option<String>, Vec<String>)>,
+        group_sizes: &AddrMap<usize>,
+    ) -> (Vec<Frame>, u64, Option<String>) {
+        let Some(coro) = self.views[i].coro.clone() else {
+            return (Vec::new(), 0, None);
+        };
+        let chain = chain::follow(&self.aio, cap, &coro);
+        if self.views[i].fut.state != FutState::Pending {
+            return (chain.frames, chain.omitted, None);
+        }
+        let waiter = match self.views[i].waiter.clone() {
+            Some(w) if awaiting::needs_waiter(&chain.links) => self.classify(cap, &w, proxied),
+            Some(_) => Waiter::Unexamined,
+            None => Waiter::Nothing,
+        };
+        let leaf = match (&waiter, &chain.leaf) {
+            (Waiter::Nothing, Some(leaf)) => Some(safe::type_name(leaf)),
+            _ => None,
+        };
+        let addr = self.views[i].fut.obj.as_ptr() as usize;
+        let deadline = self.deadline(i);
+        let facts = Facts {
+            links: chain.links,
+            waiter,
+            leaf,
+            deadline,
+            group_size: group_sizes.get(&addr).copied(),
+        };
+        (chain.frames, chain.omitted, awaiting::describe(&facts))
+    }
+
+    /// What kind of future a task is blocked on.
+    fn classify(
+        &mut self,
+        cap: &mut Capture<'py>,
+        waiter: &Bound<'py, PyAny>,
+        proxied: &AddrMap<(Option<String>, Vec<String>)>,
+    ) -> Waiter {
+        let addr = waiter.as_ptr() as usize;
+        if self.aio.is_task(waiter) {
+            let name = match self.by_addr.get(&addr) {
+                Some(&j) => self.views[j].name.clone(),
+                None => self
+                    .aio
+                    .task(waiter)
+                    .map_or_else(|| safe::type_name(waiter), |t| t.name),
+            };
+            return Waiter::Task { name };
+        }
+        let Some(state) = self.aio.future_state(waiter) else {
+            return Waiter::Other {
+                type_name: safe::type_name(waiter),
+            };
+        };
+        if let Some(children) = self.aio.gather_size(waiter) {
+            return Waiter::Gather { children };
+        }
+        if let Some(source) = self.chained_sources(waiter).first() {
+            // A task of another loop (`run_coroutine_threadsafe`), else an
+            // executor's work item (`to_thread`, `run_in_executor`).
+            if let Some(&j) = self.feeders.get(&(source.as_ptr() as usize)) {
+                return Waiter::Task {
+                    name: self.views[j].name.clone(),
+                };
+            }
+            let thread = self.worker_of(cap, source);
+            return Waiter::Executor { thread };
+        }
+        let (via, tasks) = proxied.get(&addr).cloned().unwrap_or_default();
+        Waiter::Future {
+            type_name: safe::type_name(waiter),
+            state: state.word().to_string(),
+            via,
+            tasks,
+        }
+    }
+
+    /// The thread running a `concurrent.futures` work item: the worker whose
+    /// stack has `_WorkItem.run` with that item's future.
+    fn worker_of(&mut self, cap: &mut Capture<'py>, source: &Bound<'py, PyAny>) -> Option<u64> {
+        if self.workers.is_none() {
+            let mut workers = AddrMap::default();
+            if let Some(work_item) = self.aio.work_item {
+                let frames: Vec<(u64, Bound<'py, PyAny>)> =
+                    self.stacks.all(cap).map(|(t, f)| (t, f.clone())).collect();
+                for (ident, frame) in frames {
+                    let Some(info) = cap.walker.frame_of(&frame) else {
+                        continue;
+                    };
+                    let is_run = info.filename.ends_with("concurrent/futures/thread.py")
+                        && (info.function == "run" || info.function == "_WorkItem.run");
+                    if !is_run {
+                        continue;
+                    }
+                    let item = safe::frame_local(&frame, c"self")
+                        .filter(|s| safe::is_instance(s, work_item));
+                    if let Some(future) = item.and_then(|s| safe::instance_attr(&s, c"future")) {
+                        workers.insert(future.as_ptr() as usize, ident);
+                    }
+                }
+            }
+            self.workers = Some(workers);
+        }
+        self.workers
+            .as_ref()?
+            .get(&(source.as_ptr() as usize))
+            .copied()
+    }
+
+    /// Seconds until the loop timer that ends task `i`'s wait: a sleep's or
+    /// 3.9-3.11 `wait_for`'s timer keyed by the future waited on, an
+    /// `asyncio.timeout` (3.11+) keyed by the task.
+    fn deadline(&mut self, i: usize) -> Option<f64> {
+        let view = &self.views[i];
+        let event_loop = view.fut.event_loop.clone()?;
+        let keys = [
+            view.waiter.as_ref().map(|w| w.as_ptr() as usize),
+            Some(view.fut.obj.as_ptr() as usize),
+        ];
+        let now = self.now()?;
+        let timers = self
+            .timers
+            .entry(event_loop.as_ptr() as usize)
+            .or_insert_with(|| loop_timers(&self.aio, &event_loop));
+        keys.into_iter()
+            .flatten()
+            .find_map(|k| timers.get(&k))
+            .map(|when| when - now)
+    }
+
+    /// The loop clock: `BaseEventLoop.time()` is `time.monotonic()`, read
+    /// here through the `time` module's builtin.
+    fn now(&mut self) -> Option<f64> {
+        *self.now.get_or_insert_with(|| {
+            let time = safe::imported_module(self.aio.py, c"time")?;
+            let monotonic = safe::module_attr(&time, c"monotonic")?;
+            unsafe {
+                if ffi::PyCFunction_Check(monotonic.as_ptr()) == 0 {
+                    return None;
+                }
+                let value = safe::owned(self.aio.py, ffi::PyObject_CallNoArgs(monotonic.as_ptr()))?;
+                safe::float_value(&value)
+            }
+        })
+    }
+}
+
+/// When each pending timer of a `BaseEventLoop` fires, keyed by the first
+/// argument of its callback (the future `sleep` and `wait_for` resolve) or by
+/// the task an `asyncio.timeout` will cancel. Empty for loops whose clock is
+/// not `BaseEventLoop.time` or whose timers are not `TimerHandle`s (uvloop).
+fn loop_timers<'py>(aio: &Asyncio<'py>, event_loop: &Bound<'py, PyAny>) -> AddrMap<f64> {
+    let mut out = AddrMap::default();
+    let (Some(base), Some(t)) = (aio.base_loop, aio.timers.as_ref()) else {
+        return out;
+    };
+    if !safe::is_instance(event_loop, base) {
+        return out;
+    }
+    let own_clock = safe::type_lookup(
+        aio.py,
+        unsafe { ffi::Py_TYPE(event_loop.as_ptr()) },
+        c"time",
+    );
+    let base_clock = safe::type_lookup(aio.py, base, c"time");
+    match (own_clock, base_clock) {
+        (Some(a), Some(b)) if a.is(&b) => {}
+        _ => return out,
+    }
+    let Some(scheduled) =
+        safe::instance_attr(event_loop, c"_scheduled").and_then(|s| safe::sequence_items(&s))
+    else {
+        return out;
+    };
+    for handle in scheduled {
+        if !safe::is_instance(&handle, t.timer_tp) {
+            continue;
+        }
+        let cancelled = t
+            .cancelled
+            .as_ref()
+            .and_then(|a| a.get(&handle))
+            .and_then(|v| safe::bool_value(&v));
+        if cancelled != Some(false) {
+            continue;
+        }
+        let Some(when) = t
+            .when
+            .as_ref()
+            .and_then(|a| a.get(&handle))
+            .and_then(|v| safe::float_value(&v))
+        else {
+            continue;
+        };
+        let mut keys = Vec::new();
+        if let Some(first) = t
+            .args
+            .as_ref()
+            .and_then(|a| a.get(&handle))
+            .and_then(|a| safe::sequence_items(&a))
+            .and_then(|a| a.into_iter().next())
+        {
+            keys.push(first.as_ptr() as usize);
+        }
+        if let Some((_, this)) = t
+            .callback
+            .as_ref()
+            .and_then(|a| a.get(&handle))
+            .and_then(|c| safe::bound_method_parts(&c))
+        {
+            if let Some(task) = safe::instance_attr(&this, c"_task").filter(|x| aio.is_task(x)) {
+                keys.push(task.as_ptr() as usize);
+            }
+        }
+        for key in keys {
+            let slot = out.entry(key).or_insert(when);
+            *slot = slot.min(when);
+        }
+    }
+    out
+}
+
+/// Loops in order of first appearance, tasks within a loop by name with
+/// numbers in numeric order (`Task-2` before `Task-10`).
+///
+/// Ten thousand tasks sort on integer keys: the few distinct name stems
+/// (`Task-`, `worker-`) are ranked once, so no comparison reads a string.
+fn sort_stacks(stacks: &mut Vec<Stack>) {
+    fn split(name: &str) -> (&str, u64) {
+        let head = name.trim_end_matches(|c: char| c.is_ascii_digit());
+        (head, name[head.len()..].parse().unwrap_or(0))
+    }
+    let parts: Vec<(&str, u64)> = stacks.iter().map(|s| split(&s.name)).collect();
+    let mut heads: Vec<&str> = parts.iter().map(|p| p.0).collect();
+    heads.sort_unstable();
+    heads.dedup();
+    let head_rank: crate::fasthash::FastMap<&str, usize> =
+        heads.iter().enumerate().map(|(i, h)| (*h, i)).collect();
+    // Full names break ties between names that differ only in leading zeros.
+    let mut order: Vec<(usize, u64, usize)> = parts
+        .iter()
+        .enumerate()
+        .map(|(i, (head, number))| (head_rank[head], *number, i))
+        .collect();
+    order.sort_unstable_by(|a, b| {
+        (a.0, a.1)
+            .cmp(&(b.0, b.1))
+            .then_with(|| stacks[a.2].name.cmp(&stacks[b.2].name))
+            .then_with(|| stacks[a.2].id.cmp(&stacks[b.2].id))
+    });
+    let mut loops: crate::fasthash::FastMap<&str, usize> = Default::default();
+    let mut ranked: Vec<(usize, usize)> = Vec::with_capacity(order.len());
+    for (position, &(_, _, i)) in order.iter().enumerate() {
+        let next = loops.len();
+        let rank = *loops.entry(loop_id(&stacks[i])).or_insert(next);
+        ranked.push((rank, position));
+    }
+    ranked.sort_unstable();
+    let mut slots: Vec<Option<Stack>> = stacks.drain(..).map(Some).collect();
+    stacks.extend(
+        ranked
+            .into_iter()
+            .filter_map(|(_, position)| slots[order[position].2].take()),
+    );
+}
+
+fn loop_id(stack: &Stack) -> &str {
+    match &stack.details {
+        StackDetails::Task(d) => &d.event_loop,
+        _ => "",
+    }
+}
