@@ -338,7 +338,7 @@ mod tests {
             frames: vec![
                 Frame::new("/srv/app.py", Some(3), "main"),
                 Frame {
-                    source: Some(format!("step_{line}()")),
+                    source: Some(format!("step_{line}()").into()),
                     ..Frame::new("/srv/app.py", Some(line), "Worker.run")
                 },
             ],
@@ -436,7 +436,7 @@ mod tests {
         new.frames[2].lineno = Some(10);
         let (a, b) = changed_frames(&old, &new);
         assert_eq!(
-            (a.map(|f| f.function.as_str()), b.unwrap().function.as_str()),
+            (a.map(|f| &*f.function), &*b.unwrap().function),
             (None, "outer")
         );
     }

@@ -3,7 +3,7 @@
 //! doing. Pure Rust, so `cargo test` checks it.
 
 use crate::fasthash::FastMap;
-use crate::model::{Frame, Snapshot, Stack, StackDetails};
+use crate::model::{Frame, Snapshot, Stack, StackDetails, Text};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -13,12 +13,12 @@ use std::time::SystemTime;
 pub fn fill_sources(snapshot: &mut Snapshot) {
     // First pass: which lines of which files are wanted, so each file is
     // looked at once and only the wanted lines are decoded.
-    let mut wanted: FastMap<String, BTreeSet<u32>> = FastMap::default();
+    let mut wanted: FastMap<Text, BTreeSet<u32>> = FastMap::default();
     for frame in all_frames(snapshot) {
         if let Some(n) = frame.lineno.filter(|&n| n > 0) {
             // Look up before inserting: most frames share a few files, and
             // `entry()` would copy the file name for every frame.
-            match wanted.get_mut(&frame.filename) {
+            match wanted.get_mut(&*frame.filename) {
                 Some(lines) => {
                     lines.insert(n);
                 }
@@ -37,7 +37,7 @@ pub fn fill_sources(snapshot: &mut Snapshot) {
     {
         *cache = None;
     }
-    let found: FastMap<String, HashMap<u32, Option<String>>> = wanted
+    let found: FastMap<Text, HashMap<u32, Option<Text>>> = wanted
         .into_iter()
         .filter_map(|(file, lines)| {
             let cached = lookup(&mut cache, &file, &lines)?;
@@ -48,7 +48,7 @@ pub fn fill_sources(snapshot: &mut Snapshot) {
     for frame in all_frames(snapshot) {
         frame.source = frame
             .lineno
-            .and_then(|n| found.get(&frame.filename)?.get(&n)?.clone());
+            .and_then(|n| found.get(&*frame.filename)?.get(&n)?.clone());
     }
 }
 
@@ -57,7 +57,7 @@ pub fn fill_sources(snapshot: &mut Snapshot) {
 /// kept, so the cache stays small however long the process lives.
 struct CachedFile {
     identity: (u64, SystemTime),
-    lines: HashMap<u32, Option<String>>,
+    lines: HashMap<u32, Option<Text>>,
 }
 
 static SOURCE_CACHE: Mutex<Option<HashMap<String, CachedFile>>> = Mutex::new(None);
@@ -67,7 +67,7 @@ fn lookup(
     cache: &mut Option<HashMap<String, CachedFile>>,
     filename: &str,
     wanted: &BTreeSet<u32>,
-) -> Option<HashMap<u32, Option<String>>> {
+) -> Option<HashMap<u32, Option<Text>>> {
     if filename.starts_with('<') {
         return None;
     }
@@ -104,16 +104,16 @@ fn all_frames(snapshot: &mut Snapshot) -> impl Iterator<Item = &mut Frame> {
 
 /// The wanted lines of one file, stripped (`None` past its end); `None`
 /// when it can't be read.
-fn read_lines(filename: &str, wanted: &BTreeSet<u32>) -> Option<HashMap<u32, Option<String>>> {
+fn read_lines(filename: &str, wanted: &BTreeSet<u32>) -> Option<HashMap<u32, Option<Text>>> {
     let bytes = std::fs::read(filename).ok()?;
-    let mut out: HashMap<u32, Option<String>> = wanted.iter().map(|n| (*n, None)).collect();
+    let mut out: HashMap<u32, Option<Text>> = wanted.iter().map(|n| (*n, None)).collect();
     let last = *wanted.last()?;
     for (i, line) in bytes.split(|&b| b == b'\n').enumerate().take(last as usize) {
         let n = i as u32 + 1;
         if let Some(slot) = out.get_mut(&n) {
             // Python source is UTF-8 unless a coding cookie says otherwise;
             // such files are rare, and a lossy line beats no line in a dump.
-            *slot = Some(String::from_utf8_lossy(line).trim().to_string());
+            *slot = Some(Text::from(String::from_utf8_lossy(line).trim()));
         }
     }
     Some(out)
@@ -203,7 +203,7 @@ mod tests {
             .collect();
         assert_eq!(
             sources,
-            vec![Some("return 1".to_string()), None, None, None]
+            vec![Some(Text::from("return 1")), None, None, None]
         );
         std::fs::remove_dir_all(dir).unwrap();
     }

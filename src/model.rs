@@ -147,28 +147,29 @@ pub struct TaskDetails {
     pub awaited_by: Vec<String>,
 }
 
+/// Shared immutable text. Thousands of frames name the same few files,
+/// functions and source lines: they share one allocation each instead of
+/// copying it (capture, clone and drop are then a reference count).
+pub type Text = std::sync::Arc<str>;
+
 /// One frame of a stack.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Frame {
     /// As the code object has it (absolute for imported modules).
-    pub filename: String,
+    pub filename: Text,
     /// Null where the interpreter has no line for the current instruction.
     pub lineno: Option<u32>,
     /// Qualified name where the interpreter has one (`Worker.run`).
-    pub function: String,
+    pub function: Text,
     /// The stripped source line, or null when the file can't be read.
-    pub source: Option<String>,
+    pub source: Option<Text>,
     /// Local variables as rendered text, when asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locals: Option<Locals>,
 }
 
 impl Frame {
-    pub fn new(
-        filename: impl Into<String>,
-        lineno: Option<u32>,
-        function: impl Into<String>,
-    ) -> Self {
+    pub fn new(filename: impl Into<Text>, lineno: Option<u32>, function: impl Into<Text>) -> Self {
         Frame {
             filename: filename.into(),
             lineno,

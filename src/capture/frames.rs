@@ -4,14 +4,14 @@
 use crate::capture::locals::{LocalsReader, PendingReprs};
 use crate::capture::{safe, LocalsMode};
 use crate::fasthash::FastMap;
-use crate::model::Frame;
+use crate::model::{Frame, Text};
 use pyo3::ffi;
 use pyo3::prelude::*;
 
 #[derive(Clone)]
 struct CodeInfo {
-    filename: String,
-    function: String,
+    filename: Text,
+    function: Text,
 }
 
 /// Walks frame chains for one capture. Code objects are looked up once per
@@ -179,7 +179,10 @@ impl<'py> FrameWalker<'py> {
         .or_else(|| read(pyo3::intern!(py, "co_name")))
         .unwrap_or_else(|| "<unknown>".to_string());
         safe::clear_error();
-        let info = CodeInfo { filename, function };
+        let info = CodeInfo {
+            filename: Text::from(filename),
+            function: Text::from(function),
+        };
         self.codes.insert(key, info.clone());
         info
     }

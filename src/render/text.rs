@@ -144,8 +144,16 @@ fn render_group(
             "{} with this same stack: {names}{tail}",
             first.kind().count_noun(group.len())
         )?;
-        for stack in group {
+        // Each member's own header for the first few; a pool of 10,000 tasks
+        // would otherwise bury the one stack that differs under 10,000 lines.
+        for stack in group.iter().take(GROUP_NAMES_SHOWN) {
             writeln!(out, "  {}", header_with(snapshot, Some(index), stack))?;
+        }
+        if more > 0 {
+            writeln!(
+                out,
+                "  … {more} more, listed one by one with group=False and in the JSON"
+            )?;
         }
     }
     render_frames(first, options, out)
@@ -412,6 +420,8 @@ Thread \"MainThread\" (ident 1, native id 1001, running, current)
         }
         let text = render_to_string(&snap, &TextOptions::default());
         assert!(text.contains("20 threads with this same stack: w0, w1, w2, w3, w4, w5, w6, w7, w8, w9, w10, w11, … and 8 more\n"));
+        assert!(text.contains("  Thread \"w11\" (ident 11, native id 1011, sleeping)\n  … 8 more, listed one by one with group=False and in the JSON\n  File "));
+        assert!(!text.contains("Thread \"w12\""));
     }
 
     fn task(id: &str, name: &str, thread: Option<u64>, details: TaskDetails) -> Stack {

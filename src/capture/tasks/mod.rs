@@ -331,7 +331,7 @@ impl<'py> Backend<'py> {
             };
             let is_result = info.filename.ends_with("concurrent/futures/_base.py")
                 && matches!(
-                    info.function.as_str(),
+                    &*info.function,
                     "result" | "Future.result" | "exception" | "Future.exception"
                 );
             if !is_result {
@@ -507,7 +507,7 @@ impl<'py> Backend<'py> {
                         continue;
                     };
                     let is_run = info.filename.ends_with("concurrent/futures/thread.py")
-                        && (info.function == "run" || info.function == "_WorkItem.run");
+                        && matches!(&*info.function, "run" | "_WorkItem.run");
                     if !is_run {
                         continue;
                     }
