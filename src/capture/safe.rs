@@ -125,6 +125,19 @@ pub fn builtin_attr<'py>(
     }
 }
 
+/// `name` looked up along the MRO of `tp` (what `type.name` finds before
+/// descriptors run), without calling anything: no metaclass hook, no getter.
+pub fn type_lookup<'py>(
+    py: Python<'py>,
+    tp: *mut ffi::PyTypeObject,
+    name: &CStr,
+) -> Option<Bound<'py, PyAny>> {
+    unsafe {
+        let key = owned(py, ffi::PyUnicode_FromString(name.as_ptr()))?;
+        borrowed(py, _PyType_Lookup(tp, key.as_ptr()))
+    }
+}
+
 /// A Python `str` as Rust text; lone surrogates are replaced, never raised.
 pub fn str_value(obj: &Bound<'_, PyAny>) -> Option<String> {
     unsafe {
