@@ -3,12 +3,12 @@
 //! doing. Pure Rust, so `cargo test` checks it.
 
 use crate::model::{Snapshot, Stack, StackDetails};
-use std::collections::HashMap;
+use crate::fasthash::FastMap;
 
 /// Fills `Frame::source` from the files on disk. Files that cannot be read
 /// (frozen modules, `<string>`, deleted files, zip imports) leave it null.
 pub fn fill_sources(snapshot: &mut Snapshot) {
-    let mut files: HashMap<String, Option<Vec<String>>> = HashMap::new();
+    let mut files: FastMap<String, Option<Vec<String>>> = FastMap::default();
     let frames = snapshot.stacks.iter_mut().flat_map(|s| {
         let spawn: &mut [crate::model::Frame] = match &mut s.details {
             StackDetails::Greenlet(d) => &mut d.spawn_frames,
@@ -20,9 +20,12 @@ pub fn fill_sources(snapshot: &mut Snapshot) {
         let Some(lineno) = frame.lineno.filter(|&n| n > 0) else {
             continue;
         };
-        let lines = files
-            .entry(frame.filename.clone())
-            .or_insert_with(|| read_lines(&frame.filename));
+        // Looked up before inserting: thousands of frames share a few files,
+        // and cloning the name for each lookup cost more than the reads.
+        if !files.contains_key(&frame.filename) {
+            files.insert(frame.filename.clone(), read_lines(&frame.filename));
+        }
+        let lines = &files[&frame.filename];
         frame.source = lines
             .as_ref()
             .and_then(|l| l.get(lineno as usize - 1))

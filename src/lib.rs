@@ -6,6 +6,7 @@
 
 pub mod enrich;
 pub mod error;
+pub mod fasthash;
 pub mod model;
 pub mod output;
 pub mod render;

@@ -5,7 +5,7 @@ use crate::capture::safe;
 use crate::model::Frame;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use std::collections::HashMap;
+use crate::fasthash::FastMap;
 
 #[derive(Clone)]
 struct CodeInfo {
@@ -19,7 +19,7 @@ struct CodeInfo {
 pub struct FrameWalker<'py> {
     py: Python<'py>,
     max_depth: usize,
-    codes: HashMap<usize, CodeInfo>,
+    codes: FastMap<usize, CodeInfo>,
     // 3.11+ code objects carry `co_qualname`; before, only `co_name` exists.
     has_qualname: bool,
 }
@@ -29,7 +29,7 @@ impl<'py> FrameWalker<'py> {
         FrameWalker {
             py,
             max_depth,
-            codes: HashMap::new(),
+            codes: FastMap::default(),
             has_qualname: cfg!(Py_3_11),
         }
     }

@@ -2,10 +2,11 @@
 //! group of identical stacks), frames in exactly Python's traceback form so
 //! editors and log tools can jump to them.
 
+use crate::fasthash::{FastHasher, FastMap};
 use crate::model::{Frame, Snapshot, Stack, StackDetails, StackKind};
 use crate::render::tree;
 use itertools::Itertools;
-use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::io::{self, Write};
 
 /// How many member names a group header lists before "and N more".
@@ -30,6 +31,7 @@ impl Default for TextOptions {
 
 pub fn render(snapshot: &Snapshot, options: &TextOptions, out: &mut dyn Write) -> io::Result<()> {
     writeln!(out, "{}", header_line(snapshot))?;
+    let refs = Refs::new(snapshot);
     for kind in StackKind::ALL {
         let stacks: Vec<&Stack> = snapshot
             .stacks
@@ -44,7 +46,7 @@ pub fn render(snapshot: &Snapshot, options: &TextOptions, out: &mut dyn Write) -
         }
         for group in groups(&stacks, options.group) {
             writeln!(out)?;
-            render_group(snapshot, &group, options, out)?;
+            render_group(&refs, &group, options, out)?;
         }
     }
     if !snapshot.errors.is_empty() {
@@ -81,8 +83,8 @@ fn groups<'a>(stacks: &[&'a Stack], enabled: bool) -> Vec<Vec<&'a Stack>> {
     if !enabled {
         return stacks.iter().map(|s| vec![*s]).collect();
     }
-    type Key<'k> = (u64, Vec<(&'k str, Option<u32>, &'k str)>);
-    let mut index: HashMap<Key<'a>, usize> = HashMap::new();
+    // Fingerprint -> groups with it; members are confirmed frame by frame.
+    let mut index: FastMap<u64, Vec<usize>> = FastMap::default();
     let mut out: Vec<Vec<&'a Stack>> = Vec::new();
     for stack in stacks {
         // An empty stack (a task or greenlet not started) says nothing shared.
@@ -90,14 +92,11 @@ fn groups<'a>(stacks: &[&'a Stack], enabled: bool) -> Vec<Vec<&'a Stack>> {
             out.push(vec![*stack]);
             continue;
         }
-        let key = (
-            stack.frames_omitted,
-            stack.frames.iter().map(Frame::location).collect(),
-        );
-        match index.get(&key) {
-            Some(&i) => out[i].push(*stack),
+        let candidates = index.entry(fingerprint(stack)).or_default();
+        match candidates.iter().find(|&&g| same_stack(out[g][0], stack)) {
+            Some(&g) => out[g].push(*stack),
             None => {
-                index.insert(key, out.len());
+                candidates.push(out.len());
                 out.push(vec![*stack]);
             }
         }
@@ -105,15 +104,51 @@ fn groups<'a>(stacks: &[&'a Stack], enabled: bool) -> Vec<Vec<&'a Stack>> {
     out
 }
 
+/// Where a stack is: its frames, then (greenlets spawned from different
+/// places are told apart) where gevent saw it spawned.
+fn locations(stack: &Stack) -> impl Iterator<Item = (&str, Option<u32>, &str)> {
+    let spawned: &[Frame] = match &stack.details {
+        StackDetails::Greenlet(d) => &d.spawn_frames,
+        _ => &[],
+    };
+    stack.frames.iter().chain(spawned).map(Frame::location)
+}
+
+fn fingerprint(stack: &Stack) -> u64 {
+    let mut hasher = FastHasher::default();
+    stack.frames_omitted.hash(&mut hasher);
+    for location in locations(stack) {
+        location.hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+fn same_stack(a: &Stack, b: &Stack) -> bool {
+    a.frames_omitted == b.frames_omitted && locations(a).eq(locations(b))
+}
+
+/// Stacks by id, so headers name the stacks they refer to in O(1).
+struct Refs<'a>(FastMap<&'a str, &'a Stack>);
+
+impl<'a> Refs<'a> {
+    fn new(snapshot: &'a Snapshot) -> Self {
+        Refs(snapshot.stacks.iter().map(|s| (s.id.as_str(), s)).collect())
+    }
+
+    fn describe(&self, id: &str) -> String {
+        describe_stack(self.0.get(id).copied(), id)
+    }
+}
+
 fn render_group(
-    snapshot: &Snapshot,
+    refs: &Refs<'_>,
     group: &[&Stack],
     options: &TextOptions,
     out: &mut dyn Write,
 ) -> io::Result<()> {
     let first = group[0];
     if group.len() == 1 {
-        writeln!(out, "{}", stack_header(snapshot, first))?;
+        writeln!(out, "{}", header(refs, first))?;
     } else {
         let names = group
             .iter()
@@ -131,15 +166,37 @@ fn render_group(
             "{} with this same stack: {names}{tail}",
             first.kind().count_noun(group.len())
         )?;
-        for stack in group {
-            writeln!(out, "  {}", stack_header(snapshot, stack))?;
+        // The names above cover the rest; every id is in the JSON dump.
+        for stack in group.iter().take(GROUP_NAMES_SHOWN) {
+            writeln!(out, "  {}", header(refs, stack))?;
+        }
+        if more > 0 {
+            writeln!(out, "  … and {more} more")?;
         }
     }
-    render_frames(first, options, out)
+    render_frames(first, options, out)?;
+    render_spawn_frames(first, options, out)
+}
+
+/// Where gevent saw a greenlet spawned, under its stack.
+fn render_spawn_frames(stack: &Stack, options: &TextOptions, out: &mut dyn Write) -> io::Result<()> {
+    if let StackDetails::Greenlet(d) = &stack.details {
+        if !d.spawn_frames.is_empty() {
+            writeln!(out, "  Spawned at:")?;
+            for frame in &d.spawn_frames {
+                render_frame(frame, options, "    ", out)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `Thread "worker-1" (ident 1401, native id 77, sleeping, daemon)`
 pub fn stack_header(snapshot: &Snapshot, stack: &Stack) -> String {
+    header(&Refs::new(snapshot), stack)
+}
+
+fn header(refs: &Refs<'_>, stack: &Stack) -> String {
     let mut facts: Vec<String> = Vec::new();
     let title = match &stack.details {
         StackDetails::Thread(d) => {
@@ -168,10 +225,10 @@ pub fn stack_header(snapshot: &Snapshot, stack: &Stack) -> String {
                 facts.push("hub".into());
             }
             if let Some(parent) = &d.parent {
-                facts.push(format!("parent {}", describe_ref(snapshot, parent)));
+                facts.push(format!("parent {}", refs.describe(parent)));
             }
             if let Some(spawner) = &d.spawned_by {
-                facts.push(format!("spawned by {}", describe_ref(snapshot, spawner)));
+                facts.push(format!("spawned by {}", refs.describe(spawner)));
             }
             "Greenlet"
         }
@@ -189,7 +246,7 @@ pub fn stack_header(snapshot: &Snapshot, stack: &Stack) -> String {
                 let by = d
                     .awaited_by
                     .iter()
-                    .map(|id| describe_ref(snapshot, id))
+                    .map(|id| refs.describe(id))
                     .join(", ");
                 facts.push(format!("awaited by {by}"));
             }
@@ -201,7 +258,11 @@ pub fn stack_header(snapshot: &Snapshot, stack: &Stack) -> String {
 
 /// A stack id as a person reads it: `Task "main"` when the snapshot has it.
 pub fn describe_ref(snapshot: &Snapshot, id: &str) -> String {
-    match snapshot.stack(id) {
+    describe_stack(snapshot.stack(id), id)
+}
+
+fn describe_stack(stack: Option<&Stack>, id: &str) -> String {
+    match stack {
         Some(s) => {
             let title = match s.kind() {
                 StackKind::Thread => "Thread",

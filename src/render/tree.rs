@@ -2,7 +2,7 @@
 //! thread, tasks under the task that awaits them per event loop, like `pstree`.
 
 use crate::model::{Snapshot, Stack, StackDetails, StackKind};
-use std::collections::{HashMap, HashSet};
+use crate::fasthash::FastMap as HashMap;
 use std::io::{self, Write};
 
 /// The tree edge of a stack: its parent greenlet, or the first task awaiting it.
@@ -11,6 +11,14 @@ pub fn parent_of(stack: &Stack) -> Option<&str> {
         StackDetails::Greenlet(d) => d.parent.as_deref(),
         StackDetails::Task(d) => d.awaited_by.first().map(String::as_str),
         StackDetails::Thread(_) => None,
+    }
+}
+
+/// What the stacks of one tree share, cheap to compare: (loop, thread).
+fn container_key(stack: &Stack) -> (Option<&str>, Option<u64>) {
+    match &stack.details {
+        StackDetails::Task(d) => (Some(d.event_loop.as_str()), stack.thread),
+        _ => (None, stack.thread),
     }
 }
 
@@ -28,7 +36,36 @@ fn container_of(stack: &Stack) -> String {
     }
 }
 
+/// Leaf siblings with the same label (bar the id) are shown as one line
+/// from this many on (`├─ 812 × "worker" (suspended, at app.py:12)`).
+const COLLAPSE_AT: usize = 3;
+
 fn label(stack: &Stack) -> String {
+    format!("{:?} [{}] ({})", stack.name, stack.id, facts(stack))
+}
+
+/// What a collapsed line shares: the label without the id.
+fn shared_label(stack: &Stack) -> String {
+    format!("{:?} ({})", stack.name, facts(stack))
+}
+
+/// Everything `shared_label` shows, without formatting it.
+type LabelKey<'a> = (&'a str, &'a str, bool, Option<&'a str>, Option<(&'a str, Option<u32>)>);
+
+fn label_key(stack: &Stack) -> LabelKey<'_> {
+    let (hub, awaiting) = match &stack.details {
+        StackDetails::Greenlet(d) => (d.hub, None),
+        StackDetails::Task(d) => (false, d.awaiting.as_deref()),
+        StackDetails::Thread(_) => (false, None),
+    };
+    let at = stack
+        .frames
+        .last()
+        .map(|f| (short_file(&f.filename), f.lineno));
+    (&stack.name, &stack.state, hub, awaiting, at)
+}
+
+fn facts(stack: &Stack) -> String {
     let mut facts = vec![stack.state.clone()];
     match &stack.details {
         StackDetails::Greenlet(d) if d.hub => facts.push("hub".into()),
@@ -46,7 +83,7 @@ fn label(stack: &Stack) -> String {
             last.lineno.map_or("?".into(), |n| n.to_string())
         ));
     }
-    format!("{:?} [{}] ({})", stack.name, stack.id, facts.join(", "))
+    facts.join(", ")
 }
 
 fn short_file(path: &str) -> &str {
@@ -55,82 +92,149 @@ fn short_file(path: &str) -> &str {
 
 /// Writes one tree per container for the stacks of `kind` (greenlets or tasks).
 pub fn render(
-    _snapshot: &Snapshot,
+    snapshot: &Snapshot,
     kind: StackKind,
     stacks: &[&Stack],
     out: &mut dyn Write,
 ) -> io::Result<()> {
-    let mut containers: Vec<String> = Vec::new();
-    let mut members: HashMap<String, Vec<&Stack>> = HashMap::new();
+    let mut containers: Vec<&Stack> = Vec::new();
+    let mut members: HashMap<(Option<&str>, Option<u64>), Vec<&Stack>> = HashMap::default();
     for stack in stacks {
-        let c = container_of(stack);
-        if !members.contains_key(&c) {
-            containers.push(c.clone());
+        let group = members.entry(container_key(stack)).or_default();
+        if group.is_empty() {
+            containers.push(stack);
         }
-        members.entry(c).or_default().push(stack);
+        group.push(stack);
     }
     let title = match kind {
         StackKind::Greenlet => "Greenlet tree",
         StackKind::Task => "Task tree",
         StackKind::Thread => "Thread tree",
     };
-    for container in containers {
-        let group = &members[&container];
+    for first in containers {
+        let container = container_of(first);
+        let group = &members[&container_key(first)];
         writeln!(out)?;
-        writeln!(out, "{title} of {container}:")?;
-        let ids: HashSet<&str> = group.iter().map(|s| s.id.as_str()).collect();
-        let mut children: HashMap<&str, Vec<&Stack>> = HashMap::new();
-        let mut roots: Vec<&Stack> = Vec::new();
-        for stack in group {
-            match parent_of(stack).filter(|p| ids.contains(p) && *p != stack.id) {
-                Some(p) => children.entry(p).or_default().push(stack),
-                None => roots.push(stack),
-            }
-        }
-        let mut seen: HashSet<&str> = HashSet::new();
-        for root in &roots {
-            write_node(root, &children, "  ", "", &mut seen, out)?;
-        }
-        // Stacks on a parent cycle have no root: show them rather than drop them.
-        for stack in group {
-            if !seen.contains(stack.id.as_str()) {
-                write_node(stack, &children, "  ", "", &mut seen, out)?;
-            }
-        }
+        // A greenlet tree is per thread: name the thread when the snapshot has it.
+        let thread_name = match (kind, group[0].thread) {
+            (StackKind::Greenlet, Some(t)) => snapshot
+                .stack(&format!("thread:{t}"))
+                .map(|s| format!(" ({:?})", s.name)),
+            _ => None,
+        };
+        writeln!(
+            out,
+            "{title} of {container}{}:",
+            thread_name.unwrap_or_default()
+        )?;
+        Tree::new(group).write(out)?;
     }
     Ok(())
 }
 
-fn write_node<'a>(
-    stack: &'a Stack,
-    children: &HashMap<&str, Vec<&'a Stack>>,
-    indent: &str,
-    branch: &str,
-    seen: &mut HashSet<&'a str>,
-    out: &mut dyn Write,
-) -> io::Result<()> {
-    if !seen.insert(stack.id.as_str()) {
-        return writeln!(out, "{indent}{branch}{} (again, see above)", stack.id);
+/// One container's stacks as a tree, by index into `stacks`.
+struct Tree<'a> {
+    stacks: &'a [&'a Stack],
+    children: Vec<Vec<usize>>,
+    roots: Vec<usize>,
+    seen: Vec<bool>,
+}
+
+impl<'a> Tree<'a> {
+    fn new(stacks: &'a [&'a Stack]) -> Self {
+        let ids: HashMap<&str, usize> = stacks
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.as_str(), i))
+            .collect();
+        let mut children = vec![Vec::new(); stacks.len()];
+        let mut roots = Vec::new();
+        for (i, stack) in stacks.iter().enumerate() {
+            match parent_of(stack).and_then(|p| ids.get(p)).filter(|&&p| p != i) {
+                Some(&p) => children[p].push(i),
+                None => roots.push(i),
+            }
+        }
+        Tree {
+            stacks,
+            children,
+            roots,
+            seen: vec![false; stacks.len()],
+        }
     }
-    writeln!(out, "{indent}{branch}{}", label(stack))?;
-    let kids = children
-        .get(stack.id.as_str())
-        .map(Vec::as_slice)
-        .unwrap_or(&[]);
-    let child_indent = match branch {
-        "" => indent.to_string(),
-        "└─ " => format!("{indent}   "),
-        _ => format!("{indent}│  "),
-    };
-    for (i, kid) in kids.iter().enumerate() {
-        let kid_branch = if i + 1 == kids.len() {
-            "└─ "
-        } else {
-            "├─ "
+
+    fn write(mut self, out: &mut dyn Write) -> io::Result<()> {
+        for root in std::mem::take(&mut self.roots) {
+            self.write_node(root, "  ", "", out)?;
+        }
+        // Stacks on a parent cycle have no root: show them rather than drop them.
+        for i in 0..self.stacks.len() {
+            if !self.seen[i] {
+                self.write_node(i, "  ", "", out)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_node(&mut self, i: usize, indent: &str, branch: &str, out: &mut dyn Write) -> io::Result<()> {
+        let stack = self.stacks[i];
+        if std::mem::replace(&mut self.seen[i], true) {
+            return writeln!(out, "{indent}{branch}{} (again, see above)", stack.id);
+        }
+        writeln!(out, "{indent}{branch}{}", label(stack))?;
+        let child_indent = match branch {
+            "" => indent.to_string(),
+            "└─ " => format!("{indent}   "),
+            _ => format!("{indent}│  "),
         };
-        write_node(kid, children, &child_indent, kid_branch, seen, out)?;
+        let items = self.collapse(&self.children[i]);
+        for (n, item) in items.iter().enumerate() {
+            let kid_branch = if n + 1 == items.len() {
+                "└─ "
+            } else {
+                "├─ "
+            };
+            match item.as_slice() {
+                [kid] => self.write_node(*kid, &child_indent, kid_branch, out)?,
+                many => {
+                    for &k in many {
+                        self.seen[k] = true;
+                    }
+                    writeln!(
+                        out,
+                        "{child_indent}{kid_branch}{} × {}",
+                        many.len(),
+                        shared_label(self.stacks[many[0]])
+                    )?;
+                }
+            }
+        }
+        Ok(())
     }
-    Ok(())
+
+    /// Siblings in order, leaves with the same shared label gathered into
+    /// one item (at the place of the first) once there are `COLLAPSE_AT`.
+    fn collapse(&self, kids: &[usize]) -> Vec<Vec<usize>> {
+        let key = |k: usize| self.children[k].is_empty().then(|| label_key(self.stacks[k]));
+        let mut same: HashMap<LabelKey<'a>, Vec<usize>> = HashMap::default();
+        for &k in kids {
+            if let Some(key) = key(k) {
+                same.entry(key).or_default().push(k);
+            }
+        }
+        let mut items = Vec::new();
+        for &k in kids {
+            match key(k).and_then(|key| same.get(&key)) {
+                Some(group) if group.len() >= COLLAPSE_AT => {
+                    if group[0] == k {
+                        items.push(group.clone());
+                    }
+                }
+                _ => items.push(vec![k]),
+            }
+        }
+        items
+    }
 }
 
 #[cfg(test)]

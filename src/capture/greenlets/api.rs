@@ -5,7 +5,7 @@
 //! `dead` getter is not used because it frees the stack of a greenlet whose
 //! thread has exited, which can run finalizers in the middle of a capture.
 
-use crate::capture::safe;
+use crate::capture::safe::{self, BuiltinGetter};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use std::ffi::CStr;
@@ -32,6 +32,11 @@ pub struct GreenletApi<'py> {
     /// Keeps `tp` alive for the capture.
     _type_obj: Bound<'py, PyAny>,
     pub tp: *mut ffi::PyTypeObject,
+    /// greenlet's C getters, looked up once on the base type (subclass
+    /// overrides of these names are never called).
+    pub gr_frame: Option<BuiltinGetter<'py>>,
+    pub stack_saved: Option<BuiltinGetter<'py>>,
+    pub run: Option<BuiltinGetter<'py>>,
     main: Predicate,
     started: Predicate,
     active: Predicate,
@@ -94,8 +99,12 @@ impl<'py> GreenletApi<'py> {
             if wanted.iter().any(|&i| slots[i].is_null()) {
                 return Err("greenlet's C API is incomplete; no greenlets".into());
             }
+            let tp = type_obj.as_ptr() as *mut ffi::PyTypeObject;
             Ok(Some(GreenletApi {
-                tp: type_obj.as_ptr() as *mut ffi::PyTypeObject,
+                tp,
+                gr_frame: BuiltinGetter::new(py, tp, c"gr_frame"),
+                stack_saved: BuiltinGetter::new(py, tp, c"_stack_saved"),
+                run: BuiltinGetter::new(py, tp, c"run"),
                 _type_obj: type_obj,
                 main: std::mem::transmute::<*mut c_void, Predicate>(slots[MAIN_SLOT]),
                 started: std::mem::transmute::<*mut c_void, Predicate>(slots[STARTED_SLOT]),
@@ -151,7 +160,7 @@ impl<'py> GreenletApi<'py> {
     }
 }
 
-/// gevent's types, when gevent is imported.
+/// gevent's types and the getters of their Cython fields, when gevent is imported.
 #[derive(Default)]
 pub struct Gevent<'py> {
     /// `gevent.Greenlet` (a Cython class, or Python with `GEVENT_PURE_PYTHON`).
@@ -160,18 +169,38 @@ pub struct Gevent<'py> {
     pub hub: Option<Bound<'py, PyAny>>,
     /// `gevent.greenlet._Frame`: one entry of a spawning stack.
     pub frame: Option<Bound<'py, PyAny>>,
+    /// Cython fields of `Greenlet` (absent in pure-Python gevent, which
+    /// keeps them in the instance `__dict__`).
+    pub spawning_greenlet: Option<BuiltinGetter<'py>>,
+    pub spawning_stack: Option<BuiltinGetter<'py>>,
+    /// Fields of `_Frame` (Cython fields, or `__slots__` members).
+    pub f_code: Option<BuiltinGetter<'py>>,
+    pub f_lineno: Option<BuiltinGetter<'py>>,
+    pub f_back: Option<BuiltinGetter<'py>>,
 }
 
 impl<'py> Gevent<'py> {
     pub fn load(py: Python<'py>) -> Self {
         let type_in = |module: &CStr, name: &CStr| {
             let module = safe::imported_module(py, module)?;
-            safe::module_attr(&module, name).filter(|t| unsafe { ffi::PyType_Check(t.as_ptr()) } != 0)
+            safe::module_attr(&module, name)
+                .filter(|t| unsafe { ffi::PyType_Check(t.as_ptr()) } != 0)
+        };
+        let greenlet = type_in(c"gevent.greenlet", c"Greenlet");
+        let frame = type_in(c"gevent.greenlet", c"_Frame");
+        let getter = |tp: &Option<Bound<'py, PyAny>>, name: &CStr| {
+            tp.as_ref()
+                .and_then(|tp| BuiltinGetter::new(py, type_ptr(tp), name))
         };
         Gevent {
-            greenlet: type_in(c"gevent.greenlet", c"Greenlet"),
+            spawning_greenlet: getter(&greenlet, c"spawning_greenlet"),
+            spawning_stack: getter(&greenlet, c"spawning_stack"),
+            f_code: getter(&frame, c"f_code"),
+            f_lineno: getter(&frame, c"f_lineno"),
+            f_back: getter(&frame, c"f_back"),
+            greenlet,
             hub: type_in(c"gevent.hub", c"Hub"),
-            frame: type_in(c"gevent.greenlet", c"_Frame"),
+            frame,
         }
     }
 
@@ -182,6 +211,11 @@ impl<'py> Gevent<'py> {
     pub fn is_hub(&self, obj: &Bound<'py, PyAny>) -> bool {
         instance_of(obj, self.hub.as_ref())
     }
+}
+
+/// Reads an optional getter.
+pub fn read<'py>(getter: &Option<BuiltinGetter<'py>>, obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+    getter.as_ref()?.get(obj)
 }
 
 /// `isinstance` by `tp_mro` pointers only (no `__instancecheck__`, no `__class__`).

@@ -14,10 +14,11 @@ mod scan;
 
 use crate::capture::{safe, Capture};
 use crate::model::{Frame, GreenletDetails, Stack, StackDetails};
-use api::{instance_of, type_ptr, Flags, Gevent, GreenletApi};
+use api::{instance_of, read, Flags, Gevent, GreenletApi};
+use naming::Namer;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use std::collections::HashMap;
+use crate::fasthash::FastMap as HashMap;
 
 pub use naming::MAIN_GREENLET_NAME;
 
@@ -64,7 +65,7 @@ pub fn capture(cap: &mut Capture<'_>) -> Vec<Stack> {
         .collect();
     let raws: Vec<Raw<'_>> = found
         .into_iter()
-        .map(|g| read(&api, &gevent, &index, g))
+        .map(|g| read_greenlet(&api, &gevent, &index, g))
         .collect();
     // After the scan: a thread without greenlets gets its main greenlet here.
     let current = api
@@ -72,14 +73,26 @@ pub fn capture(cap: &mut Capture<'_>) -> Vec<Stack> {
         .and_then(|c| index.get(&(c.as_ptr() as usize)).copied());
     let own = owner::attribute(cap, &api, &raws, &index, current);
 
+    let ids: Vec<String> = raws.iter().map(|r| greenlet_id(&r.obj)).collect();
+    let mut namer = Namer::new(py);
+    let mut spawns = SpawnFrames::default();
     let mut stacks = Vec::with_capacity(raws.len());
     for i in tree_order(&raws, &own.root, current) {
-        stacks.push(build(cap, &api, &gevent, &raws, &own, current, i));
+        let ctx = Context {
+            api: &api,
+            gevent: &gevent,
+            raws: &raws,
+            own: &own,
+            ids: &ids,
+            index: &index,
+            current,
+        };
+        stacks.push(build(cap, &ctx, &mut namer, &mut spawns, i));
     }
     stacks
 }
 
-fn read<'py>(
+fn read_greenlet<'py>(
     api: &GreenletApi<'py>,
     gevent: &Gevent<'py>,
     index: &HashMap<usize, usize>,
@@ -89,14 +102,15 @@ fn read<'py>(
     let parent = api
         .parent(&obj)
         .and_then(|p| index.get(&(p.as_ptr() as usize)).copied());
-    let frame = safe::builtin_attr(&obj, api.tp, c"gr_frame")
-        .filter(|f| unsafe { ffi::PyFrame_Check(f.as_ptr()) } != 0);
-    let stack_saved = safe::builtin_attr(&obj, api.tp, c"_stack_saved")
+    let frame = read(&api.gr_frame, &obj).filter(|f| unsafe { ffi::PyFrame_Check(f.as_ptr()) } != 0);
+    let stack_saved = read(&api.stack_saved, &obj)
         .and_then(|n| safe::int_value(&n))
         .is_some_and(|n| n != 0);
     let hub = gevent.is_hub(&obj);
     let hub_thread = if hub {
-        safe::instance_attr(&obj, c"thread_ident").and_then(|t| safe::int_value(&t))
+        safe::instance_dict(&obj)
+            .and_then(|d| safe::dict_get_scan(&d, pyo3::intern!(obj.py(), "thread_ident").as_any()))
+            .and_then(|t| safe::int_value(&t))
     } else {
         None
     };
@@ -144,28 +158,38 @@ fn tree_order(raws: &[Raw<'_>], root: &[usize], current: Option<usize>) -> Vec<u
     order
 }
 
+/// What building one stack needs to look at.
+struct Context<'a, 'py> {
+    api: &'a GreenletApi<'py>,
+    gevent: &'a Gevent<'py>,
+    raws: &'a [Raw<'py>],
+    own: &'a owner::Ownership,
+    /// `greenlet:0x...` of each greenlet, formatted once.
+    ids: &'a [String],
+    index: &'a HashMap<usize, usize>,
+    current: Option<usize>,
+}
+
 fn build<'py>(
     cap: &mut Capture<'py>,
-    api: &GreenletApi<'py>,
-    gevent: &Gevent<'py>,
-    raws: &[Raw<'py>],
-    own: &owner::Ownership,
-    current: Option<usize>,
+    ctx: &Context<'_, 'py>,
+    namer: &mut Namer<'py>,
+    spawns: &mut SpawnFrames,
     i: usize,
 ) -> Stack {
-    let raw = &raws[i];
-    let thread = own.thread[i];
+    let raw = &ctx.raws[i];
+    let thread = ctx.own.thread[i];
     let state = if !raw.flags.started {
         "not_started"
     } else if !raw.flags.active {
         "dead"
-    } else if own.running[i] {
+    } else if ctx.own.running[i] {
         "running"
     } else {
         "suspended"
     };
     let (frames, frames_omitted) = match state {
-        "running" if current == Some(i) => cap
+        "running" if ctx.current == Some(i) => cap
             .thread_top(cap.current_thread)
             .and_then(|top| cap.walker.walk_from(&top))
             .map(|(mut frames, omitted)| {
@@ -187,17 +211,17 @@ fn build<'py>(
     let entry = (frames_omitted == 0)
         .then(|| frames.first().map(|f| f.function.as_str()))
         .flatten();
-    let name = naming::greenlet_name(api, gevent, &raw.obj, raw.flags.main, raw.hub, entry);
-    let (spawned_by, spawn_frames) = spawn_record(cap, api, gevent, &raw.obj);
+    let name = namer.greenlet_name(ctx.api, ctx.gevent, &raw.obj, raw.flags.main, raw.hub, entry);
+    let (spawned_by, spawn_frames) = spawn_record(cap, ctx, spawns, &raw.obj);
     Stack {
-        id: greenlet_id(&raw.obj),
+        id: ctx.ids[i].clone(),
         name,
         thread,
         state: state.to_string(),
         frames,
         frames_omitted,
         details: StackDetails::Greenlet(GreenletDetails {
-            parent: raw.parent.map(|p| greenlet_id(&raws[p].obj)),
+            parent: raw.parent.map(|p| ctx.ids[p].clone()),
             hub: raw.hub,
             spawned_by,
             spawn_frames,
@@ -206,47 +230,65 @@ fn build<'py>(
 }
 
 fn greenlet_id(obj: &Bound<'_, PyAny>) -> String {
-    format!("greenlet:{}", safe::address(obj))
+    use std::fmt::Write;
+    // Sized up front: one allocation per id, for tens of thousands of ids.
+    let mut id = String::with_capacity(32);
+    let _ = write!(id, "greenlet:{:#x}", obj.as_ptr() as usize);
+    id
 }
+
+/// Spawn-stack entries already converted, by (code address, line): the
+/// greenlets spawned from one place share them.
+#[derive(Default)]
+struct SpawnFrames(HashMap<(usize, Option<u32>), Option<Frame>>);
 
 /// gevent's `spawning_greenlet` (a weak reference) and `spawning_stack` (a
 /// chain of `_Frame` records, newest first), kept when
 /// `gevent.config.track_greenlet_tree` is on (the default).
 fn spawn_record<'py>(
     cap: &mut Capture<'py>,
-    api: &GreenletApi<'py>,
-    gevent: &Gevent<'py>,
+    ctx: &Context<'_, 'py>,
+    spawns: &mut SpawnFrames,
     obj: &Bound<'py, PyAny>,
 ) -> (Option<String>, Vec<Frame>) {
-    let Some(gtype) = gevent.greenlet.as_ref().filter(|t| instance_of(obj, Some(t))) else {
+    let gevent = ctx.gevent;
+    if !gevent.is_greenlet(obj) {
         return (None, Vec::new());
-    };
-    // Cython fields are C getters on the class; pure-Python gevent keeps them in `__dict__`.
-    let field = |name| {
-        safe::builtin_attr(obj, type_ptr(gtype), name).or_else(|| safe::instance_attr(obj, name))
-    };
-    let spawner = field(c"spawning_greenlet")
-        .and_then(|r| dereference(&r))
-        .filter(|g| api.is_greenlet(g))
-        .map(|g| greenlet_id(&g));
-
-    let mut frames = Vec::new();
-    if let (Some(mut record), Some(ftype)) = (field(c"spawning_stack"), gevent.frame.as_ref()) {
-        let ftp = type_ptr(ftype);
-        while frames.len() < cap.walker.max_depth() && instance_of(&record, Some(ftype)) {
-            let lineno = safe::builtin_attr(&record, ftp, c"f_lineno")
-                .and_then(|n| safe::int_value(&n))
-                .and_then(|n| u32::try_from(n).ok());
-            if let Some(code) = safe::builtin_attr(&record, ftp, c"f_code") {
-                frames.extend(cap.walker.code_frame(&code, lineno));
-            }
-            match safe::builtin_attr(&record, ftp, c"f_back") {
-                Some(back) => record = back,
-                None => break,
-            }
-        }
-        frames.reverse();
     }
+    // Cython fields are C getters; pure-Python gevent keeps them in `__dict__`.
+    let field = |getter, name: &Bound<'py, pyo3::types::PyString>| {
+        read(getter, obj).or_else(|| {
+            safe::instance_dict(obj).and_then(|d| safe::dict_get_scan(&d, name.as_any()))
+        })
+    };
+    let py = obj.py();
+    let spawner = field(&gevent.spawning_greenlet, pyo3::intern!(py, "spawning_greenlet"))
+        .and_then(|r| dereference(&r))
+        .filter(|g| ctx.api.is_greenlet(g))
+        .map(|g| match ctx.index.get(&(g.as_ptr() as usize)) {
+            Some(&k) => ctx.ids[k].clone(),
+            None => greenlet_id(&g),
+        });
+
+    let mut frames = Vec::with_capacity(8);
+    let mut record = field(&gevent.spawning_stack, pyo3::intern!(py, "spawning_stack"));
+    while let Some(entry) = record.take() {
+        if frames.len() >= cap.walker.max_depth() || !instance_of(&entry, gevent.frame.as_ref()) {
+            break;
+        }
+        let lineno = read(&gevent.f_lineno, &entry)
+            .and_then(|n| safe::int_value(&n))
+            .and_then(|n| u32::try_from(n).ok());
+        if let Some(code) = read(&gevent.f_code, &entry) {
+            let frame = spawns
+                .0
+                .entry((code.as_ptr() as usize, lineno))
+                .or_insert_with(|| cap.walker.code_frame(&code, lineno));
+            frames.extend(frame.clone());
+        }
+        record = read(&gevent.f_back, &entry);
+    }
+    frames.reverse();
     (spawner, frames)
 }
 

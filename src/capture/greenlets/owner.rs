@@ -30,7 +30,7 @@ use super::Raw;
 use crate::capture::{safe, Capture};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use std::collections::{HashMap, HashSet};
+use crate::fasthash::{FastMap as HashMap, FastSet as HashSet};
 use std::ffi::CStr;
 
 /// Frames of a thread searched for greenlet references (rule 4).
@@ -176,7 +176,7 @@ fn running(
     current: Option<usize>,
 ) -> Vec<bool> {
     let mut running = vec![false; raws.len()];
-    let mut groups: HashMap<usize, Vec<usize>> = HashMap::new();
+    let mut groups: HashMap<usize, Vec<usize>> = HashMap::default();
     for i in 0..raws.len() {
         groups.entry(root[i]).or_default().push(i);
     }
@@ -243,7 +243,10 @@ fn bootstrap_thread(top: &Bound<'_, PyAny>, bootstrap: Option<&Bound<'_, PyAny>>
         return None;
     }
     let thread = frame_local(&outer, c"self")?;
-    safe::instance_attr(&thread, c"_ident").and_then(|i| safe::int_value(&i))
+    let key = pyo3::intern!(top.py(), "_ident");
+    safe::instance_dict(&thread)
+        .and_then(|d| safe::dict_get_scan(&d, key.as_any()))
+        .and_then(|i| safe::int_value(&i))
 }
 
 /// `top` and its callers, innermost first, at most `limit` frames.
@@ -272,16 +275,16 @@ fn frame_locals<'py>(frame: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
 
 fn frame_local<'py>(frame: &Bound<'py, PyAny>, name: &CStr) -> Option<Bound<'py, PyAny>> {
     let locals = frame_locals(frame)?;
+    let key = unsafe { safe::owned(frame.py(), ffi::PyUnicode_FromString(name.as_ptr()))? };
     if unsafe { ffi::PyDict_Check(locals.as_ptr()) } != 0 {
-        return safe::dict_get(&locals, name);
+        // `locals()` hands out this dict up to 3.12: it may hold any key.
+        return safe::dict_get_scan(&locals, &key);
     }
     if !is_frame_locals_proxy(&locals) {
         return None;
     }
-    unsafe {
-        let key = safe::owned(frame.py(), ffi::PyUnicode_FromString(name.as_ptr()))?;
-        safe::owned(frame.py(), ffi::PyObject_GetItem(locals.as_ptr(), key.as_ptr()))
-    }
+    // The proxy maps names to fast-local slots of the code object, in C.
+    unsafe { safe::owned(frame.py(), ffi::PyObject_GetItem(locals.as_ptr(), key.as_ptr())) }
 }
 
 /// The values of a frame's locals (only the interpreter's own mapping types).
@@ -329,7 +332,7 @@ fn locals_pairs<'py>(
         let Some(top) = cap.thread_top(ident) else {
             continue;
         };
-        let mut roots_here: HashSet<usize> = HashSet::new();
+        let mut roots_here: HashSet<usize> = HashSet::default();
         let mut note = |obj: &Bound<'py, PyAny>| {
             if api.is_greenlet(obj) {
                 if let Some(&i) = index.get(&(obj.as_ptr() as usize)) {
