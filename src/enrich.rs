@@ -8,6 +8,7 @@ use crate::fasthash::FastMap;
 /// Fills `Frame::source` from the files on disk. Files that cannot be read
 /// (frozen modules, `<string>`, deleted files, zip imports) leave it null.
 pub fn fill_sources(snapshot: &mut Snapshot) {
+    // Lines are stored trimmed; thousands of frames share a few files.
     let mut files: FastMap<String, Option<Vec<String>>> = FastMap::default();
     let frames = snapshot.stacks.iter_mut().flat_map(|s| {
         let spawn: &mut [crate::model::Frame] = match &mut s.details {
@@ -20,16 +21,16 @@ pub fn fill_sources(snapshot: &mut Snapshot) {
         let Some(lineno) = frame.lineno.filter(|&n| n > 0) else {
             continue;
         };
-        // Looked up before inserting: thousands of frames share a few files,
-        // and cloning the name for each lookup cost more than the reads.
-        if !files.contains_key(&frame.filename) {
-            files.insert(frame.filename.clone(), read_lines(&frame.filename));
-        }
-        let lines = &files[&frame.filename];
+        let lines = match files.get(frame.filename.as_str()) {
+            Some(lines) => lines,
+            None => files
+                .entry(frame.filename.clone())
+                .or_insert_with(|| read_lines(&frame.filename)),
+        };
         frame.source = lines
             .as_ref()
             .and_then(|l| l.get(lineno as usize - 1))
-            .map(|l| l.trim().to_string());
+            .cloned();
     }
 }
 
@@ -41,7 +42,7 @@ fn read_lines(filename: &str) -> Option<Vec<String>> {
     // Python source is UTF-8 unless a coding cookie says otherwise; such
     // files are rare, and a lossy line beats no line in a dump.
     let text = String::from_utf8_lossy(&bytes);
-    Some(text.lines().map(str::to_string).collect())
+    Some(text.lines().map(|l| l.trim().to_string()).collect())
 }
 
 /// Replaces the placeholder state of each thread with what the OS says it is

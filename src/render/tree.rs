@@ -215,19 +215,30 @@ impl<'a> Tree<'a> {
     /// Siblings in order, leaves with the same shared label gathered into
     /// one item (at the place of the first) once there are `COLLAPSE_AT`.
     fn collapse(&self, kids: &[usize]) -> Vec<Vec<usize>> {
-        let key = |k: usize| self.children[k].is_empty().then(|| label_key(self.stacks[k]));
-        let mut same: HashMap<LabelKey<'a>, Vec<usize>> = HashMap::default();
+        // Each leaf's place among the groups of equal labels, in first-seen order.
+        let mut same: HashMap<LabelKey<'a>, usize> = HashMap::default();
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        let mut slot: Vec<Option<usize>> = Vec::with_capacity(kids.len());
         for &k in kids {
-            if let Some(key) = key(k) {
-                same.entry(key).or_default().push(k);
+            if !self.children[k].is_empty() {
+                slot.push(None);
+                continue;
             }
+            let g = *same.entry(label_key(self.stacks[k])).or_insert_with(|| {
+                groups.push(Vec::new());
+                groups.len() - 1
+            });
+            groups[g].push(k);
+            slot.push(Some(g));
         }
+        let sizes: Vec<usize> = groups.iter().map(Vec::len).collect();
         let mut items = Vec::new();
-        for &k in kids {
-            match key(k).and_then(|key| same.get(&key)) {
-                Some(group) if group.len() >= COLLAPSE_AT => {
-                    if group[0] == k {
-                        items.push(group.clone());
+        for (&k, g) in kids.iter().zip(slot) {
+            match g {
+                Some(g) if sizes[g] >= COLLAPSE_AT => {
+                    // The whole group goes where its first member was.
+                    if groups[g].first() == Some(&k) {
+                        items.push(std::mem::take(&mut groups[g]));
                     }
                 }
                 _ => items.push(vec![k]),
