@@ -181,7 +181,7 @@ fn build<'py>(
     let thread = ctx.own.thread[i];
     let state = if !raw.flags.started {
         "not_started"
-    } else if !raw.flags.active {
+    } else if !raw.flags.active || ctx.own.exited[i] {
         "dead"
     } else if ctx.own.running[i] {
         "running"
@@ -208,9 +208,19 @@ fn build<'py>(
             .unwrap_or_default(),
         _ => (Vec::new(), 0),
     };
-    let entry = (frames_omitted == 0)
-        .then(|| frames.first().map(|f| f.function.as_str()))
-        .flatten();
+    // The outermost function names a raw greenlet whose run callable is gone;
+    // a dead one of an exited thread may still hold its frames for that.
+    let held;
+    let entry = match (frames.first(), &raw.frame) {
+        (Some(first), _) if frames_omitted == 0 => Some(first.function.as_str()),
+        (None, Some(frame)) if !raw.flags.main => {
+            held = cap.walker.walk_from(frame).and_then(|(f, omitted)| {
+                (omitted == 0).then(|| f.into_iter().next()).flatten()
+            });
+            held.as_ref().map(|f| f.function.as_str())
+        }
+        _ => None,
+    };
     let name = namer.greenlet_name(ctx.api, ctx.gevent, &raw.obj, raw.flags.main, raw.hub, entry);
     let (spawned_by, spawn_frames) = spawn_record(cap, ctx, spawns, &raw.obj);
     Stack {

@@ -16,7 +16,10 @@
 //!    tuple in one), a greenlet of that root, when exactly one such thread
 //!    and root pair up.
 //!
-//! A root tied to nothing keeps `thread: null` rather than a guess.
+//! A root tied to nothing keeps `thread: null` rather than a guess. When a
+//! root's thread is not alive (a hub's thread has exited, or the root is
+//! tied to nothing while every live thread is tied to another root), its
+//! greenlets are dead, as greenlet itself counts them.
 //!
 //! The running greenlet of a thread is the calling thread's current greenlet,
 //! or, in another thread, the one greenlet that is active, has no saved frame
@@ -45,6 +48,9 @@ pub struct Ownership {
     pub thread: Vec<Option<u64>>,
     /// Whether each greenlet is the one running in its thread.
     pub running: Vec<bool>,
+    /// Whether the thread of each greenlet has exited: greenlet then counts
+    /// all of that thread's greenlets as dead (they can never run again).
+    pub exited: Vec<bool>,
 }
 
 pub fn attribute<'py>(
@@ -99,14 +105,27 @@ pub fn attribute<'py>(
             owners.tie(r, ident);
         }
     }
-    let owner = owners.owner;
+    let owner = &owners.owner;
 
     let thread: Vec<Option<u64>> = root.iter().map(|r| owner.get(r).copied()).collect();
-    let running = running(raws, &root, &thread, &live, current);
+    // A root tied to no thread while every live thread is tied to another
+    // root belongs to a thread that has exited (one main greenlet per thread).
+    // (Without `sys._current_frames` nothing is known to be alive, nor dead.)
+    let all_live_tied = live.iter().all(|t| owners.taken.contains(t));
+    let exited: Vec<bool> = thread
+        .iter()
+        .map(|t| match t {
+            _ if live.is_empty() => false,
+            Some(t) => !live.contains(t),
+            None => all_live_tied,
+        })
+        .collect();
+    let running = running(raws, &root, &exited, current);
     Ownership {
         root,
         thread,
         running,
+        exited,
     }
 }
 
@@ -168,13 +187,7 @@ fn live_threads(cap: &Capture<'_>) -> Vec<u64> {
     out
 }
 
-fn running(
-    raws: &[Raw<'_>],
-    root: &[usize],
-    thread: &[Option<u64>],
-    live: &[u64],
-    current: Option<usize>,
-) -> Vec<bool> {
+fn running(raws: &[Raw<'_>], root: &[usize], exited: &[bool], current: Option<usize>) -> Vec<bool> {
     let mut running = vec![false; raws.len()];
     let mut groups: HashMap<usize, Vec<usize>> = HashMap::default();
     for i in 0..raws.len() {
@@ -189,7 +202,7 @@ fn running(
             continue;
         }
         // A thread that has exited runs nothing.
-        if thread[r].is_some_and(|t| !live.contains(&t)) {
+        if exited[r] {
             continue;
         }
         let candidates: Vec<usize> = members
