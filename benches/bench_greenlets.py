@@ -19,7 +19,6 @@ import gevent
 import gevent.event
 import gevent.util
 import greenlet
-
 import tbcollect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -70,13 +69,16 @@ def main() -> None:
         ("recipe: gc + isinstance + traceback", recipe),
         ("gevent.util.format_run_info()", gevent_run_info),
     ]
-    version = "%d.%d" % sys.version_info[:2]
+    version = "{}.{}".format(*sys.version_info[:2])
     heap = []
     for extra in (0, args.extra):
         heap.extend([] for _ in range(extra - len(heap)))
         tracked = len(gc.get_objects())
         times = measure(contenders)
-        title = f"Python {version}, {args.greenlets:,} greenlets, {extra:,} extra objects ({tracked:,} tracked)"
+        title = (
+            f"Python {version}, {args.greenlets:,} greenlets, "
+            f"{extra:,} extra objects ({tracked:,} tracked)"
+        )
         print(table(title, times, baseline="recipe: gc + isinstance + traceback"))
         print()
     event.set()

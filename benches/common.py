@@ -11,7 +11,9 @@ from typing import Callable, Dict, List, Sequence, Tuple
 RUNS = 9  # >= 7 runs each, as the README promises
 
 
-def measure(contenders: Sequence[Tuple[str, Callable[[], object]]], runs: int = RUNS) -> Dict[str, List[float]]:
+def measure(
+    contenders: Sequence[Tuple[str, Callable[[], object]]], runs: int = RUNS
+) -> Dict[str, List[float]]:
     """Times each contender `runs` times, round-robin; returns seconds per run."""
     times: Dict[str, List[float]] = {name: [] for name, _ in contenders}
     for _, fn in contenders:  # warm-up: imports, caches, first-touch allocations
@@ -36,5 +38,7 @@ def table(title: str, times: Dict[str, List[float]], baseline: str) -> str:
     ]
     for name, samples in times.items():
         speedup = base / median(samples)
-        lines.append(f"| {name} | {min(samples) * 1e3:.3f} | {median(samples) * 1e3:.3f} | {speedup:.1f}× |")
+        lines.append(
+            f"| {name} | {min(samples) * 1e3:.3f} | {median(samples) * 1e3:.3f} | {speedup:.1f}× |"
+        )
     return "\n".join(lines)

@@ -2,8 +2,8 @@
 //! (read from disk, one read per file) and what the OS says each thread is
 //! doing. Pure Rust, so `cargo test` checks it.
 
-use crate::model::{Snapshot, Stack, StackDetails};
 use crate::fasthash::FastMap;
+use crate::model::{Snapshot, Stack, StackDetails};
 
 /// Fills `Frame::source` from the files on disk. Files that cannot be read
 /// (frozen modules, `<string>`, deleted files, zip imports) leave it null.

@@ -72,7 +72,10 @@ mod tests {
     #[test]
     fn equal_keys_hash_equal_and_maps_work() {
         let mut map: FastMap<(&str, Option<u32>), usize> = FastMap::default();
-        for (i, name) in ["a.py", "a.py ", "b.py", "a_much_longer_file_name.py"].iter().enumerate() {
+        for (i, name) in ["a.py", "a.py ", "b.py", "a_much_longer_file_name.py"]
+            .iter()
+            .enumerate()
+        {
             map.insert((name, Some(1)), i);
         }
         map.insert(("a.py", Some(2)), 9);

@@ -12,7 +12,6 @@ from typing import Any, Dict, List, Optional
 
 import jsonschema
 import pytest
-
 import tbcollect
 
 SCHEMA_PATH = Path(tbcollect.__file__).with_name("schema.json")
@@ -29,7 +28,7 @@ def validate_json(text: str) -> Dict[str, Any]:
     return data
 
 
-def check_snapshot(snapshot: "tbcollect.Snapshot") -> Dict[str, Any]:
+def check_snapshot(snapshot: tbcollect.Snapshot) -> Dict[str, Any]:
     """Validates a snapshot's JSON and checks it agrees with to_dict()."""
     data = validate_json(snapshot.to_json())
     assert data == snapshot.to_dict()
@@ -38,11 +37,11 @@ def check_snapshot(snapshot: "tbcollect.Snapshot") -> Dict[str, Any]:
     return data
 
 
-def stacks_of(snapshot: "tbcollect.Snapshot", kind: str) -> List["tbcollect.Stack"]:
+def stacks_of(snapshot: tbcollect.Snapshot, kind: str) -> List[tbcollect.Stack]:
     return [s for s in snapshot.stacks if s.kind == kind]
 
 
-def functions(stack: "tbcollect.Stack") -> List[str]:
+def functions(stack: tbcollect.Stack) -> List[str]:
     return [f.function for f in stack.frames]
 
 

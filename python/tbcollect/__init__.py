@@ -77,7 +77,9 @@ def dump_all(
     if file is None:
         return text
     if isinstance(file, bool):
-        raise InvalidOptionError(f"invalid option file: {file!r} is neither a path, a file nor a descriptor")
+        raise InvalidOptionError(
+            f"invalid option file: {file!r} is neither a path, a file nor a descriptor"
+        )
     if isinstance(file, int):
         write_dump(text, fd=file)
     elif isinstance(file, (str, os.PathLike)):
@@ -94,7 +96,7 @@ def dump_all(
     return text
 
 
-def load(source: Union[str, "os.PathLike[str]", IO[str]]) -> Snapshot:
+def load(source: Union[str, os.PathLike[str], IO[str]]) -> Snapshot:
     """Read a JSON dump back into a ``Snapshot`` (path, file object, or the JSON text)."""
     if hasattr(source, "read"):
         text = source.read()  # type: ignore[union-attr]

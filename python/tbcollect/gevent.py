@@ -23,7 +23,14 @@ from typing import IO, Any, Set
 
 import gevent
 
-from tbcollect import DumpTarget, InvalidOptionError, TbcollectError, check_format, collect, dump_all
+from tbcollect import (
+    DumpTarget,
+    InvalidOptionError,
+    TbcollectError,
+    check_format,
+    collect,
+    dump_all,
+)
 
 __all__ = ["DUMPER_NAME", "periodic_dump"]
 
@@ -59,17 +66,25 @@ def periodic_dump(
     ``OSError``) is reported on stderr and the next one is still attempted.
     """
     if isinstance(interval, bool) or not isinstance(interval, (int, float)):
-        raise InvalidOptionError(f"invalid option interval: expected seconds as a number, got {interval!r}")
+        raise InvalidOptionError(
+            f"invalid option interval: expected seconds as a number, got {interval!r}"
+        )
     if not (interval > 0 and math.isfinite(interval)):
-        raise InvalidOptionError(f"invalid option interval: must be a positive number of seconds, got {interval!r}")
+        raise InvalidOptionError(
+            f"invalid option interval: must be a positive number of seconds, got {interval!r}"
+        )
     check_format(format)
     unknown = sorted(set(options) - _option_names())
     if unknown:
         raise InvalidOptionError(
-            f"invalid option {unknown[0]}: periodic_dump takes the options of collect() and dump_all()"
+            f"invalid option {unknown[0]}: "
+            "periodic_dump takes the options of collect() and dump_all()"
         )
     if isinstance(file, bool) or not (
-        file is None or isinstance(file, (str, int)) or hasattr(file, "__fspath__") or hasattr(file, "write")
+        file is None
+        or isinstance(file, (str, int))
+        or hasattr(file, "__fspath__")
+        or hasattr(file, "write")
     ):
         raise InvalidOptionError(
             f"invalid option file: {type(file).__name__} is neither a path, a file nor a descriptor"

@@ -2,10 +2,10 @@
 //! through the C API, copying only file name, line and qualified name.
 
 use crate::capture::safe;
+use crate::fasthash::FastMap;
 use crate::model::Frame;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use crate::fasthash::FastMap;
 
 #[derive(Clone)]
 struct CodeInfo {

@@ -97,27 +97,41 @@ pub fn instance_attr<'py>(obj: &Bound<'py, PyAny>, name: &CStr) -> Option<Bound<
 /// `obj.name` where `name` is a C-level descriptor (getset or member) that
 /// `owner` or one of its bases defines. Subclass overrides, properties and
 /// `__getattribute__` are bypassed: only the interpreter's own getter runs.
+// `owner` is a type object the caller holds (or a static type); callers
+// across the backends pass it raw, so the signature stays as it is.
+#[allow(clippy::not_unsafe_ptr_arg_deref)]
 pub fn builtin_attr<'py>(
     obj: &Bound<'py, PyAny>,
     owner: *mut ffi::PyTypeObject,
     name: &CStr,
 ) -> Option<Bound<'py, PyAny>> {
-    BuiltinGetter::new(obj.py(), owner, name)?.get(obj)
+    unsafe {
+        if ffi::PyType_IsSubtype(ffi::Py_TYPE(obj.as_ptr()), owner) == 0 {
+            return None;
+        }
+        // `obj` is an instance of `owner`, which its type therefore keeps alive.
+        let owner = Bound::from_borrowed_ptr(obj.py(), owner as *mut ffi::PyObject);
+        BuiltinGetter::new(&owner, name)?.get(obj)
+    }
 }
 
 /// [`builtin_attr`] with the descriptor looked up once, for reading the same
 /// attribute of many objects in one capture.
 pub struct BuiltinGetter<'py> {
-    owner: *mut ffi::PyTypeObject,
+    owner: Bound<'py, PyAny>,
     descr: Bound<'py, PyAny>,
     get: ffi::descrgetfunc,
 }
 
 impl<'py> BuiltinGetter<'py> {
-    /// `None` unless `owner` (or a base) defines `name` as a getset or member descriptor.
-    pub fn new(py: Python<'py>, owner: *mut ffi::PyTypeObject, name: &CStr) -> Option<Self> {
-        let descr = type_lookup(py, owner, name)?;
+    /// `None` unless type `owner` (or a base) defines `name` as a getset or
+    /// member descriptor.
+    pub fn new(owner: &Bound<'py, PyAny>, name: &CStr) -> Option<Self> {
         unsafe {
+            if ffi::PyType_Check(owner.as_ptr()) == 0 {
+                return None;
+            }
+            let descr = type_lookup(owner.py(), owner.as_ptr() as *mut ffi::PyTypeObject, name)?;
             let descr_type = ffi::Py_TYPE(descr.as_ptr());
             let is_c_descriptor = std::ptr::eq(descr_type, &raw mut ffi::PyGetSetDescr_Type)
                 || std::ptr::eq(descr_type, &raw mut ffi::PyMemberDescr_Type);
@@ -125,7 +139,11 @@ impl<'py> BuiltinGetter<'py> {
                 return None;
             }
             let get = (*descr_type).tp_descr_get?;
-            Some(BuiltinGetter { owner, descr, get })
+            Some(BuiltinGetter {
+                owner: owner.clone(),
+                descr,
+                get,
+            })
         }
     }
 
@@ -133,7 +151,8 @@ impl<'py> BuiltinGetter<'py> {
     pub fn get(&self, obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
         unsafe {
             let tp = ffi::Py_TYPE(obj.as_ptr());
-            if tp != self.owner && ffi::PyType_IsSubtype(tp, self.owner) == 0 {
+            let owner = self.owner.as_ptr() as *mut ffi::PyTypeObject;
+            if tp != owner && ffi::PyType_IsSubtype(tp, owner) == 0 {
                 return None;
             }
             owned(
@@ -148,7 +167,10 @@ impl<'py> BuiltinGetter<'py> {
 /// keys, in C: unlike a hashed lookup it never calls the `__eq__` of a
 /// foreign key that happens to share the hash. For small dicts (instance
 /// `__dict__`s of objects we do not control).
-pub fn dict_get_scan<'py>(dict: &Bound<'py, PyAny>, key: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+pub fn dict_get_scan<'py>(
+    dict: &Bound<'py, PyAny>,
+    key: &Bound<'py, PyAny>,
+) -> Option<Bound<'py, PyAny>> {
     let [value] = dict_get_scan_many(dict, [key]);
     value
 }
@@ -162,7 +184,9 @@ pub fn dict_get_scan_many<'py, const N: usize>(
     let mut out: [Option<Bound<'py, PyAny>>; N] = std::array::from_fn(|_| None);
     unsafe {
         if ffi::PyDict_Check(dict.as_ptr()) == 0
-            || keys.iter().any(|k| ffi::PyUnicode_CheckExact(k.as_ptr()) == 0)
+            || keys
+                .iter()
+                .any(|k| ffi::PyUnicode_CheckExact(k.as_ptr()) == 0)
         {
             return out;
         }
@@ -191,15 +215,16 @@ pub fn dict_get_scan_many<'py, const N: usize>(
 
 /// `name` looked up along the MRO of `tp` (what `type.name` finds before
 /// descriptors run), without calling anything: no metaclass hook, no getter.
-pub fn type_lookup<'py>(
+///
+/// # Safety
+/// `tp` must be a live type object; the GIL is held.
+pub unsafe fn type_lookup<'py>(
     py: Python<'py>,
     tp: *mut ffi::PyTypeObject,
     name: &CStr,
 ) -> Option<Bound<'py, PyAny>> {
-    unsafe {
-        let key = owned(py, ffi::PyUnicode_FromString(name.as_ptr()))?;
-        borrowed(py, _PyType_Lookup(tp, key.as_ptr()))
-    }
+    let key = owned(py, ffi::PyUnicode_FromString(name.as_ptr()))?;
+    borrowed(py, _PyType_Lookup(tp, key.as_ptr()))
 }
 
 /// A Python `str` as Rust text; lone surrogates are replaced, never raised.

@@ -179,7 +179,11 @@ fn render_group(
 }
 
 /// Where gevent saw a greenlet spawned, under its stack.
-fn render_spawn_frames(stack: &Stack, options: &TextOptions, out: &mut dyn Write) -> io::Result<()> {
+fn render_spawn_frames(
+    stack: &Stack,
+    options: &TextOptions,
+    out: &mut dyn Write,
+) -> io::Result<()> {
     if let StackDetails::Greenlet(d) = &stack.details {
         if !d.spawn_frames.is_empty() {
             writeln!(out, "  Spawned at:")?;
@@ -243,11 +247,7 @@ fn header(refs: &Refs<'_>, stack: &Stack) -> String {
                 facts.push(format!("awaiting {awaiting}"));
             }
             if !d.awaited_by.is_empty() {
-                let by = d
-                    .awaited_by
-                    .iter()
-                    .map(|id| refs.describe(id))
-                    .join(", ");
+                let by = d.awaited_by.iter().map(|id| refs.describe(id)).join(", ");
                 facts.push(format!("awaited by {by}"));
             }
             "Task"
@@ -320,7 +320,7 @@ pub fn render_frame(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Locals, ThreadDetails};
+    use crate::model::{GreenletDetails, Locals, ThreadDetails};
 
     fn thread(ident: u64, name: &str, frames: Vec<Frame>) -> Stack {
         Stack {
@@ -450,5 +450,124 @@ Thread \"MainThread\" (ident 1, native id 1001, running, current)
         }
         let text = render_to_string(&snap, &TextOptions::default());
         assert!(text.contains("20 threads with this same stack: w0, w1, w2, w3, w4, w5, w6, w7, w8, w9, w10, w11, … and 8 more\n"));
+    }
+
+    fn greenlet(id: &str, name: &str, spawned_at: u32) -> Stack {
+        Stack {
+            id: id.into(),
+            name: name.into(),
+            thread: Some(1),
+            state: "suspended".into(),
+            frames: vec![
+                frame("/srv/app.py", 12, "worker", "queue.get()"),
+                frame(
+                    "/srv/venv/gevent/queue.py",
+                    300,
+                    "Queue.get",
+                    "return self.__get_or_peek(...)",
+                ),
+            ],
+            frames_omitted: 0,
+            details: StackDetails::Greenlet(GreenletDetails {
+                parent: Some("greenlet:0xhub".into()),
+                hub: false,
+                spawned_by: Some("greenlet:0xmain".into()),
+                spawn_frames: vec![frame(
+                    "/srv/app.py",
+                    spawned_at,
+                    "serve",
+                    "gevent.spawn(worker)",
+                )],
+            }),
+        }
+    }
+
+    fn greenlet_snapshot(workers: usize) -> Snapshot {
+        let mut snap = Snapshot::new(42, "3.11.7", "2026-11-22T00:00:00.000000Z");
+        let mut main = greenlet("greenlet:0xmain", "<main greenlet>", 0);
+        main.state = "running".into();
+        main.frames = vec![frame("/srv/app.py", 40, "<module>", "serve()")];
+        main.details = StackDetails::Greenlet(GreenletDetails::default());
+        let mut hub = greenlet("greenlet:0xhub", "Hub", 0);
+        hub.frames = vec![frame(
+            "/srv/venv/gevent/hub.py",
+            647,
+            "Hub.run",
+            "loop.run()",
+        )];
+        hub.details = StackDetails::Greenlet(GreenletDetails {
+            parent: Some("greenlet:0xmain".into()),
+            hub: true,
+            ..GreenletDetails::default()
+        });
+        snap.stacks.push(main);
+        snap.stacks.push(hub);
+        for i in 0..workers {
+            snap.stacks.push(greenlet(
+                &format!("greenlet:0x{i}"),
+                &format!("worker-{i}"),
+                20,
+            ));
+        }
+        snap
+    }
+
+    #[test]
+    fn greenlet_headers_name_parent_and_spawner_and_show_where_spawned() {
+        let text = render_to_string(&greenlet_snapshot(1), &TextOptions::default());
+        let expected = "\
+Greenlet \"worker-0\" (greenlet:0x0, suspended, thread 1, parent Greenlet \"Hub\", spawned by Greenlet \"<main greenlet>\")
+  File \"/srv/app.py\", line 12, in worker
+    queue.get()
+  File \"/srv/venv/gevent/queue.py\", line 300, in Queue.get
+    return self.__get_or_peek(...)
+  Spawned at:
+    File \"/srv/app.py\", line 20, in serve
+      gevent.spawn(worker)
+";
+        assert!(text.ends_with(expected), "{text}");
+        assert!(text.contains(
+            "Greenlet \"Hub\" (greenlet:0xhub, suspended, thread 1, hub, parent Greenlet \"<main greenlet>\")\n"
+        ));
+    }
+
+    #[test]
+    fn many_identical_greenlets_are_one_block_with_a_few_headers() {
+        let text = render_to_string(&greenlet_snapshot(812), &TextOptions::default());
+        assert!(text.starts_with(
+            "tbcollect: pid 42 at 2026-11-22T00:00:00.000000Z, Python 3.11.7: 0 threads, 814 greenlets, 0 tasks\n"
+        ));
+        assert!(text.contains(
+            "\n812 greenlets with this same stack: worker-0, worker-1, worker-2, worker-3, worker-4, worker-5, worker-6, worker-7, worker-8, worker-9, worker-10, worker-11, … and 800 more\n"
+        ), "{text}");
+        assert_eq!(
+            text.matches("  Greenlet \"worker-").count(),
+            GROUP_NAMES_SHOWN
+        );
+        assert!(text.contains("  Greenlet \"worker-11\" (greenlet:0x11, suspended, thread 1, parent Greenlet \"Hub\", spawned by Greenlet \"<main greenlet>\")\n  … and 800 more\n  File \"/srv/app.py\", line 12, in worker\n"), "{text}");
+        assert_eq!(text.matches("Spawned at:").count(), 1);
+        // Their names differ, so the tree lists each (only equal labels collapse).
+        assert!(
+            text.contains("     └─ \"worker-811\" [greenlet:0x811] (suspended, at queue.py:300)\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn greenlets_spawned_from_different_places_are_grouped_apart() {
+        let mut snap = greenlet_snapshot(4);
+        if let StackDetails::Greenlet(d) = &mut snap.stacks[5].details {
+            d.spawn_frames[0].lineno = Some(21);
+        }
+        let text = render_to_string(&snap, &TextOptions::default());
+        assert!(
+            text.contains("3 greenlets with this same stack: worker-0, worker-1, worker-2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nGreenlet \"worker-3\" (greenlet:0x3,"),
+            "{text}"
+        );
+        assert_eq!(text.matches("Spawned at:").count(), 2);
     }
 }

@@ -1,8 +1,8 @@
 //! The shape of a program at a glance: greenlets under their parents per
 //! thread, tasks under the task that awaits them per event loop, like `pstree`.
 
-use crate::model::{Snapshot, Stack, StackDetails, StackKind};
 use crate::fasthash::FastMap as HashMap;
+use crate::model::{Snapshot, Stack, StackDetails, StackKind};
 use std::io::{self, Write};
 
 /// The tree edge of a stack: its parent greenlet, or the first task awaiting it.
@@ -50,7 +50,13 @@ fn shared_label(stack: &Stack) -> String {
 }
 
 /// Everything `shared_label` shows, without formatting it.
-type LabelKey<'a> = (&'a str, &'a str, bool, Option<&'a str>, Option<(&'a str, Option<u32>)>);
+type LabelKey<'a> = (
+    &'a str,
+    &'a str,
+    bool,
+    Option<&'a str>,
+    Option<(&'a str, Option<u32>)>,
+);
 
 fn label_key(stack: &Stack) -> LabelKey<'_> {
     let (hub, awaiting) = match &stack.details {
@@ -150,7 +156,10 @@ impl<'a> Tree<'a> {
         let mut children = vec![Vec::new(); stacks.len()];
         let mut roots = Vec::new();
         for (i, stack) in stacks.iter().enumerate() {
-            match parent_of(stack).and_then(|p| ids.get(p)).filter(|&&p| p != i) {
+            match parent_of(stack)
+                .and_then(|p| ids.get(p))
+                .filter(|&&p| p != i)
+            {
                 Some(&p) => children[p].push(i),
                 None => roots.push(i),
             }
@@ -176,7 +185,13 @@ impl<'a> Tree<'a> {
         Ok(())
     }
 
-    fn write_node(&mut self, i: usize, indent: &str, branch: &str, out: &mut dyn Write) -> io::Result<()> {
+    fn write_node(
+        &mut self,
+        i: usize,
+        indent: &str,
+        branch: &str,
+        out: &mut dyn Write,
+    ) -> io::Result<()> {
         let stack = self.stacks[i];
         if std::mem::replace(&mut self.seen[i], true) {
             return writeln!(out, "{indent}{branch}{} (again, see above)", stack.id);
@@ -251,7 +266,7 @@ impl<'a> Tree<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Frame, TaskDetails};
+    use crate::model::{Frame, GreenletDetails, TaskDetails, ThreadDetails};
 
     fn task(id: &str, name: &str, awaited_by: &[&str]) -> Stack {
         Stack {
@@ -308,5 +323,169 @@ Task tree of loop:0x1 (thread 7):
         assert!(text.contains("\"x\" [task:1]"), "{text}");
         assert!(text.contains("\"y\" [task:2]"), "{text}");
         assert!(text.contains("again, see above"), "{text}");
+    }
+
+    fn greenlet(id: &str, name: &str, parent: Option<&str>, state: &str, line: u32) -> Stack {
+        Stack {
+            id: id.into(),
+            name: name.into(),
+            thread: Some(7),
+            state: state.into(),
+            frames: vec![Frame::new("/srv/app.py", Some(line), "work")],
+            frames_omitted: 0,
+            details: StackDetails::Greenlet(GreenletDetails {
+                parent: parent.map(str::to_string),
+                hub: name == "Hub",
+                ..GreenletDetails::default()
+            }),
+        }
+    }
+
+    fn tree_text(snap: &Snapshot, kind: StackKind) -> String {
+        let refs: Vec<&Stack> = snap.stacks.iter().filter(|s| s.kind() == kind).collect();
+        let mut buf = Vec::new();
+        render(snap, kind, &refs, &mut buf).unwrap();
+        String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn greenlets_hang_under_the_hub_and_identical_leaves_collapse() {
+        let mut snap = Snapshot::new(1, "3.11", "t");
+        snap.stacks.push(Stack {
+            id: "thread:7".into(),
+            name: "MainThread".into(),
+            thread: Some(7),
+            state: "running".into(),
+            frames: vec![],
+            frames_omitted: 0,
+            details: StackDetails::Thread(ThreadDetails::default()),
+        });
+        snap.stacks.push(greenlet(
+            "greenlet:0x1",
+            "<main greenlet>",
+            None,
+            "running",
+            1,
+        ));
+        snap.stacks.push(greenlet(
+            "greenlet:0x2",
+            "Hub",
+            Some("greenlet:0x1"),
+            "suspended",
+            9,
+        ));
+        for i in 0..812 {
+            let id = format!("greenlet:0x{:x}", 0x100 + i);
+            snap.stacks.push(greenlet(
+                &id,
+                "worker",
+                Some("greenlet:0x2"),
+                "suspended",
+                12,
+            ));
+        }
+        // Same name and place but another state, and a worker with a child:
+        // neither joins the 812.
+        snap.stacks.push(greenlet(
+            "greenlet:0x3",
+            "worker",
+            Some("greenlet:0x2"),
+            "running",
+            12,
+        ));
+        snap.stacks.push(greenlet(
+            "greenlet:0x4",
+            "worker",
+            Some("greenlet:0x2"),
+            "suspended",
+            12,
+        ));
+        snap.stacks.push(greenlet(
+            "greenlet:0x5",
+            "child",
+            Some("greenlet:0x4"),
+            "suspended",
+            30,
+        ));
+        snap.stacks.push(greenlet(
+            "greenlet:0x6",
+            "pair",
+            Some("greenlet:0x2"),
+            "suspended",
+            40,
+        ));
+        snap.stacks.push(greenlet(
+            "greenlet:0x7",
+            "pair",
+            Some("greenlet:0x2"),
+            "suspended",
+            40,
+        ));
+        assert_eq!(
+            tree_text(&snap, StackKind::Greenlet),
+            "
+Greenlet tree of thread 7 (\"MainThread\"):
+  \"<main greenlet>\" [greenlet:0x1] (running, at app.py:1)
+  └─ \"Hub\" [greenlet:0x2] (suspended, hub, at app.py:9)
+     ├─ 812 × \"worker\" (suspended, at app.py:12)
+     ├─ \"worker\" [greenlet:0x3] (running, at app.py:12)
+     ├─ \"worker\" [greenlet:0x4] (suspended, at app.py:12)
+     │  └─ \"child\" [greenlet:0x5] (suspended, at app.py:30)
+     ├─ \"pair\" [greenlet:0x6] (suspended, at app.py:40)
+     └─ \"pair\" [greenlet:0x7] (suspended, at app.py:40)
+"
+        );
+    }
+
+    #[test]
+    fn one_greenlet_tree_per_thread_and_unknown_threads_apart() {
+        let mut snap = Snapshot::new(1, "3.11", "t");
+        let mut other = greenlet("greenlet:0x9", "<main greenlet>", None, "dead", 1);
+        other.thread = None;
+        other.frames.clear();
+        snap.stacks = vec![
+            greenlet("greenlet:0x1", "<main greenlet>", None, "running", 1),
+            other,
+            greenlet("greenlet:0x2", "a", Some("greenlet:0x1"), "suspended", 5),
+        ];
+        assert_eq!(
+            tree_text(&snap, StackKind::Greenlet),
+            "
+Greenlet tree of thread 7:
+  \"<main greenlet>\" [greenlet:0x1] (running, at app.py:1)
+  └─ \"a\" [greenlet:0x2] (suspended, at app.py:5)
+
+Greenlet tree of no thread:
+  \"<main greenlet>\" [greenlet:0x9] (dead)
+"
+        );
+    }
+
+    #[test]
+    fn leaves_that_differ_in_what_they_await_stay_apart() {
+        let mut snap = Snapshot::new(1, "3.11", "t");
+        snap.stacks.push(task("task:1", "main", &[]));
+        for i in 0..3 {
+            snap.stacks
+                .push(task(&format!("task:{}", i + 10), "fetch", &["task:1"]));
+        }
+        if let StackDetails::Task(d) = &mut snap.stacks[3].details {
+            d.awaiting = Some("Future pending".into());
+        }
+        let text = tree_text(&snap, StackKind::Task);
+        assert!(
+            text.contains("├─ \"fetch\" [task:10] (pending, at app.py:3)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("├─ \"fetch\" [task:11] (pending, at app.py:3)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "└─ \"fetch\" [task:12] (pending, awaiting Future pending, at app.py:3)\n"
+            ),
+            "{text}"
+        );
     }
 }

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 import pytest
-
 from conftest import run_python, validate_json
 
 pytest.importorskip("greenlet")
@@ -57,14 +56,22 @@ def test_two_threads_each_with_its_own_hub():
         for role in ("sleep", "event", "queue", "socket", "nest"):
             g = found[gid(facts[f"{tag}-{role}"])]
             assert g["name"] == f"{tag}-{role}"
-            assert (g["state"], g["thread"], g["parent"], g["hub"]) == ("suspended", thread, hub["id"], False)
+            assert (g["state"], g["thread"], g["parent"], g["hub"]) == (
+                "suspended",
+                thread,
+                hub["id"],
+                False,
+            )
             # Spawned from the thread's main greenlet, in start_greenlets.
             assert g["spawned_by"] == main["id"]
             assert "start_greenlets" in [f["function"] for f in g["spawn_frames"]]
         assert functions(found[gid(facts[f"{tag}-sleep"])])[-2:] == ["in_sleep", "sleep"]
         assert functions(found[gid(facts[f"{tag}-event"])])[-1] == "in_event"
         assert functions(found[gid(facts[f"{tag}-queue"])])[-1] == "in_queue"
-        assert functions(found[gid(facts[f"{tag}-socket"])])[-2:] == ["in_socket", "SocketMixin.recv"]
+        assert functions(found[gid(facts[f"{tag}-socket"])])[-2:] == [
+            "in_socket",
+            "SocketMixin.recv",
+        ]
         assert functions(found[gid(facts[f"{tag}-nest"])])[-2:] == ["in_nest", "sleep"]
         # The raw greenlet nested under a gevent greenlet, switched out in raw_child.
         raw = found[gid(facts[f"{tag}-raw"])]
@@ -79,7 +86,10 @@ def test_two_threads_each_with_its_own_hub():
     worker_hub = found[gid(facts["worker-hub"])]
     assert worker_hub["state"] == "running" and functions(worker_hub)[-1] == "Hub.run"
     worker_main = found[gid(facts["worker-main"])]
-    assert worker_main["state"] == "suspended" and functions(worker_main)[-2:] == ["worker", "sleep"]
+    assert worker_main["state"] == "suspended" and functions(worker_main)[-2:] == [
+        "worker",
+        "sleep",
+    ]
     # The running hub's stack is its thread's current stack.
     worker_thread = next(s for s in dump["stacks"] if s["id"] == f"thread:{facts['worker-thread']}")
     assert worker_thread["frames"] == worker_hub["frames"]
@@ -108,7 +118,11 @@ def test_raw_greenlets_without_gevent():
     assert (main["state"], main["thread"], main["hub"]) == ("running", main_thread, False)
     parent = found[gid(facts["nested-parent"])]
     child = found[gid(facts["nested-child"])]
-    assert (parent["name"], parent["state"], parent["parent"]) == ("level1", "suspended", main["id"])
+    assert (parent["name"], parent["state"], parent["parent"]) == (
+        "level1",
+        "suspended",
+        main["id"],
+    )
     assert functions(parent) == ["level1", "park"]
     assert (child["name"], child["state"], child["parent"]) == ("level2", "suspended", parent["id"])
     assert functions(child) == ["level2", "park"]
@@ -122,7 +136,11 @@ def test_raw_greenlets_without_gevent():
     a_main, a_child = found[gid(facts["a-main"])], found[gid(facts["a-child"])]
     assert (a_main["state"], a_main["thread"]) == ("suspended", facts["a-thread"])
     assert functions(a_main)[-1] == "thread_a"
-    assert (a_child["state"], a_child["thread"], a_child["parent"]) == ("running", facts["a-thread"], a_main["id"])
+    assert (a_child["state"], a_child["thread"], a_child["parent"]) == (
+        "running",
+        facts["a-thread"],
+        a_main["id"],
+    )
     assert functions(a_child)[0] == "blocked_child" and "Event.wait" in functions(a_child)
     # Thread B: its main greenlet runs (blocked); its children are suspended.
     b_main = found[gid(facts["b-main"])]
@@ -130,7 +148,12 @@ def test_raw_greenlets_without_gevent():
     assert "thread_b" in functions(b_main)
     for address in facts["b-parked"]:
         g = found[gid(address)]
-        assert (g["state"], g["thread"], g["parent"], functions(g)) == ("suspended", facts["b-thread"], b_main["id"], ["park"])
+        assert (g["state"], g["thread"], g["parent"], functions(g)) == (
+            "suspended",
+            facts["b-thread"],
+            b_main["id"],
+            ["park"],
+        )
 
     # Both threads have exited; greenlet counts what is left of B as dead.
     left = greenlets(after)
@@ -162,7 +185,11 @@ def test_dump_from_a_spawned_greenlet(mode, tmp_path):
     assert (hub["hub"], hub["state"], hub["thread"]) == (True, "suspended", facts["thread"])
     for address in facts["waiters"]:
         waiter = found[gid(address)]
-        assert (waiter["state"], waiter["parent"], functions(waiter)) == ("suspended", hub["id"], ["waiter"])
+        assert (waiter["state"], waiter["parent"], functions(waiter)) == (
+            "suspended",
+            hub["id"],
+            ["waiter"],
+        )
     text = "\n".join(text_lines)
     assert text.startswith("tbcollect: pid ")
     assert f"Greenlet tree of thread {facts['thread']}" in text
@@ -299,17 +326,22 @@ def test_periodic_dump_rejects_bad_arguments():
         tbgevent.periodic_dump(1, file=3.5)
 
 
-@pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.12+ walks the GC with PyUnstable_GC_VisitObjects")
+@pytest.mark.skipif(
+    sys.version_info >= (3, 12), reason="3.12+ walks the GC with PyUnstable_GC_VisitObjects"
+)
 def test_gc_list_walk_finds_what_get_objects_finds():
     code = (
         "import gc, json, greenlet, tbcollect\n"
-        "gs = [greenlet.greenlet(lambda: greenlet.getcurrent().parent.switch()) for _ in range(50)]\n"
+        "def park(): greenlet.getcurrent().parent.switch()\n"
+        "gs = [greenlet.greenlet(park) for _ in range(50)]\n"
         "for g in gs[:25]: g.switch()\n"
         "gc.collect()  # the first ones move to the oldest generation\n"
         "more = [greenlet.greenlet(lambda: None) for _ in range(5)]\n"
         "gc.set_threshold(1234, 7, 5)  # the layout check reads the thresholds\n"
-        "expected = sorted(hex(id(o)) for o in gc.get_objects() if isinstance(o, greenlet.greenlet))\n"
-        "got = sorted(s.id.split(':')[1] for s in tbcollect.collect(threads=False, tasks=False).stacks)\n"
+        "G = greenlet.greenlet\n"
+        "expected = sorted(hex(id(o)) for o in gc.get_objects() if isinstance(o, G))\n"
+        "snap = tbcollect.collect(threads=False, tasks=False)\n"
+        "got = sorted(s.id.split(':')[1] for s in snap.stacks)\n"
         "print(json.dumps([expected, got]))\n"
     )
     proc = run_python(code)

@@ -77,9 +77,8 @@ impl<'py> GreenletApi<'py> {
             .filter(|c| unsafe { ffi::PyCapsule_CheckExact(c.as_ptr()) } != 0)
             .ok_or("greenlet._C_API is missing; no greenlets")?;
         unsafe {
-            let slots =
-                ffi::PyCapsule_GetPointer(capsule.as_ptr(), c"greenlet._C_API".as_ptr())
-                    as *const *mut c_void;
+            let slots = ffi::PyCapsule_GetPointer(capsule.as_ptr(), c"greenlet._C_API".as_ptr())
+                as *const *mut c_void;
             if slots.is_null() {
                 safe::clear_error();
                 return Err("greenlet._C_API is not greenlet's capsule; no greenlets".into());
@@ -87,7 +86,9 @@ impl<'py> GreenletApi<'py> {
             let slots = std::slice::from_raw_parts(slots, SLOTS);
             // The type in slot 0 must be the module's: proof the layout is the one we know.
             if slots[TYPE_SLOT] != type_obj.as_ptr() as *mut c_void {
-                return Err("greenlet's C API does not match greenlet.greenlet; no greenlets".into());
+                return Err(
+                    "greenlet's C API does not match greenlet.greenlet; no greenlets".into(),
+                );
             }
             let wanted = [
                 GET_CURRENT_SLOT,
@@ -102,9 +103,9 @@ impl<'py> GreenletApi<'py> {
             let tp = type_obj.as_ptr() as *mut ffi::PyTypeObject;
             Ok(Some(GreenletApi {
                 tp,
-                gr_frame: BuiltinGetter::new(py, tp, c"gr_frame"),
-                stack_saved: BuiltinGetter::new(py, tp, c"_stack_saved"),
-                run: BuiltinGetter::new(py, tp, c"run"),
+                gr_frame: BuiltinGetter::new(&type_obj, c"gr_frame"),
+                stack_saved: BuiltinGetter::new(&type_obj, c"_stack_saved"),
+                run: BuiltinGetter::new(&type_obj, c"run"),
                 _type_obj: type_obj,
                 main: std::mem::transmute::<*mut c_void, Predicate>(slots[MAIN_SLOT]),
                 started: std::mem::transmute::<*mut c_void, Predicate>(slots[STARTED_SLOT]),
@@ -112,9 +113,7 @@ impl<'py> GreenletApi<'py> {
                 get_current: std::mem::transmute::<*mut c_void, GetCurrent>(
                     slots[GET_CURRENT_SLOT],
                 ),
-                get_parent: std::mem::transmute::<*mut c_void, GetParent>(
-                    slots[GET_PARENT_SLOT],
-                ),
+                get_parent: std::mem::transmute::<*mut c_void, GetParent>(slots[GET_PARENT_SLOT]),
             }))
         }
     }
@@ -189,8 +188,7 @@ impl<'py> Gevent<'py> {
         let greenlet = type_in(c"gevent.greenlet", c"Greenlet");
         let frame = type_in(c"gevent.greenlet", c"_Frame");
         let getter = |tp: &Option<Bound<'py, PyAny>>, name: &CStr| {
-            tp.as_ref()
-                .and_then(|tp| BuiltinGetter::new(py, type_ptr(tp), name))
+            tp.as_ref().and_then(|tp| BuiltinGetter::new(tp, name))
         };
         Gevent {
             spawning_greenlet: getter(&greenlet, c"spawning_greenlet"),
@@ -214,18 +212,19 @@ impl<'py> Gevent<'py> {
 }
 
 /// Reads an optional getter.
-pub fn read<'py>(getter: &Option<BuiltinGetter<'py>>, obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+pub fn read<'py>(
+    getter: &Option<BuiltinGetter<'py>>,
+    obj: &Bound<'py, PyAny>,
+) -> Option<Bound<'py, PyAny>> {
     getter.as_ref()?.get(obj)
 }
 
 /// `isinstance` by `tp_mro` pointers only (no `__instancecheck__`, no `__class__`).
 pub fn instance_of(obj: &Bound<'_, PyAny>, tp: Option<&Bound<'_, PyAny>>) -> bool {
     tp.is_some_and(|tp| unsafe {
-        ffi::PyType_IsSubtype(ffi::Py_TYPE(obj.as_ptr()), tp.as_ptr() as *mut ffi::PyTypeObject)
-            != 0
+        ffi::PyType_IsSubtype(
+            ffi::Py_TYPE(obj.as_ptr()),
+            tp.as_ptr() as *mut ffi::PyTypeObject,
+        ) != 0
     })
-}
-
-pub fn type_ptr(tp: &Bound<'_, PyAny>) -> *mut ffi::PyTypeObject {
-    tp.as_ptr() as *mut ffi::PyTypeObject
 }

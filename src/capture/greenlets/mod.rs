@@ -13,12 +13,12 @@ mod owner;
 mod scan;
 
 use crate::capture::{safe, Capture};
+use crate::fasthash::FastMap as HashMap;
 use crate::model::{Frame, GreenletDetails, Stack, StackDetails};
 use api::{instance_of, read, Flags, Gevent, GreenletApi};
 use naming::Namer;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use crate::fasthash::FastMap as HashMap;
 
 pub use naming::MAIN_GREENLET_NAME;
 
@@ -102,7 +102,8 @@ fn read_greenlet<'py>(
     let parent = api
         .parent(&obj)
         .and_then(|p| index.get(&(p.as_ptr() as usize)).copied());
-    let frame = read(&api.gr_frame, &obj).filter(|f| unsafe { ffi::PyFrame_Check(f.as_ptr()) } != 0);
+    let frame =
+        read(&api.gr_frame, &obj).filter(|f| unsafe { ffi::PyFrame_Check(f.as_ptr()) } != 0);
     let stack_saved = read(&api.stack_saved, &obj)
         .and_then(|n| safe::int_value(&n))
         .is_some_and(|n| n != 0);
@@ -214,14 +215,22 @@ fn build<'py>(
     let entry = match (frames.first(), &raw.frame) {
         (Some(first), _) if frames_omitted == 0 => Some(first.function.as_str()),
         (None, Some(frame)) if !raw.flags.main => {
-            held = cap.walker.walk_from(frame).and_then(|(f, omitted)| {
-                (omitted == 0).then(|| f.into_iter().next()).flatten()
-            });
+            held = cap
+                .walker
+                .walk_from(frame)
+                .and_then(|(f, omitted)| (omitted == 0).then(|| f.into_iter().next()).flatten());
             held.as_ref().map(|f| f.function.as_str())
         }
         _ => None,
     };
-    let name = namer.greenlet_name(ctx.api, ctx.gevent, &raw.obj, raw.flags.main, raw.hub, entry);
+    let name = namer.greenlet_name(
+        ctx.api,
+        ctx.gevent,
+        &raw.obj,
+        raw.flags.main,
+        raw.hub,
+        entry,
+    );
     let (spawned_by, spawn_frames) = spawn_record(cap, ctx, spawns, &raw.obj);
     Stack {
         id: ctx.ids[i].clone(),
@@ -272,13 +281,16 @@ fn spawn_record<'py>(
         })
     };
     let py = obj.py();
-    let spawner = field(&gevent.spawning_greenlet, pyo3::intern!(py, "spawning_greenlet"))
-        .and_then(|r| dereference(&r))
-        .filter(|g| ctx.api.is_greenlet(g))
-        .map(|g| match ctx.index.get(&(g.as_ptr() as usize)) {
-            Some(&k) => ctx.ids[k].clone(),
-            None => greenlet_id(&g),
-        });
+    let spawner = field(
+        &gevent.spawning_greenlet,
+        pyo3::intern!(py, "spawning_greenlet"),
+    )
+    .and_then(|r| dereference(&r))
+    .filter(|g| ctx.api.is_greenlet(g))
+    .map(|g| match ctx.index.get(&(g.as_ptr() as usize)) {
+        Some(&k) => ctx.ids[k].clone(),
+        None => greenlet_id(&g),
+    });
 
     let mut frames = Vec::with_capacity(8);
     let mut record = field(&gevent.spawning_stack, pyo3::intern!(py, "spawning_stack"));

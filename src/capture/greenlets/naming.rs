@@ -3,9 +3,9 @@
 
 use super::api::{read, Gevent, GreenletApi};
 use crate::capture::safe::{self, BuiltinGetter};
+use crate::fasthash::FastMap as HashMap;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use crate::fasthash::FastMap as HashMap;
 use std::ffi::CStr;
 
 extern "C" {
@@ -41,10 +41,14 @@ impl<'py> Namer<'py> {
             .filter(|t| unsafe { ffi::PyType_Check(t.as_ptr()) } != 0);
         Namer {
             py,
-            function_qualname: BuiltinGetter::new(py, &raw mut ffi::PyFunction_Type, c"__qualname__"),
+            function_qualname: BuiltinGetter::new(
+                // SAFETY: a static type of the interpreter.
+                &unsafe { Bound::from_borrowed_ptr(py, (&raw mut ffi::PyFunction_Type).cast()) },
+                c"__qualname__",
+            ),
             partial_func: partial
                 .as_ref()
-                .and_then(|p| BuiltinGetter::new(py, p.as_ptr() as *mut _, c"func")),
+                .and_then(|p| BuiltinGetter::new(p, c"func")),
             partial,
             cython_qualname: HashMap::default(),
             callables: HashMap::default(),
@@ -102,7 +106,8 @@ impl<'py> Namer<'py> {
                 return name;
             }
             // A subclass overriding `_run` (gevent's own `_run` is a placeholder).
-            if let Some(name) = self.overridden_method(greenlet, c"_run", gevent.greenlet.as_ref()) {
+            if let Some(name) = self.overridden_method(greenlet, c"_run", gevent.greenlet.as_ref())
+            {
                 return name;
             }
         } else {
@@ -133,11 +138,12 @@ impl<'py> Namer<'py> {
         if let Some(known) = self.overrides.get(&key) {
             return known.clone();
         }
-        let found = safe::type_lookup(self.py, tp, name)
+        // SAFETY: the types of live greenlets, and gevent's Greenlet class we hold.
+        let found = unsafe { safe::type_lookup(self.py, tp, name) }
             .filter(|f| unsafe { ffi::PyFunction_Check(f.as_ptr()) } != 0)
             .filter(|f| {
                 !base
-                    .and_then(|b| safe::type_lookup(self.py, b.as_ptr() as *mut _, name))
+                    .and_then(|b| unsafe { safe::type_lookup(self.py, b.as_ptr() as *mut _, name) })
                     .is_some_and(|inherited| inherited.is(f))
             })
             .and_then(|f| self.function_qualname(&f));
@@ -176,10 +182,9 @@ impl<'py> Namer<'py> {
                 // Cython's function type (its runtime's, never user code): the
                 // `__qualname__` getter returns the string it stored.
                 let tp = ffi::Py_TYPE(ptr);
-                let getter = self
-                    .cython_qualname
-                    .entry(tp as usize)
-                    .or_insert_with(|| BuiltinGetter::new(py, tp, c"__qualname__"));
+                let getter = self.cython_qualname.entry(tp as usize).or_insert_with(|| {
+                    BuiltinGetter::new(&Bound::from_borrowed_ptr(py, tp.cast()), c"__qualname__")
+                });
                 return read(getter, obj).and_then(|q| safe::str_value(&q));
             }
             if ffi::PyCFunction_Check(ptr) != 0 {

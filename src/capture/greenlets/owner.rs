@@ -31,9 +31,9 @@
 use super::api::GreenletApi;
 use super::Raw;
 use crate::capture::{safe, Capture};
+use crate::fasthash::{FastMap as HashMap, FastSet as HashSet};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use crate::fasthash::{FastMap as HashMap, FastSet as HashSet};
 use std::ffi::CStr;
 
 /// Frames of a thread searched for greenlet references (rule 4).
@@ -190,8 +190,8 @@ fn live_threads(cap: &Capture<'_>) -> Vec<u64> {
 fn running(raws: &[Raw<'_>], root: &[usize], exited: &[bool], current: Option<usize>) -> Vec<bool> {
     let mut running = vec![false; raws.len()];
     let mut groups: HashMap<usize, Vec<usize>> = HashMap::default();
-    for i in 0..raws.len() {
-        groups.entry(root[i]).or_default().push(i);
+    for (i, &r) in root.iter().enumerate() {
+        groups.entry(r).or_default().push(i);
     }
     let current_root = current.map(|c| root[c]);
     for (r, members) in groups {
@@ -232,8 +232,8 @@ fn bootstrap_code(py: Python<'_>) -> Option<Bound<'_, PyAny>> {
     let threading = safe::imported_module(py, c"threading")?;
     let thread = safe::module_attr(&threading, c"Thread")
         .filter(|t| unsafe { ffi::PyType_Check(t.as_ptr()) } != 0)?;
-    let func = safe::type_lookup(py, thread.as_ptr() as *mut ffi::PyTypeObject, c"_bootstrap")?;
     unsafe {
+        let func = safe::type_lookup(py, thread.as_ptr() as *mut ffi::PyTypeObject, c"_bootstrap")?;
         if ffi::PyFunction_Check(func.as_ptr()) == 0 {
             return None;
         }
@@ -297,7 +297,12 @@ fn frame_local<'py>(frame: &Bound<'py, PyAny>, name: &CStr) -> Option<Bound<'py,
         return None;
     }
     // The proxy maps names to fast-local slots of the code object, in C.
-    unsafe { safe::owned(frame.py(), ffi::PyObject_GetItem(locals.as_ptr(), key.as_ptr())) }
+    unsafe {
+        safe::owned(
+            frame.py(),
+            ffi::PyObject_GetItem(locals.as_ptr(), key.as_ptr()),
+        )
+    }
 }
 
 /// The values of a frame's locals (only the interpreter's own mapping types).
@@ -325,9 +330,9 @@ fn local_values<'py>(frame: &Bound<'py, PyAny>) -> Vec<Bound<'py, PyAny>> {
 
 /// 3.13's `FrameLocalsProxy`: a final C type of the interpreter.
 fn is_frame_locals_proxy(obj: &Bound<'_, PyAny>) -> bool {
-    cfg!(Py_3_13) && safe::type_name(obj) == "FrameLocalsProxy" && unsafe {
-        (*ffi::Py_TYPE(obj.as_ptr())).tp_flags & ffi::Py_TPFLAGS_HEAPTYPE == 0
-    }
+    cfg!(Py_3_13)
+        && safe::type_name(obj) == "FrameLocalsProxy"
+        && unsafe { (*ffi::Py_TYPE(obj.as_ptr())).tp_flags & ffi::Py_TPFLAGS_HEAPTYPE == 0 }
 }
 
 /// Rule 4: (thread, root) pairs where only that thread's frames reference
@@ -368,7 +373,8 @@ fn locals_pairs<'py>(
                         }
                     } else if ffi::PyTuple_CheckExact(v) != 0 {
                         for k in 0..ffi::PyTuple_GET_SIZE(v).min(LOCALS_SCAN_ITEMS) {
-                            if let Some(item) = safe::borrowed(cap.py, ffi::PyTuple_GET_ITEM(v, k)) {
+                            if let Some(item) = safe::borrowed(cap.py, ffi::PyTuple_GET_ITEM(v, k))
+                            {
                                 note(&item);
                             }
                         }

@@ -107,7 +107,8 @@ fn addresses(py: Python<'_>, api: &GreenletApi<'_>) -> Result<Vec<usize>, String
 fn get_objects(py: Python<'_>, api: &GreenletApi<'_>) -> Result<Vec<usize>, String> {
     use crate::capture::safe;
 
-    let func = gc_builtin(py, c"get_objects").ok_or("gc.get_objects is not the builtin; no greenlets")?;
+    let func =
+        gc_builtin(py, c"get_objects").ok_or("gc.get_objects is not the builtin; no greenlets")?;
     unsafe {
         let objects = safe::owned(py, ffi::PyObject_CallNoArgs(func.as_ptr()))
             .ok_or("gc.get_objects() failed; no greenlets")?;

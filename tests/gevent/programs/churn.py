@@ -13,7 +13,6 @@ import threading
 
 import gevent
 import greenlet
-
 import tbcollect
 
 

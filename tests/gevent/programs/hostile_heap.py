@@ -14,7 +14,6 @@ import threading
 
 import gevent
 import greenlet
-
 import tbcollect
 
 CALLS = []

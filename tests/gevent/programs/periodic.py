@@ -11,7 +11,6 @@ import sys
 import time
 
 import gevent
-
 import tbcollect.gevent
 
 

@@ -13,7 +13,6 @@ import sys
 import threading
 
 import greenlet
-
 import tbcollect
 
 
@@ -77,7 +76,9 @@ def main():
     leftovers = []
     threads = [
         threading.Thread(target=thread_a, args=(facts, started[0], release), daemon=True),
-        threading.Thread(target=thread_b, args=(facts, started[1], release, leftovers), daemon=True),
+        threading.Thread(
+            target=thread_b, args=(facts, started[1], release, leftovers), daemon=True
+        ),
     ]
     for t in threads:
         t.start()

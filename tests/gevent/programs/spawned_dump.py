@@ -19,7 +19,6 @@ import gevent
 import gevent.event
 import gevent.monkey
 import greenlet
-
 import tbcollect
 
 

@@ -16,7 +16,6 @@ import gevent.event
 import gevent.queue
 import gevent.socket
 import greenlet
-
 import tbcollect
 
 ROLES = ("sleep", "event", "queue", "socket", "nest")
