@@ -150,22 +150,13 @@ fn render_group(
     if group.len() == 1 {
         writeln!(out, "{}", header(refs, first))?;
     } else {
-        let names = group
-            .iter()
-            .take(GROUP_NAMES_SHOWN)
-            .map(|s| s.name.as_str())
-            .join(", ");
-        let more = group.len().saturating_sub(GROUP_NAMES_SHOWN);
-        let tail = if more > 0 {
-            format!(", … and {more} more")
-        } else {
-            String::new()
-        };
         writeln!(
             out,
-            "{} with this same stack: {names}{tail}",
-            first.kind().count_noun(group.len())
+            "{} with this same stack: {}",
+            first.kind().count_noun(group.len()),
+            name_summary(group)
         )?;
+        let more = group.len().saturating_sub(GROUP_NAMES_SHOWN);
         // The names above cover the rest; every id is in the JSON dump.
         for stack in group.iter().take(GROUP_NAMES_SHOWN) {
             writeln!(out, "  {}", header(refs, stack))?;
@@ -176,6 +167,33 @@ fn render_group(
     }
     render_frames(first, options, out)?;
     render_spawn_frames(first, options, out)
+}
+
+/// The members' names in order, a repeated name once with its count
+/// (`worker × 812`), the first `GROUP_NAMES_SHOWN` names at most.
+fn name_summary(group: &[&Stack]) -> String {
+    let mut counts: FastMap<&str, usize> = FastMap::default();
+    let mut order: Vec<&str> = Vec::new();
+    for stack in group {
+        let n = counts.entry(stack.name.as_str()).or_insert(0);
+        if *n == 0 {
+            order.push(&stack.name);
+        }
+        *n += 1;
+    }
+    let shown = &order[..order.len().min(GROUP_NAMES_SHOWN)];
+    let mut text = shown
+        .iter()
+        .map(|name| match counts[name] {
+            1 => name.to_string(),
+            n => format!("{name} × {n}"),
+        })
+        .join(", ");
+    let covered: usize = shown.iter().map(|name| counts[name]).sum();
+    if covered < group.len() {
+        text.push_str(&format!(", … and {} more", group.len() - covered));
+    }
+    text
 }
 
 /// Where gevent saw a greenlet spawned, under its stack.
@@ -569,5 +587,20 @@ Greenlet \"worker-0\" (greenlet:0x0, suspended, thread 1, parent Greenlet \"Hub\
             "{text}"
         );
         assert_eq!(text.matches("Spawned at:").count(), 2);
+    }
+
+    #[test]
+    fn repeated_names_are_counted_once() {
+        let mut snap = greenlet_snapshot(0);
+        for i in 0..30 {
+            let name = if i % 10 == 9 { "other" } else { "worker" };
+            snap.stacks
+                .push(greenlet(&format!("greenlet:0x{i}"), name, 20));
+        }
+        let text = render_to_string(&snap, &TextOptions::default());
+        assert!(
+            text.contains("30 greenlets with this same stack: worker × 27, other × 3\n"),
+            "{text}"
+        );
     }
 }
