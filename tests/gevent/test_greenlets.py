@@ -317,6 +317,36 @@ def test_snapshot_holds_no_reference_to_greenlets_or_frames():
     assert before == after and exits == ["exit"] and stacks > 0
 
 
+def test_greenlets_queued_for_deletion_are_not_killed_by_collect():
+    # A greenlet whose last reference dies in another thread is queued to be
+    # killed by its own thread at its next greenlet call; collect() must not
+    # be that call (killing it runs its code).
+    code = (
+        "import json, threading, greenlet, tbcollect\n"
+        "ran = []\n"
+        "def park():\n"
+        "    try:\n"
+        "        greenlet.getcurrent().parent.switch()\n"
+        "    except greenlet.GreenletExit:\n"
+        "        ran.append('exit')\n"
+        "g = greenlet.greenlet(park)\n"
+        "g.switch()\n"
+        "box = [g]\n"
+        "del g\n"
+        "t = threading.Thread(target=box.clear)\n"
+        "t.start()\n"
+        "t.join()\n"
+        "snap = tbcollect.collect()\n"
+        "during = list(ran)\n"
+        "greenlet.getcurrent()  # greenlet's own maintenance kills it now\n"
+        "print(json.dumps([during, ran, snap.errors]))\n"
+    )
+    proc = run_python(code)
+    assert proc.returncode == 0, proc.stderr
+    during, after, errors = json.loads(proc.stdout)
+    assert during == [] and after == ["exit"] and errors == []
+
+
 def test_periodic_dump_rejects_bad_arguments():
     tbgevent = pytest.importorskip("tbcollect.gevent")
     import tbcollect

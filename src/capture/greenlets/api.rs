@@ -12,12 +12,10 @@ use std::ffi::CStr;
 use std::os::raw::{c_int, c_void};
 
 type Predicate = unsafe extern "C" fn(*mut ffi::PyObject) -> c_int;
-type GetCurrent = unsafe extern "C" fn() -> *mut ffi::PyObject;
 type GetParent = unsafe extern "C" fn(*mut ffi::PyObject) -> *mut ffi::PyObject;
 
 // Indices into the capsule's pointer array (greenlet.h, stable since greenlet 1.0).
 const TYPE_SLOT: usize = 0;
-const GET_CURRENT_SLOT: usize = 4;
 const MAIN_SLOT: usize = 8;
 const STARTED_SLOT: usize = 9;
 const ACTIVE_SLOT: usize = 10;
@@ -35,12 +33,12 @@ pub struct GreenletApi<'py> {
     /// greenlet's C getters, looked up once on the base type (subclass
     /// overrides of these names are never called).
     pub gr_frame: Option<BuiltinGetter<'py>>,
+    pub gr_context: Option<BuiltinGetter<'py>>,
     pub stack_saved: Option<BuiltinGetter<'py>>,
     pub run: Option<BuiltinGetter<'py>>,
     main: Predicate,
     started: Predicate,
     active: Predicate,
-    get_current: GetCurrent,
     get_parent: GetParent,
 }
 
@@ -90,13 +88,7 @@ impl<'py> GreenletApi<'py> {
                     "greenlet's C API does not match greenlet.greenlet; no greenlets".into(),
                 );
             }
-            let wanted = [
-                GET_CURRENT_SLOT,
-                MAIN_SLOT,
-                STARTED_SLOT,
-                ACTIVE_SLOT,
-                GET_PARENT_SLOT,
-            ];
+            let wanted = [MAIN_SLOT, STARTED_SLOT, ACTIVE_SLOT, GET_PARENT_SLOT];
             if wanted.iter().any(|&i| slots[i].is_null()) {
                 return Err("greenlet's C API is incomplete; no greenlets".into());
             }
@@ -104,15 +96,13 @@ impl<'py> GreenletApi<'py> {
             Ok(Some(GreenletApi {
                 tp,
                 gr_frame: BuiltinGetter::new(&type_obj, c"gr_frame"),
+                gr_context: BuiltinGetter::new(&type_obj, c"gr_context"),
                 stack_saved: BuiltinGetter::new(&type_obj, c"_stack_saved"),
                 run: BuiltinGetter::new(&type_obj, c"run"),
                 _type_obj: type_obj,
                 main: std::mem::transmute::<*mut c_void, Predicate>(slots[MAIN_SLOT]),
                 started: std::mem::transmute::<*mut c_void, Predicate>(slots[STARTED_SLOT]),
                 active: std::mem::transmute::<*mut c_void, Predicate>(slots[ACTIVE_SLOT]),
-                get_current: std::mem::transmute::<*mut c_void, GetCurrent>(
-                    slots[GET_CURRENT_SLOT],
-                ),
                 get_parent: std::mem::transmute::<*mut c_void, GetParent>(slots[GET_PARENT_SLOT]),
             }))
         }
@@ -147,10 +137,14 @@ impl<'py> GreenletApi<'py> {
         }
     }
 
-    /// The greenlet running in the calling thread. Creates the thread's main
-    /// greenlet if the thread never used greenlet, so call it after the heap scan.
-    pub fn current(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
-        unsafe { safe::owned(py, (self.get_current)()) }
+    /// Whether `greenlet` is the one running in the calling thread, asked
+    /// of greenlet's `gr_context` getter: for a greenlet running (active,
+    /// with no saved frame) it answers only in the greenlet's own thread and
+    /// raises `ValueError` in any other. (`getcurrent()` is not used: it
+    /// first kills greenlets queued for deletion in this thread, which runs
+    /// their code.) Creates the thread's greenlet state if it has none.
+    pub fn runs_here(&self, greenlet: &Bound<'py, PyAny>) -> bool {
+        read(&self.gr_context, greenlet).is_some()
     }
 
     pub fn parent(&self, greenlet: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {

@@ -67,10 +67,9 @@ pub fn capture(cap: &mut Capture<'_>) -> Vec<Stack> {
         .into_iter()
         .map(|g| read_greenlet(&api, &gevent, &index, g))
         .collect();
-    // After the scan: a thread without greenlets gets its main greenlet here.
-    let current = api
-        .current(py)
-        .and_then(|c| index.get(&(c.as_ptr() as usize)).copied());
+    let current = raws.iter().position(|raw| {
+        raw.flags.active && raw.frame.is_none() && !raw.stack_saved && api.runs_here(&raw.obj)
+    });
     let own = owner::attribute(cap, &api, &raws, &index, current);
 
     let ids: Vec<String> = raws.iter().map(|r| greenlet_id(&r.obj)).collect();

@@ -7,7 +7,8 @@
 //! the greenlets of one thread are exactly those sharing a root. A root is
 //! tied to its thread, in this order, by:
 //!
-//! 1. the calling thread's current greenlet (greenlet's `getcurrent`);
+//! 1. the calling thread's running greenlet (the one greenlet's `gr_context`
+//!    getter answers for in this thread, see `GreenletApi::runs_here`);
 //! 2. a gevent hub among its descendants: `Hub.thread_ident`, which gevent
 //!    records with the real `_thread.get_ident` when the hub is created;
 //! 3. a suspended main greenlet whose outermost frame is
@@ -21,8 +22,8 @@
 //! tied to nothing while every live thread is tied to another root), its
 //! greenlets are dead, as greenlet itself counts them.
 //!
-//! The running greenlet of a thread is the calling thread's current greenlet,
-//! or, in another thread, the one greenlet that is active, has no saved frame
+//! The running greenlet of a thread is, in the calling thread, that one;
+//! in another thread, the one greenlet that is active, has no saved frame
 //! (greenlet keeps `gr_frame` only for greenlets switched out) and no C stack
 //! copied to the heap (a running greenlet's stack is all on the C stack). A
 //! greenlet that passes those tests but is not running is one suspended in
