@@ -13,7 +13,6 @@ import gevent
 import gevent.queue
 import gevent.socket
 import greenlet
-
 import tbcollect
 import tbcollect.gevent
 
