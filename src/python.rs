@@ -439,6 +439,7 @@ fn tbcollect_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SCHEMA", SCHEMA)?;
     m.add("FORMATS", Format::NAMES.to_vec())?;
     m.add("UNKNOWN_THREAD_NAME", capture::threads::UNKNOWN_THREAD_NAME)?;
+    m.add("MAIN_GREENLET_NAME", capture::greenlets::MAIN_GREENLET_NAME)?;
     m.add_class::<PySnapshot>()?;
     m.add_class::<PyStack>()?;
     m.add_class::<PyFrame>()?;

@@ -5,6 +5,7 @@ from typing import Any, Dict, List, Literal, Optional, Tuple, Union
 SCHEMA: str
 FORMATS: List[str]
 UNKNOWN_THREAD_NAME: str
+MAIN_GREENLET_NAME: str
 
 StackKind = Literal["thread", "greenlet", "task"]
 

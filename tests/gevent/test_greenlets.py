@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Tuple
 
 import pytest
 from conftest import run_python, validate_json
+from tbcollect._tbcollect import MAIN_GREENLET_NAME
 
 pytest.importorskip("greenlet")
 pytest.importorskip("gevent")
@@ -58,7 +59,7 @@ def test_two_threads_each_with_its_own_hub():
         main = found[gid(facts[f"{tag}-main"])]
         assert hub["hub"] is True and hub["thread"] == thread
         assert hub["parent"] == main["id"] and main["parent"] is None
-        assert main["name"] == "<main greenlet>" and main["thread"] == thread
+        assert main["name"] == MAIN_GREENLET_NAME and main["thread"] == thread
         for role in ("sleep", "event", "queue", "socket", "nest"):
             g = found[gid(facts[f"{tag}-{role}"])]
             assert g["name"] == f"{tag}-{role}"
