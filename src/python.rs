@@ -477,10 +477,15 @@ fn write_dump(
 #[pyo3(name = "_tbcollect")]
 fn tbcollect_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     capture::threads::note_main_thread();
+    // Capture never imports (an import can run user code and release the
+    // GIL); it finds `gc` in sys.modules to pause the collector on 3.9 and
+    // to list objects on 3.9-3.11, so import it now, at our own import time.
+    m.py().import("gc")?;
     m.add("SCHEMA", SCHEMA)?;
     m.add("DEFAULT_REDACT", capture::locals::DEFAULT_REDACT.to_vec())?;
     m.add("FORMATS", Format::NAMES.to_vec())?;
     m.add("UNKNOWN_THREAD_NAME", capture::threads::UNKNOWN_THREAD_NAME)?;
+    m.add("MAIN_GREENLET_NAME", capture::greenlets::MAIN_GREENLET_NAME)?;
     m.add_class::<PySnapshot>()?;
     m.add_class::<PyStack>()?;
     m.add_class::<PyFrame>()?;

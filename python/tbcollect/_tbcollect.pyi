@@ -7,6 +7,7 @@ DIFF_SCHEMA: str
 FORMATS: List[str]
 DEFAULT_REDACT: List[str]
 UNKNOWN_THREAD_NAME: str
+MAIN_GREENLET_NAME: str
 
 _StackKind = Literal["thread", "greenlet", "task"]
 

@@ -128,6 +128,18 @@ impl<'py> FrameWalker<'py> {
         }
     }
 
+    /// A frame from a code object and a line (records like gevent's spawning
+    /// stacks keep those instead of frames); `None` when `code` is no code object.
+    pub fn code_frame(&mut self, code: &Bound<'py, PyAny>, lineno: Option<u32>) -> Option<Frame> {
+        unsafe {
+            if ffi::PyCode_Check(code.as_ptr()) == 0 {
+                return None;
+            }
+            let info = self.code_info(code.as_ptr() as *mut ffi::PyCodeObject);
+            Some(Frame::new(info.filename, lineno, info.function))
+        }
+    }
+
     pub fn max_depth(&self) -> usize {
         self.max_depth
     }

@@ -111,27 +111,126 @@ pub fn builtin_attr<'py>(
     owner: *mut ffi::PyTypeObject,
     name: &CStr,
 ) -> Option<Bound<'py, PyAny>> {
-    let py = obj.py();
     unsafe {
-        let tp = ffi::Py_TYPE(obj.as_ptr());
-        if ffi::PyType_IsSubtype(tp, owner) == 0 {
+        if ffi::PyType_IsSubtype(ffi::Py_TYPE(obj.as_ptr()), owner) == 0 {
             return None;
         }
-        let key = owned(py, ffi::PyUnicode_FromString(name.as_ptr()))?;
-        let descr = _PyType_Lookup(owner, key.as_ptr());
-        if descr.is_null() {
-            clear_error();
-            return None;
-        }
-        let descr_type = ffi::Py_TYPE(descr);
-        let is_c_descriptor = std::ptr::eq(descr_type, &raw mut ffi::PyGetSetDescr_Type)
-            || std::ptr::eq(descr_type, &raw mut ffi::PyMemberDescr_Type);
-        if !is_c_descriptor {
-            return None;
-        }
-        let get = (*descr_type).tp_descr_get?;
-        owned(py, get(descr, obj.as_ptr(), tp as *mut ffi::PyObject))
+        // `obj` is an instance of `owner`, which its type therefore keeps alive.
+        let owner = Bound::from_borrowed_ptr(obj.py(), owner as *mut ffi::PyObject);
+        BuiltinGetter::new(&owner, name)?.get(obj)
     }
+}
+
+/// [`builtin_attr`] with the descriptor looked up once, for reading the same
+/// attribute of many objects in one capture.
+pub struct BuiltinGetter<'py> {
+    owner: Bound<'py, PyAny>,
+    descr: Bound<'py, PyAny>,
+    get: ffi::descrgetfunc,
+}
+
+impl<'py> BuiltinGetter<'py> {
+    /// `None` unless type `owner` (or a base) defines `name` as a getset or
+    /// member descriptor.
+    pub fn new(owner: &Bound<'py, PyAny>, name: &CStr) -> Option<Self> {
+        unsafe {
+            if ffi::PyType_Check(owner.as_ptr()) == 0 {
+                return None;
+            }
+            let descr = type_lookup(owner.py(), owner.as_ptr() as *mut ffi::PyTypeObject, name)?;
+            let descr_type = ffi::Py_TYPE(descr.as_ptr());
+            let is_c_descriptor = std::ptr::eq(descr_type, &raw mut ffi::PyGetSetDescr_Type)
+                || std::ptr::eq(descr_type, &raw mut ffi::PyMemberDescr_Type);
+            if !is_c_descriptor {
+                return None;
+            }
+            let get = (*descr_type).tp_descr_get?;
+            Some(BuiltinGetter {
+                owner: owner.clone(),
+                descr,
+                get,
+            })
+        }
+    }
+
+    /// The attribute of `obj`, or `None` when `obj` is not an `owner` or the getter fails.
+    pub fn get(&self, obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+        unsafe {
+            let tp = ffi::Py_TYPE(obj.as_ptr());
+            let owner = self.owner.as_ptr() as *mut ffi::PyTypeObject;
+            if tp != owner && ffi::PyType_IsSubtype(tp, owner) == 0 {
+                return None;
+            }
+            owned(
+                obj.py(),
+                (self.get)(self.descr.as_ptr(), obj.as_ptr(), tp as *mut ffi::PyObject),
+            )
+        }
+    }
+}
+
+/// `dict[key]` found by walking the entries and comparing only exact `str`
+/// keys, in C: unlike a hashed lookup it never calls the `__eq__` of a
+/// foreign key that happens to share the hash. For small dicts (instance
+/// `__dict__`s of objects we do not control).
+pub fn dict_get_scan<'py>(
+    dict: &Bound<'py, PyAny>,
+    key: &Bound<'py, PyAny>,
+) -> Option<Bound<'py, PyAny>> {
+    let [value] = dict_get_scan_many(dict, [key]);
+    value
+}
+
+/// [`dict_get_scan`] for several keys in one walk.
+pub fn dict_get_scan_many<'py, const N: usize>(
+    dict: &Bound<'py, PyAny>,
+    keys: [&Bound<'py, PyAny>; N],
+) -> [Option<Bound<'py, PyAny>>; N] {
+    let py = dict.py();
+    let mut out: [Option<Bound<'py, PyAny>>; N] = std::array::from_fn(|_| None);
+    unsafe {
+        if ffi::PyDict_Check(dict.as_ptr()) == 0
+            || keys
+                .iter()
+                .any(|k| ffi::PyUnicode_CheckExact(k.as_ptr()) == 0)
+        {
+            return out;
+        }
+        // A `str` caches its hash: comparing hashes first skips most compares.
+        let hashes = keys.map(|k| ffi::PyObject_Hash(k.as_ptr()));
+        let mut pos: ffi::Py_ssize_t = 0;
+        let mut k: *mut ffi::PyObject = std::ptr::null_mut();
+        let mut v: *mut ffi::PyObject = std::ptr::null_mut();
+        while ffi::PyDict_Next(dict.as_ptr(), &mut pos, &mut k, &mut v) != 0 {
+            let is_str = ffi::PyUnicode_CheckExact(k) != 0;
+            for (i, key) in keys.iter().enumerate() {
+                // Attribute names are interned, so the pointer test nearly always decides.
+                let same = k == key.as_ptr()
+                    || (is_str
+                        && ffi::PyObject_Hash(k) == hashes[i]
+                        && ffi::PyUnicode_Compare(k, key.as_ptr()) == 0);
+                if same && out[i].is_none() {
+                    out[i] = borrowed(py, v);
+                }
+            }
+        }
+        clear_error();
+    }
+    out
+}
+
+/// `name` looked up along the MRO of `tp` (what `type.name` finds before
+/// descriptors run), without calling anything: no metaclass hook, no getter.
+///
+/// # Safety
+/// `tp` must be a live type object; the GIL is held.
+pub unsafe fn type_lookup<'py>(
+    py: Python<'py>,
+    tp: *mut ffi::PyTypeObject,
+    name: &CStr,
+) -> Option<Bound<'py, PyAny>> {
+    let key = owned(py, ffi::PyUnicode_FromString(name.as_ptr()))?;
+    borrowed(py, _PyType_Lookup(tp, key.as_ptr()))
 }
 
 /// A Python `str` as Rust text; lone surrogates are replaced, never raised.
@@ -554,19 +653,6 @@ pub fn frame_local<'py>(frame: &Bound<'py, PyAny>, name: &CStr) -> Option<Bound<
     {
         let locals = builtin_attr(frame, &raw mut ffi::PyFrame_Type, c"f_locals")?;
         dict_get(&locals, name)
-    }
-}
-
-/// `_PyType_Lookup`: the attribute `name` found along `tp`'s MRO (borrowed
-/// from the type dicts), without invoking any descriptor.
-pub fn type_lookup<'py>(
-    py: Python<'py>,
-    tp: *mut ffi::PyTypeObject,
-    name: &CStr,
-) -> Option<Bound<'py, PyAny>> {
-    unsafe {
-        let key = owned(py, ffi::PyUnicode_FromString(name.as_ptr()))?;
-        borrowed(py, _PyType_Lookup(tp, key.as_ptr()))
     }
 }
 

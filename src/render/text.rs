@@ -2,10 +2,11 @@
 //! group of identical stacks), frames in exactly Python's traceback form so
 //! editors and log tools can jump to them.
 
-use crate::fasthash::FastMap;
+use crate::fasthash::{FastHasher, FastMap};
 use crate::model::{Frame, Snapshot, Stack, StackDetails, StackKind};
 use crate::render::tree;
 use itertools::Itertools;
+use std::hash::{Hash, Hasher};
 use std::io::{self, Write};
 
 /// How many member names a group header lists before "and N more".
@@ -30,7 +31,7 @@ impl Default for TextOptions {
 
 pub fn render(snapshot: &Snapshot, options: &TextOptions, out: &mut dyn Write) -> io::Result<()> {
     writeln!(out, "{}", header_line(snapshot))?;
-    let index: Index = snapshot.stacks.iter().map(|s| (s.id.as_str(), s)).collect();
+    let refs = Refs::new(snapshot);
     for kind in StackKind::ALL {
         let stacks: Vec<&Stack> = snapshot
             .stacks
@@ -45,7 +46,7 @@ pub fn render(snapshot: &Snapshot, options: &TextOptions, out: &mut dyn Write) -
         }
         for group in groups(&stacks, options.group) {
             writeln!(out)?;
-            render_group(snapshot, &index, &group, options, out)?;
+            render_group(&refs, &group, options, out)?;
         }
     }
     if !snapshot.errors.is_empty() {
@@ -59,14 +60,7 @@ pub fn render(snapshot: &Snapshot, options: &TextOptions, out: &mut dyn Write) -
 }
 
 pub fn render_to_string(snapshot: &Snapshot, options: &TextOptions) -> String {
-    // Sized up front: growing a multi-megabyte buffer by doubling showed in
-    // profiles of dumps with ten thousand tasks.
-    let estimate: usize = snapshot
-        .stacks
-        .iter()
-        .map(|s| 160 + 100 * s.frames.len())
-        .sum();
-    let mut buf = Vec::with_capacity(256 + estimate);
+    let mut buf = Vec::new();
     render(snapshot, options, &mut buf).expect("writing to a Vec cannot fail");
     String::from_utf8(buf).expect("the renderer writes only UTF-8")
 }
@@ -89,8 +83,8 @@ fn groups<'a>(stacks: &[&'a Stack], enabled: bool) -> Vec<Vec<&'a Stack>> {
     if !enabled {
         return stacks.iter().map(|s| vec![*s]).collect();
     }
-    type Key<'k> = (u64, Vec<(&'k str, Option<u32>, &'k str)>);
-    let mut index: FastMap<Key<'a>, usize> = FastMap::default();
+    // Fingerprint -> groups with it; members are confirmed frame by frame.
+    let mut index: FastMap<u64, Vec<usize>> = FastMap::default();
     let mut out: Vec<Vec<&'a Stack>> = Vec::new();
     for stack in stacks {
         // An empty stack (a task or greenlet not started) says nothing shared.
@@ -98,14 +92,11 @@ fn groups<'a>(stacks: &[&'a Stack], enabled: bool) -> Vec<Vec<&'a Stack>> {
             out.push(vec![*stack]);
             continue;
         }
-        let key = (
-            stack.frames_omitted,
-            stack.frames.iter().map(Frame::location).collect(),
-        );
-        match index.get(&key) {
-            Some(&i) => out[i].push(*stack),
+        let candidates = index.entry(fingerprint(stack)).or_default();
+        match candidates.iter().find(|&&g| same_stack(out[g][0], stack)) {
+            Some(&g) => out[g].push(*stack),
             None => {
-                index.insert(key, out.len());
+                candidates.push(out.len());
                 out.push(vec![*stack]);
             }
         }
@@ -113,58 +104,121 @@ fn groups<'a>(stacks: &[&'a Stack], enabled: bool) -> Vec<Vec<&'a Stack>> {
     out
 }
 
-/// Stacks by id, so that naming the stacks a header refers to stays cheap
-/// when ten thousand tasks all refer to one.
-type Index<'a> = FastMap<&'a str, &'a Stack>;
+/// Where a stack is: its frames, then (greenlets spawned from different
+/// places are told apart) where gevent saw it spawned.
+fn locations(stack: &Stack) -> impl Iterator<Item = (&str, Option<u32>, &str)> {
+    let spawned: &[Frame] = match &stack.details {
+        StackDetails::Greenlet(d) => &d.spawn_frames,
+        _ => &[],
+    };
+    stack.frames.iter().chain(spawned).map(Frame::location)
+}
+
+fn fingerprint(stack: &Stack) -> u64 {
+    let mut hasher = FastHasher::default();
+    stack.frames_omitted.hash(&mut hasher);
+    for location in locations(stack) {
+        location.hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+fn same_stack(a: &Stack, b: &Stack) -> bool {
+    a.frames_omitted == b.frames_omitted && locations(a).eq(locations(b))
+}
+
+/// Stacks by id, so headers name the stacks they refer to in O(1).
+struct Refs<'a>(FastMap<&'a str, &'a Stack>);
+
+impl<'a> Refs<'a> {
+    fn new(snapshot: &'a Snapshot) -> Self {
+        Refs(snapshot.stacks.iter().map(|s| (s.id.as_str(), s)).collect())
+    }
+
+    fn describe(&self, id: &str) -> String {
+        describe_stack(self.0.get(id).copied(), id)
+    }
+}
 
 fn render_group(
-    snapshot: &Snapshot,
-    index: &Index<'_>,
+    refs: &Refs<'_>,
     group: &[&Stack],
     options: &TextOptions,
     out: &mut dyn Write,
 ) -> io::Result<()> {
     let first = group[0];
     if group.len() == 1 {
-        writeln!(out, "{}", header_with(snapshot, Some(index), first))?;
+        writeln!(out, "{}", header(refs, first))?;
     } else {
-        let names = group
-            .iter()
-            .take(GROUP_NAMES_SHOWN)
-            .map(|s| s.name.as_str())
-            .join(", ");
-        let more = group.len().saturating_sub(GROUP_NAMES_SHOWN);
-        let tail = if more > 0 {
-            format!(", … and {more} more")
-        } else {
-            String::new()
-        };
         writeln!(
             out,
-            "{} with this same stack: {names}{tail}",
-            first.kind().count_noun(group.len())
+            "{} with this same stack: {}",
+            first.kind().count_noun(group.len()),
+            name_summary(group)
         )?;
-        // Each member's own header for the first few; a pool of 10,000 tasks
-        // would otherwise bury the one stack that differs under 10,000 lines.
+        let more = group.len().saturating_sub(GROUP_NAMES_SHOWN);
+        // The names above cover the rest; every id is in the JSON dump.
         for stack in group.iter().take(GROUP_NAMES_SHOWN) {
-            writeln!(out, "  {}", header_with(snapshot, Some(index), stack))?;
+            writeln!(out, "  {}", header(refs, stack))?;
         }
         if more > 0 {
-            writeln!(
-                out,
-                "  … {more} more, listed one by one with group=False and in the JSON"
-            )?;
+            writeln!(out, "  … and {more} more")?;
         }
     }
-    render_frames(first, options, out)
+    render_frames(first, options, out)?;
+    render_spawn_frames(first, options, out)
+}
+
+/// The members' names in order, a repeated name once with its count
+/// (`worker × 812`), the first `GROUP_NAMES_SHOWN` names at most.
+fn name_summary(group: &[&Stack]) -> String {
+    let mut counts: FastMap<&str, usize> = FastMap::default();
+    let mut order: Vec<&str> = Vec::new();
+    for stack in group {
+        let n = counts.entry(stack.name.as_str()).or_insert(0);
+        if *n == 0 {
+            order.push(&stack.name);
+        }
+        *n += 1;
+    }
+    let shown = &order[..order.len().min(GROUP_NAMES_SHOWN)];
+    let mut text = shown
+        .iter()
+        .map(|name| match counts[name] {
+            1 => name.to_string(),
+            n => format!("{name} × {n}"),
+        })
+        .join(", ");
+    let covered: usize = shown.iter().map(|name| counts[name]).sum();
+    if covered < group.len() {
+        text.push_str(&format!(", … and {} more", group.len() - covered));
+    }
+    text
+}
+
+/// Where gevent saw a greenlet spawned, under its stack.
+fn render_spawn_frames(
+    stack: &Stack,
+    options: &TextOptions,
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    if let StackDetails::Greenlet(d) = &stack.details {
+        if !d.spawn_frames.is_empty() {
+            writeln!(out, "  Spawned at:")?;
+            for frame in &d.spawn_frames {
+                render_frame(frame, options, "    ", out)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `Thread "worker-1" (ident 1401, native id 77, sleeping, daemon)`
 pub fn stack_header(snapshot: &Snapshot, stack: &Stack) -> String {
-    header_with(snapshot, None, stack)
+    header(&Refs::new(snapshot), stack)
 }
 
-fn header_with(snapshot: &Snapshot, index: Option<&Index<'_>>, stack: &Stack) -> String {
+fn header(refs: &Refs<'_>, stack: &Stack) -> String {
     let mut facts: Vec<String> = Vec::new();
     let title = match &stack.details {
         StackDetails::Thread(d) => {
@@ -193,33 +247,27 @@ fn header_with(snapshot: &Snapshot, index: Option<&Index<'_>>, stack: &Stack) ->
                 facts.push("hub".into());
             }
             if let Some(parent) = &d.parent {
-                facts.push(format!("parent {}", describe_ref(snapshot, parent)));
+                facts.push(format!("parent {}", refs.describe(parent)));
             }
             if let Some(spawner) = &d.spawned_by {
-                facts.push(format!("spawned by {}", describe_ref(snapshot, spawner)));
+                facts.push(format!("spawned by {}", refs.describe(spawner)));
             }
             "Greenlet"
         }
         StackDetails::Task(d) => {
-            // One string, not one per fact: a dump can hold ten thousand tasks.
-            use std::fmt::Write as _;
-            let mut all = String::with_capacity(128);
-            let _ = write!(all, "{}, {}, {}", stack.id, stack.state, d.event_loop);
-            if let Some(ident) = stack.thread {
-                let _ = write!(all, " in thread {ident}");
+            facts.push(stack.id.clone());
+            facts.push(stack.state.clone());
+            match stack.thread {
+                Some(ident) => facts.push(format!("{} in thread {ident}", d.event_loop)),
+                None => facts.push(d.event_loop.clone()),
             }
             if let Some(awaiting) = &d.awaiting {
-                let _ = write!(all, ", awaiting {awaiting}");
+                facts.push(format!("awaiting {awaiting}"));
             }
-            for (i, id) in d.awaited_by.iter().enumerate() {
-                let who = match index {
-                    Some(index) => describe(index.get(id.as_str()).copied(), id),
-                    None => describe_ref(snapshot, id),
-                };
-                let lead = if i == 0 { ", awaited by " } else { ", " };
-                let _ = write!(all, "{lead}{who}");
+            if !d.awaited_by.is_empty() {
+                let by = d.awaited_by.iter().map(|id| refs.describe(id)).join(", ");
+                facts.push(format!("awaited by {by}"));
             }
-            facts.push(all);
             "Task"
         }
     };
@@ -228,10 +276,10 @@ fn header_with(snapshot: &Snapshot, index: Option<&Index<'_>>, stack: &Stack) ->
 
 /// A stack id as a person reads it: `Task "main"` when the snapshot has it.
 pub fn describe_ref(snapshot: &Snapshot, id: &str) -> String {
-    describe(snapshot.stack(id), id)
+    describe_stack(snapshot.stack(id), id)
 }
 
-fn describe(stack: Option<&Stack>, id: &str) -> String {
+fn describe_stack(stack: Option<&Stack>, id: &str) -> String {
     match stack {
         Some(s) => {
             let title = match s.kind() {
@@ -290,7 +338,7 @@ pub fn render_frame(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Locals, TaskDetails, ThreadDetails};
+    use crate::model::{GreenletDetails, Locals, TaskDetails, ThreadDetails};
 
     fn thread(ident: u64, name: &str, frames: Vec<Frame>) -> Stack {
         Stack {
@@ -420,8 +468,140 @@ Thread \"MainThread\" (ident 1, native id 1001, running, current)
         }
         let text = render_to_string(&snap, &TextOptions::default());
         assert!(text.contains("20 threads with this same stack: w0, w1, w2, w3, w4, w5, w6, w7, w8, w9, w10, w11, … and 8 more\n"));
-        assert!(text.contains("  Thread \"w11\" (ident 11, native id 1011, sleeping)\n  … 8 more, listed one by one with group=False and in the JSON\n  File "));
-        assert!(!text.contains("Thread \"w12\""));
+    }
+
+    fn greenlet(id: &str, name: &str, spawned_at: u32) -> Stack {
+        Stack {
+            id: id.into(),
+            name: name.into(),
+            thread: Some(1),
+            state: "suspended".into(),
+            frames: vec![
+                frame("/srv/app.py", 12, "worker", "queue.get()"),
+                frame(
+                    "/srv/venv/gevent/queue.py",
+                    300,
+                    "Queue.get",
+                    "return self.__get_or_peek(...)",
+                ),
+            ],
+            frames_omitted: 0,
+            details: StackDetails::Greenlet(GreenletDetails {
+                parent: Some("greenlet:0xhub".into()),
+                hub: false,
+                spawned_by: Some("greenlet:0xmain".into()),
+                spawn_frames: vec![frame(
+                    "/srv/app.py",
+                    spawned_at,
+                    "serve",
+                    "gevent.spawn(worker)",
+                )],
+            }),
+        }
+    }
+
+    fn greenlet_snapshot(workers: usize) -> Snapshot {
+        let mut snap = Snapshot::new(42, "3.11.7", "2026-11-22T00:00:00.000000Z");
+        let mut main = greenlet("greenlet:0xmain", "<main greenlet>", 0);
+        main.state = "running".into();
+        main.frames = vec![frame("/srv/app.py", 40, "<module>", "serve()")];
+        main.details = StackDetails::Greenlet(GreenletDetails::default());
+        let mut hub = greenlet("greenlet:0xhub", "Hub", 0);
+        hub.frames = vec![frame(
+            "/srv/venv/gevent/hub.py",
+            647,
+            "Hub.run",
+            "loop.run()",
+        )];
+        hub.details = StackDetails::Greenlet(GreenletDetails {
+            parent: Some("greenlet:0xmain".into()),
+            hub: true,
+            ..GreenletDetails::default()
+        });
+        snap.stacks.push(main);
+        snap.stacks.push(hub);
+        for i in 0..workers {
+            snap.stacks.push(greenlet(
+                &format!("greenlet:0x{i}"),
+                &format!("worker-{i}"),
+                20,
+            ));
+        }
+        snap
+    }
+
+    #[test]
+    fn greenlet_headers_name_parent_and_spawner_and_show_where_spawned() {
+        let text = render_to_string(&greenlet_snapshot(1), &TextOptions::default());
+        let expected = "\
+Greenlet \"worker-0\" (greenlet:0x0, suspended, thread 1, parent Greenlet \"Hub\", spawned by Greenlet \"<main greenlet>\")
+  File \"/srv/app.py\", line 12, in worker
+    queue.get()
+  File \"/srv/venv/gevent/queue.py\", line 300, in Queue.get
+    return self.__get_or_peek(...)
+  Spawned at:
+    File \"/srv/app.py\", line 20, in serve
+      gevent.spawn(worker)
+";
+        assert!(text.ends_with(expected), "{text}");
+        assert!(text.contains(
+            "Greenlet \"Hub\" (greenlet:0xhub, suspended, thread 1, hub, parent Greenlet \"<main greenlet>\")\n"
+        ));
+    }
+
+    #[test]
+    fn many_identical_greenlets_are_one_block_with_a_few_headers() {
+        let text = render_to_string(&greenlet_snapshot(812), &TextOptions::default());
+        assert!(text.starts_with(
+            "tbcollect: pid 42 at 2026-11-22T00:00:00.000000Z, Python 3.11.7: 0 threads, 814 greenlets, 0 tasks\n"
+        ));
+        assert!(text.contains(
+            "\n812 greenlets with this same stack: worker-0, worker-1, worker-2, worker-3, worker-4, worker-5, worker-6, worker-7, worker-8, worker-9, worker-10, worker-11, … and 800 more\n"
+        ), "{text}");
+        assert_eq!(
+            text.matches("  Greenlet \"worker-").count(),
+            GROUP_NAMES_SHOWN
+        );
+        assert!(text.contains("  Greenlet \"worker-11\" (greenlet:0x11, suspended, thread 1, parent Greenlet \"Hub\", spawned by Greenlet \"<main greenlet>\")\n  … and 800 more\n  File \"/srv/app.py\", line 12, in worker\n"), "{text}");
+        assert_eq!(text.matches("Spawned at:").count(), 1);
+        // Names differ, the rest is equal: one tree line naming the first few.
+        assert!(
+            text.contains("     └─ 812 × \"worker-0\", \"worker-1\", \"worker-2\", … and 809 more (suspended, at queue.py:300)\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn greenlets_spawned_from_different_places_are_grouped_apart() {
+        let mut snap = greenlet_snapshot(4);
+        if let StackDetails::Greenlet(d) = &mut snap.stacks[5].details {
+            d.spawn_frames[0].lineno = Some(21);
+        }
+        let text = render_to_string(&snap, &TextOptions::default());
+        assert!(
+            text.contains("3 greenlets with this same stack: worker-0, worker-1, worker-2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nGreenlet \"worker-3\" (greenlet:0x3,"),
+            "{text}"
+        );
+        assert_eq!(text.matches("Spawned at:").count(), 2);
+    }
+
+    #[test]
+    fn repeated_names_are_counted_once() {
+        let mut snap = greenlet_snapshot(0);
+        for i in 0..30 {
+            let name = if i % 10 == 9 { "other" } else { "worker" };
+            snap.stacks
+                .push(greenlet(&format!("greenlet:0x{i}"), name, 20));
+        }
+        let text = render_to_string(&snap, &TextOptions::default());
+        assert!(
+            text.contains("30 greenlets with this same stack: worker × 27, other × 3\n"),
+            "{text}"
+        );
     }
 
     fn task(id: &str, name: &str, thread: Option<u64>, details: TaskDetails) -> Stack {

@@ -1,7 +1,7 @@
 //! The shape of a program at a glance: greenlets under their parents per
 //! thread, tasks under the task that awaits them per event loop, like `pstree`.
 
-use crate::fasthash::{FastMap, FastSet};
+use crate::fasthash::FastMap as HashMap;
 use crate::model::{Snapshot, Stack, StackDetails, StackKind};
 use std::io::{self, Write};
 
@@ -14,16 +14,16 @@ pub fn parent_of(stack: &Stack) -> Option<&str> {
     }
 }
 
-/// What the stacks of a tree have in common: the loop of a task (and the
-/// thread running it), the thread of a greenlet.
-fn container_key(stack: &Stack) -> (&str, Option<u64>) {
+/// What the stacks of one tree share, cheap to compare: (loop, thread).
+fn container_key(stack: &Stack) -> (Option<&str>, Option<u64>) {
     match &stack.details {
-        StackDetails::Task(d) => (d.event_loop.as_str(), stack.thread),
-        _ => ("", stack.thread),
+        StackDetails::Task(d) => (Some(d.event_loop.as_str()), stack.thread),
+        _ => (None, stack.thread),
     }
 }
 
-fn container_title(stack: &Stack) -> String {
+/// What the stacks of a tree have in common: the thread of a greenlet, the loop of a task.
+fn container_of(stack: &Stack) -> String {
     match &stack.details {
         StackDetails::Task(d) => match stack.thread {
             Some(t) => format!("{} (thread {t})", d.event_loop),
@@ -36,31 +36,83 @@ fn container_title(stack: &Stack) -> String {
     }
 }
 
-/// `"name" [id] (state, awaiting ..., at file.py:12)`, written in place: a
-/// task tree can have ten thousand lines.
-fn write_label(stack: &Stack, out: &mut dyn Write) -> io::Result<()> {
-    write!(out, "{:?} [{}] ({}", stack.name, stack.id, stack.state)?;
+/// Leaf siblings with the same label (bar the id) are shown as one line
+/// from this many on (`├─ 812 × "worker" (suspended, at app.py:12)`).
+const COLLAPSE_AT: usize = 3;
+
+fn label(stack: &Stack) -> String {
+    format!("{:?} [{}] ({})", stack.name, stack.id, facts(stack))
+}
+
+/// What a collapsed line shares: the label without the ids, and the names
+/// (one name when they all share it, as a pool of greenlets does; the first
+/// few when they differ, as tasks named `Task-1`, `Task-2`, ... do).
+fn shared_label(members: &[&Stack]) -> String {
+    let first = members[0];
+    let names = if members.iter().all(|s| s.name == first.name) {
+        format!("{:?}", first.name)
+    } else {
+        let shown: Vec<String> = members
+            .iter()
+            .take(NAMES_SHOWN)
+            .map(|s| format!("{:?}", s.name))
+            .collect();
+        match members.len().saturating_sub(NAMES_SHOWN) {
+            0 => shown.join(", "),
+            more => format!("{}, … and {more} more", shown.join(", ")),
+        }
+    };
+    format!("{names} ({})", facts(first))
+}
+
+/// How many differing names a collapsed line lists.
+const NAMES_SHOWN: usize = 3;
+
+/// Everything `shared_label` shows but the names, without formatting it.
+type LabelKey<'a> = (
+    &'a str,
+    bool,
+    Option<&'a str>,
+    usize,
+    Option<(&'a str, Option<u32>)>,
+);
+
+fn label_key(stack: &Stack) -> LabelKey<'_> {
+    let (hub, awaiting, awaiters) = match &stack.details {
+        StackDetails::Greenlet(d) => (d.hub, None, 0),
+        StackDetails::Task(d) => (false, d.awaiting.as_deref(), d.awaited_by.len()),
+        StackDetails::Thread(_) => (false, None, 0),
+    };
+    let at = stack
+        .frames
+        .last()
+        .map(|f| (short_file(&f.filename), f.lineno));
+    (&stack.state, hub, awaiting, awaiters, at)
+}
+
+fn facts(stack: &Stack) -> String {
+    let mut facts = vec![stack.state.clone()];
     match &stack.details {
-        StackDetails::Greenlet(d) if d.hub => write!(out, ", hub")?,
+        StackDetails::Greenlet(d) if d.hub => facts.push("hub".into()),
         StackDetails::Task(d) => {
             if let Some(awaiting) = &d.awaiting {
-                write!(out, ", awaiting {awaiting}")?;
+                facts.push(format!("awaiting {awaiting}"));
             }
             if d.awaited_by.len() > 1 {
-                // The tree shows one awaiter; say that there are more.
-                write!(out, ", also awaited by {}", d.awaited_by[1..].join(", "))?;
+                // The tree hangs a task under its first awaiter; say there are more.
+                facts.push(format!("also awaited by {}", d.awaited_by[1..].join(", ")));
             }
         }
         _ => {}
     }
     if let Some(last) = stack.frames.last() {
-        write!(out, ", at {}:", short_file(&last.filename))?;
-        match last.lineno {
-            Some(n) => write!(out, "{n}")?,
-            None => write!(out, "?")?,
-        }
+        facts.push(format!(
+            "at {}:{}",
+            short_file(&last.filename),
+            last.lineno.map_or("?".into(), |n| n.to_string())
+        ));
     }
-    writeln!(out, ")")
+    facts.join(", ")
 }
 
 fn short_file(path: &str) -> &str {
@@ -69,90 +121,190 @@ fn short_file(path: &str) -> &str {
 
 /// Writes one tree per container for the stacks of `kind` (greenlets or tasks).
 pub fn render(
-    _snapshot: &Snapshot,
+    snapshot: &Snapshot,
     kind: StackKind,
     stacks: &[&Stack],
     out: &mut dyn Write,
 ) -> io::Result<()> {
-    let mut containers: Vec<(&str, Option<u64>)> = Vec::new();
-    let mut members: FastMap<(&str, Option<u64>), Vec<&Stack>> = FastMap::default();
+    let mut containers: Vec<&Stack> = Vec::new();
+    let mut members: HashMap<(Option<&str>, Option<u64>), Vec<&Stack>> = HashMap::default();
     for stack in stacks {
-        let key = container_key(stack);
-        let entry = members.entry(key).or_default();
-        if entry.is_empty() {
-            containers.push(key);
+        let group = members.entry(container_key(stack)).or_default();
+        if group.is_empty() {
+            containers.push(stack);
         }
-        entry.push(stack);
+        group.push(stack);
     }
     let title = match kind {
         StackKind::Greenlet => "Greenlet tree",
         StackKind::Task => "Task tree",
         StackKind::Thread => "Thread tree",
     };
-    for container in containers {
-        let group = &members[&container];
+    for first in containers {
+        let container = container_of(first);
+        let group = &members[&container_key(first)];
         writeln!(out)?;
-        writeln!(out, "{title} of {}:", container_title(group[0]))?;
-        let ids: FastSet<&str> = group.iter().map(|s| s.id.as_str()).collect();
-        let mut children: FastMap<&str, Vec<&Stack>> = FastMap::default();
-        let mut roots: Vec<&Stack> = Vec::new();
-        for stack in group {
-            match parent_of(stack).filter(|p| ids.contains(p) && *p != stack.id) {
-                Some(p) => children.entry(p).or_default().push(stack),
-                None => roots.push(stack),
-            }
-        }
-        let mut seen: FastSet<&str> = FastSet::default();
-        for root in &roots {
-            write_node(root, &children, "  ", "", &mut seen, out)?;
-        }
-        // Stacks on a parent cycle have no root: show them rather than drop them.
-        for stack in group {
-            if !seen.contains(stack.id.as_str()) {
-                write_node(stack, &children, "  ", "", &mut seen, out)?;
-            }
-        }
+        // A greenlet tree is per thread: name the thread when the snapshot has it.
+        let thread_name = match (kind, group[0].thread) {
+            (StackKind::Greenlet, Some(t)) => snapshot
+                .stack(&format!("thread:{t}"))
+                .map(|s| format!(" ({:?})", s.name)),
+            _ => None,
+        };
+        writeln!(
+            out,
+            "{title} of {container}{}:",
+            thread_name.unwrap_or_default()
+        )?;
+        Tree::new(group).write(out)?;
     }
     Ok(())
 }
 
-fn write_node<'a>(
-    stack: &'a Stack,
-    children: &FastMap<&str, Vec<&'a Stack>>,
-    indent: &str,
-    branch: &str,
-    seen: &mut FastSet<&'a str>,
-    out: &mut dyn Write,
-) -> io::Result<()> {
-    if !seen.insert(stack.id.as_str()) {
-        return writeln!(out, "{indent}{branch}{} (again, see above)", stack.id);
+/// One container's stacks as a tree, by index into `stacks`.
+struct Tree<'a> {
+    stacks: &'a [&'a Stack],
+    children: Vec<Vec<usize>>,
+    roots: Vec<usize>,
+    seen: Vec<bool>,
+}
+
+impl<'a> Tree<'a> {
+    fn new(stacks: &'a [&'a Stack]) -> Self {
+        let ids: HashMap<&str, usize> = stacks
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.as_str(), i))
+            .collect();
+        let mut children = vec![Vec::new(); stacks.len()];
+        let mut roots = Vec::new();
+        for (i, stack) in stacks.iter().enumerate() {
+            match parent_of(stack)
+                .and_then(|p| ids.get(p))
+                .filter(|&&p| p != i)
+            {
+                Some(&p) => children[p].push(i),
+                None => roots.push(i),
+            }
+        }
+        Tree {
+            stacks,
+            children,
+            roots,
+            seen: vec![false; stacks.len()],
+        }
     }
-    write!(out, "{indent}{branch}")?;
-    write_label(stack, out)?;
-    let kids = children
-        .get(stack.id.as_str())
-        .map(Vec::as_slice)
-        .unwrap_or(&[]);
-    let child_indent = match branch {
-        "" => indent.to_string(),
-        "└─ " => format!("{indent}   "),
-        _ => format!("{indent}│  "),
-    };
-    for (i, kid) in kids.iter().enumerate() {
-        let kid_branch = if i + 1 == kids.len() {
-            "└─ "
-        } else {
-            "├─ "
+
+    fn write(mut self, out: &mut dyn Write) -> io::Result<()> {
+        // Ten thousand tasks that nobody awaits are ten thousand roots:
+        // identical ones collapse into one line like identical siblings.
+        let roots = std::mem::take(&mut self.roots);
+        for item in self.collapse(&roots) {
+            match item.as_slice() {
+                [root] => self.write_node(*root, "  ", "", out)?,
+                many => self.write_collapsed(many, "  ", "", out)?,
+            }
+        }
+        // Stacks on a parent cycle have no root: show them rather than drop them.
+        for i in 0..self.stacks.len() {
+            if !self.seen[i] {
+                self.write_node(i, "  ", "", out)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_node(
+        &mut self,
+        i: usize,
+        indent: &str,
+        branch: &str,
+        out: &mut dyn Write,
+    ) -> io::Result<()> {
+        let stack = self.stacks[i];
+        if std::mem::replace(&mut self.seen[i], true) {
+            return writeln!(out, "{indent}{branch}{} (again, see above)", stack.id);
+        }
+        writeln!(out, "{indent}{branch}{}", label(stack))?;
+        let child_indent = match branch {
+            "" => indent.to_string(),
+            "└─ " => format!("{indent}   "),
+            _ => format!("{indent}│  "),
         };
-        write_node(kid, children, &child_indent, kid_branch, seen, out)?;
+        let items = self.collapse(&self.children[i]);
+        for (n, item) in items.iter().enumerate() {
+            let kid_branch = if n + 1 == items.len() {
+                "└─ "
+            } else {
+                "├─ "
+            };
+            match item.as_slice() {
+                [kid] => self.write_node(*kid, &child_indent, kid_branch, out)?,
+                many => self.write_collapsed(many, &child_indent, kid_branch, out)?,
+            }
+        }
+        Ok(())
     }
-    Ok(())
+
+    fn write_collapsed(
+        &mut self,
+        many: &[usize],
+        indent: &str,
+        branch: &str,
+        out: &mut dyn Write,
+    ) -> io::Result<()> {
+        for &k in many {
+            self.seen[k] = true;
+        }
+        let members: Vec<&Stack> = many.iter().map(|&k| self.stacks[k]).collect();
+        writeln!(
+            out,
+            "{indent}{branch}{} × {}",
+            many.len(),
+            shared_label(&members)
+        )
+    }
+
+    /// Siblings in order, leaves with the same shared label gathered into
+    /// one item (at the place of the first) once there are `COLLAPSE_AT`.
+    fn collapse(&self, kids: &[usize]) -> Vec<Vec<usize>> {
+        // Each leaf's place among the groups of equal labels, in first-seen order.
+        let mut same: HashMap<LabelKey<'a>, usize> = HashMap::default();
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        let mut slot: Vec<Option<usize>> = Vec::with_capacity(kids.len());
+        for &k in kids {
+            if !self.children[k].is_empty() {
+                slot.push(None);
+                continue;
+            }
+            let g = *same.entry(label_key(self.stacks[k])).or_insert_with(|| {
+                groups.push(Vec::new());
+                groups.len() - 1
+            });
+            groups[g].push(k);
+            slot.push(Some(g));
+        }
+        let sizes: Vec<usize> = groups.iter().map(Vec::len).collect();
+        let mut items = Vec::new();
+        for (&k, g) in kids.iter().zip(slot) {
+            match g {
+                Some(g) if sizes[g] >= COLLAPSE_AT => {
+                    // The whole group goes where its first member was.
+                    if groups[g].first() == Some(&k) {
+                        items.push(std::mem::take(&mut groups[g]));
+                    }
+                }
+                _ => items.push(vec![k]),
+            }
+        }
+        items
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Frame, TaskDetails};
+    use crate::model::{Frame, GreenletDetails, TaskDetails, ThreadDetails};
 
     fn task(id: &str, name: &str, awaited_by: &[&str]) -> Stack {
         Stack {
@@ -209,5 +361,169 @@ Task tree of loop:0x1 (thread 7):
         assert!(text.contains("\"x\" [task:1]"), "{text}");
         assert!(text.contains("\"y\" [task:2]"), "{text}");
         assert!(text.contains("again, see above"), "{text}");
+    }
+
+    fn greenlet(id: &str, name: &str, parent: Option<&str>, state: &str, line: u32) -> Stack {
+        Stack {
+            id: id.into(),
+            name: name.into(),
+            thread: Some(7),
+            state: state.into(),
+            frames: vec![Frame::new("/srv/app.py", Some(line), "work")],
+            frames_omitted: 0,
+            details: StackDetails::Greenlet(GreenletDetails {
+                parent: parent.map(str::to_string),
+                hub: name == "Hub",
+                ..GreenletDetails::default()
+            }),
+        }
+    }
+
+    fn tree_text(snap: &Snapshot, kind: StackKind) -> String {
+        let refs: Vec<&Stack> = snap.stacks.iter().filter(|s| s.kind() == kind).collect();
+        let mut buf = Vec::new();
+        render(snap, kind, &refs, &mut buf).unwrap();
+        String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn greenlets_hang_under_the_hub_and_identical_leaves_collapse() {
+        let mut snap = Snapshot::new(1, "3.11", "t");
+        snap.stacks.push(Stack {
+            id: "thread:7".into(),
+            name: "MainThread".into(),
+            thread: Some(7),
+            state: "running".into(),
+            frames: vec![],
+            frames_omitted: 0,
+            details: StackDetails::Thread(ThreadDetails::default()),
+        });
+        snap.stacks.push(greenlet(
+            "greenlet:0x1",
+            "<main greenlet>",
+            None,
+            "running",
+            1,
+        ));
+        snap.stacks.push(greenlet(
+            "greenlet:0x2",
+            "Hub",
+            Some("greenlet:0x1"),
+            "suspended",
+            9,
+        ));
+        for i in 0..812 {
+            let id = format!("greenlet:0x{:x}", 0x100 + i);
+            snap.stacks.push(greenlet(
+                &id,
+                "worker",
+                Some("greenlet:0x2"),
+                "suspended",
+                12,
+            ));
+        }
+        // Same name and place but another state, and a worker with a child:
+        // neither joins the 812.
+        snap.stacks.push(greenlet(
+            "greenlet:0x3",
+            "worker",
+            Some("greenlet:0x2"),
+            "running",
+            12,
+        ));
+        snap.stacks.push(greenlet(
+            "greenlet:0x4",
+            "worker",
+            Some("greenlet:0x2"),
+            "suspended",
+            12,
+        ));
+        snap.stacks.push(greenlet(
+            "greenlet:0x5",
+            "child",
+            Some("greenlet:0x4"),
+            "suspended",
+            30,
+        ));
+        snap.stacks.push(greenlet(
+            "greenlet:0x6",
+            "pair",
+            Some("greenlet:0x2"),
+            "suspended",
+            40,
+        ));
+        snap.stacks.push(greenlet(
+            "greenlet:0x7",
+            "pair",
+            Some("greenlet:0x2"),
+            "suspended",
+            40,
+        ));
+        assert_eq!(
+            tree_text(&snap, StackKind::Greenlet),
+            "
+Greenlet tree of thread 7 (\"MainThread\"):
+  \"<main greenlet>\" [greenlet:0x1] (running, at app.py:1)
+  └─ \"Hub\" [greenlet:0x2] (suspended, hub, at app.py:9)
+     ├─ 812 × \"worker\" (suspended, at app.py:12)
+     ├─ \"worker\" [greenlet:0x3] (running, at app.py:12)
+     ├─ \"worker\" [greenlet:0x4] (suspended, at app.py:12)
+     │  └─ \"child\" [greenlet:0x5] (suspended, at app.py:30)
+     ├─ \"pair\" [greenlet:0x6] (suspended, at app.py:40)
+     └─ \"pair\" [greenlet:0x7] (suspended, at app.py:40)
+"
+        );
+    }
+
+    #[test]
+    fn one_greenlet_tree_per_thread_and_unknown_threads_apart() {
+        let mut snap = Snapshot::new(1, "3.11", "t");
+        let mut other = greenlet("greenlet:0x9", "<main greenlet>", None, "dead", 1);
+        other.thread = None;
+        other.frames.clear();
+        snap.stacks = vec![
+            greenlet("greenlet:0x1", "<main greenlet>", None, "running", 1),
+            other,
+            greenlet("greenlet:0x2", "a", Some("greenlet:0x1"), "suspended", 5),
+        ];
+        assert_eq!(
+            tree_text(&snap, StackKind::Greenlet),
+            "
+Greenlet tree of thread 7:
+  \"<main greenlet>\" [greenlet:0x1] (running, at app.py:1)
+  └─ \"a\" [greenlet:0x2] (suspended, at app.py:5)
+
+Greenlet tree of no thread:
+  \"<main greenlet>\" [greenlet:0x9] (dead)
+"
+        );
+    }
+
+    #[test]
+    fn leaves_that_differ_in_what_they_await_stay_apart() {
+        let mut snap = Snapshot::new(1, "3.11", "t");
+        snap.stacks.push(task("task:1", "main", &[]));
+        for i in 0..3 {
+            snap.stacks
+                .push(task(&format!("task:{}", i + 10), "fetch", &["task:1"]));
+        }
+        if let StackDetails::Task(d) = &mut snap.stacks[3].details {
+            d.awaiting = Some("Future pending".into());
+        }
+        let text = tree_text(&snap, StackKind::Task);
+        assert!(
+            text.contains("├─ \"fetch\" [task:10] (pending, at app.py:3)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("├─ \"fetch\" [task:11] (pending, at app.py:3)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "└─ \"fetch\" [task:12] (pending, awaiting Future pending, at app.py:3)\n"
+            ),
+            "{text}"
+        );
     }
 }

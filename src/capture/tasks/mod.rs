@@ -576,12 +576,10 @@ fn loop_timers<'py>(aio: &Asyncio<'py>, event_loop: &Bound<'py, PyAny>) -> AddrM
     if !safe::is_instance(event_loop, base) {
         return out;
     }
-    let own_clock = safe::type_lookup(
-        aio.py,
-        unsafe { ffi::Py_TYPE(event_loop.as_ptr()) },
-        c"time",
-    );
-    let base_clock = safe::type_lookup(aio.py, base, c"time");
+    // Both types are alive: the loop's own type and a type it inherits from.
+    let own_clock =
+        unsafe { safe::type_lookup(aio.py, ffi::Py_TYPE(event_loop.as_ptr()), c"time") };
+    let base_clock = unsafe { safe::type_lookup(aio.py, base, c"time") };
     match (own_clock, base_clock) {
         (Some(a), Some(b)) if a.is(&b) => {}
         _ => return out,

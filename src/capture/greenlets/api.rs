@@ -1,0 +1,224 @@
+//! Handles on greenlet and gevent, found without importing anything.
+//!
+//! greenlet's state bits (main, started, active) come from its own C API (the
+//! `greenlet._C_API` capsule): pure reads of the greenlet struct. The Python
+//! `dead` getter is not used because it frees the stack of a greenlet whose
+//! thread has exited, which can run finalizers in the middle of a capture.
+
+use crate::capture::safe::{self, BuiltinGetter};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use std::ffi::CStr;
+use std::os::raw::{c_int, c_void};
+
+type Predicate = unsafe extern "C" fn(*mut ffi::PyObject) -> c_int;
+type GetParent = unsafe extern "C" fn(*mut ffi::PyObject) -> *mut ffi::PyObject;
+
+// Indices into the capsule's pointer array (greenlet.h, stable since greenlet 1.0).
+const TYPE_SLOT: usize = 0;
+const MAIN_SLOT: usize = 8;
+const STARTED_SLOT: usize = 9;
+const ACTIVE_SLOT: usize = 10;
+const GET_PARENT_SLOT: usize = 11;
+const SLOTS: usize = 12;
+
+/// The oldest greenlet whose C API and getters this backend was written against.
+const MIN_GREENLET_MAJOR: u32 = 3;
+
+/// greenlet's type and the C functions of its `_C_API` capsule.
+pub struct GreenletApi<'py> {
+    /// Keeps `tp` alive for the capture.
+    _type_obj: Bound<'py, PyAny>,
+    pub tp: *mut ffi::PyTypeObject,
+    /// greenlet's C getters, looked up once on the base type (subclass
+    /// overrides of these names are never called).
+    pub gr_frame: Option<BuiltinGetter<'py>>,
+    pub gr_context: Option<BuiltinGetter<'py>>,
+    pub stack_saved: Option<BuiltinGetter<'py>>,
+    pub run: Option<BuiltinGetter<'py>>,
+    main: Predicate,
+    started: Predicate,
+    active: Predicate,
+    get_parent: GetParent,
+}
+
+/// The three state bits greenlet keeps for every greenlet.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Flags {
+    pub main: bool,
+    pub started: bool,
+    pub active: bool,
+}
+
+impl<'py> GreenletApi<'py> {
+    /// `Ok(None)` when greenlet was never imported: then no greenlet can exist.
+    pub fn load(py: Python<'py>) -> Result<Option<Self>, String> {
+        let Some(module) = safe::imported_module(py, c"greenlet") else {
+            return Ok(None);
+        };
+        let version = safe::module_attr(&module, c"__version__")
+            .and_then(|v| safe::str_value(&v))
+            .unwrap_or_default();
+        let major = version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse::<u32>().ok());
+        if !matches!(major, Some(m) if m >= MIN_GREENLET_MAJOR) {
+            return Err(format!(
+                "greenlet {version:?} is not supported (3.x needed); no greenlets"
+            ));
+        }
+        let type_obj = safe::module_attr(&module, c"greenlet")
+            .filter(|t| unsafe { ffi::PyType_Check(t.as_ptr()) } != 0)
+            .ok_or("greenlet.greenlet is not a type; no greenlets")?;
+        let capsule = safe::module_attr(&module, c"_C_API")
+            .filter(|c| unsafe { ffi::PyCapsule_CheckExact(c.as_ptr()) } != 0)
+            .ok_or("greenlet._C_API is missing; no greenlets")?;
+        unsafe {
+            let slots = ffi::PyCapsule_GetPointer(capsule.as_ptr(), c"greenlet._C_API".as_ptr())
+                as *const *mut c_void;
+            if slots.is_null() {
+                safe::clear_error();
+                return Err("greenlet._C_API is not greenlet's capsule; no greenlets".into());
+            }
+            let slots = std::slice::from_raw_parts(slots, SLOTS);
+            // The type in slot 0 must be the module's: proof the layout is the one we know.
+            if slots[TYPE_SLOT] != type_obj.as_ptr() as *mut c_void {
+                return Err(
+                    "greenlet's C API does not match greenlet.greenlet; no greenlets".into(),
+                );
+            }
+            let wanted = [MAIN_SLOT, STARTED_SLOT, ACTIVE_SLOT, GET_PARENT_SLOT];
+            if wanted.iter().any(|&i| slots[i].is_null()) {
+                return Err("greenlet's C API is incomplete; no greenlets".into());
+            }
+            let tp = type_obj.as_ptr() as *mut ffi::PyTypeObject;
+            Ok(Some(GreenletApi {
+                tp,
+                gr_frame: BuiltinGetter::new(&type_obj, c"gr_frame"),
+                gr_context: BuiltinGetter::new(&type_obj, c"gr_context"),
+                stack_saved: BuiltinGetter::new(&type_obj, c"_stack_saved"),
+                run: BuiltinGetter::new(&type_obj, c"run"),
+                _type_obj: type_obj,
+                main: std::mem::transmute::<*mut c_void, Predicate>(slots[MAIN_SLOT]),
+                started: std::mem::transmute::<*mut c_void, Predicate>(slots[STARTED_SLOT]),
+                active: std::mem::transmute::<*mut c_void, Predicate>(slots[ACTIVE_SLOT]),
+                get_parent: std::mem::transmute::<*mut c_void, GetParent>(slots[GET_PARENT_SLOT]),
+            }))
+        }
+    }
+
+    /// A pointer comparison (and an MRO walk for subclasses); runs no code.
+    ///
+    /// # Safety
+    /// `obj` must be a live object; the GIL is held.
+    #[inline]
+    pub unsafe fn is_greenlet_ptr(&self, obj: *mut ffi::PyObject) -> bool {
+        let tp = ffi::Py_TYPE(obj);
+        tp == self.tp || ffi::PyType_IsSubtype(tp, self.tp) != 0
+    }
+
+    pub fn is_greenlet(&self, obj: &Bound<'py, PyAny>) -> bool {
+        unsafe { self.is_greenlet_ptr(obj.as_ptr()) }
+    }
+
+    pub fn flags(&self, greenlet: &Bound<'py, PyAny>) -> Flags {
+        let read = |f: Predicate| {
+            let v = unsafe { f(greenlet.as_ptr()) };
+            if v < 0 {
+                safe::clear_error();
+            }
+            v > 0
+        };
+        Flags {
+            main: read(self.main),
+            started: read(self.started),
+            active: read(self.active),
+        }
+    }
+
+    /// Whether `greenlet` is the one running in the calling thread, asked
+    /// of greenlet's `gr_context` getter: for a greenlet running (active,
+    /// with no saved frame) it answers only in the greenlet's own thread and
+    /// raises `ValueError` in any other. (`getcurrent()` is not used: it
+    /// first kills greenlets queued for deletion in this thread, which runs
+    /// their code.) Creates the thread's greenlet state if it has none.
+    pub fn runs_here(&self, greenlet: &Bound<'py, PyAny>) -> bool {
+        read(&self.gr_context, greenlet).is_some()
+    }
+
+    pub fn parent(&self, greenlet: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+        // May return NULL with no exception set (a main greenlet has no parent).
+        unsafe { safe::owned(greenlet.py(), (self.get_parent)(greenlet.as_ptr())) }
+    }
+}
+
+/// gevent's types and the getters of their Cython fields, when gevent is imported.
+#[derive(Default)]
+pub struct Gevent<'py> {
+    /// `gevent.Greenlet` (a Cython class, or Python with `GEVENT_PURE_PYTHON`).
+    pub greenlet: Option<Bound<'py, PyAny>>,
+    /// `gevent.hub.Hub`.
+    pub hub: Option<Bound<'py, PyAny>>,
+    /// `gevent.greenlet._Frame`: one entry of a spawning stack.
+    pub frame: Option<Bound<'py, PyAny>>,
+    /// Cython fields of `Greenlet` (absent in pure-Python gevent, which
+    /// keeps them in the instance `__dict__`).
+    pub spawning_greenlet: Option<BuiltinGetter<'py>>,
+    pub spawning_stack: Option<BuiltinGetter<'py>>,
+    /// Fields of `_Frame` (Cython fields, or `__slots__` members).
+    pub f_code: Option<BuiltinGetter<'py>>,
+    pub f_lineno: Option<BuiltinGetter<'py>>,
+    pub f_back: Option<BuiltinGetter<'py>>,
+}
+
+impl<'py> Gevent<'py> {
+    pub fn load(py: Python<'py>) -> Self {
+        let type_in = |module: &CStr, name: &CStr| {
+            let module = safe::imported_module(py, module)?;
+            safe::module_attr(&module, name)
+                .filter(|t| unsafe { ffi::PyType_Check(t.as_ptr()) } != 0)
+        };
+        let greenlet = type_in(c"gevent.greenlet", c"Greenlet");
+        let frame = type_in(c"gevent.greenlet", c"_Frame");
+        let getter = |tp: &Option<Bound<'py, PyAny>>, name: &CStr| {
+            tp.as_ref().and_then(|tp| BuiltinGetter::new(tp, name))
+        };
+        Gevent {
+            spawning_greenlet: getter(&greenlet, c"spawning_greenlet"),
+            spawning_stack: getter(&greenlet, c"spawning_stack"),
+            f_code: getter(&frame, c"f_code"),
+            f_lineno: getter(&frame, c"f_lineno"),
+            f_back: getter(&frame, c"f_back"),
+            greenlet,
+            hub: type_in(c"gevent.hub", c"Hub"),
+            frame,
+        }
+    }
+
+    pub fn is_greenlet(&self, obj: &Bound<'py, PyAny>) -> bool {
+        instance_of(obj, self.greenlet.as_ref())
+    }
+
+    pub fn is_hub(&self, obj: &Bound<'py, PyAny>) -> bool {
+        instance_of(obj, self.hub.as_ref())
+    }
+}
+
+/// Reads an optional getter.
+pub fn read<'py>(
+    getter: &Option<BuiltinGetter<'py>>,
+    obj: &Bound<'py, PyAny>,
+) -> Option<Bound<'py, PyAny>> {
+    getter.as_ref()?.get(obj)
+}
+
+/// `isinstance` by `tp_mro` pointers only (no `__instancecheck__`, no `__class__`).
+pub fn instance_of(obj: &Bound<'_, PyAny>, tp: Option<&Bound<'_, PyAny>>) -> bool {
+    tp.is_some_and(|tp| unsafe {
+        ffi::PyType_IsSubtype(
+            ffi::Py_TYPE(obj.as_ptr()),
+            tp.as_ptr() as *mut ffi::PyTypeObject,
+        ) != 0
+    })
+}

@@ -1,0 +1,330 @@
+//! The greenlet backend (issue #4): every greenlet of every thread, with its
+//! stack, its parent, its thread, and gevent's hub and spawn records.
+//!
+//! Nothing here imports a module, calls a Python-level attribute lookup on
+//! a greenlet or runs a property: greenlet's state comes from its C API and
+//! its C getters on the base type (`gr_frame`, `run`, `_stack_saved`), gevent's
+//! from Cython field getters and instance dicts. Every reference held is one
+//! the heap already had, and all are dropped before `capture` returns.
+
+mod api;
+mod naming;
+mod owner;
+mod scan;
+
+use crate::capture::{safe, Capture};
+use crate::fasthash::FastMap as HashMap;
+use crate::model::{Frame, GreenletDetails, Stack, StackDetails};
+use api::{instance_of, read, Flags, Gevent, GreenletApi};
+use naming::Namer;
+use pyo3::ffi;
+use pyo3::prelude::*;
+
+pub use naming::MAIN_GREENLET_NAME;
+
+/// What one greenlet looks like before its stack is built.
+pub(crate) struct Raw<'py> {
+    obj: Bound<'py, PyAny>,
+    flags: Flags,
+    /// Index of the parent greenlet.
+    parent: Option<usize>,
+    /// `gr_frame`: the top frame of a greenlet that is switched out.
+    frame: Option<Bound<'py, PyAny>>,
+    /// Part of its C stack is copied to the heap: it is not running.
+    stack_saved: bool,
+    hub: bool,
+    /// `Hub.thread_ident`.
+    hub_thread: Option<u64>,
+}
+
+pub fn capture(cap: &mut Capture<'_>) -> Vec<Stack> {
+    let py = cap.py;
+    let api = match GreenletApi::load(py) {
+        Ok(Some(api)) => api,
+        Ok(None) => return Vec::new(),
+        Err(e) => {
+            cap.errors.push(e);
+            return Vec::new();
+        }
+    };
+    let found = match scan::find_greenlets(py, &api) {
+        Ok(found) => found,
+        Err(e) => {
+            cap.errors.push(e);
+            return Vec::new();
+        }
+    };
+    if found.is_empty() {
+        return Vec::new();
+    }
+    let gevent = Gevent::load(py);
+    let index: HashMap<usize, usize> = found
+        .iter()
+        .enumerate()
+        .map(|(i, g)| (g.as_ptr() as usize, i))
+        .collect();
+    let raws: Vec<Raw<'_>> = found
+        .into_iter()
+        .map(|g| read_greenlet(&api, &gevent, &index, g))
+        .collect();
+    let current = raws.iter().position(|raw| {
+        raw.flags.active && raw.frame.is_none() && !raw.stack_saved && api.runs_here(&raw.obj)
+    });
+    let own = owner::attribute(cap, &api, &raws, &index, current);
+
+    let ids: Vec<String> = raws.iter().map(|r| greenlet_id(&r.obj)).collect();
+    let mut namer = Namer::new(py);
+    let mut spawns = SpawnFrames::default();
+    let mut stacks = Vec::with_capacity(raws.len());
+    for i in tree_order(&raws, &own.root, current) {
+        let ctx = Context {
+            api: &api,
+            gevent: &gevent,
+            raws: &raws,
+            own: &own,
+            ids: &ids,
+            index: &index,
+            current,
+        };
+        stacks.push(build(cap, &ctx, &mut namer, &mut spawns, i));
+    }
+    stacks
+}
+
+fn read_greenlet<'py>(
+    api: &GreenletApi<'py>,
+    gevent: &Gevent<'py>,
+    index: &HashMap<usize, usize>,
+    obj: Bound<'py, PyAny>,
+) -> Raw<'py> {
+    let flags = api.flags(&obj);
+    let parent = api
+        .parent(&obj)
+        .and_then(|p| index.get(&(p.as_ptr() as usize)).copied());
+    let frame =
+        read(&api.gr_frame, &obj).filter(|f| unsafe { ffi::PyFrame_Check(f.as_ptr()) } != 0);
+    let stack_saved = read(&api.stack_saved, &obj)
+        .and_then(|n| safe::int_value(&n))
+        .is_some_and(|n| n != 0);
+    let hub = gevent.is_hub(&obj);
+    let hub_thread = if hub {
+        safe::instance_dict(&obj)
+            .and_then(|d| safe::dict_get_scan(&d, pyo3::intern!(obj.py(), "thread_ident").as_any()))
+            .and_then(|t| safe::int_value(&t))
+    } else {
+        None
+    };
+    Raw {
+        obj,
+        flags,
+        parent,
+        frame,
+        stack_saved,
+        hub,
+        hub_thread,
+    }
+}
+
+/// Threads in order (the caller's first), each as a tree walk from its main
+/// greenlet: a hub before its siblings, other children in heap order.
+fn tree_order(raws: &[Raw<'_>], root: &[usize], current: Option<usize>) -> Vec<usize> {
+    let mut children: Vec<Vec<usize>> = vec![Vec::new(); raws.len()];
+    for (i, raw) in raws.iter().enumerate() {
+        if let Some(p) = raw.parent.filter(|&p| p != i && root[i] != i) {
+            children[p].push(i);
+        }
+    }
+    for kids in &mut children {
+        kids.sort_by_key(|&k| (!raws[k].hub, k));
+    }
+    let mut roots: Vec<usize> = (0..raws.len()).filter(|&i| root[i] == i).collect();
+    if let Some(first) = current.map(|c| root[c]) {
+        roots.sort_by_key(|&r| r != first);
+    }
+    let mut seen = vec![false; raws.len()];
+    let mut order = Vec::with_capacity(raws.len());
+    for r in roots {
+        let mut todo = vec![r];
+        while let Some(i) = todo.pop() {
+            if std::mem::replace(&mut seen[i], true) {
+                continue;
+            }
+            order.push(i);
+            todo.extend(children[i].iter().rev());
+        }
+    }
+    // Only reachable if parents were inconsistent: list them rather than drop them.
+    order.extend((0..raws.len()).filter(|&i| !seen[i]));
+    order
+}
+
+/// What building one stack needs to look at.
+struct Context<'a, 'py> {
+    api: &'a GreenletApi<'py>,
+    gevent: &'a Gevent<'py>,
+    raws: &'a [Raw<'py>],
+    own: &'a owner::Ownership,
+    /// `greenlet:0x...` of each greenlet, formatted once.
+    ids: &'a [String],
+    index: &'a HashMap<usize, usize>,
+    current: Option<usize>,
+}
+
+fn build<'py>(
+    cap: &mut Capture<'py>,
+    ctx: &Context<'_, 'py>,
+    namer: &mut Namer<'py>,
+    spawns: &mut SpawnFrames,
+    i: usize,
+) -> Stack {
+    let raw = &ctx.raws[i];
+    let thread = ctx.own.thread[i];
+    let state = if !raw.flags.started {
+        "not_started"
+    } else if !raw.flags.active || ctx.own.exited[i] {
+        "dead"
+    } else if ctx.own.running[i] {
+        "running"
+    } else {
+        "suspended"
+    };
+    let (frames, frames_omitted) = match state {
+        "running" if ctx.current == Some(i) => cap
+            .thread_top(cap.current_thread)
+            .and_then(|top| cap.walker.walk_from(&top))
+            .map(|(mut frames, omitted)| {
+                cap.trim_own_frames(&mut frames);
+                (frames, omitted)
+            })
+            .unwrap_or_default(),
+        "running" => thread
+            .and_then(|t| cap.thread_top(t))
+            .and_then(|top| cap.walker.walk_from(&top))
+            .unwrap_or_default(),
+        "suspended" => raw
+            .frame
+            .as_ref()
+            .and_then(|f| cap.walker.walk_from(f))
+            .unwrap_or_default(),
+        _ => (Vec::new(), 0),
+    };
+    // The outermost function names a raw greenlet whose run callable is gone;
+    // a dead one of an exited thread may still hold its frames for that.
+    let held;
+    let entry = match (frames.first(), &raw.frame) {
+        (Some(first), _) if frames_omitted == 0 => Some(&*first.function),
+        (None, Some(frame)) if !raw.flags.main => {
+            held = cap
+                .walker
+                .walk_from(frame)
+                .and_then(|(f, omitted)| (omitted == 0).then(|| f.into_iter().next()).flatten());
+            held.as_ref().map(|f| &*f.function)
+        }
+        _ => None,
+    };
+    let name = namer.greenlet_name(
+        ctx.api,
+        ctx.gevent,
+        &raw.obj,
+        raw.flags.main,
+        raw.hub,
+        entry,
+    );
+    let (spawned_by, spawn_frames) = spawn_record(cap, ctx, spawns, &raw.obj);
+    Stack {
+        id: ctx.ids[i].clone(),
+        name,
+        thread,
+        state: state.to_string(),
+        frames,
+        frames_omitted,
+        details: StackDetails::Greenlet(GreenletDetails {
+            parent: raw.parent.map(|p| ctx.ids[p].clone()),
+            hub: raw.hub,
+            spawned_by,
+            spawn_frames,
+        }),
+    }
+}
+
+fn greenlet_id(obj: &Bound<'_, PyAny>) -> String {
+    use std::fmt::Write;
+    // Sized up front: one allocation per id, for tens of thousands of ids.
+    let mut id = String::with_capacity(32);
+    let _ = write!(id, "greenlet:{:#x}", obj.as_ptr() as usize);
+    id
+}
+
+/// Spawn-stack entries already converted, by (code address, line): the
+/// greenlets spawned from one place share them.
+#[derive(Default)]
+struct SpawnFrames(HashMap<(usize, Option<u32>), Option<Frame>>);
+
+/// gevent's `spawning_greenlet` (a weak reference) and `spawning_stack` (a
+/// chain of `_Frame` records, newest first), kept when
+/// `gevent.config.track_greenlet_tree` is on (the default).
+fn spawn_record<'py>(
+    cap: &mut Capture<'py>,
+    ctx: &Context<'_, 'py>,
+    spawns: &mut SpawnFrames,
+    obj: &Bound<'py, PyAny>,
+) -> (Option<String>, Vec<Frame>) {
+    let gevent = ctx.gevent;
+    if !gevent.is_greenlet(obj) {
+        return (None, Vec::new());
+    }
+    // Cython fields are C getters; pure-Python gevent keeps them in `__dict__`.
+    let field = |getter, name: &Bound<'py, pyo3::types::PyString>| {
+        read(getter, obj).or_else(|| {
+            safe::instance_dict(obj).and_then(|d| safe::dict_get_scan(&d, name.as_any()))
+        })
+    };
+    let py = obj.py();
+    let spawner = field(
+        &gevent.spawning_greenlet,
+        pyo3::intern!(py, "spawning_greenlet"),
+    )
+    .and_then(|r| dereference(&r))
+    .filter(|g| ctx.api.is_greenlet(g))
+    .map(|g| match ctx.index.get(&(g.as_ptr() as usize)) {
+        Some(&k) => ctx.ids[k].clone(),
+        None => greenlet_id(&g),
+    });
+
+    let mut frames = Vec::with_capacity(8);
+    let mut record = field(&gevent.spawning_stack, pyo3::intern!(py, "spawning_stack"));
+    while let Some(entry) = record.take() {
+        if frames.len() >= cap.walker.max_depth() || !instance_of(&entry, gevent.frame.as_ref()) {
+            break;
+        }
+        let lineno = read(&gevent.f_lineno, &entry)
+            .and_then(|n| safe::int_value(&n))
+            .and_then(|n| u32::try_from(n).ok());
+        if let Some(code) = read(&gevent.f_code, &entry) {
+            let frame = spawns
+                .0
+                .entry((code.as_ptr() as usize, lineno))
+                .or_insert_with(|| cap.walker.code_frame(&code, lineno));
+            frames.extend(frame.clone());
+        }
+        record = read(&gevent.f_back, &entry);
+    }
+    frames.reverse();
+    (spawner, frames)
+}
+
+/// The referent of a `weakref.ref` (or the object itself if it is none).
+fn dereference<'py>(obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+    unsafe {
+        if ffi::PyWeakref_CheckRef(obj.as_ptr()) == 0 {
+            return Some(obj.clone());
+        }
+        let mut target: *mut ffi::PyObject = std::ptr::null_mut();
+        if ffi::compat::PyWeakref_GetRef(obj.as_ptr(), &mut target) < 0 {
+            safe::clear_error();
+            return None;
+        }
+        // 0: the referent is gone; target is NULL.
+        safe::owned(obj.py(), target)
+    }
+}

@@ -1,0 +1,273 @@
+//! Finding every greenlet: a walk over the garbage collector's objects that
+//! costs one type-pointer comparison per object and touches nothing else.
+//!
+//! Every reference handed out here is one more on an object the heap already
+//! references (the GC is paused and no other code runs while we hold the
+//! GIL), so dropping it can never free a greenlet — which would throw
+//! `GreenletExit` into it.
+
+use super::api::GreenletApi;
+use pyo3::ffi;
+use pyo3::prelude::*;
+
+/// Answers "is this type a greenlet type" from a small direct-mapped cache:
+/// a heap holds few types, each many times, so `PyType_IsSubtype` (an MRO
+/// walk) runs about once per type instead of once per object.
+pub(crate) struct TypeFilter {
+    tp: *mut ffi::PyTypeObject,
+    keys: [usize; Self::SLOTS],
+    hits: [bool; Self::SLOTS],
+}
+
+impl TypeFilter {
+    const SLOTS: usize = 256;
+
+    pub fn new(tp: *mut ffi::PyTypeObject) -> Self {
+        TypeFilter {
+            tp,
+            keys: [0; Self::SLOTS],
+            hits: [false; Self::SLOTS],
+        }
+    }
+
+    /// # Safety
+    /// `obj` is a live object and the GIL is held.
+    #[inline]
+    pub unsafe fn matches(&mut self, obj: *mut ffi::PyObject) -> bool {
+        let tp = ffi::Py_TYPE(obj);
+        if tp == self.tp {
+            return true;
+        }
+        // Type objects are at least 16-byte aligned: skip the zero bits.
+        let slot = ((tp as usize) >> 4) % Self::SLOTS;
+        if self.keys[slot] != tp as usize {
+            self.keys[slot] = tp as usize;
+            self.hits[slot] = ffi::PyType_IsSubtype(tp, self.tp) != 0;
+        }
+        self.hits[slot]
+    }
+}
+
+/// Every GC-tracked greenlet (instances of `greenlet.greenlet` and its subclasses).
+pub fn find_greenlets<'py>(
+    py: Python<'py>,
+    api: &GreenletApi<'py>,
+) -> Result<Vec<Bound<'py, PyAny>>, String> {
+    let found = addresses(py, api)?;
+    // Nothing ran between the walk and here, so every address is still live.
+    Ok(found
+        .into_iter()
+        .map(|p| unsafe { Bound::from_borrowed_ptr(py, p as *mut pyo3::ffi::PyObject) })
+        .collect())
+}
+
+/// 3.12+: `PyUnstable_GC_VisitObjects` walks the GC lists without building a
+/// list of every object (no allocation, no reference to drop afterwards).
+#[cfg(Py_3_12)]
+fn addresses(_py: Python<'_>, api: &GreenletApi<'_>) -> Result<Vec<usize>, String> {
+    use std::os::raw::{c_int, c_void};
+
+    type Visit = unsafe extern "C" fn(*mut ffi::PyObject, *mut c_void) -> c_int;
+    extern "C" {
+        fn PyUnstable_GC_VisitObjects(callback: Visit, arg: *mut c_void);
+    }
+    struct State {
+        filter: TypeFilter,
+        found: Vec<usize>,
+    }
+    // Must not allocate Python objects, run code or unwind: pointer checks only.
+    unsafe extern "C" fn visit(obj: *mut ffi::PyObject, arg: *mut c_void) -> c_int {
+        let state = &mut *(arg as *mut State);
+        if state.filter.matches(obj) {
+            state.found.push(obj as usize);
+        }
+        1 // continue
+    }
+    let mut state = State {
+        filter: TypeFilter::new(api.tp),
+        found: Vec::new(),
+    };
+    unsafe { PyUnstable_GC_VisitObjects(visit, &mut state as *mut State as *mut c_void) };
+    Ok(state.found)
+}
+
+/// 3.9-3.11: a read-only walk of the GC's generation lists when their
+/// layout is proven (see [`gc_lists`]), else the builtin `gc.get_objects()`.
+#[cfg(not(Py_3_12))]
+fn addresses(py: Python<'_>, api: &GreenletApi<'_>) -> Result<Vec<usize>, String> {
+    match unsafe { gc_lists::heads(py) } {
+        Some(heads) => Ok(unsafe { gc_lists::walk(&heads, api) }),
+        None => get_objects(py, api),
+    }
+}
+
+/// The builtin `gc.get_objects()` (checked to be the C function of the `gc`
+/// module, so no replacement of it runs), then a pointer filter.
+#[cfg(not(Py_3_12))]
+fn get_objects(py: Python<'_>, api: &GreenletApi<'_>) -> Result<Vec<usize>, String> {
+    use crate::capture::safe;
+
+    let func =
+        gc_builtin(py, c"get_objects").ok_or("gc.get_objects is not the builtin; no greenlets")?;
+    unsafe {
+        let objects = safe::owned(py, ffi::PyObject_CallNoArgs(func.as_ptr()))
+            .ok_or("gc.get_objects() failed; no greenlets")?;
+        if ffi::PyList_CheckExact(objects.as_ptr()) == 0 {
+            return Err("gc.get_objects() returned no list; no greenlets".into());
+        }
+        let list = objects.as_ptr();
+        let n = ffi::PyList_GET_SIZE(list);
+        let mut found = Vec::new();
+        let mut filter = TypeFilter::new(api.tp);
+        for i in 0..n {
+            let obj = ffi::PyList_GET_ITEM(list, i);
+            if filter.matches(obj) {
+                found.push(obj as usize);
+            }
+        }
+        // The list goes here; each object keeps the references it had before
+        // `get_objects` (nothing ran in between), so none is freed by this.
+        drop(objects);
+        Ok(found)
+    }
+}
+
+/// `gc.<name>` if it is the `gc` module's own C function.
+#[cfg(not(Py_3_12))]
+fn gc_builtin<'py>(py: Python<'py>, name: &std::ffi::CStr) -> Option<Bound<'py, PyAny>> {
+    use crate::capture::safe;
+
+    let gc = safe::imported_module(py, c"gc")?;
+    let func = safe::module_attr(&gc, name)?;
+    let is_builtin = unsafe {
+        ffi::PyCFunction_CheckExact(func.as_ptr()) != 0
+            && (*(func.as_ptr() as *mut ffi::PyCFunctionObject)).m_self == gc.as_ptr()
+    };
+    is_builtin.then_some(func)
+}
+
+/// The collector's own lists, read in place (3.9-3.11).
+///
+/// `gc.get_objects()` builds a list holding a new reference to every tracked
+/// object: with a million objects that is a million reference-count writes
+/// and a 9 MB list, for the handful of greenlets among them. The lists it
+/// walks are reachable without internals: a freshly tracked object is linked
+/// last into generation 0, so its `_gc_next` is that generation's list head,
+/// and CPython 3.9-3.11 keep the three heads in one array of
+/// `struct gc_generation { PyGC_Head head; int threshold; int count; }`.
+/// The layout is used only once proven: the probe is the head's last
+/// element, each head's neighbours link back to it, and each generation's
+/// `threshold` equals what `gc.get_threshold()` reports. Otherwise the
+/// caller falls back to `gc.get_objects()`. The walk only reads: the GC is
+/// paused and nothing runs that could relink objects meanwhile.
+#[cfg(not(Py_3_12))]
+mod gc_lists {
+    use super::{GreenletApi, TypeFilter};
+    use crate::capture::safe;
+    use pyo3::ffi;
+    use pyo3::prelude::*;
+    use std::os::raw::c_int;
+
+    #[repr(C)]
+    struct GcHead {
+        next: usize,
+        prev: usize,
+    }
+
+    #[repr(C)]
+    struct Generation {
+        head: GcHead,
+        threshold: c_int,
+        count: c_int,
+    }
+
+    // Low bits of the links are flags (`_PyGC_PREV_MASK`, `NEXT_MASK_UNREACHABLE`).
+    const PREV_MASK: usize = !3;
+    const NEXT_MASK: usize = !1;
+    const GENERATIONS: usize = 3;
+
+    pub struct Heads([*const GcHead; GENERATIONS]);
+
+    unsafe fn next(g: *const GcHead) -> *const GcHead {
+        ((*g).next & NEXT_MASK) as *const GcHead
+    }
+
+    unsafe fn prev(g: *const GcHead) -> *const GcHead {
+        ((*g).prev & PREV_MASK) as *const GcHead
+    }
+
+    /// The heads of the three generation lists, or `None` unless every check holds.
+    ///
+    /// # Safety
+    /// The GIL is held.
+    pub unsafe fn heads(py: Python<'_>) -> Option<Heads> {
+        let thresholds = thresholds(py)?;
+        let probe = safe::owned(py, ffi::PyList_New(0))?;
+        if ffi::PyObject_GC_IsTracked(probe.as_ptr()) == 0 {
+            return None;
+        }
+        let probe_head = (probe.as_ptr() as *const GcHead).sub(1);
+        let first = next(probe_head) as *const Generation;
+        if first.is_null() || prev(first as *const GcHead) != probe_head {
+            return None;
+        }
+        // The thresholds first: they lie inside the GC state whatever the
+        // layout, while following a link from a misplaced head would not.
+        if (0..GENERATIONS).any(|i| (*first.add(i)).threshold != thresholds[i]) {
+            return None;
+        }
+        let mut heads = [std::ptr::null(); GENERATIONS];
+        for (i, head) in heads.iter_mut().enumerate() {
+            let g = first.add(i) as *const GcHead;
+            let linked = next(g) == g && prev(g) == g // empty
+                || prev(next(g)) == g && next(prev(g)) == g;
+            if !linked {
+                return None;
+            }
+            *head = g;
+        }
+        Some(Heads(heads))
+    }
+
+    /// `gc.get_threshold()` from the builtin.
+    unsafe fn thresholds(py: Python<'_>) -> Option<[c_int; GENERATIONS]> {
+        let func = super::gc_builtin(py, c"get_threshold")?;
+        let value = safe::owned(py, ffi::PyObject_CallNoArgs(func.as_ptr()))?;
+        if ffi::PyTuple_CheckExact(value.as_ptr()) == 0
+            || ffi::PyTuple_GET_SIZE(value.as_ptr()) != GENERATIONS as isize
+        {
+            return None;
+        }
+        let mut out = [0; GENERATIONS];
+        for (i, slot) in out.iter_mut().enumerate() {
+            let item = ffi::PyTuple_GET_ITEM(value.as_ptr(), i as isize);
+            let n = ffi::PyLong_AsLong(item);
+            if n == -1 && !ffi::PyErr_Occurred().is_null() {
+                safe::clear_error();
+                return None;
+            }
+            *slot = c_int::try_from(n).ok()?;
+        }
+        Some(out)
+    }
+
+    /// Addresses of the greenlets on the lists.
+    ///
+    /// # Safety
+    /// `heads` come from [`heads`] in this same capture; the GIL is held.
+    pub unsafe fn walk(heads: &Heads, api: &GreenletApi<'_>) -> Vec<usize> {
+        let mut found = Vec::new();
+        let mut filter = TypeFilter::new(api.tp);
+        for &head in &heads.0 {
+            let mut g = next(head);
+            while g != head && !g.is_null() {
+                let obj = g.add(1) as *mut ffi::PyObject;
+                if filter.matches(obj) {
+                    found.push(obj as usize);
+                }
+                g = next(g);
+            }
+        }
+        found
+    }
+}
