@@ -11,22 +11,23 @@ use std::time::SystemTime;
 /// Fills `Frame::source` from the files on disk. Files that cannot be read
 /// (frozen modules, `<string>`, deleted files, zip imports) leave it null.
 pub fn fill_sources(snapshot: &mut Snapshot) {
-    // First pass: which lines of which files are wanted, so each file is
-    // looked at once and only the wanted lines are decoded.
-    let mut wanted: FastMap<Text, BTreeSet<u32>> = FastMap::default();
+    // Frames of one code object share one `Text` for their file name, so a
+    // (name pointer, line) pair identifies a wanted line without hashing the
+    // name: ten thousand tasks at one await are one lookup, not ten thousand.
+    let mut wanted: FastMap<(usize, u32), Option<Text>> = FastMap::default();
+    let mut names: FastMap<usize, Text> = FastMap::default();
     for frame in all_frames(snapshot) {
         if let Some(n) = frame.lineno.filter(|&n| n > 0) {
-            // Look up before inserting: most frames share a few files, and
-            // `entry()` would copy the file name for every frame.
-            match wanted.get_mut(&*frame.filename) {
-                Some(lines) => {
-                    lines.insert(n);
-                }
-                None => {
-                    wanted.insert(frame.filename.clone(), BTreeSet::from([n]));
-                }
+            let ptr = frame.filename.as_ptr() as usize;
+            if wanted.insert((ptr, n), None).is_none() && !names.contains_key(&ptr) {
+                names.insert(ptr, frame.filename.clone());
             }
         }
+    }
+    // Each file's wanted lines, by name (two `Text`s may hold one name).
+    let mut per_file: FastMap<&str, BTreeSet<u32>> = FastMap::default();
+    for &(ptr, n) in wanted.keys() {
+        per_file.entry(&names[&ptr]).or_default().insert(n);
     }
     let mut cache = SOURCE_CACHE
         .lock()
@@ -37,18 +38,19 @@ pub fn fill_sources(snapshot: &mut Snapshot) {
     {
         *cache = None;
     }
-    let found: FastMap<Text, HashMap<u32, Option<Text>>> = wanted
+    let found: FastMap<&str, HashMap<u32, Option<Text>>> = per_file
         .into_iter()
-        .filter_map(|(file, lines)| {
-            let cached = lookup(&mut cache, &file, &lines)?;
-            Some((file, cached))
-        })
+        .filter_map(|(file, lines)| Some((file, lookup(&mut cache, file, &lines)?)))
         .collect();
     drop(cache);
+    for (&(ptr, n), slot) in wanted.iter_mut() {
+        *slot = found.get(&*names[&ptr]).and_then(|lines| lines.get(&n)?.clone());
+    }
     for frame in all_frames(snapshot) {
-        frame.source = frame
-            .lineno
-            .and_then(|n| found.get(&*frame.filename)?.get(&n)?.clone());
+        if let Some(n) = frame.lineno {
+            let key = (frame.filename.as_ptr() as usize, n);
+            frame.source = wanted.get(&key).cloned().flatten();
+        }
     }
 }
 
