@@ -12,6 +12,8 @@ __all__ = [
     "UnknownFormatError",
     "DumpWriteError",
     "InvalidDumpError",
+    "ProbesError",
+    "UnsafeProbesError",
 ]
 
 
@@ -33,3 +35,11 @@ class DumpWriteError(TbcollectError, OSError):
 
 class InvalidDumpError(TbcollectError, ValueError):
     """A file or string that is not a ``tbcollect/1`` JSON dump."""
+
+
+class ProbesError(TbcollectError, OSError):
+    """The probes directory cannot be read (missing, not a directory)."""
+
+
+class UnsafeProbesError(ProbesError, PermissionError):
+    """A probes directory or file that someone else could change; nothing was run."""

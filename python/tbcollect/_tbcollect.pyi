@@ -1,12 +1,19 @@
 """Type stub of the native module ``tbcollect._tbcollect``."""
 
-from typing import Any, Dict, List, Literal, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, List, Literal, Mapping, Optional, Tuple, TypedDict, Union
 
 SCHEMA: str
 FORMATS: List[str]
 UNKNOWN_THREAD_NAME: str
 
 StackKind = Literal["thread", "greenlet", "task"]
+
+class _ProbeResult(TypedDict):
+    """One probe's outcome: ``result`` is null when ``error`` says why."""
+
+    name: str
+    result: Any
+    error: Optional[str]
 
 class Frame:
     """One frame: where a stack is, in ``traceback`` terms."""
@@ -80,6 +87,9 @@ class Snapshot:
     def errors(self) -> List[str]: ...
     @property
     def stacks(self) -> List[Stack]: ...
+    @property
+    def probes(self) -> List[_ProbeResult]: ...
+    def with_probes(self, probes: Iterable[Mapping[str, Any]]) -> Snapshot: ...
     def to_text(self, *, group: bool = True, source: bool = True) -> str: ...
     def to_json(self, indent: Optional[int] = None) -> str: ...
     def to_dict(self) -> Dict[str, Any]: ...
