@@ -173,6 +173,8 @@ class Watch:
 
     @property
     def cancelled(self) -> bool:
+        """True after ``cancel()``, ``Watchdog.stop()``, or when the watched
+        thread, loop or hub went away."""
         return self._cancelled
 
     def cancel(self) -> None:
@@ -226,12 +228,14 @@ class Watch:
         return self._next_reminder(now)
 
     def _next_reminder(self, now: float) -> float:
-        # Recovery wakes the watcher itself (see `_alive`), so a hang without
-        # reminders needs no timer at all.
+        # A sign of life wakes the watcher (see `_alive`), but one that comes
+        # just before `_hang` is set does not: look again once per threshold
+        # while the hang lasts, so its recovery is never missed.
+        due = now + self._threshold
         reminder = self._watchdog._reminder
-        if reminder is None or self._hang is None:
-            return math.inf
-        return self._hang.reported_at + reminder
+        if reminder is not None and self._hang is not None:
+            due = min(due, self._hang.reported_at + reminder)
+        return due
 
     def _due(self, now: float) -> float:
         raise NotImplementedError
