@@ -44,7 +44,9 @@ pub fn fill_sources(snapshot: &mut Snapshot) {
         .collect();
     drop(cache);
     for (&(ptr, n), slot) in wanted.iter_mut() {
-        *slot = found.get(&*names[&ptr]).and_then(|lines| lines.get(&n)?.clone());
+        *slot = found
+            .get(&*names[&ptr])
+            .and_then(|lines| lines.get(&n)?.clone());
     }
     for frame in all_frames(snapshot) {
         if let Some(n) = frame.lineno {

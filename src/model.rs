@@ -28,6 +28,23 @@ pub struct Snapshot {
     pub stacks: Vec<Stack>,
     /// Problems met while collecting. Collection never raises for these.
     pub errors: Vec<String>,
+    /// What the operator's probe scripts returned, when the dump ran any.
+    /// Left out of the JSON when empty, so dumps without probes read as before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<ProbeResult>,
+}
+
+/// One probe script's outcome: its JSON result, or why there is none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeResult {
+    /// The probe's file name without `.py`.
+    pub name: String,
+    /// What `probe()` returned; null when it failed (or returned None).
+    #[serde(default)]
+    pub result: serde_json::Value,
+    /// Why there is no result (the exception, or why the result is not JSON).
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 /// What a stack belongs to.
@@ -292,6 +309,7 @@ impl Snapshot {
             created: created.into(),
             stacks: Vec::new(),
             errors: Vec::new(),
+            probes: Vec::new(),
         }
     }
 

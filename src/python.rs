@@ -3,7 +3,7 @@
 
 use crate::capture::{self, CaptureOptions, LocalsMode};
 use crate::error::Error;
-use crate::model::{Frame, Snapshot, Stack, StackDetails, SCHEMA};
+use crate::model::{Frame, ProbeResult, Snapshot, Stack, StackDetails, SCHEMA};
 use crate::output;
 use crate::render::{self, json::JsonOptions, text::TextOptions, Format, RenderOptions};
 use pyo3::prelude::*;
@@ -142,6 +142,21 @@ impl PySnapshot {
             .collect()
     }
 
+    /// What the probes returned: `[{"name", "result", "error"}, ...]`.
+    #[getter]
+    fn probes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        to_py_dict(py, &self.inner.probes)
+    }
+
+    /// A copy of this snapshot carrying these probe results (replacing any it
+    /// had): an iterable of dicts with `name` and either a JSON-able `result`
+    /// or an `error` text, as `tbcollect._probes.run_probes()` returns them.
+    fn with_probes(&self, probes: &Bound<'_, PyAny>) -> Result<PySnapshot, Error> {
+        let mut inner = self.inner.clone();
+        inner.probes = probe_results(probes)?;
+        Ok(PySnapshot { inner })
+    }
+
     /// The header line of the text dump (pid, time, Python, counts).
     fn summary(&self) -> String {
         render::text::header_line(&self.inner)
@@ -164,6 +179,62 @@ impl PySnapshot {
             self.inner.pid, self.inner.created
         )
     }
+}
+
+fn probe_results(probes: &Bound<'_, PyAny>) -> Result<Vec<ProbeResult>, Error> {
+    let invalid = |reason: String| Error::InvalidOption {
+        name: "probes",
+        reason,
+    };
+    let py = probes.py();
+    // json.dumps is the judge of "JSON-able" so a probe result means the same
+    // here as in the probe author's own tests; NaN and infinities are refused.
+    let dumps = py
+        .import("json")
+        .and_then(|json| json.getattr("dumps"))
+        .map_err(|e| invalid(e.to_string()))?;
+    let kwargs = PyDict::new(py);
+    kwargs
+        .set_item("allow_nan", false)
+        .map_err(|e| invalid(e.to_string()))?;
+    let items = probes
+        .try_iter()
+        .map_err(|_| invalid("must be an iterable of dicts".into()))?;
+    let mut out = Vec::new();
+    for item in items {
+        let item = item.map_err(|e| invalid(e.to_string()))?;
+        let dict = item
+            .cast::<PyDict>()
+            .map_err(|_| invalid("each probe result must be a dict".into()))?;
+        let field = |key: &str| dict.get_item(key).ok().flatten().filter(|v| !v.is_none());
+        let name: String = field("name")
+            .and_then(|v| v.extract().ok())
+            .ok_or_else(|| invalid("each probe result needs a str 'name'".into()))?;
+        let error: Option<String> = match field("error") {
+            None => None,
+            Some(v) => Some(
+                v.extract()
+                    .map_err(|_| invalid(format!("probe {name:?}: 'error' must be a str")))?,
+            ),
+        };
+        let result = match field("result") {
+            None => serde_json::Value::Null,
+            Some(v) => {
+                let text: String = dumps
+                    .call((v,), Some(&kwargs))
+                    .and_then(|t| t.extract())
+                    .map_err(|e| invalid(format!("probe {name:?}: result is not JSON: {e}")))?;
+                serde_json::from_str(&text)
+                    .map_err(|e| invalid(format!("probe {name:?}: result is not JSON: {e}")))?
+            }
+        };
+        out.push(ProbeResult {
+            name,
+            result,
+            error,
+        });
+    }
+    Ok(out)
 }
 
 /// One thread, greenlet or task and the frames it is in.

@@ -18,9 +18,13 @@ from tbcollect._errors import (
     InvalidDumpError,
     InvalidOptionError,
     MissingDependencyError,
+    ProbesError,
     TbcollectError,
     UnknownFormatError,
+    UnsafeProbesError,
 )
+from tbcollect._probes import check_probes as _check_probes
+from tbcollect._probes import run_probes
 from tbcollect._tbcollect import (
     DEFAULT_REDACT,
     FORMATS,
@@ -34,6 +38,7 @@ from tbcollect._tbcollect import (
     diff,
     write_dump,
 )
+from tbcollect.watchdog import Heartbeat, Watch, Watchdog, heartbeat, watchdog
 
 __all__ = [
     "FORMATS",
@@ -45,15 +50,23 @@ __all__ = [
     "InvalidDumpError",
     "InvalidOptionError",
     "MissingDependencyError",
+    "ProbesError",
     "Snapshot",
     "Stack",
     "TbcollectError",
     "UnknownFormatError",
     "aio",
+    "UnsafeProbesError",
+    "Heartbeat",
+    "Watch",
+    "Watchdog",
     "collect",
     "diff",
     "dump_all",
+    "heartbeat",
     "load",
+    "run_probes",
+    "watchdog",
 ]
 
 if TYPE_CHECKING:  # imported lazily at run time, see __getattr__ below
@@ -77,6 +90,7 @@ def dump_all(
     file: DumpTarget = None,
     *,
     format: str = "text",
+    probes: Union[str, os.PathLike[str], None] = None,
     **options: Any,
 ) -> str:
     """Collect every thread, greenlet and task and render them in one call.
@@ -85,11 +99,16 @@ def dump_all(
     object, or an open file descriptor; with ``None`` nothing is written.
     ``options`` are ``collect()``'s (``threads``, ``greenlets``, ``tasks``,
     ``source``, ``max_depth``) plus the renderer's ``group`` and ``indent``.
-    Returns the rendered dump.
+    ``probes`` is a probes directory whose results go into the dump (see
+    ``run_probes``). Returns the rendered dump.
     """
     check_format(format)  # an unknown format fails before anything is captured
+    if probes is not None:
+        _check_probes(probes)  # so does an unsafe probes directory, before any probe runs
     render = {k: options.pop(k) for k in _RENDER_OPTIONS if k in options}
     snapshot = collect(**options)
+    if probes is not None:
+        snapshot = snapshot.with_probes(run_probes(probes))
     text: str = snapshot.render(format, **render)
     if not text.endswith("\n"):
         text += "\n"

@@ -13,6 +13,8 @@ __all__ = [
     "DumpWriteError",
     "InvalidDumpError",
     "MissingDependencyError",
+    "ProbesError",
+    "UnsafeProbesError",
 ]
 
 
@@ -38,3 +40,11 @@ class InvalidDumpError(TbcollectError, ValueError):
 
 class MissingDependencyError(TbcollectError, ImportError):
     """An optional integration's package (e.g. ``sentry-sdk``) is not installed."""
+
+
+class ProbesError(TbcollectError, OSError):
+    """The probes directory cannot be read (missing, not a directory)."""
+
+
+class UnsafeProbesError(ProbesError, PermissionError):
+    """A probes directory or file that someone else could change; nothing was run."""

@@ -1,6 +1,18 @@
 """Type stub of the native module ``tbcollect._tbcollect``."""
 
-from typing import Any, Dict, Iterable, List, Literal, Optional, Tuple, Union, final
+from typing import (
+    Any,
+    Dict,
+    Iterable,
+    List,
+    Literal,
+    Mapping,
+    Optional,
+    Tuple,
+    TypedDict,
+    Union,
+    final,
+)
 
 SCHEMA: str
 DIFF_SCHEMA: str
@@ -10,6 +22,13 @@ UNKNOWN_THREAD_NAME: str
 MAIN_GREENLET_NAME: str
 
 _StackKind = Literal["thread", "greenlet", "task"]
+
+class _ProbeResult(TypedDict):
+    """One probe's outcome: ``result`` is null when ``error`` says why."""
+
+    name: str
+    result: Any
+    error: Optional[str]
 
 @final
 class Frame:
@@ -86,6 +105,9 @@ class Snapshot:
     def errors(self) -> List[str]: ...
     @property
     def stacks(self) -> List[Stack]: ...
+    @property
+    def probes(self) -> List[_ProbeResult]: ...
+    def with_probes(self, probes: Iterable[Mapping[str, Any]]) -> Snapshot: ...
     def to_text(self, *, group: bool = True, source: bool = True) -> str: ...
     def to_json(self, indent: Optional[int] = None) -> str: ...
     def to_dict(self) -> Dict[str, Any]: ...

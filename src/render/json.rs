@@ -20,7 +20,9 @@ pub fn render_to_string(snapshot: &Snapshot, options: &JsonOptions) -> String {
             snapshot.serialize(&mut ser).map(|()| buf)
         }
     };
-    let bytes = bytes.expect("the model serializes to JSON infallibly (string keys, no floats)");
+    // Infallible: string keys only, and probe results are serde_json values,
+    // which cannot hold a non-finite float.
+    let bytes = bytes.expect("the model serializes to JSON infallibly");
     String::from_utf8(bytes).expect("serde_json writes UTF-8")
 }
 
@@ -109,6 +111,37 @@ mod tests {
             let text = render_to_string(&snap, &JsonOptions { indent });
             assert_eq!(parse(&text).unwrap(), snap);
         }
+    }
+
+    #[test]
+    fn probes_are_left_out_when_empty_and_round_trip_when_present() {
+        let value: Value =
+            serde_json::from_str(&render_to_string(&snapshot(), &JsonOptions::default())).unwrap();
+        assert!(value.get("probes").is_none());
+
+        let mut snap = snapshot();
+        snap.probes = vec![
+            ProbeResult {
+                name: "config".into(),
+                result: json!({"debug": false, "workers": [1, 2.5, null]}),
+                error: None,
+            },
+            ProbeResult {
+                name: "broken".into(),
+                result: Value::Null,
+                error: Some("ValueError: no".into()),
+            },
+        ];
+        let text = render_to_string(&snap, &JsonOptions::default());
+        let value: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            value["probes"],
+            json!([
+                {"name": "config", "result": {"debug": false, "workers": [1, 2.5, null]}, "error": null},
+                {"name": "broken", "result": null, "error": "ValueError: no"}
+            ])
+        );
+        assert_eq!(parse(&text).unwrap(), snap);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! editors and log tools can jump to them.
 
 use crate::fasthash::{FastHasher, FastMap};
-use crate::model::{Frame, Snapshot, Stack, StackDetails, StackKind};
+use crate::model::{Frame, ProbeResult, Snapshot, Stack, StackDetails, StackKind};
 use crate::render::tree;
 use itertools::Itertools;
 use std::hash::{Hash, Hasher};
@@ -49,6 +49,13 @@ pub fn render(snapshot: &Snapshot, options: &TextOptions, out: &mut dyn Write) -
             render_group(&refs, &group, options, out)?;
         }
     }
+    if !snapshot.probes.is_empty() {
+        writeln!(out)?;
+        writeln!(out, "Probes ({}):", snapshot.probes.len())?;
+        for probe in &snapshot.probes {
+            render_probe(probe, out)?;
+        }
+    }
     if !snapshot.errors.is_empty() {
         writeln!(out)?;
         writeln!(out, "Errors while collecting ({}):", snapshot.errors.len())?;
@@ -63,6 +70,26 @@ pub fn render_to_string(snapshot: &Snapshot, options: &TextOptions) -> String {
     let mut buf = Vec::new();
     render(snapshot, options, &mut buf).expect("writing to a Vec cannot fail");
     String::from_utf8(buf).expect("the renderer writes only UTF-8")
+}
+
+/// `  name: 3` for a one-line result, else the pretty JSON (or the error) below the name.
+fn render_probe(probe: &ProbeResult, out: &mut dyn Write) -> io::Result<()> {
+    let (label, body) = match &probe.error {
+        Some(error) => (format!("{} (error)", probe.name), error.clone()),
+        None => (
+            probe.name.clone(),
+            serde_json::to_string_pretty(&probe.result).expect("a JSON value always serializes"),
+        ),
+    };
+    if body.contains('\n') {
+        writeln!(out, "  {label}:")?;
+        for line in body.lines() {
+            writeln!(out, "    {line}")?;
+        }
+    } else {
+        writeln!(out, "  {label}: {body}")?;
+    }
+    Ok(())
 }
 
 /// `tbcollect: pid 42 at <time>, Python 3.11.7: 5 threads, 0 greenlets, 2 tasks`
@@ -457,6 +484,58 @@ Thread \"MainThread\" (ident 1, native id 1001, running, current)
         let text = render_to_string(&snapshot(), &options);
         assert!(!text.contains("time.sleep(1)"));
         assert!(text.contains("line 12, in Worker.run"));
+    }
+
+    #[test]
+    fn probes_section_lists_results_and_errors() {
+        let mut snap = snapshot();
+        snap.probes = vec![
+            ProbeResult {
+                name: "queue".into(),
+                result: serde_json::json!({"depth": 3, "names": ["a", "b"]}),
+                error: None,
+            },
+            ProbeResult {
+                name: "uptime".into(),
+                result: serde_json::json!(12.5),
+                error: None,
+            },
+            ProbeResult {
+                name: "broken".into(),
+                result: serde_json::Value::Null,
+                error: Some(
+                    "Traceback (most recent call last):\nZeroDivisionError: division by zero"
+                        .into(),
+                ),
+            },
+        ];
+        snap.errors.push("thread 9: vanished".into());
+        let text = render_to_string(&snap, &TextOptions::default());
+        let expected = "
+Probes (3):
+  queue:
+    {
+      \"depth\": 3,
+      \"names\": [
+        \"a\",
+        \"b\"
+      ]
+    }
+  uptime: 12.5
+  broken (error):
+    Traceback (most recent call last):
+    ZeroDivisionError: division by zero
+
+Errors while collecting (1):
+  - thread 9: vanished
+";
+        assert!(text.ends_with(expected), "{text}");
+    }
+
+    #[test]
+    fn no_probes_no_section() {
+        let text = render_to_string(&snapshot(), &TextOptions::default());
+        assert!(!text.contains("Probes"));
     }
 
     #[test]
