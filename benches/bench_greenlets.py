@@ -51,37 +51,43 @@ def gevent_run_info() -> str:
     return "".join(gevent.util.format_run_info())
 
 
+def run(greenlets: int = 10_000, extra: int = 1_000_000) -> str:
+    """Both heap sizes, side by side; returns the Markdown tables."""
+    event = gevent.event.Event()
+    workers = [gevent.spawn(outer, event) for _ in range(greenlets)]
+    gevent.sleep(0)
+    assert all(w.gr_frame is not None for w in workers), "every greenlet must be blocked"
+    snap = tbcollect.collect(threads=False, tasks=False)
+    assert len(snap.stacks) >= greenlets and not snap.errors, snap.errors
+
+    contenders = [
+        ("recipe: gc + isinstance + traceback", recipe),
+        ("gevent.util.format_run_info()", gevent_run_info),
+        ("tbcollect collect(threads=False, tasks=False).to_text()", tbcollect_text),
+    ]
+    version = ".".join(map(str, sys.version_info[:3]))
+    heap: list = []
+    tables = []
+    for size in (0, extra):
+        heap.extend([] for _ in range(size - len(heap)))
+        tracked = len(gc.get_objects())
+        times = measure(contenders)
+        title = (
+            f"{greenlets:,} greenlets, 2 calls deep, {size:,} extra objects "
+            f"({tracked:,} tracked; Python {version})"
+        )
+        tables.append(table(title, times, baseline="recipe: gc + isinstance + traceback"))
+    event.set()
+    gevent.joinall(workers)
+    return "\n\n".join(tables)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--greenlets", type=int, default=10_000)
     parser.add_argument("--extra", type=int, default=1_000_000)
     args = parser.parse_args()
-
-    event = gevent.event.Event()
-    workers = [gevent.spawn(outer, event) for _ in range(args.greenlets)]
-    gevent.sleep(0)
-    assert all(w.gr_frame is not None for w in workers), "every greenlet must be blocked"
-    snap = tbcollect.collect(threads=False, tasks=False)
-    assert len(snap.stacks) >= args.greenlets and not snap.errors, snap.errors
-
-    contenders = [
-        ("tbcollect collect().to_text()", tbcollect_text),
-        ("recipe: gc + isinstance + traceback", recipe),
-        ("gevent.util.format_run_info()", gevent_run_info),
-    ]
-    version = "{}.{}".format(*sys.version_info[:2])
-    heap = []
-    for extra in (0, args.extra):
-        heap.extend([] for _ in range(extra - len(heap)))
-        tracked = len(gc.get_objects())
-        times = measure(contenders)
-        title = (
-            f"Python {version}, {args.greenlets:,} greenlets, "
-            f"{extra:,} extra objects ({tracked:,} tracked)"
-        )
-        print(table(title, times, baseline="recipe: gc + isinstance + traceback"))
-        print()
-    event.set()
+    print(run(args.greenlets, args.extra))
 
 
 if __name__ == "__main__":

@@ -88,5 +88,9 @@ def main(n: int = TASKS) -> str:
     )
 
 
+def run() -> str:
+    return main(TASKS)
+
+
 if __name__ == "__main__":
     print(main(int(sys.argv[1]) if len(sys.argv) > 1 else TASKS))
