@@ -4,6 +4,8 @@
 //! steps ([`enrich`], [`output`]) are pure Rust. With the `python` feature,
 //! [`capture`] reads the interpreter and [`python`] is the extension module.
 
+#[cfg(unix)]
+pub mod dumpdir;
 pub mod enrich;
 pub mod error;
 pub mod model;
@@ -12,6 +14,8 @@ pub mod render;
 
 #[cfg(feature = "python")]
 pub mod capture;
+#[cfg(all(feature = "python", unix))]
+mod live;
 #[cfg(feature = "python")]
 mod python;
 

@@ -13,6 +13,7 @@ import os
 from typing import IO, Any, Union
 
 from tbcollect._errors import (
+    DumpDirectoryError,
     DumpWriteError,
     InvalidDumpError,
     InvalidOptionError,
@@ -33,6 +34,7 @@ from tbcollect._tbcollect import (
 __all__ = [
     "FORMATS",
     "SCHEMA",
+    "DumpDirectoryError",
     "DumpWriteError",
     "Frame",
     "InvalidDumpError",

@@ -12,6 +12,7 @@ __all__ = [
     "UnknownFormatError",
     "DumpWriteError",
     "InvalidDumpError",
+    "DumpDirectoryError",
 ]
 
 
@@ -33,3 +34,8 @@ class DumpWriteError(TbcollectError, OSError):
 
 class InvalidDumpError(TbcollectError, ValueError):
     """A file or string that is not a ``tbcollect/1`` JSON dump."""
+
+
+class DumpDirectoryError(TbcollectError, OSError):
+    """The dump directory cannot be used: missing and not creatable, a
+    symlink, owned by another user, or writable by group or others."""
