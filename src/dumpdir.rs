@@ -80,7 +80,7 @@ pub struct DumpDir {
 impl DumpDir {
     /// Opens (and with `create`, first creates, mode 0700) the directory and
     /// checks it is safe: not a symlink, a directory, owned by `owner`, not
-    /// writable by group or others.
+    /// writable by group or others; with `create` also that we can write it.
     pub fn open(path: &Path, create: bool, owner: u32) -> Result<DumpDir, Error> {
         let refuse = |reason: String| Error::DumpDirectory {
             path: path.to_path_buf(),
@@ -132,6 +132,24 @@ impl DumpDir {
             return Err(refuse(format!(
                 "is writable by group or others (mode {:04o}); refusing it",
                 meta.mode() & 0o7777
+            )));
+        }
+        // A writer finds out now, not at the first signal, that it cannot
+        // write here.
+        // SAFETY: a valid directory descriptor and C string.
+        if create
+            && unsafe {
+                libc::faccessat(
+                    fd.as_raw_fd(),
+                    c".".as_ptr(),
+                    libc::W_OK | libc::X_OK,
+                    libc::AT_EACCESS,
+                )
+            } != 0
+        {
+            return Err(refuse(format!(
+                "is not writable: {}",
+                io::Error::last_os_error()
             )));
         }
         Ok(DumpDir {

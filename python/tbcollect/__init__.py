@@ -15,11 +15,13 @@ from typing import IO, Any, Union
 from tbcollect._errors import (
     DumpDirectoryError,
     DumpWriteError,
+    InstallError,
     InvalidDumpError,
     InvalidOptionError,
     TbcollectError,
     UnknownFormatError,
 )
+from tbcollect._live import install, installed, uninstall
 from tbcollect._tbcollect import (
     FORMATS,
     SCHEMA,
@@ -37,6 +39,7 @@ __all__ = [
     "DumpDirectoryError",
     "DumpWriteError",
     "Frame",
+    "InstallError",
     "InvalidDumpError",
     "InvalidOptionError",
     "Snapshot",
@@ -45,7 +48,10 @@ __all__ = [
     "UnknownFormatError",
     "collect",
     "dump_all",
+    "install",
+    "installed",
     "load",
+    "uninstall",
 ]
 
 __version__ = "0.1.0"

@@ -33,7 +33,9 @@ __all__ = [
     "DUMP_NAME",
     "DumpDirectoryError",
     "default_directory",
+    "is_raw_dump",
     "list_dumps",
+    "reason_of",
     "resolve_directory",
     "write_new_dump",
 ]
@@ -89,7 +91,7 @@ def resolve_directory(directory: Optional[PathLike] = None) -> Path:
     return path
 
 
-def _with_reason(text: str, fmt: str, reason: str) -> str:
+def with_reason(text: str, fmt: str, reason: str) -> str:
     """``reason`` as the second line of a text dump, or as the top-level
     ``"reason"`` member of a JSON dump."""
     if fmt == "json":
@@ -118,7 +120,7 @@ def write_new_dump(
     """
     extension = check_format(fmt)
     if reason:
-        text = _with_reason(text, fmt, reason)
+        text = with_reason(text, fmt, reason)
     if not text.endswith("\n"):
         text += "\n"
     return Path(_write_new_dump(text, directory=os.fspath(directory), extension=extension))
@@ -133,3 +135,25 @@ def list_dumps(directory: PathLike, pid: Optional[int] = None) -> List[Path]:
         if m and (pid is None or int(m["pid"]) == pid):
             found.append((m["time"], int(m["seq"]), name))
     return [Path(directory) / name for _, _, name in sorted(found)]
+
+
+def reason_of(text: str) -> Optional[str]:
+    """The reason a dump was made, as ``write_new_dump`` recorded it."""
+    if text.lstrip().startswith("{"):
+        try:
+            reason = json.loads(text).get("reason")
+        except (ValueError, AttributeError):
+            return None
+        return reason if isinstance(reason, str) else None
+    lines = text.split("\n", 2)
+    if len(lines) > 1 and lines[1].startswith("reason: "):
+        return lines[1][len("reason: ") :]
+    return None
+
+
+def is_raw_dump(path: PathLike) -> bool:
+    """Whether a dump file is a raw dump (written without the GIL)."""
+    if not os.fspath(path).endswith(".txt"):
+        return False
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.readline().rstrip("\n").endswith(", raw dump")

@@ -13,6 +13,7 @@ __all__ = [
     "DumpWriteError",
     "InvalidDumpError",
     "DumpDirectoryError",
+    "InstallError",
 ]
 
 
@@ -39,3 +40,8 @@ class InvalidDumpError(TbcollectError, ValueError):
 class DumpDirectoryError(TbcollectError, OSError):
     """The dump directory cannot be used: missing and not creatable, a
     symlink, owned by another user, or writable by group or others."""
+
+
+class InstallError(TbcollectError, RuntimeError):
+    """``install()`` or ``uninstall()`` cannot be done here (not the main
+    thread, or a platform without POSIX signals)."""

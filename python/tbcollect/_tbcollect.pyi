@@ -116,3 +116,20 @@ def check_dump_directory(
     path: str, *, create: bool = False, owner: Optional[int] = None
 ) -> None: ...
 def write_new_dump(text: str, *, directory: str, extension: str) -> str: ...
+
+class LiveHandle:
+    """The dumper thread's end of a live installation."""
+
+    def wait(self) -> Optional[int]: ...
+
+def live_install(
+    signum: int,
+    handler: Any,
+    *,
+    directory: str,
+    signal_name: str,
+    raw_timeout: Optional[float] = None,
+    chain_python: bool = True,
+) -> LiveHandle: ...
+def live_uninstall() -> bool: ...
+def live_after_fork_child() -> Optional[LiveHandle]: ...

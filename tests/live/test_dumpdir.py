@@ -129,7 +129,7 @@ def test_not_a_directory_and_uncreatable(tmp_path):
 
 def test_reason_in_json_keeps_it_valid():
     text = json.dumps({"a": 1}, indent=2) + "\n"
-    assert json.loads(_dumpdir._with_reason(text, "json", 'quote " here')) == {
+    assert json.loads(_dumpdir.with_reason(text, "json", 'quote " here')) == {
         "a": 1,
         "reason": 'quote " here',
     }

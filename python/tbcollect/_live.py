@@ -1,0 +1,346 @@
+"""Dump on a signal: ``tbcollect.install()`` and ``tbcollect.uninstall()``.
+
+The signal is caught by a C-level handler (``src/live/handler.rs``) that only
+writes a byte to a pipe; a watcher thread (Rust, never holding the GIL) wakes
+the dumper thread below, which makes the dump outside the interrupted frame.
+When the dumper cannot get the GIL within ``raw_timeout`` seconds, the watcher
+writes a raw dump without it (faulthandler's stacks of every thread). After
+``os.fork()`` the child gets its own watcher and dumper.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from tbcollect import _dumpdir
+from tbcollect._errors import InstallError, InvalidOptionError
+from tbcollect._tbcollect import check_format, collect
+
+__all__ = ["install", "installed", "uninstall"]
+
+#: The signal ``install()`` uses by default (``kill -QUIT``, Ctrl-\\ on a terminal).
+DEFAULT_SIGNAL = getattr(signal, "SIGQUIT", 3)
+#: How long the dumper may wait for the GIL before a raw dump is written.
+DEFAULT_RAW_TIMEOUT = 2.0
+#: How long ``uninstall()`` waits for a dump in progress to finish.
+_JOIN_TIMEOUT = 5.0
+
+# Signals that cannot be caught, or that mean the process is broken and must
+# not be resumed (faulthandler.enable() is the tool for those).
+_CRASH = "reports a crash; use faulthandler.enable() for it"
+_REFUSED = {
+    "SIGKILL": "cannot be caught",
+    "SIGSTOP": "cannot be caught",
+    "SIGSEGV": _CRASH,
+    "SIGBUS": _CRASH,
+    "SIGFPE": _CRASH,
+    "SIGILL": _CRASH,
+    "SIGABRT": _CRASH,
+}
+
+SignalLike = Union[int, str, signal.Signals]
+
+
+def parse_signal(value: SignalLike) -> signal.Signals:
+    """``signal.SIGUSR2``, ``12``, ``"SIGUSR2"`` or ``"USR2"`` -> ``Signals``;
+    InvalidOptionError for anything that is no catchable signal here."""
+    if isinstance(value, bool):
+        raise InvalidOptionError(f"invalid option signum: {value!r} is not a signal")
+    try:
+        if isinstance(value, str):
+            name = value.strip().upper()
+            if name.isdigit():
+                sig = signal.Signals(int(name))
+            else:
+                sig = signal.Signals[name if name.startswith("SIG") else "SIG" + name]
+        else:
+            sig = signal.Signals(int(value))
+    except (KeyError, ValueError, TypeError):
+        raise InvalidOptionError(f"invalid option signum: {value!r} is not a signal") from None
+    refused = _REFUSED.get(sig.name)
+    if refused:
+        raise InvalidOptionError(f"invalid option signum: {sig.name} {refused}")
+    return sig
+
+
+class _SignalHandler:
+    """The Python-level handler ``signal.getsignal()`` reports. The dump is
+    asked for by the C-level handler; this one passes the signal on to the
+    Python handler it replaced, so that one keeps working."""
+
+    __slots__ = ("previous",)
+
+    def __init__(self, previous: Any) -> None:
+        self.previous = previous
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        previous = self.previous
+        if callable(previous):
+            previous(signum, frame)
+
+    def __repr__(self) -> str:
+        return "<tbcollect dump handler>"
+
+
+def _report(message: str) -> None:
+    # os.write, not sys.stderr: the stream's lock may be held by the thread
+    # that is stuck.
+    try:
+        os.write(2, f"tbcollect: {message}\n".encode("utf-8", "backslashreplace"))
+    except OSError:
+        pass
+
+
+def _probe_results(probes: Optional[str]) -> Optional[Any]:
+    """The probes hook: the results of the probes directory for this dump, or
+    None (no probes directory, or no probes support in this build)."""
+    if not probes:
+        return None
+    try:
+        from tbcollect import _probes  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return _probes.run_probes(probes)
+
+
+def _attach_probes(text: str, fmt: str, results: Any) -> str:
+    """Adds the probe results to a rendered dump: a top-level ``"probes"``
+    member in JSON, a ``Probes:`` section at the end of text."""
+    if results is None:
+        return text
+    data = json.dumps(results, default=str, sort_keys=True)
+    if fmt == "json":
+        end = text.rstrip().rfind("}")
+        return f'{text[:end]}, "probes": {data}{text[end:]}' if end >= 0 else text
+    pretty = json.dumps(results, default=str, sort_keys=True, indent=2)
+    return f"{text.rstrip()}\n\nProbes:\n{pretty}\n"
+
+
+def _log_dump(log: Optional[logging.Logger], path: Path, reason: str) -> None:
+    """The logging hook: tells ``log`` where a dump went (after it is written,
+    so a logging lock held by a stuck thread cannot delay the file)."""
+    if log is not None:
+        log.info("tbcollect: dump written to %s (%s)", path, reason)
+
+
+#: memfd names start with this: ``tbcollect:<SIGNAL>:<dump directory>``.
+BEACON_PREFIX = "tbcollect:"
+
+
+def _open_beacon(sig: signal.Signals, directory: Path) -> Optional[int]:
+    """An empty memfd whose name says which signal dumps this process and
+    where the dumps go. ``tbcollect dump`` finds it in ``/proc/PID/fd``: it
+    tells a tbcollect handler from any other handler of the signal (sending
+    gunicorn's SIGQUIT handler a SIGQUIT would stop the worker), and finds a
+    directory given to install() that the environment does not show."""
+    name = f"{BEACON_PREFIX}{sig.name}:{directory}"
+    create = getattr(os, "memfd_create", None)
+    if create is None or len(name.encode()) > 249:  # Linux only; the kernel's name limit
+        return None
+    try:
+        return create(name, getattr(os, "MFD_CLOEXEC", 1))
+    except OSError:
+        return None
+
+
+def _close(fd: Optional[int]) -> None:
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+class _Installation:
+    def __init__(
+        self,
+        sig: signal.Signals,
+        directory: Path,
+        fmt: str,
+        probes: Optional[str],
+        log: Optional[logging.Logger],
+        raw_timeout: Optional[float],
+    ) -> None:
+        self.signal = sig
+        self.directory = directory
+        self.fmt = fmt
+        self.probes = probes
+        self.log = log
+        self.raw_timeout = raw_timeout
+        self.thread: Optional[threading.Thread] = None
+        self.beacon: Optional[int] = None
+
+    def start(self, handle: Any) -> None:
+        self.thread = threading.Thread(
+            target=self._run, args=(handle,), name="tbcollect-dumper", daemon=True
+        )
+        self.thread.start()
+
+    def stop(self) -> None:
+        _close(self.beacon)
+        self.beacon = None
+        thread = self.thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(_JOIN_TIMEOUT)
+
+    def _run(self, handle: Any) -> None:
+        while True:
+            try:
+                signals = handle.wait()
+            except BaseException:  # the interpreter is going away
+                return
+            if signals is None:
+                return
+            try:
+                self.dump(signals)
+            except BaseException as e:  # the dumper must outlive any failure
+                _report(f"dump on {self.signal.name} failed: {e}")
+
+    def dump(self, signals: int) -> Path:
+        reason = f"signal {self.signal.name}"
+        if signals > 1:
+            reason += f" ({signals} signals since the last dump)"
+        text = collect().render(self.fmt)
+        text = _attach_probes(text, self.fmt, _probe_results(self.probes))
+        # Recreated if a cleaner removed it since install().
+        directory = _dumpdir.resolve_directory(self.directory)
+        path = _dumpdir.write_new_dump(text, directory=directory, fmt=self.fmt, reason=reason)
+        _log_dump(self.log, path, reason)
+        return path
+
+
+_installation: Optional[_Installation] = None
+_hooks_registered = False
+
+
+def _require_main_thread(what: str) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        raise InstallError(
+            f"{what}() must be called from the main thread (signal handlers live there)"
+        )
+
+
+def install(
+    signum: SignalLike = DEFAULT_SIGNAL,
+    *,
+    directory: Union[str, os.PathLike[str], None] = None,
+    format: str = "text",
+    probes: Union[str, os.PathLike[str], None] = None,
+    log: Union[logging.Logger, str, None] = None,
+    raw_timeout: Optional[float] = DEFAULT_RAW_TIMEOUT,
+) -> Path:
+    """Dump every thread, greenlet and task to a new file on ``signum``
+    (default SIGQUIT: ``kill -QUIT PID`` or ``tbcollect dump PID``); the
+    process keeps running. Returns the dump directory.
+
+    ``directory``: where dumps go (default ``$TBCOLLECT_DIR``, else a private
+    per-user directory; see ``tbcollect._dumpdir``). ``format``: ``"text"`` or
+    ``"json"``. ``probes``: a probes directory (default ``$TBCOLLECT_PROBES``)
+    whose results go into each dump. ``log``: a logger (or logger name) told
+    where each dump went. ``raw_timeout``: seconds to wait for the GIL before
+    a raw dump is written without it (None: never).
+
+    Calling it again replaces the previous installation. Must be called from
+    the main thread; the previous handler of the signal is chained to and put
+    back by ``uninstall()``.
+    """
+    global _installation, _hooks_registered
+    if not hasattr(signal, "pthread_kill") or os.name != "posix":
+        raise InstallError("install() needs POSIX signals, which this platform does not have")
+    sig = parse_signal(signum)
+    check_format(format)
+    if raw_timeout is not None:
+        if isinstance(raw_timeout, bool) or not isinstance(raw_timeout, (int, float)):
+            raise InvalidOptionError(
+                f"invalid option raw_timeout: {raw_timeout!r} is not a number of seconds"
+            )
+        if not 0 < raw_timeout < 86400:
+            raise InvalidOptionError(
+                f"invalid option raw_timeout: must be between 0 and 86400 seconds, got {raw_timeout}"
+            )
+        raw_timeout = float(raw_timeout)
+    if isinstance(log, str):
+        log = logging.getLogger(log)
+    if probes is None:
+        probes = os.environ.get("TBCOLLECT_PROBES") or None
+    _require_main_thread("install")
+    path = _dumpdir.resolve_directory(directory)
+    from tbcollect import _tbcollect
+
+    uninstall()
+    inst = _Installation(sig, path, format, os.fspath(probes) if probes else None, log, raw_timeout)
+    handler = _SignalHandler(signal.getsignal(sig))
+    handle = _tbcollect.live_install(
+        int(sig),
+        handler,
+        directory=str(path),
+        signal_name=sig.name,
+        raw_timeout=raw_timeout,
+        chain_python=callable(handler.previous),
+    )
+    _installation = inst
+    inst.beacon = _open_beacon(sig, path)
+    inst.start(handle)
+    if not _hooks_registered:
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+        atexit.register(_at_exit)
+        _hooks_registered = True
+    return path
+
+
+def uninstall() -> bool:
+    """Removes the handler ``install()`` put in place and puts the previous
+    one back. Returns False when nothing was installed."""
+    global _installation
+    inst = _installation
+    if inst is None:
+        return False
+    _require_main_thread("uninstall")
+    from tbcollect import _tbcollect
+
+    _installation = None
+    removed: bool = _tbcollect.live_uninstall()
+    inst.stop()
+    return removed
+
+
+def installed() -> Optional[signal.Signals]:
+    """The signal a dump handler is installed on in this process, or None."""
+    inst = _installation
+    return inst.signal if inst is not None else None
+
+
+def _after_fork_in_child() -> None:
+    global _installation
+    inst = _installation
+    if inst is None:
+        return
+    from tbcollect import _tbcollect
+
+    try:
+        handle = _tbcollect.live_after_fork_child()
+    except Exception as e:
+        _installation = None
+        _close(inst.beacon)
+        _report(f"the forked child {os.getpid()} has no dump handler: {e}")
+        return
+    if handle is None:
+        _installation = None
+        _close(inst.beacon)
+        return
+    inst.start(handle)
+
+
+def _at_exit() -> None:
+    # Stop the watcher before the interpreter is torn down under it.
+    try:
+        uninstall()
+    except Exception as e:
+        _report(f"uninstall at exit failed: {e}")
