@@ -320,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--format",
         default=None,
         choices=tbcollect.FORMATS,
-        help="text or json (default: as written)",
+        help="text or json (default: as the process writes it)",
     )
     dump.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (default 10)")
     dump.add_argument(

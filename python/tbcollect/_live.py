@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -158,6 +159,53 @@ def _close(fd: Optional[int]) -> None:
             pass
 
 
+def _original_thread_primitives() -> tuple[Any, Any, Any]:
+    """(start_new_thread, allocate_lock, get_ident) of real OS threads when
+    gevent or eventlet has monkey-patched threading, else Nones."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("threading"):
+        return tuple(  # type: ignore[return-value]
+            monkey.get_original("_thread", name)
+            for name in ("start_new_thread", "allocate_lock", "get_ident")
+        )
+    patcher = sys.modules.get("eventlet.patcher")
+    if patcher is not None and patcher.is_monkey_patched("thread"):
+        original = patcher.original("_thread")
+        return original.start_new_thread, original.allocate_lock, original.get_ident
+    return None, None, None
+
+
+class _OsThread:
+    """The dumper's thread: a real OS thread even under gevent or eventlet
+    monkey-patching, whose threads are greenlets (a dumper greenlet waiting
+    for a signal would block the whole hub)."""
+
+    def __init__(self, target: Any, name: str) -> None:
+        start, allocate_lock, self._get_ident = _original_thread_primitives()
+        self._thread: Optional[threading.Thread] = None
+        if start is None:
+            self._thread = threading.Thread(target=target, name=name, daemon=True)
+            self._thread.start()
+            return
+        self._done = allocate_lock()
+        self._done.acquire()
+
+        def run() -> None:
+            try:
+                target()
+            finally:
+                self._done.release()
+
+        self._ident = start(run, ())
+
+    def join(self, timeout: float) -> None:
+        if self._thread is not None:
+            if self._thread is not threading.current_thread():
+                self._thread.join(timeout)
+        elif self._get_ident() != self._ident and self._done.acquire(True, timeout):
+            self._done.release()
+
+
 class _Installation:
     def __init__(
         self,
@@ -174,21 +222,17 @@ class _Installation:
         self.probes = probes
         self.log = log
         self.raw_timeout = raw_timeout
-        self.thread: Optional[threading.Thread] = None
+        self.thread: Optional[_OsThread] = None
         self.beacon: Optional[int] = None
 
     def start(self, handle: Any) -> None:
-        self.thread = threading.Thread(
-            target=self._run, args=(handle,), name="tbcollect-dumper", daemon=True
-        )
-        self.thread.start()
+        self.thread = _OsThread(lambda: self._run(handle), "tbcollect-dumper")
 
     def stop(self) -> None:
         _close(self.beacon)
         self.beacon = None
-        thread = self.thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(_JOIN_TIMEOUT)
+        if self.thread is not None:
+            self.thread.join(_JOIN_TIMEOUT)
 
     def _run(self, handle: Any) -> None:
         while True:
@@ -263,7 +307,8 @@ def install(
             )
         if not 0 < raw_timeout < 86400:
             raise InvalidOptionError(
-                f"invalid option raw_timeout: must be between 0 and 86400 seconds, got {raw_timeout}"
+                "invalid option raw_timeout: must be between 0 and 86400 seconds, "
+                f"got {raw_timeout}"
             )
         raw_timeout = float(raw_timeout)
     if isinstance(log, str):

@@ -343,7 +343,8 @@ try:
     tbcollect.install(directory=sys.argv[1])
 except tbcollect.DumpDirectoryError as e:
     print("refused", e, flush=True)
-print("state", tbcollect.installed(), signal.getsignal(signal.SIGQUIT) == signal.SIG_DFL, flush=True)
+default = signal.getsignal(signal.SIGQUIT) == signal.SIG_DFL
+print("state", tbcollect.installed(), default, flush=True)
 """
 
 
@@ -426,3 +427,41 @@ def test_json_dump_of_installed_process_is_loadable(tmp_path):
         snapshot = tbcollect.load(path)
         assert snapshot.pid == pid
         assert json.loads(path.read_text())["schema"] == tbcollect.SCHEMA
+
+
+GEVENT_TARGET = """
+from gevent import monkey
+
+monkey.patch_all()
+
+import os, sys
+import gevent
+from gevent.fileobject import FileObject
+import tbcollect
+
+tbcollect.install(directory=sys.argv[1])
+
+def spinner(n):
+    while True:
+        gevent.sleep(0.01)
+
+workers = [gevent.spawn(spinner, i) for i in range(3)]
+stdin = FileObject(sys.stdin, "r")
+print("ready", os.getpid(), flush=True)
+for line in stdin:
+    print("echo", line.strip(), flush=True)
+"""
+
+
+def test_gevent_patched_process_keeps_running(tmp_path):
+    pytest.importorskip("gevent")
+    with Target(GEVENT_TARGET, args=[str(tmp_path)]) as target:
+        pid = int(target.expect("ready"))
+        for i in range(3):
+            os.kill(pid, signal.SIGQUIT)
+            wait_for_dumps(tmp_path, pid, i + 1)
+            # The dumper is a real thread: waiting for the next signal does
+            # not block the hub.
+            assert target.ask(f"line {i}", "echo") == f"line {i}"
+        text = dumps_of(tmp_path, pid)[-1].read_text()
+        assert text.startswith(f"tbcollect: pid {pid} at ")
