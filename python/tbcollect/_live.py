@@ -131,34 +131,6 @@ def _log_dump(log: Optional[logging.Logger], path: Path, reason: str) -> None:
         log.info("tbcollect: dump written to %s (%s)", path, reason)
 
 
-#: memfd names start with this: ``tbcollect:<SIGNAL>:<dump directory>``.
-BEACON_PREFIX = "tbcollect:"
-
-
-def _open_beacon(sig: signal.Signals, directory: Path) -> Optional[int]:
-    """An empty memfd whose name says which signal dumps this process and
-    where the dumps go. ``tbcollect dump`` finds it in ``/proc/PID/fd``: it
-    tells a tbcollect handler from any other handler of the signal (sending
-    gunicorn's SIGQUIT handler a SIGQUIT would stop the worker), and finds a
-    directory given to install() that the environment does not show."""
-    name = f"{BEACON_PREFIX}{sig.name}:{directory}"
-    create = getattr(os, "memfd_create", None)
-    if create is None or len(name.encode()) > 249:  # Linux only; the kernel's name limit
-        return None
-    try:
-        return create(name, getattr(os, "MFD_CLOEXEC", 1))
-    except OSError:
-        return None
-
-
-def _close(fd: Optional[int]) -> None:
-    if fd is not None:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-
-
 def _original_thread_primitives() -> tuple[Any, Any, Any]:
     """(start_new_thread, allocate_lock, get_ident) of real OS threads when
     gevent or eventlet has monkey-patched threading, else Nones."""
@@ -223,14 +195,11 @@ class _Installation:
         self.log = log
         self.raw_timeout = raw_timeout
         self.thread: Optional[_OsThread] = None
-        self.beacon: Optional[int] = None
 
     def start(self, handle: Any) -> None:
         self.thread = _OsThread(lambda: self._run(handle), "tbcollect-dumper")
 
     def stop(self) -> None:
-        _close(self.beacon)
-        self.beacon = None
         if self.thread is not None:
             self.thread.join(_JOIN_TIMEOUT)
 
@@ -331,7 +300,6 @@ def install(
         chain_python=callable(handler.previous),
     )
     _installation = inst
-    inst.beacon = _open_beacon(sig, path)
     inst.start(handle)
     if not _hooks_registered:
         os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -357,9 +325,14 @@ def uninstall() -> bool:
 
 
 def installed() -> Optional[signal.Signals]:
-    """The signal a dump handler is installed on in this process, or None."""
+    """The signal a dump handler is installed on in this process, or None
+    (also when other code has since replaced the handler with ``signal.signal``)."""
     inst = _installation
-    return inst.signal if inst is not None else None
+    if inst is None:
+        return None
+    from tbcollect import _tbcollect
+
+    return inst.signal if _tbcollect.live_active() else None
 
 
 def _after_fork_in_child() -> None:
@@ -373,12 +346,10 @@ def _after_fork_in_child() -> None:
         handle = _tbcollect.live_after_fork_child()
     except Exception as e:
         _installation = None
-        _close(inst.beacon)
         _report(f"the forked child {os.getpid()} has no dump handler: {e}")
         return
     if handle is None:
         _installation = None
-        _close(inst.beacon)
         return
     inst.start(handle)
 

@@ -86,7 +86,7 @@ class Process:
         """The tbcollect handlers installed in the process (normally none or
         one), or None when its descriptors cannot be read (another user's
         process, unless we are root)."""
-        from tbcollect._live import BEACON_PREFIX
+        from tbcollect._tbcollect import BEACON_PREFIX
 
         prefix, suffix = "/memfd:" + BEACON_PREFIX, " (deleted)"
         try:

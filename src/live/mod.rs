@@ -89,6 +89,59 @@ static PIPE_PID: AtomicI32 = AtomicI32::new(0);
 static RAW_FD: AtomicI32 = AtomicI32::new(-1);
 /// A descriptor of `/dev/null` to point `RAW_FD` back at.
 static NULL_FD: AtomicI32 = AtomicI32::new(-1);
+/// The beacon: an empty memfd named `tbcollect:<SIGNAL>:<directory>` while
+/// our handler is the one installed, -1 otherwise.
+static BEACON_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// How a beacon's name starts (it shows in `/proc/PID/fd/N` as
+/// `/memfd:tbcollect:SIGQUIT:/path (deleted)`).
+pub const BEACON_PREFIX: &str = "tbcollect:";
+/// How often the watcher checks that our handler is still the installed one.
+const HANDLER_CHECK: Duration = Duration::from_secs(1);
+
+/// Advertises the installation to `tbcollect dump`, which reads it from
+/// `/proc/PID/fd`: it tells a tbcollect handler from any other handler of the
+/// signal (a gunicorn worker catches SIGQUIT to stop), and names a directory
+/// the environment does not show. Linux only; elsewhere there is no beacon.
+fn open_beacon(signal_name: &str, directory: &std::path::Path) {
+    close_beacon();
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let mut name = format!("{BEACON_PREFIX}{signal_name}:").into_bytes();
+        name.extend_from_slice(directory.as_os_str().as_bytes());
+        // The kernel limits memfd names to 249 bytes; a longer directory is
+        // found through the environment or --directory instead.
+        if name.len() > 249 {
+            return;
+        }
+        let Ok(name) = std::ffi::CString::new(name) else {
+            return;
+        };
+        // SAFETY: a valid C string; the descriptor is owned through BEACON_FD.
+        let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+        if fd >= 0 {
+            BEACON_FD.store(fd, Ordering::Release);
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (signal_name, directory);
+}
+
+fn close_beacon() {
+    let fd = BEACON_FD.swap(-1, Ordering::AcqRel);
+    if fd >= 0 {
+        // SAFETY: our own descriptor, used by nothing else.
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// Whether our handler is still the one installed for `signum`.
+fn ours_installed(signum: libc::c_int) -> bool {
+    current_action(signum)
+        .map(|a| a.sa_sigaction == handler_address())
+        .unwrap_or(false)
+}
 
 fn pid() -> i32 {
     // SAFETY: no preconditions.
@@ -277,20 +330,40 @@ fn watch(config: Arc<Config>, shared: Arc<Shared>) {
     // SAFETY: no preconditions.
     RAW_THREAD.store(unsafe { libc::pthread_self() } as usize, Ordering::Release);
     let read_fd = WAKE_READ.load(Ordering::Acquire);
+    let mut checked = Instant::now();
     loop {
+        // Code that calls signal.signal() (a server setting up its own
+        // handlers) silently replaces ours: then stop advertising, so that
+        // `tbcollect dump` does not send this process a signal that now means
+        // something else.
+        if checked.elapsed() >= HANDLER_CHECK {
+            checked = Instant::now();
+            if !ours_installed(config.signum) {
+                close_beacon();
+                report(&format!(
+                    "the {} handler was replaced (by a signal.signal() call?): \
+                     no more dumps on {} in process {}",
+                    config.signal_name,
+                    config.signal_name,
+                    std::process::id()
+                ));
+                return;
+            }
+        }
         let timeout_ms: libc::c_int = {
             let st = shared.lock();
             if st.shutdown {
                 return;
             }
-            match (st.pending_since, config.raw_timeout, st.raw_done) {
+            let check = HANDLER_CHECK.saturating_sub(checked.elapsed());
+            let wait = match (st.pending_since, config.raw_timeout, st.raw_done) {
                 (Some(since), Some(limit), false) => {
-                    let left = limit.saturating_sub(since.elapsed());
-                    // Round up so the deadline has passed when poll returns.
-                    left.as_millis().min(i32::MAX as u128) as libc::c_int + 1
+                    check.min(limit.saturating_sub(since.elapsed()))
                 }
-                _ => -1,
-            }
+                _ => check,
+            };
+            // Round up so the deadline has passed when poll returns.
+            wait.as_millis().min(i32::MAX as u128) as libc::c_int + 1
         };
         let mut pfd = libc::pollfd {
             fd: read_fd,
@@ -508,6 +581,7 @@ fn live_install(
         rollback(py);
         return Err(os_error("sigaction", e));
     }
+    open_beacon(&config.signal_name, &config.directory);
     *guard = Some(Installation {
         config,
         shared: shared.clone(),
@@ -552,6 +626,7 @@ fn live_uninstall(py: Python<'_>) -> PyResult<bool> {
     PYTHON.clear();
     FOREIGN.clear();
     FAULTHANDLER.clear();
+    close_beacon();
     {
         // Signals already received but not yet seen by the watcher still get
         // their dump (the handler writes no more: INSTALLED_PID is 0).
@@ -591,12 +666,9 @@ fn live_after_fork_child(_py: Python<'_>) -> PyResult<Option<LiveHandle>> {
         NULL_FD.load(Ordering::Acquire),
         RAW_FD.load(Ordering::Acquire),
     );
-    let signum = inst.config.signum;
-    let on_top = current_action(signum)
-        .map(|a| a.sa_sigaction == handler_address())
-        .unwrap_or(false);
-    if !on_top {
+    if !ours_installed(inst.config.signum) {
         // Someone replaced the handler in the parent: nothing to carry over.
+        close_beacon();
         *guard = None;
         return Ok(None);
     }
@@ -609,8 +681,20 @@ fn live_after_fork_child(_py: Python<'_>) -> PyResult<Option<LiveHandle>> {
     Ok(Some(LiveHandle { shared }))
 }
 
+/// Whether this process has a dump handler installed and still in place
+/// (other code may have replaced it with `signal.signal`).
+#[pyfunction]
+fn live_active() -> bool {
+    let Some(signum) = current().as_ref().map(|inst| inst.config.signum) else {
+        return false;
+    };
+    INSTALLED_PID.load(Ordering::Acquire) == pid() && ours_installed(signum)
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("BEACON_PREFIX", BEACON_PREFIX)?;
     m.add_class::<LiveHandle>()?;
+    m.add_function(wrap_pyfunction!(live_active, m)?)?;
     m.add_function(wrap_pyfunction!(check_dump_directory, m)?)?;
     m.add_function(wrap_pyfunction!(write_new_dump, m)?)?;
     m.add_function(wrap_pyfunction!(live_install, m)?)?;

@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import tbcollect
 from conftest import validate_json
-from livehelp import LOOP_TARGET, Target, base_env, cli, console_script, dumps_of, wait_for_dumps
+from livehelp import (
+    LOOP_TARGET,
+    Target,
+    base_env,
+    cli,
+    console_script,
+    dumps_of,
+    wait_for_dumps,
+    wait_until,
+)
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="tbcollect dump reads /proc (Linux)"
@@ -214,3 +225,59 @@ def test_console_script(tmp_path):
     help_text = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=60)
     assert help_text.returncode == 0
     assert all(word in help_text.stdout for word in ("dump", "run", "render"))
+
+
+REPLACED_TARGET = """
+import os, signal, sys
+import tbcollect
+
+tbcollect.install()
+print("installed", tbcollect.installed().name, flush=True)
+# Like a server setting up its own handlers after the fact.
+signal.signal(signal.SIGQUIT, lambda *a: print("own handler", flush=True))
+print("replaced", tbcollect.installed(), flush=True)
+for line in sys.stdin:
+    print("echo", line.strip(), flush=True)
+"""
+
+
+def test_dump_refuses_when_the_handler_was_replaced(tmp_path):
+    from tbcollect import _procinfo
+
+    with Target(REPLACED_TARGET, env=base_env(tmp_path)) as target:
+        assert target.expect("installed") == "SIGQUIT"
+        assert target.expect("replaced") == "None"
+        process = _procinfo.Process(target.pid)
+        # The watcher notices and stops advertising the handler.
+        wait_until(lambda: process.beacons() == [], "the beacon to go")
+        result = cli("dump", str(target.pid))
+        assert result.returncode == 5
+        assert "has no tbcollect handler installed; nothing was sent" in result.stderr
+        assert target.ask("hello", "echo") == "hello"
+        assert "own handler" not in target.lines
+        rc, _, err = target.finish()
+        assert rc == 0
+        assert (
+            "tbcollect: the SIGQUIT handler was replaced (by a signal.signal() call?): "
+            f"no more dumps on SIGQUIT in process {target.pid}\n"
+        ) in err
+
+
+def test_dump_of_a_process_in_its_own_pid_namespace(tmp_path):
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("needs unshare(1) to make a PID namespace")
+    base = [unshare, "--pid", "--fork", "--kill-child"]
+    if subprocess.run([*base, "true"], capture_output=True, timeout=60).returncode != 0:
+        pytest.skip("cannot create a PID namespace here (needs root or user namespaces)")
+    argv = [*base, sys.executable, "-c", LOOP_TARGET, "text"]
+    with Target("", argv=argv, env=base_env(tmp_path)) as target:
+        assert target.expect("ready") == "1"  # its own pid, inside the namespace
+        children = Path(f"/proc/{target.pid}/task/{target.pid}/children").read_text().split()
+        (host_pid,) = map(int, children)
+        result = cli("dump", str(host_pid))
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("tbcollect: pid 1 at ")
+        (path,) = dumps_of(tmp_path, 1)  # named with the pid the process knows
+        assert result.stderr.strip() == f"tbcollect: dump of process {host_pid} saved in {path}"
+        assert target.ask("ping", "pong") == ""

@@ -465,3 +465,38 @@ def test_gevent_patched_process_keeps_running(tmp_path):
             assert target.ask(f"line {i}", "echo") == f"line {i}"
         text = dumps_of(tmp_path, pid)[-1].read_text()
         assert text.startswith(f"tbcollect: pid {pid} at ")
+
+
+LOCK_TARGET = """
+import logging, os, sys
+import tbcollect
+
+handler = logging.StreamHandler(sys.stdout)
+log = logging.getLogger("ops")
+log.addHandler(handler)
+log.setLevel(logging.INFO)
+tbcollect.install(directory=sys.argv[1], log=log)
+print("pid", os.getpid(), flush=True)
+handler.acquire()  # the interrupted code holds the log handler's lock...
+try:
+    print("holding", flush=True)
+    sys.stdin.readline()  # ...until told to let go
+finally:
+    handler.release()
+print("released", flush=True)
+for line in sys.stdin:
+    print("echo", line.strip(), flush=True)
+"""
+
+
+def test_locks_held_by_the_interrupted_code_do_not_stop_the_dump(tmp_path):
+    with Target(LOCK_TARGET, args=[str(tmp_path)]) as target:
+        pid = int(target.expect("pid"))
+        assert target.readline() == "holding"
+        os.kill(pid, signal.SIGQUIT)
+        (path,) = wait_for_dumps(tmp_path, pid)  # written while the lock is held
+        target.send("go")
+        assert target.expect("released") == ""
+        # The log line waited for the lock; the dump did not.
+        assert target.expect("tbcollect: dump written to") == f"{path} (signal SIGQUIT)"
+        assert target.ask("hi", "echo") == "hi"
