@@ -83,7 +83,8 @@ def _wait_for_dump(
 def _print_dump(path: Path, wanted: Optional[str]) -> None:
     text = path.read_text(encoding="utf-8", errors="replace")
     written = "json" if path.suffix == ".json" else "text"
-    if wanted is None or wanted == written:
+    if wanted is None or wanted == written or _dumpdir.is_raw_dump(path):
+        # A raw dump exists in one form only (it is faulthandler's).
         sys.stdout.write(text)
         return
     if written == "text":

@@ -251,8 +251,10 @@ struct State {
     pending_since: Option<Instant>,
     /// Signals received since the dumper last took a request.
     signals: u64,
-    /// A raw dump was written for the pending request.
-    raw_done: bool,
+    /// The first signal no raw dump has answered yet, while the request is
+    /// pending: a later signal to a process that is still stuck gets a new
+    /// raw dump (an operator asking again), a storm gets one.
+    raw_since: Option<Instant>,
     shutdown: bool,
 }
 
@@ -298,6 +300,7 @@ impl LiveHandle {
         let mut st = self.shared.lock();
         // A dump asked for before uninstall() is still made.
         st.pending_since.take()?;
+        st.raw_since = None;
         Some(std::mem::take(&mut st.signals).max(1))
     }
 }
@@ -307,12 +310,22 @@ impl LiveHandle {
 
 fn block_signals_except(signum: libc::c_int) {
     // The watcher must receive its own raw-dump signal; every other signal
-    // is for the application's threads.
+    // is for the application's threads, except the ones a fault in this
+    // thread raises, which faulthandler should still report.
     // SAFETY: plain sigset manipulation on a local set.
     unsafe {
         let mut set = std::mem::MaybeUninit::<libc::sigset_t>::zeroed().assume_init();
         libc::sigfillset(&mut set);
-        libc::sigdelset(&mut set, signum);
+        for keep in [
+            signum,
+            libc::SIGSEGV,
+            libc::SIGBUS,
+            libc::SIGFPE,
+            libc::SIGILL,
+            libc::SIGABRT,
+        ] {
+            libc::sigdelset(&mut set, keep);
+        }
         libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
     }
 }
@@ -356,10 +369,8 @@ fn watch(config: Arc<Config>, shared: Arc<Shared>) {
                 return;
             }
             let check = HANDLER_CHECK.saturating_sub(checked.elapsed());
-            let wait = match (st.pending_since, config.raw_timeout, st.raw_done) {
-                (Some(since), Some(limit), false) => {
-                    check.min(limit.saturating_sub(since.elapsed()))
-                }
+            let wait = match (st.raw_since, config.raw_timeout) {
+                (Some(since), Some(limit)) => check.min(limit.saturating_sub(since.elapsed())),
                 _ => check,
             };
             // Round up so the deadline has passed when poll returns.
@@ -379,20 +390,17 @@ fn watch(config: Arc<Config>, shared: Arc<Shared>) {
         }
         if signals > 0 {
             st.signals += signals;
-            if st.pending_since.is_none() {
-                st.pending_since = Some(Instant::now());
-                st.raw_done = false;
-            }
+            let now = Instant::now();
+            st.pending_since.get_or_insert(now);
+            st.raw_since.get_or_insert(now);
             shared.wake.notify_all();
         }
-        let due = match (st.pending_since, config.raw_timeout) {
-            (Some(since), Some(limit)) if !st.raw_done && since.elapsed() >= limit => {
-                Some(since.elapsed())
-            }
+        let due = match (st.raw_since, config.raw_timeout) {
+            (Some(since), Some(limit)) if since.elapsed() >= limit => Some(since.elapsed()),
             _ => None,
         };
         if let Some(waited) = due {
-            st.raw_done = true;
+            st.raw_since = None;
             drop(st);
             if let Err(e) = write_raw_dump(&config, waited) {
                 report(&format!("raw dump failed: {e}"));
@@ -635,6 +643,7 @@ fn live_uninstall(py: Python<'_>) -> PyResult<bool> {
         if signals > 0 {
             st.signals += signals;
             st.pending_since.get_or_insert_with(Instant::now);
+            // No raw dump now: the watcher is stopping.
         }
         st.shutdown = true;
     }
