@@ -244,7 +244,7 @@ def _run(argv: Sequence[str]) -> int:
     if module is not None:
         import importlib.util
 
-        sys.path[0:0] = [os.getcwd()]  # as `python -m` does
+        sys.path[0] = os.getcwd()  # as `python -m` does
         try:
             found = importlib.util.find_spec(module)
         except (ImportError, ValueError) as e:
@@ -266,8 +266,9 @@ def _run(argv: Sequence[str]) -> int:
     else:
         assert script is not None
         sys.argv = [script, *rest]
-        # As `python script.py`: the script's directory comes first on the path.
-        sys.path[0:0] = [os.path.dirname(os.path.abspath(script))]
+        # As `python script.py`: the script's directory comes first on the path
+        # (in place of ours: the current directory, or the console script's).
+        sys.path[0] = os.path.dirname(os.path.abspath(script))
         runpy.run_path(script, run_name="__main__")
     return 0
 

@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import atexit
 import json
-import logging
 import os
 import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from tbcollect import _dumpdir
 from tbcollect._errors import InstallError, InvalidOptionError
 from tbcollect._tbcollect import check_format, collect
+
+if TYPE_CHECKING:  # logging is imported only when a logger is named (start-up cost)
+    import logging
 
 __all__ = ["install", "installed", "uninstall"]
 
@@ -281,6 +283,8 @@ def install(
             )
         raw_timeout = float(raw_timeout)
     if isinstance(log, str):
+        import logging
+
         log = logging.getLogger(log)
     if probes is None:
         probes = os.environ.get("TBCOLLECT_PROBES") or None

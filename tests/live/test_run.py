@@ -31,6 +31,7 @@ threading.Thread(target=background, name="background", daemon=True).start()
 tb = sys.modules.get("tbcollect")
 print("name", __name__, flush=True)
 print("argv", sys.argv, flush=True)
+print("path0", sys.path[0], flush=True)
 print("handler", repr(signal.getsignal(signal.SIGQUIT)), flush=True)
 print("usr2", repr(signal.getsignal(signal.SIGUSR2)), flush=True)
 print("pid", os.getpid(), flush=True)
@@ -67,6 +68,7 @@ def test_run_script(tmp_path, program):
     with run_target(argv, base_env(dumps)) as target:
         assert target.expect("name") == "__main__"
         assert target.expect("argv") == repr([str(program), "a", "--b", "-m", "c"])
+        assert target.expect("path0") == str(program.parent)
         assert target.expect("handler") == "<tbcollect dump handler>"
         pid = int(target.expect("pid"))
         text = check_dump(dumps, pid)
@@ -97,6 +99,7 @@ def test_run_module_with_options(tmp_path, program):
     with run_target(argv, base_env(), cwd=program.parent) as target:
         assert target.expect("name") == "__main__"
         assert target.expect("argv") == repr([str(program), "--format", "x"])
+        assert target.expect("path0") == str(program.parent)  # the current directory
         assert target.expect("handler") == repr(signal.SIG_DFL)
         assert target.expect("usr2") == "<tbcollect dump handler>"
         pid = int(target.expect("pid"))
