@@ -474,8 +474,9 @@ struct Installation {
 // the Python objects are only touched with the GIL held.
 unsafe impl Send for Installation {}
 
-/// The installation of this process. Locked only with the GIL held and never
-/// across a wait, so it is free whenever a thread holding the GIL forks.
+/// The installation of this process. Locked only with the GIL held, never
+/// across a wait or a call into Python, so it is free whenever a thread
+/// holding the GIL forks.
 static CURRENT: Mutex<Option<Installation>> = Mutex::new(None);
 
 fn current() -> MutexGuard<'static, Option<Installation>> {
@@ -508,8 +509,9 @@ fn live_install(
     raw_timeout: Option<f64>,
     chain_python: bool,
 ) -> PyResult<LiveHandle> {
-    let mut guard = current();
-    if guard.is_some() {
+    // Not held across the calls below: signal.signal() runs pending Python
+    // signal handlers, which may call back into tbcollect.
+    if current().is_some() {
         return Err(PyRuntimeError::new_err("tbcollect: already installed"));
     }
     ensure_descriptors().map_err(|e| os_error("cannot create the wake-up pipe", e))?;
@@ -590,7 +592,7 @@ fn live_install(
         return Err(os_error("sigaction", e));
     }
     open_beacon(&config.signal_name, &config.directory);
-    *guard = Some(Installation {
+    *current() = Some(Installation {
         config,
         shared: shared.clone(),
         watcher: Some(watcher),
