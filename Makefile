@@ -30,6 +30,9 @@ venv: $(STAMP)  ## create the virtualenv with maturin, pytest, gevent, uvloop, .
 build: $(STAMP)  ## build the extension into the virtualenv
 	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(BIN)):$$PATH \
 	    $(BIN)/maturin develop $(MATURIN_FLAGS) --quiet
+	@# An editable install leaves out the wheel's top-level tbcollect_startup.pth
+	@# (TBCOLLECT=1 support): put it in site-packages as a wheel install does.
+	$(BIN)/python -c "import shutil, sysconfig; shutil.copy('python/tbcollect_startup.pth', sysconfig.get_paths()['purelib'])"
 
 demo: build  ## dump a demo process (threads, greenlets, tasks) as text, then JSON
 	$(BIN)/python examples/demo.py

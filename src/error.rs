@@ -25,6 +25,9 @@ pub enum Error {
 
     #[error("not a tbcollect/1 dump: {0}")]
     InvalidDump(String),
+
+    #[error("dump directory {}: {reason}", path.display())]
+    DumpDirectory { path: PathBuf, reason: String },
 }
 
 #[cfg(feature = "python")]
@@ -36,6 +39,7 @@ impl From<Error> for pyo3::PyErr {
             Error::InvalidOption { .. } => "InvalidOptionError",
             Error::Write { .. } | Error::WriteFd { .. } => "DumpWriteError",
             Error::InvalidDump(_) => "InvalidDumpError",
+            Error::DumpDirectory { .. } => "DumpDirectoryError",
         };
         let message = error.to_string();
         Python::attach(|py| {

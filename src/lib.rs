@@ -6,6 +6,8 @@
 
 pub mod awaiting;
 pub mod diff;
+#[cfg(unix)]
+pub mod dumpdir;
 pub mod enrich;
 pub mod error;
 pub mod fasthash;
@@ -15,6 +17,8 @@ pub mod render;
 
 #[cfg(feature = "python")]
 pub mod capture;
+#[cfg(all(feature = "python", unix))]
+mod live;
 #[cfg(feature = "python")]
 mod python;
 #[cfg(feature = "python")]

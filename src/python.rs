@@ -564,5 +564,7 @@ fn tbcollect_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(check_format, m)?)?;
     m.add_function(wrap_pyfunction!(write_dump, m)?)?;
     crate::python_diff::register(m)?;
+    #[cfg(unix)]
+    crate::live::register(m)?;
     Ok(())
 }

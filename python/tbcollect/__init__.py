@@ -14,7 +14,9 @@ import os
 from typing import IO, TYPE_CHECKING, Any, List, Union
 
 from tbcollect._errors import (
+    DumpDirectoryError,
     DumpWriteError,
+    InstallError,
     InvalidDumpError,
     InvalidOptionError,
     MissingDependencyError,
@@ -23,6 +25,7 @@ from tbcollect._errors import (
     UnknownFormatError,
     UnsafeProbesError,
 )
+from tbcollect._live import install, installed, uninstall
 from tbcollect._probes import check_probes as _check_probes
 from tbcollect._probes import run_probes
 from tbcollect._tbcollect import (
@@ -45,8 +48,10 @@ __all__ = [
     "REDACT",
     "SCHEMA",
     "Diff",
+    "DumpDirectoryError",
     "DumpWriteError",
     "Frame",
+    "InstallError",
     "InvalidDumpError",
     "InvalidOptionError",
     "MissingDependencyError",
@@ -67,6 +72,10 @@ __all__ = [
     "load",
     "run_probes",
     "watchdog",
+    "install",
+    "installed",
+    "load",
+    "uninstall",
 ]
 
 if TYPE_CHECKING:  # imported lazily at run time, see __getattr__ below

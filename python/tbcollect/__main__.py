@@ -1,12 +1,47 @@
-"""The ``tbcollect`` command line (also ``python -m tbcollect``)."""
+"""The ``tbcollect`` command line (also ``python -m tbcollect``).
+
+- ``tbcollect dump PID``: ask a running process for a dump and print it;
+- ``tbcollect run [options] script.py args...`` / ``run -m module args...``:
+  run a program with the dump handler installed;
+- ``tbcollect render DUMP.json``: re-render a saved JSON dump.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from typing import List, Optional
+import time
+from pathlib import Path
+from typing import List, Optional, Sequence
 
 import tbcollect
+from tbcollect import _dumpdir, _procinfo
+from tbcollect._live import DEFAULT_RAW_TIMEOUT, DEFAULT_SIGNAL, parse_signal
+
+# Exit codes of `tbcollect dump` (argparse uses 2 for usage errors).
+EXIT_ERROR = 1
+EXIT_NO_PROCESS = 3
+EXIT_NOT_PERMITTED = 4
+EXIT_NO_HANDLER = 5
+EXIT_DIRECTORY = 6
+
+INSTALL_HINT = (
+    "install the handler with tbcollect.install() in the program, "
+    "or start it with TBCOLLECT=1 in its environment or with `python -m tbcollect run`"
+)
+
+
+class CliError(Exception):
+    """One line for the user, and the exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# ---------------------------------------------------------------------------
+# render
 
 
 def _load(path: str) -> tbcollect.Snapshot:
@@ -41,12 +76,297 @@ def _diff(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------
+# dump
+
+
+def _wait_for_dump(
+    target: _procinfo.Process, directory: Path, before: set, timeout: float
+) -> Optional[Path]:
+    deadline = time.monotonic() + timeout
+    delay = 0.02
+    while True:
+        try:
+            new = [p for p in _dumpdir.list_dumps(directory, target.own_pid) if p not in before]
+        except FileNotFoundError:
+            new = []
+        except OSError as e:
+            raise CliError(
+                f"cannot read dump directory {directory}: {e.strerror or e}", EXIT_DIRECTORY
+            ) from None
+        if new:
+            return new[0]
+        if not target.alive():
+            raise CliError(f"process {target.pid} exited before writing a dump", EXIT_NO_PROCESS)
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.25)
+
+
+def _print_dump(path: Path, wanted: Optional[str]) -> None:
+    text = path.read_text(encoding="utf-8", errors="replace")
+    written = "json" if path.suffix == ".json" else "text"
+    if wanted is None or wanted == written or _dumpdir.is_raw_dump(path):
+        # A raw dump exists in one form only (it is faulthandler's).
+        sys.stdout.write(text)
+        return
+    if written == "text":
+        raise CliError(
+            f"the process writes text dumps, not JSON (install it with format='json' "
+            f"or TBCOLLECT_FORMAT=json); this one is in {path}"
+        )
+    snapshot = tbcollect.load(path)
+    rendered = snapshot.render("text")
+    reason = _dumpdir.reason_of(text)
+    if reason:
+        rendered = _dumpdir.with_reason(rendered, "text", reason)
+    sys.stdout.write(rendered if rendered.endswith("\n") else rendered + "\n")
+
+
+def _check_may_signal(pid: int, uid: int, sig: int = 0) -> None:
+    """Sends ``sig`` (0: only checks that we may)."""
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        raise CliError(f"no such process: {pid}", EXIT_NO_PROCESS) from None
+    except PermissionError:
+        raise CliError(
+            f"not permitted to signal process {pid} (uid {uid}): run as its user or as root",
+            EXIT_NOT_PERMITTED,
+        ) from None
+
+
+def _dump(args: argparse.Namespace) -> int:
+    if args.timeout <= 0:
+        raise CliError(f"--timeout must be positive, got {args.timeout}", 2)
+    asked = parse_signal(args.signal) if args.signal else None
+    target = _procinfo.Process(args.pid)
+    if not Path("/proc/self/status").exists():
+        raise CliError(
+            "cannot check whether the process catches the signal: this system has no "
+            "/proc (Linux only); signal it yourself with kill if you are sure"
+        )
+    try:
+        status = target.status()
+    except PermissionError:
+        raise CliError(f"not permitted to inspect process {args.pid}", EXIT_NOT_PERMITTED) from None
+    if status is None:
+        raise CliError(f"no such process: {args.pid}", EXIT_NO_PROCESS)
+    _check_may_signal(args.pid, status.uid)
+
+    # An installed handler advertises itself (signal and directory). Without
+    # that, a process that catches the signal for its own purposes (gunicorn
+    # stops a worker on SIGQUIT) would be signalled for nothing, or worse.
+    beacons = target.beacons()
+    if beacons == []:
+        raise CliError(
+            f"process {args.pid} has no tbcollect handler installed; nothing was sent. "
+            "To fix: " + INSTALL_HINT,
+            EXIT_NO_HANDLER,
+        )
+    beacon = beacons[-1] if beacons else None
+    if beacon is not None:
+        sig = parse_signal(beacon.signal)
+        if asked is not None and asked != sig:
+            raise CliError(
+                f"process {args.pid} dumps on {sig.name}, not {asked.name}; nothing was sent",
+                EXIT_NO_HANDLER,
+            )
+    else:
+        sig = asked or parse_signal(DEFAULT_SIGNAL)
+    if not status.catches(sig):
+        raise CliError(
+            f"process {args.pid} does not catch {sig.name}, so no tbcollect handler is "
+            f"installed there and {sig.name} would kill it; nothing was sent. To fix: "
+            + INSTALL_HINT,
+            EXIT_NO_HANDLER,
+        )
+    directory, seen = target.dump_directory(args.directory, beacon.directory if beacon else None)
+    try:
+        before = set(_dumpdir.list_dumps(seen, target.own_pid))
+    except FileNotFoundError:
+        before = set()
+    except OSError as e:
+        raise CliError(
+            f"cannot read dump directory {seen}: {e.strerror or e} "
+            f"(run as the user of process {args.pid}, uid {status.uid}, or as root)",
+            EXIT_DIRECTORY,
+        ) from None
+    if seen.exists():
+        try:
+            tbcollect._tbcollect.check_dump_directory(str(seen), owner=status.uid)
+        except tbcollect.DumpDirectoryError as e:
+            raise CliError(str(e), EXIT_DIRECTORY) from None
+    _check_may_signal(args.pid, status.uid, sig)
+    path = _wait_for_dump(target, seen, before, args.timeout)
+    if path is None:
+        raise CliError(
+            f"no dump from process {args.pid} in {directory} within {args.timeout:g} s "
+            f"after {sig.name}. "
+            + (
+                "Its handler did not answer (is the process stopped?)"
+                if beacon
+                else "It catches the signal, but has it a tbcollect handler writing there? "
+                "(pass --directory if install() was given one, --signal if it uses another "
+                "signal); to fix: " + INSTALL_HINT
+            ),
+            EXIT_NO_HANDLER,
+        )
+    _print_dump(path, args.format)
+    note = " (raw dump: the process holds the GIL)" if _dumpdir.is_raw_dump(path) else ""
+    print(f"tbcollect: dump of process {args.pid} saved in {path}{note}", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# run
+
+
+def _run_usage(parser: argparse.ArgumentParser, message: str) -> int:
+    parser.print_usage(sys.stderr)
+    print(f"tbcollect run: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _run(argv: Sequence[str]) -> int:
+    """``run [options] (script.py | -m module) [args...]``: everything after
+    the script or module belongs to the program, as with ``python``."""
+    parser = _run_parser()
+    options: List[str] = []
+    script = module = None
+    rest: List[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "-m":
+            if i + 1 >= len(argv):
+                return _run_usage(parser, "-m needs a module name")
+            module, rest = argv[i + 1], list(argv[i + 2 :])
+            break
+        if arg == "--":
+            if i + 1 < len(argv):
+                script, rest = argv[i + 1], list(argv[i + 2 :])
+            break
+        if arg.startswith("-"):
+            options.append(arg)
+            if arg in _RUN_VALUE_OPTIONS and i + 1 < len(argv):
+                options.append(argv[i + 1])
+                i += 1
+        else:
+            script, rest = arg, list(argv[i + 1 :])
+            break
+        i += 1
+    opts = parser.parse_args(options)
+    if script is None and module is None:
+        return _run_usage(parser, "give a script or -m module to run")
+
+    import runpy
+
+    if script is not None and not os.path.isfile(script):
+        raise CliError(f"cannot run {script}: no such file", 2)
+    if module is not None:
+        import importlib.util
+
+        sys.path[0] = os.getcwd()  # as `python -m` does
+        try:
+            found = importlib.util.find_spec(module)
+        except (ImportError, ValueError) as e:
+            found, why = None, str(e)
+        else:
+            why = f"no module named {module!r}"
+        if found is None:
+            raise CliError(f"cannot run -m {module}: {why}")
+
+    tbcollect.install(
+        opts.signal,
+        directory=opts.directory,
+        format=opts.format,
+        raw_timeout=None if opts.raw_timeout == 0 else opts.raw_timeout,
+    )
+    if module is not None:
+        sys.argv = [module, *rest]
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    else:
+        assert script is not None
+        sys.argv = [script, *rest]
+        # As `python script.py`: the script's directory comes first on the path
+        # (in place of ours: the current directory, or the console script's).
+        sys.path[0] = os.path.dirname(os.path.abspath(script))
+        runpy.run_path(script, run_name="__main__")
+    return 0
+
+
+_RUN_VALUE_OPTIONS = {"--signal", "--format", "--directory", "--raw-timeout"}
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tbcollect run",
+        usage="tbcollect run [options] (script.py | -m module) [args ...]",
+        description="Run a Python program with the dump handler installed "
+        "(then `tbcollect dump PID` or `kill -QUIT PID` dumps it).",
+    )
+    _add_install_options(parser)
+    return parser
+
+
+def _add_install_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--signal", default="SIGQUIT", help="signal to dump on (default SIGQUIT)")
+    parser.add_argument("--format", default="text", help="text or json (default: text)")
+    parser.add_argument("--directory", default=None, help="dump directory (default: see README)")
+    parser.add_argument(
+        "--raw-timeout",
+        type=float,
+        default=DEFAULT_RAW_TIMEOUT,
+        help="seconds to wait for the GIL before a raw dump (0: never; "
+        f"default {DEFAULT_RAW_TIMEOUT:g})",
+    )
+
+
+# ---------------------------------------------------------------------------
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tbcollect",
         description="What is every thread, greenlet and asyncio task doing right now?",
     )
     commands = parser.add_subparsers(dest="command", required=True)
+
+    dump = commands.add_parser(
+        "dump",
+        help="dump a running process (it must have the handler installed)",
+        description="Signal a process that has the tbcollect handler installed, wait for "
+        "its new dump file and print it. Refuses, without signalling, a process that "
+        "does not catch the signal.",
+    )
+    dump.add_argument("pid", type=int, help="process id")
+    dump.add_argument(
+        "--format",
+        default=None,
+        choices=tbcollect.FORMATS,
+        help="text or json (default: as the process writes it)",
+    )
+    dump.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (default 10)")
+    dump.add_argument(
+        "--directory", default=None, help="the process's dump directory (default: its own rule)"
+    )
+    dump.add_argument(
+        "--signal",
+        default=None,
+        help="signal it dumps on (default: the one its handler advertises, else SIGQUIT)",
+    )
+    dump.set_defaults(run=_dump)
+
+    run = commands.add_parser(
+        "run",
+        help="run a program with the dump handler installed",
+        usage="tbcollect run [options] (script.py | -m module) [args ...]",
+    )
+    _add_install_options(run)
+    run.add_argument("program", nargs=argparse.REMAINDER, help="script.py or -m module, and args")
+
     render = commands.add_parser("render", help="re-render a saved JSON dump")
     render.add_argument("dump", help="path of a tbcollect/1 JSON dump")
     render.add_argument(
@@ -78,12 +398,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        if argv and argv[0] == "run":
+            return _run(argv[1:])
+        args = build_parser().parse_args(argv)
         return int(args.run(args))
+    except CliError as e:
+        print(f"tbcollect: error: {e}", file=sys.stderr)
+        return e.code
     except tbcollect.TbcollectError as e:
         print(f"tbcollect: error: {e}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

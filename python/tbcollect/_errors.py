@@ -15,6 +15,8 @@ __all__ = [
     "MissingDependencyError",
     "ProbesError",
     "UnsafeProbesError",
+    "DumpDirectoryError",
+    "InstallError",
 ]
 
 
@@ -48,3 +50,13 @@ class ProbesError(TbcollectError, OSError):
 
 class UnsafeProbesError(ProbesError, PermissionError):
     """A probes directory or file that someone else could change; nothing was run."""
+
+
+class DumpDirectoryError(TbcollectError, OSError):
+    """The dump directory cannot be used: missing and not creatable, a
+    symlink, owned by another user, or writable by group or others."""
+
+
+class InstallError(TbcollectError, RuntimeError):
+    """``install()`` or ``uninstall()`` cannot be done here (not the main
+    thread, or a platform without POSIX signals)."""

@@ -163,3 +163,31 @@ class Diff:
     def render(self, format: str = "text", *, indent: Optional[int] = None) -> str: ...
 
 def diff(a: Snapshot, b: Snapshot) -> Diff: ...
+
+# Live dumps (Unix only): the dump directory rules of ``tbcollect._dumpdir``.
+def check_dump_directory(
+    path: str, *, create: bool = False, owner: Optional[int] = None
+) -> None: ...
+def write_new_dump(text: str, *, directory: str, extension: str) -> str: ...
+
+@final
+class LiveHandle:
+    """The dumper thread's end of a live installation."""
+
+    def wait(self) -> Optional[int]: ...
+
+def live_install(
+    signum: int,
+    handler: Any,
+    *,
+    directory: str,
+    signal_name: str,
+    raw_timeout: Optional[float] = None,
+    chain_python: bool = True,
+) -> LiveHandle: ...
+def live_uninstall() -> bool: ...
+def live_active() -> bool: ...
+
+BEACON_PREFIX: str
+
+def live_after_fork_child() -> Optional[LiveHandle]: ...

@@ -157,7 +157,13 @@ pub fn capture<'py>(cap: &mut Capture<'py>) -> Vec<Stack> {
             frames,
             frames_omitted: omitted,
             details: StackDetails::Thread(ThreadDetails {
-                native_id: info.and_then(|i| i.native_id),
+                // threading's record of the caller is stale in a forked child
+                // (it is the parent's thread); the OS's own answer is not.
+                native_id: if current {
+                    own_native_id().or(info.and_then(|i| i.native_id))
+                } else {
+                    info.and_then(|i| i.native_id)
+                },
                 daemon: info.and_then(|i| i.daemon),
                 current,
             }),

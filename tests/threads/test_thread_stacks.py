@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import _thread
 import gc
+import os
 import queue
 import sys
 import threading
@@ -363,3 +364,24 @@ def test_replaced_current_frames_is_not_called(monkeypatch):
     assert any("sys._current_frames" in e for e in snap.errors)
     assert "Errors while collecting (1):" in snap.to_text()
     check_snapshot(snap)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+# 3.12+ warns about fork() in a process with threads; that is the point here.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_forked_child_reports_its_own_native_id():
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report and leave without running pytest's cleanup
+        try:
+            me = [s for s in tbcollect.collect().stacks if s.current][0]
+            os.write(write_end, f"{me.native_id} {os.getpid()} {me.name}".encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as f:
+        native_id, child_pid, name = f.read().split(" ", 2)
+    os.waitpid(pid, 0)
+    # threading still remembers the parent's thread; the OS knows better
+    assert native_id == child_pid
+    assert name == threading.current_thread().name

@@ -1,0 +1,368 @@
+"""Dump on a signal: ``tbcollect.install()`` and ``tbcollect.uninstall()``.
+
+The signal is caught by a C-level handler (``src/live/handler.rs``) that only
+writes a byte to a pipe; a watcher thread (Rust, never holding the GIL) wakes
+the dumper thread below, which makes the dump outside the interrupted frame.
+When the dumper cannot get the GIL within ``raw_timeout`` seconds, the watcher
+writes a raw dump without it (faulthandler's stacks of every thread). After
+``os.fork()`` the child gets its own watcher and dumper.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional, Union
+
+from tbcollect import _dumpdir
+from tbcollect._errors import InstallError, InvalidOptionError
+from tbcollect._tbcollect import Snapshot, check_format, collect
+
+if TYPE_CHECKING:  # logging is imported only when a logger is named (start-up cost)
+    import logging
+
+__all__ = ["install", "installed", "uninstall"]
+
+#: The signal ``install()`` uses by default (``kill -QUIT``, Ctrl-\\ on a terminal).
+DEFAULT_SIGNAL = getattr(signal, "SIGQUIT", 3)
+#: How long the dumper may wait for the GIL before a raw dump is written.
+DEFAULT_RAW_TIMEOUT = 2.0
+#: How long ``uninstall()`` waits for a dump in progress to finish.
+_JOIN_TIMEOUT = 5.0
+
+# Signals that cannot be caught, or that mean the process is broken and must
+# not be resumed (faulthandler.enable() is the tool for those).
+_CRASH = "reports a crash; use faulthandler.enable() for it"
+_REFUSED = {
+    "SIGKILL": "cannot be caught",
+    "SIGSTOP": "cannot be caught",
+    "SIGSEGV": _CRASH,
+    "SIGBUS": _CRASH,
+    "SIGFPE": _CRASH,
+    "SIGILL": _CRASH,
+    "SIGABRT": _CRASH,
+}
+
+SignalLike = Union[int, str, signal.Signals]
+
+
+def parse_signal(value: SignalLike) -> signal.Signals:
+    """``signal.SIGUSR2``, ``12``, ``"SIGUSR2"`` or ``"USR2"`` -> ``Signals``;
+    InvalidOptionError for anything that is no catchable signal here."""
+    if isinstance(value, bool):
+        raise InvalidOptionError(f"invalid option signum: {value!r} is not a signal")
+    try:
+        if isinstance(value, str):
+            name = value.strip().upper()
+            if name.isdigit():
+                sig = signal.Signals(int(name))
+            else:
+                sig = signal.Signals[name if name.startswith("SIG") else "SIG" + name]
+        else:
+            sig = signal.Signals(int(value))
+    except (KeyError, ValueError, TypeError):
+        raise InvalidOptionError(f"invalid option signum: {value!r} is not a signal") from None
+    refused = _REFUSED.get(sig.name)
+    if refused:
+        raise InvalidOptionError(f"invalid option signum: {sig.name} {refused}")
+    return sig
+
+
+class _SignalHandler:
+    """The Python-level handler ``signal.getsignal()`` reports. The dump is
+    asked for by the C-level handler; this one passes the signal on to the
+    Python handler it replaced, so that one keeps working."""
+
+    __slots__ = ("previous",)
+
+    def __init__(self, previous: Any) -> None:
+        self.previous = previous
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        previous = self.previous
+        if callable(previous):
+            previous(signum, frame)
+
+    def __repr__(self) -> str:
+        return "<tbcollect dump handler>"
+
+
+def _report(message: str) -> None:
+    # os.write, not sys.stderr: the stream's lock may be held by the thread
+    # that is stuck.
+    try:
+        os.write(2, f"tbcollect: {message}\n".encode("utf-8", "backslashreplace"))
+    except OSError:
+        pass
+
+
+def _probe_results(probes: Optional[str]) -> Optional[Any]:
+    """The probes hook: the results of the probes directory for this dump, or
+    None (no probes directory, or no probes support in this build)."""
+    if not probes:
+        return None
+    from tbcollect import _probes
+    from tbcollect._errors import ProbesError
+
+    try:
+        return _probes.run_probes(probes)
+    except ProbesError as e:
+        # Made unsafe or removed since install(): the dump still goes out,
+        # saying why no probe ran.
+        return [{"name": "(probes)", "result": None, "error": str(e)}]
+
+
+def _log_dump(log: Optional[logging.Logger], snapshot: Snapshot, path: Path, reason: str) -> None:
+    """The logging hook: one record per dump (the header line, and the dump
+    as a dict for structured log shippers), after the file is written, so a
+    logging lock held by a stuck thread cannot delay the file."""
+    if log is not None:
+        from tbcollect import _logging
+
+        _logging.emit(snapshot, logger=log, reason=f"{reason}; written to {path}")
+
+
+def _original_thread_primitives() -> tuple[Any, Any, Any]:
+    """(start_new_thread, allocate_lock, get_ident) of real OS threads when
+    gevent or eventlet has monkey-patched threading, else Nones."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("threading"):
+        return tuple(  # type: ignore[return-value]
+            monkey.get_original("_thread", name)
+            for name in ("start_new_thread", "allocate_lock", "get_ident")
+        )
+    patcher = sys.modules.get("eventlet.patcher")
+    if patcher is not None and patcher.is_monkey_patched("thread"):
+        original = patcher.original("_thread")
+        return original.start_new_thread, original.allocate_lock, original.get_ident
+    return None, None, None
+
+
+class _OsThread:
+    """The dumper's thread: a real OS thread even under gevent or eventlet
+    monkey-patching, whose threads are greenlets (a dumper greenlet waiting
+    for a signal would block the whole hub)."""
+
+    def __init__(self, target: Any, name: str) -> None:
+        start, allocate_lock, self._get_ident = _original_thread_primitives()
+        self._thread: Optional[threading.Thread] = None
+        if start is None:
+            self._thread = threading.Thread(target=target, name=name, daemon=True)
+            self._thread.start()
+            return
+        self._done = allocate_lock()
+        self._done.acquire()
+
+        def run() -> None:
+            try:
+                target()
+            finally:
+                self._done.release()
+
+        self._ident = start(run, ())
+
+    def join(self, timeout: float) -> None:
+        if self._thread is not None:
+            if self._thread is not threading.current_thread():
+                self._thread.join(timeout)
+        elif self._get_ident() != self._ident and self._done.acquire(True, timeout):
+            self._done.release()
+
+
+class _Installation:
+    def __init__(
+        self,
+        sig: signal.Signals,
+        directory: Path,
+        fmt: str,
+        probes: Optional[str],
+        log: Optional[logging.Logger],
+        raw_timeout: Optional[float],
+    ) -> None:
+        self.signal = sig
+        self.directory = directory
+        self.fmt = fmt
+        self.probes = probes
+        self.log = log
+        self.raw_timeout = raw_timeout
+        self.thread: Optional[_OsThread] = None
+
+    def start(self, handle: Any) -> None:
+        self.thread = _OsThread(lambda: self._run(handle), "tbcollect-dumper")
+
+    def stop(self) -> None:
+        if self.thread is not None:
+            self.thread.join(_JOIN_TIMEOUT)
+
+    def _run(self, handle: Any) -> None:
+        while True:
+            try:
+                signals = handle.wait()
+            except BaseException:  # the interpreter is going away
+                return
+            if signals is None:
+                return
+            try:
+                self.dump(signals)
+            except BaseException as e:  # the dumper must outlive any failure
+                _report(f"dump on {self.signal.name} failed: {e}")
+
+    def dump(self, signals: int) -> Path:
+        reason = f"signal {self.signal.name}"
+        if signals > 1:
+            reason += f" ({signals} signals since the last dump)"
+        snapshot = collect()
+        results = _probe_results(self.probes)
+        if results is not None:
+            snapshot = snapshot.with_probes(results)
+        text = snapshot.render(self.fmt)
+        # Recreated if a cleaner removed it since install().
+        directory = _dumpdir.resolve_directory(self.directory)
+        path = _dumpdir.write_new_dump(text, directory=directory, fmt=self.fmt, reason=reason)
+        _log_dump(self.log, snapshot, path, reason)
+        return path
+
+
+_installation: Optional[_Installation] = None
+_hooks_registered = False
+
+
+def _require_main_thread(what: str) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        raise InstallError(
+            f"{what}() must be called from the main thread (signal handlers live there)"
+        )
+
+
+def install(
+    signum: SignalLike = DEFAULT_SIGNAL,
+    *,
+    directory: Union[str, os.PathLike[str], None] = None,
+    format: str = "text",
+    probes: Union[str, os.PathLike[str], None] = None,
+    log: Union[logging.Logger, str, None] = None,
+    raw_timeout: Optional[float] = DEFAULT_RAW_TIMEOUT,
+) -> Path:
+    """Dump every thread, greenlet and task to a new file on ``signum``
+    (default SIGQUIT: ``kill -QUIT PID`` or ``tbcollect dump PID``); the
+    process keeps running. Returns the dump directory.
+
+    ``directory``: where dumps go (default ``$TBCOLLECT_DIR``, else a private
+    per-user directory; see ``tbcollect._dumpdir``). ``format``: ``"text"`` or
+    ``"json"``. ``probes``: a probes directory (default ``$TBCOLLECT_PROBES``)
+    whose results go into each dump. ``log``: a logger (or logger name) told
+    where each dump went. ``raw_timeout``: seconds to wait for the GIL before
+    a raw dump is written without it (None: never).
+
+    Calling it again replaces the previous installation. Must be called from
+    the main thread; the previous handler of the signal is chained to and put
+    back by ``uninstall()``.
+    """
+    global _installation, _hooks_registered
+    if not hasattr(signal, "pthread_kill") or os.name != "posix":
+        raise InstallError("install() needs POSIX signals, which this platform does not have")
+    sig = parse_signal(signum)
+    check_format(format)
+    if raw_timeout is not None:
+        if isinstance(raw_timeout, bool) or not isinstance(raw_timeout, (int, float)):
+            raise InvalidOptionError(
+                f"invalid option raw_timeout: {raw_timeout!r} is not a number of seconds"
+            )
+        if not 0 < raw_timeout < 86400:
+            raise InvalidOptionError(
+                "invalid option raw_timeout: must be between 0 and 86400 seconds, "
+                f"got {raw_timeout}"
+            )
+        raw_timeout = float(raw_timeout)
+    if isinstance(log, str):
+        import logging
+
+        log = logging.getLogger(log)
+    if probes is None:
+        probes = os.environ.get("TBCOLLECT_PROBES") or None
+    _require_main_thread("install")
+    path = _dumpdir.resolve_directory(directory)
+    if probes:
+        from tbcollect import _probes
+
+        # An unsafe probes directory is refused now, with a clear error,
+        # rather than at the first signal.
+        _probes.check_probes(probes)
+    from tbcollect import _tbcollect
+
+    uninstall()
+    inst = _Installation(sig, path, format, os.fspath(probes) if probes else None, log, raw_timeout)
+    handler = _SignalHandler(signal.getsignal(sig))
+    handle = _tbcollect.live_install(
+        int(sig),
+        handler,
+        directory=str(path),
+        signal_name=sig.name,
+        raw_timeout=raw_timeout,
+        chain_python=callable(handler.previous),
+    )
+    _installation = inst
+    inst.start(handle)
+    if not _hooks_registered:
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+        atexit.register(_at_exit)
+        _hooks_registered = True
+    return path
+
+
+def uninstall() -> bool:
+    """Removes the handler ``install()`` put in place and puts the previous
+    one back. Returns False when nothing was installed."""
+    global _installation
+    inst = _installation
+    if inst is None:
+        return False
+    _require_main_thread("uninstall")
+    from tbcollect import _tbcollect
+
+    _installation = None
+    removed: bool = _tbcollect.live_uninstall()
+    inst.stop()
+    return removed
+
+
+def installed() -> Optional[signal.Signals]:
+    """The signal a dump handler is installed on in this process, or None
+    (also when other code has since replaced the handler with ``signal.signal``)."""
+    inst = _installation
+    if inst is None:
+        return None
+    from tbcollect import _tbcollect
+
+    return inst.signal if _tbcollect.live_active() else None
+
+
+def _after_fork_in_child() -> None:
+    global _installation
+    inst = _installation
+    if inst is None:
+        return
+    from tbcollect import _tbcollect
+
+    try:
+        handle = _tbcollect.live_after_fork_child()
+    except Exception as e:
+        _installation = None
+        _report(f"the forked child {os.getpid()} has no dump handler: {e}")
+        return
+    if handle is None:
+        _installation = None
+        return
+    inst.start(handle)
+
+
+def _at_exit() -> None:
+    # Stop the watcher before the interpreter is torn down under it.
+    try:
+        uninstall()
+    except Exception as e:
+        _report(f"uninstall at exit failed: {e}")

@@ -1,0 +1,216 @@
+"""Helpers for the live-process tests: real target processes we can talk to,
+the CLI in a subprocess, and hang guards (never timed assertions)."""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, TypeVar
+
+import pytest
+from tbcollect import _dumpdir
+
+# Generous: these only stop a hung test, they never judge speed.
+HANG_GUARD = 60.0
+
+T = TypeVar("T")
+
+
+def wait_until(check: Callable[[], Optional[T]], what: str, timeout: float = HANG_GUARD) -> T:
+    """Polls ``check`` until it returns something truthy; fails the test
+    (hang guard) when that never happens."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"hang guard: gave up waiting for {what}")
+        time.sleep(0.02)
+
+
+def base_env(directory: Optional[Path] = None, **extra: str) -> Dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TBCOLLECT")}
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONFAULTHANDLER"] = "1"
+    if directory is not None:
+        env["TBCOLLECT_DIR"] = str(directory)
+    env.update(extra)
+    return env
+
+
+class Target:
+    """A Python program in a subprocess that talks line by line on stdin and
+    stdout. Killed at the end of the ``with`` block if still running."""
+
+    def __init__(
+        self,
+        code: str,
+        *,
+        args: Sequence[str] = (),
+        env: Optional[Dict[str, str]] = None,
+        argv: Optional[List[str]] = None,
+        pass_fds: Sequence[int] = (),
+        cwd: Optional[Path] = None,
+        preexec_fn: Optional[Callable[[], None]] = None,
+    ) -> None:
+        cmd = argv if argv is not None else [sys.executable, "-c", textwrap.dedent(code), *args]
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env if env is not None else base_env(),
+            pass_fds=tuple(pass_fds),
+            cwd=cwd,
+            preexec_fn=preexec_fn,
+        )
+        self.pid = self.proc.pid
+        self._buffer = b""
+        self.lines: List[str] = []
+
+    def __enter__(self) -> Target:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(HANG_GUARD)
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream:
+                stream.close()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def readline(self, timeout: float = HANG_GUARD) -> str:
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()  # type: ignore[union-attr]
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                pytest.fail(f"hang guard: no line from the target; stderr: {self.stderr_now()}")
+            ready, _, _ = select.select([fd], [], [], left)
+            if ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    pytest.fail(
+                        f"the target exited (rc={self.proc.wait(HANG_GUARD)}) "
+                        f"before a line; stderr: {self.stderr_now()}"
+                    )
+                self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        text = line.decode()
+        self.lines.append(text)
+        return text
+
+    def expect(self, prefix: str) -> str:
+        """The next line starting with ``prefix`` (other lines are skipped)."""
+        while True:
+            line = self.readline()
+            if line.startswith(prefix):
+                return line[len(prefix) :].strip()
+
+    def send(self, line: str) -> None:
+        self.proc.stdin.write(line.encode() + b"\n")  # type: ignore[union-attr]
+        self.proc.stdin.flush()  # type: ignore[union-attr]
+
+    def ask(self, line: str, answer_prefix: str) -> str:
+        self.send(line)
+        return self.expect(answer_prefix)
+
+    def stderr_now(self) -> str:
+        if self.proc.poll() is None:
+            return "(still running)"
+        return self.proc.stderr.read().decode(errors="replace")  # type: ignore[union-attr]
+
+    def finish(self, timeout: float = HANG_GUARD) -> tuple[int, str, str]:
+        """Closes stdin and waits for the exit: (returncode, rest of stdout, stderr)."""
+        out, err = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, (self._buffer + out).decode(), err.decode()
+
+
+def dumps_of(directory: Path, pid: int) -> List[Path]:
+    if not directory.exists():
+        return []
+    return _dumpdir.list_dumps(directory, pid)
+
+
+def temporaries(directory: Path) -> List[str]:
+    return [n for n in os.listdir(directory) if n.startswith(".")]
+
+
+def wait_for_dumps(directory: Path, pid: int, count: int = 1) -> List[Path]:
+    return wait_until(
+        lambda: (lambda found: found if len(found) >= count else None)(dumps_of(directory, pid)),
+        f"{count} dump file(s) of pid {pid} in {directory}",
+    )
+
+
+def cli(*args: str, env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+    """``python -m tbcollect ARGS`` in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "tbcollect", *args],
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD * 2,
+        env=env if env is not None else base_env(),
+    )
+
+
+def console_script() -> Optional[str]:
+    """The installed ``tbcollect`` console script of this interpreter's environment."""
+    candidate = Path(sys.executable).with_name("tbcollect")
+    return str(candidate) if candidate.exists() else shutil.which("tbcollect")
+
+
+def send_signal(pid: int, sig: int = signal.SIGQUIT) -> None:
+    os.kill(pid, sig)
+
+
+# A target that installs the handler, runs a worker thread and an event loop
+# with a task, and answers "ping" with "pong" from the loop (proof that the
+# process and its loop keep running after dumps).
+LOOP_TARGET = """
+import asyncio, os, sys, threading, time
+import tbcollect
+
+tbcollect.install(format=sys.argv[1])
+
+def worker_loop():
+    while True:
+        time.sleep(0.05)
+
+threading.Thread(target=worker_loop, name="worker", daemon=True).start()
+
+async def heartbeat():
+    while True:
+        await asyncio.sleep(0.05)
+
+async def serve():
+    loop = asyncio.get_running_loop()
+    beat = asyncio.ensure_future(heartbeat())
+    queue = asyncio.Queue()
+    loop.add_reader(sys.stdin.fileno(), lambda: queue.put_nowait(sys.stdin.readline()))
+    print("ready", os.getpid(), flush=True)
+    while True:
+        line = (await queue.get()).strip()
+        if line == "ping":
+            print("pong", flush=True)
+        elif line in ("", "quit"):
+            beat.cancel()
+            return
+
+asyncio.run(serve())
+print("bye", flush=True)
+"""

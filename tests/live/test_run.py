@@ -1,0 +1,217 @@
+"""No code change needed: ``tbcollect run`` and ``TBCOLLECT=1``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import sysconfig
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import validate_json
+from livehelp import Target, base_env, cli, console_script, dumps_of
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="POSIX signals and /proc (Linux)"
+)
+
+# A program that knows nothing of tbcollect: reports how it was run, answers
+# lines until "exit N", then exits with N.
+PROGRAM = """
+import os, signal, sys, threading, time
+
+def background():
+    while True:
+        time.sleep(0.05)
+
+threading.Thread(target=background, name="background", daemon=True).start()
+tb = sys.modules.get("tbcollect")
+print("name", __name__, flush=True)
+print("argv", sys.argv, flush=True)
+print("path0", sys.path[0], flush=True)
+print("handler", repr(signal.getsignal(signal.SIGQUIT)), flush=True)
+print("usr2", repr(signal.getsignal(signal.SIGUSR2)), flush=True)
+print("pid", os.getpid(), flush=True)
+for line in sys.stdin:
+    if line.startswith("exit "):
+        sys.exit(int(line.split()[1]))
+    print("echo", line.strip(), flush=True)
+"""
+
+
+@pytest.fixture
+def program(tmp_path):
+    path = tmp_path / "prog" / "program.py"
+    path.parent.mkdir()
+    path.write_text(textwrap.dedent(PROGRAM))
+    return path
+
+
+def run_target(argv, env, cwd=None):
+    return Target("", argv=argv, env=env, cwd=cwd)
+
+
+def check_dump(directory: Path, pid: int, fmt: str = "text") -> str:
+    result = cli("dump", str(pid))
+    assert result.returncode == 0, result.stderr
+    (path,) = dumps_of(directory, pid)
+    assert path.suffix == (".json" if fmt == "json" else ".txt")
+    return result.stdout
+
+
+def test_run_script(tmp_path, program):
+    dumps = tmp_path / "dumps"
+    argv = [sys.executable, "-m", "tbcollect", "run", str(program), "a", "--b", "-m", "c"]
+    with run_target(argv, base_env(dumps)) as target:
+        assert target.expect("name") == "__main__"
+        assert target.expect("argv") == repr([str(program), "a", "--b", "-m", "c"])
+        assert target.expect("path0") == str(program.parent)
+        assert target.expect("handler") == "<tbcollect dump handler>"
+        pid = int(target.expect("pid"))
+        text = check_dump(dumps, pid)
+        assert 'Thread "background"' in text and f"{program}" in text
+        assert target.ask("hi", "echo") == "hi"
+        target.send("exit 7")
+        assert target.finish()[0] == 7
+
+
+def test_run_module_with_options(tmp_path, program):
+    dumps = tmp_path / "dumps"
+    argv = [
+        sys.executable,
+        "-m",
+        "tbcollect",
+        "run",
+        "--format",
+        "json",
+        "--signal",
+        "USR2",
+        "--directory",
+        str(dumps),
+        "-m",
+        "program",
+        "--format",
+        "x",
+    ]
+    with run_target(argv, base_env(), cwd=program.parent) as target:
+        assert target.expect("name") == "__main__"
+        assert target.expect("argv") == repr([str(program), "--format", "x"])
+        assert target.expect("path0") == str(program.parent)  # the current directory
+        assert target.expect("handler") == repr(signal.SIG_DFL)
+        assert target.expect("usr2") == "<tbcollect dump handler>"
+        pid = int(target.expect("pid"))
+        result = cli("dump", str(pid))  # the process advertises USR2 and the directory
+        assert result.returncode == 0, result.stderr
+        data = validate_json(result.stdout)
+        assert data["reason"] == "signal SIGUSR2"
+        assert "background" in [s["name"] for s in data["stacks"]]
+        target.send("exit 0")
+        assert target.finish()[0] == 0
+
+
+def test_run_console_script(tmp_path, program):
+    script = console_script()
+    if script is None:
+        pytest.skip("the tbcollect console script is not installed in this environment")
+    with run_target([script, "run", str(program)], base_env(tmp_path)) as target:
+        assert target.expect("name") == "__main__"
+        pid = int(target.expect("pid"))
+        assert check_dump(tmp_path, pid).startswith(f"tbcollect: pid {pid} at ")
+        target.send("exit 3")
+        assert target.finish()[0] == 3
+
+
+def test_run_errors(tmp_path):
+    missing = cli("run", str(tmp_path / "nope.py"))
+    assert missing.returncode == 2
+    assert missing.stderr == f"tbcollect: error: cannot run {tmp_path / 'nope.py'}: no such file\n"
+    no_module = cli("run", "-m", "tbcollect_no_such_module_here")
+    assert no_module.returncode == 1
+    assert no_module.stderr.startswith("tbcollect: error: cannot run -m tbcollect_no_such_module")
+    nothing = cli("run")
+    assert nothing.returncode == 2
+    assert "give a script or -m module to run" in nothing.stderr
+    bad_signal = cli("run", "--signal", "KILL", str(tmp_path / "x.py"))
+    assert bad_signal.returncode in (1, 2)
+
+
+def test_run_propagates_exceptions_like_python(tmp_path):
+    script = tmp_path / "boom.py"
+    script.write_text("raise RuntimeError('boom')\n")
+    result = cli("run", str(script), env=base_env(tmp_path / "d"))
+    assert result.returncode == 1
+    assert result.stderr.rstrip().endswith("RuntimeError: boom")
+
+
+def startup_pth_installed() -> bool:
+    purelib = Path(sysconfig.get_paths()["purelib"])
+    return (purelib / "tbcollect_startup.pth").exists()
+
+
+needs_pth = pytest.mark.skipif(
+    not startup_pth_installed(),
+    reason="tbcollect_startup.pth is not in site-packages (install the wheel or `make build`)",
+)
+
+
+@needs_pth
+def test_tbcollect_env_installs_at_startup(tmp_path, program):
+    env = base_env(tmp_path, TBCOLLECT="1")
+    with run_target([sys.executable, str(program)], env) as target:
+        assert target.expect("handler") == "<tbcollect dump handler>"
+        pid = int(target.expect("pid"))
+        text = check_dump(tmp_path, pid)
+        assert text.splitlines()[1] == "reason: signal SIGQUIT"
+        assert target.ask("hi", "echo") == "hi"
+
+
+@needs_pth
+def test_tbcollect_env_options(tmp_path, program):
+    env = base_env(tmp_path, TBCOLLECT="yes", TBCOLLECT_SIGNAL="SIGUSR1", TBCOLLECT_FORMAT="json")
+    with run_target([sys.executable, str(program)], env) as target:
+        pid = int(target.expect("pid"))
+        result = cli("dump", str(pid))
+        assert result.returncode == 0, result.stderr
+        assert validate_json(result.stdout)["reason"] == "signal SIGUSR1"
+
+
+@needs_pth
+@pytest.mark.parametrize("value", ["", "0"])
+def test_tbcollect_unset_or_zero_costs_no_import(tmp_path, value):
+    code = (
+        "import sys, signal; "
+        "print('tbcollect' in sys.modules, signal.getsignal(signal.SIGQUIT) == signal.SIG_DFL)"
+    )
+    env = base_env(tmp_path)
+    if value:
+        env["TBCOLLECT"] = value
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "True"]
+    assert not os.path.exists(tmp_path) or os.listdir(tmp_path) == []
+
+
+@needs_pth
+def test_tbcollect_env_with_unsafe_directory_warns_and_runs(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    code = "import signal; print('ran', signal.getsignal(signal.SIGQUIT) == signal.SIG_DFL)"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=base_env(shared, TBCOLLECT="1"),
+        timeout=60,
+    )
+    assert result.returncode == 0
+    assert result.stdout.split() == ["ran", "True"]
+    assert result.stderr == (
+        "tbcollect: warning: TBCOLLECT is set but no dump handler is installed: "
+        f"dump directory {shared}: is writable by group or others (mode 0777); refusing it\n"
+    )
