@@ -9,7 +9,7 @@ STAMP := $(VENV)/.deps-stamp
 export CARGO_TARGET_DIR ?= $(CURDIR)/target
 MATURIN_FLAGS ?= --release
 
-PYENV_ROOT ?= $(shell pyenv root 2>/dev/null)
+PYENV_ROOT ?= $(or $(shell pyenv root 2>/dev/null),$(HOME)/.pyenv)
 SUPPORTED := 3.9 3.10 3.11 3.12 3.13
 ALL_PYTHONS := $(foreach v,$(SUPPORTED),$(firstword $(wildcard $(PYENV_ROOT)/versions/$(v).*/bin/python$(v))))
 
