@@ -107,7 +107,9 @@ def dump_all(
     ``file`` is a path (written atomically: whole or not at all), a text file
     object, or an open file descriptor; with ``None`` nothing is written.
     ``options`` are ``collect()``'s (``threads``, ``greenlets``, ``tasks``,
-    ``source``, ``max_depth``) plus the renderer's ``group`` and ``indent``.
+    ``source``, ``max_depth``, ``done_tasks``, ``locals``, ``redact``) plus the
+    renderer's ``group`` and ``indent``. ``format`` is one of ``FORMATS``
+    (``text``, ``json``, ``collapsed``, ``svg``).
     ``probes`` is a probes directory whose results go into the dump (see
     ``run_probes``). Returns the rendered dump.
     """
