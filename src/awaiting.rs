@@ -100,8 +100,36 @@ fn quoted_task(name: &str) -> String {
     format!("Task '{name}'")
 }
 
+#[cfg(test)]
 fn seconds(deadline: f64) -> String {
-    format!("{:.1} s", deadline.max(0.0))
+    let mut out = String::with_capacity(16);
+    push_seconds(&mut out, deadline);
+    out
+}
+
+/// Appends `{:.1} s` of `deadline` (never negative). Ten thousand sleeping
+/// tasks each get one: tenths are written from an integer when the value is
+/// far from a rounding tie, which is what `{:.1}` would print; near a tie
+/// (or for odd values) the exact formatter decides.
+fn push_seconds(out: &mut String, deadline: f64) {
+    use std::fmt::Write;
+    let x = deadline.max(0.0);
+    let tenths = x * 10.0;
+    let fraction = tenths - tenths.floor();
+    if x > 0.0 && x < 1e6 && (fraction - 0.5).abs() > 1e-6 {
+        let t = tenths.round() as u64;
+        let _ = write!(out, "{}.{} s", t / 10, t % 10);
+    } else {
+        let _ = write!(out, "{x:.1} s");
+    }
+}
+
+/// `text` followed by ` (times out in N s)`.
+fn times_out(mut text: String, deadline: f64) -> String {
+    text.push_str(" (times out in ");
+    push_seconds(&mut text, deadline);
+    text.push(')');
+    text
 }
 
 fn executor(thread: Option<u64>) -> String {
@@ -142,7 +170,13 @@ pub fn describe(facts: &Facts) -> Option<String> {
     let text = match api(&facts.links) {
         Some("sleep" | "__sleep0") => match (facts.deadline, &facts.waiter) {
             (_, Waiter::Nothing) => "sleep(0)".to_string(),
-            (Some(d), _) => format!("sleep (wakes in {})", seconds(d)),
+            (Some(d), _) => {
+                let mut text = String::with_capacity(32);
+                text.push_str("sleep (wakes in ");
+                push_seconds(&mut text, d);
+                text.push(')');
+                text
+            }
             (None, _) => "sleep".to_string(),
         },
         Some("wait_for") => {
@@ -151,14 +185,14 @@ pub fn describe(facts: &Facts) -> Option<String> {
                 Waiter::Future { tasks, .. } if tasks.len() == 1 => Some(quoted_task(&tasks[0])),
                 _ => None,
             };
-            let mut text = match what {
+            let text = match what {
                 Some(what) => format!("wait_for {what}"),
                 None => "wait_for".to_string(),
             };
-            if let Some(d) = facts.deadline {
-                text.push_str(&format!(" (times out in {})", seconds(d)));
+            match facts.deadline {
+                Some(d) => times_out(text, d),
+                None => text,
             }
-            text
         }
         Some("wait" | "_wait") => match &facts.waiter {
             Waiter::Future { tasks, .. } if !tasks.is_empty() => format!("wait on {}", tasks.len()),
@@ -174,18 +208,18 @@ pub fn describe(facts: &Facts) -> Option<String> {
         },
         // Event.wait, Lock.acquire, Queue.get, Condition.wait, StreamReader.read, ...
         Some(other) => {
-            let mut text = other.to_string();
-            if let Some(d) = facts.deadline {
-                text.push_str(&format!(" (times out in {})", seconds(d)));
+            let text = other.to_string();
+            match facts.deadline {
+                Some(d) => times_out(text, d),
+                None => text,
             }
-            text
         }
         None => {
-            let mut text = waiter.or_else(|| facts.leaf.clone())?;
-            if let Some(d) = facts.deadline {
-                text.push_str(&format!(" (times out in {})", seconds(d)));
+            let text = waiter.or_else(|| facts.leaf.clone())?;
+            match facts.deadline {
+                Some(d) => times_out(text, d),
+                None => text,
             }
-            text
         }
     };
     Some(text)
@@ -219,6 +253,46 @@ mod tests {
             deadline,
             ..Facts::default()
         })
+    }
+
+    #[test]
+    fn seconds_match_the_exact_formatter() {
+        let mut values = vec![
+            0.0,
+            -0.0,
+            -1.0,
+            0.05,
+            0.15,
+            0.25,
+            0.35,
+            0.04999,
+            0.95,
+            9.95,
+            99.95,
+            3599.84,
+            3599.85,
+            3599.849999,
+            1e6,
+            1e7 + 0.05,
+            123456.789,
+            f64::NAN,
+            f64::INFINITY,
+            f64::MIN_POSITIVE,
+            1e-300,
+        ];
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..200_000 {
+            // xorshift: spread over [0, 10^6), many near ties of a tenth.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let v = (x % 10_000_000_000) as f64 / 10_000.0;
+            values.push(v);
+            values.push((v * 10.0).floor() / 10.0 + 0.05);
+        }
+        for v in values {
+            assert_eq!(seconds(v), format!("{:.1} s", v.max(0.0)), "{v:e}");
+        }
     }
 
     #[test]

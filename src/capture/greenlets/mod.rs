@@ -248,11 +248,7 @@ fn build<'py>(
 }
 
 fn greenlet_id(obj: &Bound<'_, PyAny>) -> String {
-    use std::fmt::Write;
-    // Sized up front: one allocation per id, for tens of thousands of ids.
-    let mut id = String::with_capacity(32);
-    let _ = write!(id, "greenlet:{:#x}", obj.as_ptr() as usize);
-    id
+    crate::model::address_id("greenlet:", obj.as_ptr() as usize)
 }
 
 /// Spawn-stack entries already converted, by (code address, line): the

@@ -217,7 +217,7 @@ impl<'py> Backend<'py> {
                 &direct[i],
             )
             .into_iter()
-            .map(|t| format!("task:{t:#x}"))
+            .map(|t| crate::model::address_id("task:", t))
             .collect();
             for parent in &direct[i] {
                 if let Parent::Concurrent(c) = parent {
@@ -250,7 +250,7 @@ impl<'py> Backend<'py> {
                 FutState::Pending => "pending",
             };
             stacks.push(Stack {
-                id: format!("task:{addr:#x}"),
+                id: crate::model::address_id("task:", addr),
                 name: view.name.clone(),
                 thread,
                 state: state.to_string(),
