@@ -88,13 +88,13 @@ impl fmt::Display for StackKind {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stack {
     /// Unique within the snapshot: `"thread:<ident>"`, `"greenlet:<addr>"`, `"task:<addr>"`.
-    pub id: String,
+    pub id: Text,
     /// The name a person knows it by (thread name, greenlet name, task name).
     pub name: String,
     /// Ident of the OS thread this stack belongs to, if known.
     pub thread: Option<u64>,
     /// Kind-specific state word (`running`, `sleeping`, `suspended`, `pending`, ...).
-    pub state: String,
+    pub state: Text,
     /// Outermost first, i.e. most recent call last, like `traceback`.
     pub frames: Vec<Frame>,
     /// How many outermost frames were dropped by the depth limit (0: none).
@@ -141,13 +141,13 @@ pub struct ThreadDetails {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GreenletDetails {
     /// Id of the parent greenlet's stack, if it has one.
-    pub parent: Option<String>,
+    pub parent: Option<Text>,
     /// True for a gevent hub.
     #[serde(default)]
     pub hub: bool,
     /// Id of the greenlet that spawned this one, when gevent tracks the tree.
     #[serde(default)]
-    pub spawned_by: Option<String>,
+    pub spawned_by: Option<Text>,
     /// Where it was spawned, when gevent tracks spawn stacks (outermost first).
     #[serde(default)]
     pub spawn_frames: Vec<Frame>,
@@ -157,7 +157,7 @@ pub struct GreenletDetails {
 pub struct TaskDetails {
     /// Id of the event loop the task belongs to (`"loop:<addr>"`).
     #[serde(rename = "loop")]
-    pub event_loop: String,
+    pub event_loop: Text,
     /// What the innermost coroutine waits for, described for a person.
     pub awaiting: Option<String>,
     /// Ids of the stacks waiting for this task.
@@ -186,6 +186,22 @@ pub fn address_id(prefix: &str, addr: usize) -> String {
     // Only ASCII hex digits were written.
     id.extend(buf[start..].iter().map(|&b| b as char));
     id
+}
+
+/// One shared [`Text`] per distinct word (state words, mostly), so ten
+/// thousand stacks in the same state hold one allocation between them.
+#[derive(Default)]
+pub struct SharedWords(Vec<(&'static str, Text)>);
+
+impl SharedWords {
+    pub fn get(&mut self, word: &'static str) -> Text {
+        if let Some((_, text)) = self.0.iter().find(|(w, _)| *w == word) {
+            return text.clone();
+        }
+        let text: Text = word.into();
+        self.0.push((word, text.clone()));
+        text
+    }
 }
 
 /// Shared immutable text. Thousands of frames name the same few files,
@@ -313,10 +329,10 @@ impl<'de> Deserialize<'de> for Stack {
         }
         let r = Repr::deserialize(deserializer)?;
         Ok(Stack {
-            id: r.id,
+            id: r.id.into(),
             name: r.name,
             thread: r.thread,
-            state: r.state,
+            state: r.state.into(),
             frames: r.frames,
             frames_omitted: r.frames_omitted,
             details: r.details,
@@ -348,7 +364,7 @@ impl Snapshot {
     }
 
     pub fn stack(&self, id: &str) -> Option<&Stack> {
-        self.stacks.iter().find(|s| s.id == id)
+        self.stacks.iter().find(|s| &*s.id == id)
     }
 }
 
@@ -429,10 +445,10 @@ mod tests {
         .enumerate()
         {
             snap.stacks.push(Stack {
-                id: format!("x:{i}"),
+                id: format!("x:{i}").into(),
                 name: String::new(),
                 thread: None,
-                state: String::new(),
+                state: "".into(),
                 frames: vec![],
                 frames_omitted: 0,
                 details,

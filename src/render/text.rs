@@ -159,7 +159,7 @@ struct Refs<'a>(FastMap<&'a str, &'a Stack>);
 
 impl<'a> Refs<'a> {
     fn new(snapshot: &'a Snapshot) -> Self {
-        Refs(snapshot.stacks.iter().map(|s| (s.id.as_str(), s)).collect())
+        Refs(snapshot.stacks.iter().map(|s| (&*s.id, s)).collect())
     }
 
     fn describe(&self, id: &str) -> String {
@@ -255,7 +255,7 @@ fn header(refs: &Refs<'_>, stack: &Stack) -> String {
             if let Some(native) = d.native_id {
                 facts.push(format!("native id {native}"));
             }
-            facts.push(stack.state.clone());
+            facts.push(stack.state.to_string());
             if d.daemon == Some(true) {
                 facts.push("daemon".into());
             }
@@ -265,8 +265,8 @@ fn header(refs: &Refs<'_>, stack: &Stack) -> String {
             "Thread"
         }
         StackDetails::Greenlet(d) => {
-            facts.push(stack.id.clone());
-            facts.push(stack.state.clone());
+            facts.push(stack.id.to_string());
+            facts.push(stack.state.to_string());
             if let Some(ident) = stack.thread {
                 facts.push(format!("thread {ident}"));
             }
@@ -282,11 +282,11 @@ fn header(refs: &Refs<'_>, stack: &Stack) -> String {
             "Greenlet"
         }
         StackDetails::Task(d) => {
-            facts.push(stack.id.clone());
-            facts.push(stack.state.clone());
+            facts.push(stack.id.to_string());
+            facts.push(stack.state.to_string());
             match stack.thread {
                 Some(ident) => facts.push(format!("{} in thread {ident}", d.event_loop)),
-                None => facts.push(d.event_loop.clone()),
+                None => facts.push(d.event_loop.to_string()),
             }
             if let Some(awaiting) = &d.awaiting {
                 facts.push(format!("awaiting {awaiting}"));
@@ -369,7 +369,7 @@ mod tests {
 
     fn thread(ident: u64, name: &str, frames: Vec<Frame>) -> Stack {
         Stack {
-            id: format!("thread:{ident}"),
+            id: format!("thread:{ident}").into(),
             name: name.into(),
             thread: Some(ident),
             state: "sleeping".into(),

@@ -17,7 +17,7 @@ pub fn parent_of(stack: &Stack) -> Option<&str> {
 /// What the stacks of one tree share, cheap to compare: (loop, thread).
 fn container_key(stack: &Stack) -> (Option<&str>, Option<u64>) {
     match &stack.details {
-        StackDetails::Task(d) => (Some(d.event_loop.as_str()), stack.thread),
+        StackDetails::Task(d) => (Some(&*d.event_loop), stack.thread),
         _ => (None, stack.thread),
     }
 }
@@ -91,7 +91,7 @@ fn label_key(stack: &Stack) -> LabelKey<'_> {
 }
 
 fn facts(stack: &Stack) -> String {
-    let mut facts = vec![stack.state.clone()];
+    let mut facts = vec![stack.state.to_string()];
     match &stack.details {
         StackDetails::Greenlet(d) if d.hub => facts.push("hub".into()),
         StackDetails::Task(d) => {
@@ -174,7 +174,7 @@ impl<'a> Tree<'a> {
         let ids: HashMap<&str, usize> = stacks
             .iter()
             .enumerate()
-            .map(|(i, s)| (s.id.as_str(), i))
+            .map(|(i, s)| (&*s.id, i))
             .collect();
         let mut children = vec![Vec::new(); stacks.len()];
         let mut roots = Vec::new();
@@ -372,7 +372,7 @@ Task tree of loop:0x1 (thread 7):
             frames: vec![Frame::new("/srv/app.py", Some(line), "work")],
             frames_omitted: 0,
             details: StackDetails::Greenlet(GreenletDetails {
-                parent: parent.map(str::to_string),
+                parent: parent.map(Into::into),
                 hub: name == "Hub",
                 ..GreenletDetails::default()
             }),
