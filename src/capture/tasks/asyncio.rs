@@ -274,9 +274,8 @@ impl<'py> Asyncio<'py> {
             }
             _ => return None,
         };
-        Some(FutState::parse(
-            value.as_ref().and_then(safe::str_value).as_deref(),
-        ))
+        // The three state words are ASCII: a borrowed read decides.
+        Some(FutState::parse(value.as_ref().and_then(safe::str_ref)))
     }
 
     /// State, loop and callbacks of an asyncio future or task.
@@ -298,7 +297,7 @@ impl<'py> Asyncio<'py> {
             }
             _ => return None,
         };
-        let state = FutState::parse(state.as_ref().and_then(safe::str_value).as_deref());
+        let state = FutState::parse(state.as_ref().and_then(safe::str_ref));
         // 3.9+: a list of (callback, context) pairs.
         let callbacks = callbacks
             .and_then(|list| safe::sequence_items(&list))
