@@ -118,7 +118,22 @@ fn push_seconds(out: &mut String, deadline: f64) {
     let fraction = tenths - tenths.floor();
     if x > 0.0 && x < 1e6 && (fraction - 0.5).abs() > 1e-6 {
         let t = tenths.round() as u64;
-        let _ = write!(out, "{}.{} s", t / 10, t % 10);
+        // Digits by hand: `write!` costs more than the rest of `describe`.
+        let mut digits = [0u8; 20];
+        let mut start = digits.len();
+        let mut whole = t / 10;
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (whole % 10) as u8;
+            whole /= 10;
+            if whole == 0 {
+                break;
+            }
+        }
+        out.push_str(std::str::from_utf8(&digits[start..]).unwrap_or_default());
+        out.push('.');
+        out.push((b'0' + (t % 10) as u8) as char);
+        out.push_str(" s");
     } else {
         let _ = write!(out, "{x:.1} s");
     }

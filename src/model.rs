@@ -184,7 +184,7 @@ pub fn address_id(prefix: &str, addr: usize) -> String {
     id.push_str(prefix);
     id.push_str("0x");
     // Only ASCII hex digits were written.
-    id.extend(buf[start..].iter().map(|&b| b as char));
+    id.push_str(std::str::from_utf8(&buf[start..]).unwrap_or_default());
     id
 }
 
