@@ -3,7 +3,7 @@
 //! editors and log tools can jump to them.
 
 use crate::fasthash::{FastHasher, FastMap};
-use crate::model::{Frame, ProbeResult, Snapshot, Stack, StackDetails, StackKind};
+use crate::model::{Frame, ProbeResult, Snapshot, Stack, StackDetails, StackKind, Text};
 use crate::render::tree;
 use itertools::Itertools;
 use std::hash::{Hash, Hasher};
@@ -151,7 +151,29 @@ fn fingerprint(stack: &Stack) -> u64 {
 }
 
 fn same_stack(a: &Stack, b: &Stack) -> bool {
-    a.frames_omitted == b.frames_omitted && locations(a).eq(locations(b))
+    fn spawned(stack: &Stack) -> &[Frame] {
+        match &stack.details {
+            StackDetails::Greenlet(d) => &d.spawn_frames,
+            _ => &[],
+        }
+    }
+    // Frames of one code object share their `Text`s: equal pointers settle
+    // most comparisons without reading the names.
+    fn same_text(x: &Text, y: &Text) -> bool {
+        Text::ptr_eq(x, y) || x == y
+    }
+    let chain = |s: &'_ Stack| s.frames.len() + spawned(s).len();
+    a.frames_omitted == b.frames_omitted
+        && chain(a) == chain(b)
+        && a.frames
+            .iter()
+            .chain(spawned(a))
+            .zip(b.frames.iter().chain(spawned(b)))
+            .all(|(x, y)| {
+                x.lineno == y.lineno
+                    && same_text(&x.filename, &y.filename)
+                    && same_text(&x.function, &y.function)
+            })
 }
 
 /// Stacks by id, so headers name the stacks they refer to in O(1).
