@@ -177,15 +177,22 @@ fn same_stack(a: &Stack, b: &Stack) -> bool {
 }
 
 /// Stacks by id, so headers name the stacks they refer to in O(1).
-struct Refs<'a>(FastMap<&'a str, &'a Stack>);
+/// Built on first use: ten thousand tasks nobody awaits never need it.
+struct Refs<'a>(
+    &'a Snapshot,
+    std::cell::OnceCell<FastMap<&'a str, &'a Stack>>,
+);
 
 impl<'a> Refs<'a> {
     fn new(snapshot: &'a Snapshot) -> Self {
-        Refs(snapshot.stacks.iter().map(|s| (&*s.id, s)).collect())
+        Refs(snapshot, std::cell::OnceCell::new())
     }
 
     fn describe(&self, id: &str) -> String {
-        describe_stack(self.0.get(id).copied(), id)
+        let by_id = self
+            .1
+            .get_or_init(|| self.0.stacks.iter().map(|s| (&*s.id, s)).collect());
+        describe_stack(by_id.get(id).copied(), id)
     }
 }
 

@@ -171,11 +171,16 @@ struct Tree<'a> {
 
 impl<'a> Tree<'a> {
     fn new(stacks: &'a [&'a Stack]) -> Self {
-        let ids: HashMap<&str, usize> = stacks
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (&*s.id, i))
-            .collect();
+        // Ten thousand tasks nobody awaits have no edge to look up.
+        let ids: HashMap<&str, usize> = if stacks.iter().any(|s| parent_of(s).is_some()) {
+            stacks
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (&*s.id, i))
+                .collect()
+        } else {
+            HashMap::default()
+        };
         let mut children = vec![Vec::new(); stacks.len()];
         let mut roots = Vec::new();
         for (i, stack) in stacks.iter().enumerate() {
