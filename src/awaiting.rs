@@ -11,13 +11,13 @@
 pub struct Link {
     /// `__qualname__` of an asyncio coroutine (`Event.wait`, `sleep`); only
     /// asyncio's names are ever read, so capture may leave others empty.
-    pub qualname: String,
+    pub qualname: crate::model::Text,
     /// True when its code lives in the `asyncio` package.
     pub asyncio: bool,
 }
 
 impl Link {
-    pub fn new(qualname: impl Into<String>, asyncio: bool) -> Self {
+    pub fn new(qualname: impl Into<crate::model::Text>, asyncio: bool) -> Self {
         Link {
             qualname: qualname.into(),
             asyncio,
@@ -83,7 +83,7 @@ fn api(links: &[Link]) -> Option<&str> {
         .take(run.len().saturating_sub(1))
         .take_while(|l| l.qualname.ends_with(".__aenter__"))
         .count();
-    run.get(skip).map(|l| l.qualname.as_str())
+    run.get(skip).map(|l| &*l.qualname)
 }
 
 /// True when the description of a chain depends on what kind of future the
