@@ -164,10 +164,37 @@ pub struct TaskDetails {
     pub awaited_by: Vec<String>,
 }
 
-/// `prefix` followed by `addr` as `{:#x}` prints it (`task:0x7f...`), in
-/// one allocation and without the formatting machinery: captures make one
-/// such id per task or greenlet, ten thousand at a time.
+/// `prefix` followed by `addr` as `{:#x}` prints it (`task:0x7f...`),
+/// without the formatting machinery: captures make one such id per task or
+/// greenlet, ten thousand at a time.
 pub fn address_id(prefix: &str, addr: usize) -> String {
+    let mut id = String::with_capacity(prefix.len() + 18);
+    push_address(&mut id, prefix, addr);
+    id
+}
+
+/// [`address_id`] as a [`Text`], in one allocation.
+pub fn address_text(prefix: &str, addr: usize) -> Text {
+    let mut buf = [0u8; 64];
+    let mut n = 0;
+    if prefix.len() <= 40 {
+        for &b in prefix.as_bytes() {
+            buf[n] = b;
+            n += 1;
+        }
+        let digits = hex_digits(addr);
+        for &b in b"0x".iter().chain(digits.0[digits.1..].iter()) {
+            buf[n] = b;
+            n += 1;
+        }
+        if let Ok(text) = std::str::from_utf8(&buf[..n]) {
+            return text.into();
+        }
+    }
+    address_id(prefix, addr).into()
+}
+
+fn hex_digits(addr: usize) -> ([u8; 16], usize) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut buf = [0u8; 16];
     let mut n = addr;
@@ -180,12 +207,15 @@ pub fn address_id(prefix: &str, addr: usize) -> String {
             break;
         }
     }
-    let mut id = String::with_capacity(prefix.len() + 2 + buf.len() - start);
-    id.push_str(prefix);
-    id.push_str("0x");
+    (buf, start)
+}
+
+fn push_address(out: &mut String, prefix: &str, addr: usize) {
+    let (buf, start) = hex_digits(addr);
+    out.push_str(prefix);
+    out.push_str("0x");
     // Only ASCII hex digits were written.
-    id.push_str(std::str::from_utf8(&buf[start..]).unwrap_or_default());
-    id
+    out.push_str(std::str::from_utf8(&buf[start..]).unwrap_or_default());
 }
 
 /// One shared [`Text`] per distinct word (state words, mostly), so ten
@@ -414,6 +444,10 @@ mod tests {
             0xdead_beef,
         ] {
             assert_eq!(super::address_id("task:", addr), format!("task:{addr:#x}"));
+            assert_eq!(
+                &*super::address_text("greenlet:", addr),
+                format!("greenlet:{addr:#x}")
+            );
         }
     }
 

@@ -72,7 +72,7 @@ pub fn capture(cap: &mut Capture<'_>) -> Vec<Stack> {
     });
     let own = owner::attribute(cap, &api, &raws, &index, current);
 
-    let ids: Vec<Text> = raws.iter().map(|r| greenlet_id(&r.obj).into()).collect();
+    let ids: Vec<Text> = raws.iter().map(|r| greenlet_id(&r.obj)).collect();
     let mut namer = Namer::new(py);
     let mut spawns = SpawnFrames::default();
     let mut states = SharedWords::default();
@@ -249,8 +249,8 @@ fn build<'py>(
     }
 }
 
-fn greenlet_id(obj: &Bound<'_, PyAny>) -> String {
-    crate::model::address_id("greenlet:", obj.as_ptr() as usize)
+fn greenlet_id(obj: &Bound<'_, PyAny>) -> Text {
+    crate::model::address_text("greenlet:", obj.as_ptr() as usize)
 }
 
 /// Spawn-stack entries already converted, by (code address, line): the
@@ -286,7 +286,7 @@ fn spawn_record<'py>(
     .filter(|g| ctx.api.is_greenlet(g))
     .map(|g| match ctx.index.get(&(g.as_ptr() as usize)) {
         Some(&k) => ctx.ids[k].clone(),
-        None => greenlet_id(&g).into(),
+        None => greenlet_id(&g),
     });
 
     let mut frames = Vec::with_capacity(8);

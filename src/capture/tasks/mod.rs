@@ -251,7 +251,7 @@ impl<'py> Backend<'py> {
                 FutState::Pending => "pending",
             };
             stacks.push(Stack {
-                id: crate::model::address_id("task:", addr).into(),
+                id: crate::model::address_text("task:", addr),
                 name: view.name.clone(),
                 thread,
                 state: states.get(state),
