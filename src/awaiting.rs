@@ -11,13 +11,13 @@
 pub struct Link {
     /// `__qualname__` of an asyncio coroutine (`Event.wait`, `sleep`); only
     /// asyncio's names are ever read, so capture may leave others empty.
-    pub qualname: String,
+    pub qualname: crate::model::Text,
     /// True when its code lives in the `asyncio` package.
     pub asyncio: bool,
 }
 
 impl Link {
-    pub fn new(qualname: impl Into<String>, asyncio: bool) -> Self {
+    pub fn new(qualname: impl Into<crate::model::Text>, asyncio: bool) -> Self {
         Link {
             qualname: qualname.into(),
             asyncio,
@@ -83,7 +83,7 @@ fn api(links: &[Link]) -> Option<&str> {
         .take(run.len().saturating_sub(1))
         .take_while(|l| l.qualname.ends_with(".__aenter__"))
         .count();
-    run.get(skip).map(|l| l.qualname.as_str())
+    run.get(skip).map(|l| &*l.qualname)
 }
 
 /// True when the description of a chain depends on what kind of future the
@@ -100,8 +100,51 @@ fn quoted_task(name: &str) -> String {
     format!("Task '{name}'")
 }
 
+#[cfg(test)]
 fn seconds(deadline: f64) -> String {
-    format!("{:.1} s", deadline.max(0.0))
+    let mut out = String::with_capacity(16);
+    push_seconds(&mut out, deadline);
+    out
+}
+
+/// Appends `{:.1} s` of `deadline` (never negative). Ten thousand sleeping
+/// tasks each get one: tenths are written from an integer when the value is
+/// far from a rounding tie, which is what `{:.1}` would print; near a tie
+/// (or for odd values) the exact formatter decides.
+fn push_seconds(out: &mut String, deadline: f64) {
+    use std::fmt::Write;
+    let x = deadline.max(0.0);
+    let tenths = x * 10.0;
+    let fraction = tenths - tenths.floor();
+    if x > 0.0 && x < 1e6 && (fraction - 0.5).abs() > 1e-6 {
+        let t = tenths.round() as u64;
+        // Digits by hand: `write!` costs more than the rest of `describe`.
+        let mut digits = [0u8; 20];
+        let mut start = digits.len();
+        let mut whole = t / 10;
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (whole % 10) as u8;
+            whole /= 10;
+            if whole == 0 {
+                break;
+            }
+        }
+        out.push_str(std::str::from_utf8(&digits[start..]).unwrap_or_default());
+        out.push('.');
+        out.push((b'0' + (t % 10) as u8) as char);
+        out.push_str(" s");
+    } else {
+        let _ = write!(out, "{x:.1} s");
+    }
+}
+
+/// `text` followed by ` (times out in N s)`.
+fn times_out(mut text: String, deadline: f64) -> String {
+    text.push_str(" (times out in ");
+    push_seconds(&mut text, deadline);
+    text.push(')');
+    text
 }
 
 fn executor(thread: Option<u64>) -> String {
@@ -142,7 +185,13 @@ pub fn describe(facts: &Facts) -> Option<String> {
     let text = match api(&facts.links) {
         Some("sleep" | "__sleep0") => match (facts.deadline, &facts.waiter) {
             (_, Waiter::Nothing) => "sleep(0)".to_string(),
-            (Some(d), _) => format!("sleep (wakes in {})", seconds(d)),
+            (Some(d), _) => {
+                let mut text = String::with_capacity(32);
+                text.push_str("sleep (wakes in ");
+                push_seconds(&mut text, d);
+                text.push(')');
+                text
+            }
             (None, _) => "sleep".to_string(),
         },
         Some("wait_for") => {
@@ -151,14 +200,14 @@ pub fn describe(facts: &Facts) -> Option<String> {
                 Waiter::Future { tasks, .. } if tasks.len() == 1 => Some(quoted_task(&tasks[0])),
                 _ => None,
             };
-            let mut text = match what {
+            let text = match what {
                 Some(what) => format!("wait_for {what}"),
                 None => "wait_for".to_string(),
             };
-            if let Some(d) = facts.deadline {
-                text.push_str(&format!(" (times out in {})", seconds(d)));
+            match facts.deadline {
+                Some(d) => times_out(text, d),
+                None => text,
             }
-            text
         }
         Some("wait" | "_wait") => match &facts.waiter {
             Waiter::Future { tasks, .. } if !tasks.is_empty() => format!("wait on {}", tasks.len()),
@@ -174,18 +223,18 @@ pub fn describe(facts: &Facts) -> Option<String> {
         },
         // Event.wait, Lock.acquire, Queue.get, Condition.wait, StreamReader.read, ...
         Some(other) => {
-            let mut text = other.to_string();
-            if let Some(d) = facts.deadline {
-                text.push_str(&format!(" (times out in {})", seconds(d)));
+            let text = other.to_string();
+            match facts.deadline {
+                Some(d) => times_out(text, d),
+                None => text,
             }
-            text
         }
         None => {
-            let mut text = waiter.or_else(|| facts.leaf.clone())?;
-            if let Some(d) = facts.deadline {
-                text.push_str(&format!(" (times out in {})", seconds(d)));
+            let text = waiter.or_else(|| facts.leaf.clone())?;
+            match facts.deadline {
+                Some(d) => times_out(text, d),
+                None => text,
             }
-            text
         }
     };
     Some(text)
@@ -219,6 +268,46 @@ mod tests {
             deadline,
             ..Facts::default()
         })
+    }
+
+    #[test]
+    fn seconds_match_the_exact_formatter() {
+        let mut values = vec![
+            0.0,
+            -0.0,
+            -1.0,
+            0.05,
+            0.15,
+            0.25,
+            0.35,
+            0.04999,
+            0.95,
+            9.95,
+            99.95,
+            3599.84,
+            3599.85,
+            3599.849999,
+            1e6,
+            1e7 + 0.05,
+            123456.789,
+            f64::NAN,
+            f64::INFINITY,
+            f64::MIN_POSITIVE,
+            1e-300,
+        ];
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..200_000 {
+            // xorshift: spread over [0, 10^6), many near ties of a tenth.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let v = (x % 10_000_000_000) as f64 / 10_000.0;
+            values.push(v);
+            values.push((v * 10.0).floor() / 10.0 + 0.05);
+        }
+        for v in values {
+            assert_eq!(seconds(v), format!("{:.1} s", v.max(0.0)), "{v:e}");
+        }
     }
 
     #[test]

@@ -78,7 +78,7 @@ fn same_place(a: &Stack, b: &Stack) -> bool {
 }
 
 pub fn diff(a: &Snapshot, b: &Snapshot) -> Diff {
-    let by_id: HashMap<&str, &Stack> = b.stacks.iter().map(|s| (s.id.as_str(), s)).collect();
+    let by_id: HashMap<&str, &Stack> = b.stacks.iter().map(|s| (&*s.id, s)).collect();
     let mut matched: HashMap<&str, ()> = HashMap::new();
     let mut out = Diff {
         a: DumpInfo::of(a),
@@ -89,9 +89,9 @@ pub fn diff(a: &Snapshot, b: &Snapshot) -> Diff {
         disappeared: Vec::new(),
     };
     for old in &a.stacks {
-        match by_id.get(old.id.as_str()) {
+        match by_id.get(&*old.id) {
             Some(new) if new.kind() == old.kind() && new.name == old.name => {
-                matched.insert(new.id.as_str(), ());
+                matched.insert(&*new.id, ());
                 if same_place(old, new) {
                     out.unchanged.push((*new).clone());
                 } else {
@@ -104,7 +104,7 @@ pub fn diff(a: &Snapshot, b: &Snapshot) -> Diff {
     out.appeared = b
         .stacks
         .iter()
-        .filter(|s| !matched.contains_key(s.id.as_str()))
+        .filter(|s| !matched.contains_key(&*s.id))
         .cloned()
         .collect();
     out
@@ -331,7 +331,7 @@ mod tests {
 
     fn thread(ident: u64, name: &str, line: u32) -> Stack {
         Stack {
-            id: format!("thread:{ident}"),
+            id: format!("thread:{ident}").into(),
             name: name.into(),
             thread: Some(ident),
             state: "sleeping".into(),
@@ -349,7 +349,7 @@ mod tests {
 
     fn task(addr: u64, name: &str, line: u32) -> Stack {
         Stack {
-            id: format!("task:{addr:#x}"),
+            id: format!("task:{addr:#x}").into(),
             name: name.into(),
             thread: Some(1),
             state: "pending".into(),
@@ -382,9 +382,9 @@ mod tests {
     fn sorts_stacks_into_the_four_kinds_of_change() {
         let (a, b) = pair();
         let d = diff(&a, &b);
-        let ids = |v: &[Stack]| v.iter().map(|s| s.id.clone()).collect::<Vec<_>>();
+        let ids = |v: &[Stack]| v.iter().map(|s| s.id.to_string()).collect::<Vec<_>>();
         assert_eq!(d.unchanged.len(), 21);
-        assert_eq!(d.unchanged[0].id, "thread:1");
+        assert_eq!(&*d.unchanged[0].id, "thread:1");
         assert_eq!(d.moved.len(), 1);
         assert_eq!(d.moved[0].0.frames[1].lineno, Some(10));
         assert_eq!(d.moved[0].1.frames[1].lineno, Some(11));

@@ -134,7 +134,7 @@ pub fn fill_thread_states(stacks: &mut [Stack]) {
             continue;
         }
         if let Some(state) = details.native_id.and_then(os_thread_state) {
-            stack.state = state.to_string();
+            stack.state = state.into();
         }
     }
 }

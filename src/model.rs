@@ -88,13 +88,13 @@ impl fmt::Display for StackKind {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stack {
     /// Unique within the snapshot: `"thread:<ident>"`, `"greenlet:<addr>"`, `"task:<addr>"`.
-    pub id: String,
+    pub id: Text,
     /// The name a person knows it by (thread name, greenlet name, task name).
     pub name: String,
     /// Ident of the OS thread this stack belongs to, if known.
     pub thread: Option<u64>,
     /// Kind-specific state word (`running`, `sleeping`, `suspended`, `pending`, ...).
-    pub state: String,
+    pub state: Text,
     /// Outermost first, i.e. most recent call last, like `traceback`.
     pub frames: Vec<Frame>,
     /// How many outermost frames were dropped by the depth limit (0: none).
@@ -141,13 +141,13 @@ pub struct ThreadDetails {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GreenletDetails {
     /// Id of the parent greenlet's stack, if it has one.
-    pub parent: Option<String>,
+    pub parent: Option<Text>,
     /// True for a gevent hub.
     #[serde(default)]
     pub hub: bool,
     /// Id of the greenlet that spawned this one, when gevent tracks the tree.
     #[serde(default)]
-    pub spawned_by: Option<String>,
+    pub spawned_by: Option<Text>,
     /// Where it was spawned, when gevent tracks spawn stacks (outermost first).
     #[serde(default)]
     pub spawn_frames: Vec<Frame>,
@@ -157,11 +157,81 @@ pub struct GreenletDetails {
 pub struct TaskDetails {
     /// Id of the event loop the task belongs to (`"loop:<addr>"`).
     #[serde(rename = "loop")]
-    pub event_loop: String,
+    pub event_loop: Text,
     /// What the innermost coroutine waits for, described for a person.
     pub awaiting: Option<String>,
     /// Ids of the stacks waiting for this task.
     pub awaited_by: Vec<String>,
+}
+
+/// `prefix` followed by `addr` as `{:#x}` prints it (`task:0x7f...`),
+/// without the formatting machinery: captures make one such id per task or
+/// greenlet, ten thousand at a time.
+pub fn address_id(prefix: &str, addr: usize) -> String {
+    let mut id = String::with_capacity(prefix.len() + 18);
+    push_address(&mut id, prefix, addr);
+    id
+}
+
+/// [`address_id`] as a [`Text`], in one allocation.
+pub fn address_text(prefix: &str, addr: usize) -> Text {
+    let mut buf = [0u8; 64];
+    let mut n = 0;
+    if prefix.len() <= 40 {
+        for &b in prefix.as_bytes() {
+            buf[n] = b;
+            n += 1;
+        }
+        let digits = hex_digits(addr);
+        for &b in b"0x".iter().chain(digits.0[digits.1..].iter()) {
+            buf[n] = b;
+            n += 1;
+        }
+        if let Ok(text) = std::str::from_utf8(&buf[..n]) {
+            return text.into();
+        }
+    }
+    address_id(prefix, addr).into()
+}
+
+fn hex_digits(addr: usize) -> ([u8; 16], usize) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 16];
+    let mut n = addr;
+    let mut start = buf.len();
+    loop {
+        start -= 1;
+        buf[start] = DIGITS[n & 0xf];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    (buf, start)
+}
+
+fn push_address(out: &mut String, prefix: &str, addr: usize) {
+    let (buf, start) = hex_digits(addr);
+    out.push_str(prefix);
+    out.push_str("0x");
+    // Only ASCII hex digits were written.
+    out.push_str(std::str::from_utf8(&buf[start..]).unwrap_or_default());
+}
+
+/// One shared [`Text`] per distinct word (state words, mostly), so ten
+/// thousand stacks in the same state hold one allocation between them.
+#[derive(Default)]
+pub struct SharedWords(Vec<(&'static str, Text)>);
+
+impl SharedWords {
+    pub fn get(&mut self, word: &'static str) -> Text {
+        if let Some((_, text)) = self.0.iter().find(|(w, _)| *w == word) {
+            return text.clone();
+        }
+        let text: Text = word.into();
+        self.0.push((word, text.clone()));
+        text
+    }
 }
 
 /// Shared immutable text. Thousands of frames name the same few files,
@@ -289,10 +359,10 @@ impl<'de> Deserialize<'de> for Stack {
         }
         let r = Repr::deserialize(deserializer)?;
         Ok(Stack {
-            id: r.id,
+            id: r.id.into(),
             name: r.name,
             thread: r.thread,
-            state: r.state,
+            state: r.state.into(),
             frames: r.frames,
             frames_omitted: r.frames_omitted,
             details: r.details,
@@ -324,7 +394,7 @@ impl Snapshot {
     }
 
     pub fn stack(&self, id: &str) -> Option<&Stack> {
-        self.stacks.iter().find(|s| s.id == id)
+        self.stacks.iter().find(|s| &*s.id == id)
     }
 }
 
@@ -362,6 +432,25 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn address_ids_print_like_lower_hex() {
+        for addr in [
+            0usize,
+            1,
+            0xf,
+            0x10,
+            0x7f12_3456_789a,
+            usize::MAX,
+            0xdead_beef,
+        ] {
+            assert_eq!(super::address_id("task:", addr), format!("task:{addr:#x}"));
+            assert_eq!(
+                &*super::address_text("greenlet:", addr),
+                format!("greenlet:{addr:#x}")
+            );
+        }
+    }
+
     use super::*;
 
     #[test]
@@ -390,10 +479,10 @@ mod tests {
         .enumerate()
         {
             snap.stacks.push(Stack {
-                id: format!("x:{i}"),
+                id: format!("x:{i}").into(),
                 name: String::new(),
                 thread: None,
-                state: String::new(),
+                state: "".into(),
                 frames: vec![],
                 frames_omitted: 0,
                 details,

@@ -305,7 +305,7 @@ impl PyStack {
     #[getter]
     fn parent(&self) -> Option<String> {
         match &self.inner.details {
-            StackDetails::Greenlet(d) => d.parent.clone(),
+            StackDetails::Greenlet(d) => d.parent.as_deref().map(str::to_string),
             _ => None,
         }
     }
@@ -319,7 +319,7 @@ impl PyStack {
     #[getter]
     fn spawned_by(&self) -> Option<String> {
         match &self.inner.details {
-            StackDetails::Greenlet(d) => d.spawned_by.clone(),
+            StackDetails::Greenlet(d) => d.spawned_by.as_deref().map(str::to_string),
             _ => None,
         }
     }
@@ -339,7 +339,7 @@ impl PyStack {
     #[getter(r#loop)]
     fn event_loop(&self) -> Option<String> {
         match &self.inner.details {
-            StackDetails::Task(d) => Some(d.event_loop.clone()),
+            StackDetails::Task(d) => Some(d.event_loop.to_string()),
             _ => None,
         }
     }

@@ -264,6 +264,26 @@ pub fn str_value(obj: &Bound<'_, PyAny>) -> Option<String> {
     }
 }
 
+/// A `str`'s text borrowed from the object's own UTF-8 cache, without a
+/// copy; `None` for other types and for text that is not valid UTF-8
+/// (lone surrogates), where [`str_value`] replaces instead.
+pub fn str_ref<'a>(obj: &'a Bound<'_, PyAny>) -> Option<&'a str> {
+    unsafe {
+        if ffi::PyUnicode_Check(obj.as_ptr()) == 0 {
+            return None;
+        }
+        let mut size: ffi::Py_ssize_t = 0;
+        let data = ffi::PyUnicode_AsUTF8AndSize(obj.as_ptr(), &mut size);
+        if data.is_null() {
+            clear_error();
+            return None;
+        }
+        // The buffer lives as long as the str object, which `obj` keeps alive.
+        let bytes = std::slice::from_raw_parts(data as *const u8, size as usize);
+        std::str::from_utf8(bytes).ok()
+    }
+}
+
 /// An exact `int` (or `bool`) as `u64`; other types are not asked.
 pub fn int_value(obj: &Bound<'_, PyAny>) -> Option<u64> {
     unsafe {

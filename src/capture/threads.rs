@@ -147,13 +147,13 @@ pub fn capture<'py>(cap: &mut Capture<'py>) -> Vec<Stack> {
             cap.trim_own_frames(&mut frames);
         }
         stacks.push(Stack {
-            id: format!("thread:{ident}"),
+            id: format!("thread:{ident}").into(),
             name: info
                 .and_then(|i| i.name.clone())
                 .unwrap_or_else(|| UNKNOWN_THREAD_NAME.to_string()),
             thread: Some(ident),
             // Refined from the OS after capture (`enrich::fill_thread_states`).
-            state: if current { "running" } else { "unknown" }.to_string(),
+            state: if current { "running" } else { "unknown" }.into(),
             frames,
             frames_omitted: omitted,
             details: StackDetails::Thread(ThreadDetails {

@@ -79,7 +79,7 @@ mod tests {
 
     fn task(i: usize, frames: Vec<Frame>) -> Stack {
         Stack {
-            id: format!("task:{i:#x}"),
+            id: format!("task:{i:#x}").into(),
             name: format!("Task-{i}"),
             thread: Some(1),
             state: "pending".into(),

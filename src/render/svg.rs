@@ -169,7 +169,7 @@ mod tests {
         });
         for i in 0..500 {
             snap.stacks.push(Stack {
-                id: format!("task:{i:#x}"),
+                id: format!("task:{i:#x}").into(),
                 name: format!("Task-{i}"),
                 thread: Some(1),
                 state: "pending".into(),

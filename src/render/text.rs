@@ -3,7 +3,7 @@
 //! editors and log tools can jump to them.
 
 use crate::fasthash::{FastHasher, FastMap};
-use crate::model::{Frame, ProbeResult, Snapshot, Stack, StackDetails, StackKind};
+use crate::model::{Frame, ProbeResult, Snapshot, Stack, StackDetails, StackKind, Text};
 use crate::render::tree;
 use itertools::Itertools;
 use std::hash::{Hash, Hasher};
@@ -151,19 +151,48 @@ fn fingerprint(stack: &Stack) -> u64 {
 }
 
 fn same_stack(a: &Stack, b: &Stack) -> bool {
-    a.frames_omitted == b.frames_omitted && locations(a).eq(locations(b))
+    fn spawned(stack: &Stack) -> &[Frame] {
+        match &stack.details {
+            StackDetails::Greenlet(d) => &d.spawn_frames,
+            _ => &[],
+        }
+    }
+    // Frames of one code object share their `Text`s: equal pointers settle
+    // most comparisons without reading the names.
+    fn same_text(x: &Text, y: &Text) -> bool {
+        Text::ptr_eq(x, y) || x == y
+    }
+    let chain = |s: &'_ Stack| s.frames.len() + spawned(s).len();
+    a.frames_omitted == b.frames_omitted
+        && chain(a) == chain(b)
+        && a.frames
+            .iter()
+            .chain(spawned(a))
+            .zip(b.frames.iter().chain(spawned(b)))
+            .all(|(x, y)| {
+                x.lineno == y.lineno
+                    && same_text(&x.filename, &y.filename)
+                    && same_text(&x.function, &y.function)
+            })
 }
 
 /// Stacks by id, so headers name the stacks they refer to in O(1).
-struct Refs<'a>(FastMap<&'a str, &'a Stack>);
+/// Built on first use: ten thousand tasks nobody awaits never need it.
+struct Refs<'a>(
+    &'a Snapshot,
+    std::cell::OnceCell<FastMap<&'a str, &'a Stack>>,
+);
 
 impl<'a> Refs<'a> {
     fn new(snapshot: &'a Snapshot) -> Self {
-        Refs(snapshot.stacks.iter().map(|s| (s.id.as_str(), s)).collect())
+        Refs(snapshot, std::cell::OnceCell::new())
     }
 
     fn describe(&self, id: &str) -> String {
-        describe_stack(self.0.get(id).copied(), id)
+        let by_id = self
+            .1
+            .get_or_init(|| self.0.stacks.iter().map(|s| (&*s.id, s)).collect());
+        describe_stack(by_id.get(id).copied(), id)
     }
 }
 
@@ -255,7 +284,7 @@ fn header(refs: &Refs<'_>, stack: &Stack) -> String {
             if let Some(native) = d.native_id {
                 facts.push(format!("native id {native}"));
             }
-            facts.push(stack.state.clone());
+            facts.push(stack.state.to_string());
             if d.daemon == Some(true) {
                 facts.push("daemon".into());
             }
@@ -265,8 +294,8 @@ fn header(refs: &Refs<'_>, stack: &Stack) -> String {
             "Thread"
         }
         StackDetails::Greenlet(d) => {
-            facts.push(stack.id.clone());
-            facts.push(stack.state.clone());
+            facts.push(stack.id.to_string());
+            facts.push(stack.state.to_string());
             if let Some(ident) = stack.thread {
                 facts.push(format!("thread {ident}"));
             }
@@ -282,11 +311,11 @@ fn header(refs: &Refs<'_>, stack: &Stack) -> String {
             "Greenlet"
         }
         StackDetails::Task(d) => {
-            facts.push(stack.id.clone());
-            facts.push(stack.state.clone());
+            facts.push(stack.id.to_string());
+            facts.push(stack.state.to_string());
             match stack.thread {
                 Some(ident) => facts.push(format!("{} in thread {ident}", d.event_loop)),
-                None => facts.push(d.event_loop.clone()),
+                None => facts.push(d.event_loop.to_string()),
             }
             if let Some(awaiting) = &d.awaiting {
                 facts.push(format!("awaiting {awaiting}"));
@@ -369,7 +398,7 @@ mod tests {
 
     fn thread(ident: u64, name: &str, frames: Vec<Frame>) -> Stack {
         Stack {
-            id: format!("thread:{ident}"),
+            id: format!("thread:{ident}").into(),
             name: name.into(),
             thread: Some(ident),
             state: "sleeping".into(),

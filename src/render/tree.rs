@@ -17,7 +17,7 @@ pub fn parent_of(stack: &Stack) -> Option<&str> {
 /// What the stacks of one tree share, cheap to compare: (loop, thread).
 fn container_key(stack: &Stack) -> (Option<&str>, Option<u64>) {
     match &stack.details {
-        StackDetails::Task(d) => (Some(d.event_loop.as_str()), stack.thread),
+        StackDetails::Task(d) => (Some(&*d.event_loop), stack.thread),
         _ => (None, stack.thread),
     }
 }
@@ -91,7 +91,7 @@ fn label_key(stack: &Stack) -> LabelKey<'_> {
 }
 
 fn facts(stack: &Stack) -> String {
-    let mut facts = vec![stack.state.clone()];
+    let mut facts = vec![stack.state.to_string()];
     match &stack.details {
         StackDetails::Greenlet(d) if d.hub => facts.push("hub".into()),
         StackDetails::Task(d) => {
@@ -171,11 +171,16 @@ struct Tree<'a> {
 
 impl<'a> Tree<'a> {
     fn new(stacks: &'a [&'a Stack]) -> Self {
-        let ids: HashMap<&str, usize> = stacks
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.id.as_str(), i))
-            .collect();
+        // Ten thousand tasks nobody awaits have no edge to look up.
+        let ids: HashMap<&str, usize> = if stacks.iter().any(|s| parent_of(s).is_some()) {
+            stacks
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (&*s.id, i))
+                .collect()
+        } else {
+            HashMap::default()
+        };
         let mut children = vec![Vec::new(); stacks.len()];
         let mut roots = Vec::new();
         for (i, stack) in stacks.iter().enumerate() {
@@ -372,7 +377,7 @@ Task tree of loop:0x1 (thread 7):
             frames: vec![Frame::new("/srv/app.py", Some(line), "work")],
             frames_omitted: 0,
             details: StackDetails::Greenlet(GreenletDetails {
-                parent: parent.map(str::to_string),
+                parent: parent.map(Into::into),
                 hub: name == "Hub",
                 ..GreenletDetails::default()
             }),

@@ -14,7 +14,7 @@ mod scan;
 
 use crate::capture::{safe, Capture};
 use crate::fasthash::FastMap as HashMap;
-use crate::model::{Frame, GreenletDetails, Stack, StackDetails};
+use crate::model::{Frame, GreenletDetails, SharedWords, Stack, StackDetails, Text};
 use api::{instance_of, read, Flags, Gevent, GreenletApi};
 use naming::Namer;
 use pyo3::ffi;
@@ -72,9 +72,10 @@ pub fn capture(cap: &mut Capture<'_>) -> Vec<Stack> {
     });
     let own = owner::attribute(cap, &api, &raws, &index, current);
 
-    let ids: Vec<String> = raws.iter().map(|r| greenlet_id(&r.obj)).collect();
+    let ids: Vec<Text> = raws.iter().map(|r| greenlet_id(&r.obj)).collect();
     let mut namer = Namer::new(py);
     let mut spawns = SpawnFrames::default();
+    let mut states = SharedWords::default();
     let mut stacks = Vec::with_capacity(raws.len());
     for i in tree_order(&raws, &own.root, current) {
         let ctx = Context {
@@ -86,7 +87,7 @@ pub fn capture(cap: &mut Capture<'_>) -> Vec<Stack> {
             index: &index,
             current,
         };
-        stacks.push(build(cap, &ctx, &mut namer, &mut spawns, i));
+        stacks.push(build(cap, &ctx, &mut namer, &mut spawns, &mut states, i));
     }
     stacks
 }
@@ -165,7 +166,7 @@ struct Context<'a, 'py> {
     raws: &'a [Raw<'py>],
     own: &'a owner::Ownership,
     /// `greenlet:0x...` of each greenlet, formatted once.
-    ids: &'a [String],
+    ids: &'a [Text],
     index: &'a HashMap<usize, usize>,
     current: Option<usize>,
 }
@@ -175,6 +176,7 @@ fn build<'py>(
     ctx: &Context<'_, 'py>,
     namer: &mut Namer<'py>,
     spawns: &mut SpawnFrames,
+    states: &mut SharedWords,
     i: usize,
 ) -> Stack {
     let raw = &ctx.raws[i];
@@ -235,7 +237,7 @@ fn build<'py>(
         id: ctx.ids[i].clone(),
         name,
         thread,
-        state: state.to_string(),
+        state: states.get(state),
         frames,
         frames_omitted,
         details: StackDetails::Greenlet(GreenletDetails {
@@ -247,12 +249,8 @@ fn build<'py>(
     }
 }
 
-fn greenlet_id(obj: &Bound<'_, PyAny>) -> String {
-    use std::fmt::Write;
-    // Sized up front: one allocation per id, for tens of thousands of ids.
-    let mut id = String::with_capacity(32);
-    let _ = write!(id, "greenlet:{:#x}", obj.as_ptr() as usize);
-    id
+fn greenlet_id(obj: &Bound<'_, PyAny>) -> Text {
+    crate::model::address_text("greenlet:", obj.as_ptr() as usize)
 }
 
 /// Spawn-stack entries already converted, by (code address, line): the
@@ -268,7 +266,7 @@ fn spawn_record<'py>(
     ctx: &Context<'_, 'py>,
     spawns: &mut SpawnFrames,
     obj: &Bound<'py, PyAny>,
-) -> (Option<String>, Vec<Frame>) {
+) -> (Option<Text>, Vec<Frame>) {
     let gevent = ctx.gevent;
     if !gevent.is_greenlet(obj) {
         return (None, Vec::new());

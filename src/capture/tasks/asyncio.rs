@@ -6,7 +6,9 @@
 //! instance `__dict__` (the pure-Python `_PyTask`/`_PyFuture`); descriptors
 //! are resolved once per capture. Nothing here calls a Python-level method.
 
+use super::AddrMap;
 use crate::capture::safe::{self, BuiltinAttr, BuiltinMethod};
+use crate::model::Text;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use std::ffi::CStr;
@@ -136,6 +138,10 @@ pub struct Asyncio<'py> {
     cfunction_name: Option<BuiltinAttr<'py>>,
     /// `.../asyncio/`: coroutines whose code lives here are asyncio's API.
     pub asyncio_dir: Option<String>,
+    /// Text of `str` objects already read, by address; each object is held
+    /// here so its address is not reused while the capture runs.
+    texts: std::cell::RefCell<AddrMap<(Bound<'py, PyAny>, Text)>>,
+    empty: Text,
 }
 
 fn module_type<'py>(py: Python<'py>, module: &CStr, name: &CStr) -> Option<*mut ffi::PyTypeObject> {
@@ -228,7 +234,26 @@ impl<'py> Asyncio<'py> {
             partial,
             cfunction_name: BuiltinAttr::resolve(py, &raw mut ffi::PyCFunction_Type, c"__name__"),
             asyncio_dir,
+            texts: Default::default(),
+            empty: Text::from(""),
         })
+    }
+
+    /// The text of a `str`, read once per object: ten thousand coroutines
+    /// of one function share their `__qualname__` object.
+    pub fn shared_text(&self, s: Bound<'py, PyAny>) -> Option<Text> {
+        let key = s.as_ptr() as usize;
+        if let Some((_, text)) = self.texts.borrow().get(&key) {
+            return Some(text.clone());
+        }
+        let text: Text = safe::str_value(&s)?.into();
+        self.texts.borrow_mut().insert(key, (s, text.clone()));
+        Some(text)
+    }
+
+    /// One empty text shared by every link whose name is not read.
+    pub fn empty_text(&self) -> Text {
+        self.empty.clone()
     }
 
     fn is_c_task(&self, obj: &Bound<'py, PyAny>) -> bool {
@@ -274,9 +299,8 @@ impl<'py> Asyncio<'py> {
             }
             _ => return None,
         };
-        Some(FutState::parse(
-            value.as_ref().and_then(safe::str_value).as_deref(),
-        ))
+        // The three state words are ASCII: a borrowed read decides.
+        Some(FutState::parse(value.as_ref().and_then(safe::str_ref)))
     }
 
     /// State, loop and callbacks of an asyncio future or task.
@@ -298,7 +322,7 @@ impl<'py> Asyncio<'py> {
             }
             _ => return None,
         };
-        let state = FutState::parse(state.as_ref().and_then(safe::str_value).as_deref());
+        let state = FutState::parse(state.as_ref().and_then(safe::str_ref));
         // 3.9+: a list of (callback, context) pairs.
         let callbacks = callbacks
             .and_then(|list| safe::sequence_items(&list))

@@ -63,10 +63,10 @@ pub fn follow<'py>(
                 kind.qualname
                     .as_ref()
                     .and_then(|a| a.get(&obj))
-                    .and_then(|q| safe::str_value(&q))
+                    .and_then(|q| aio.shared_text(q))
                     .unwrap_or_default()
             } else {
-                String::new()
+                aio.empty_text()
             };
             chain.links.push(Link::new(qualname, in_asyncio));
             if let Some(frame) = frame {

@@ -76,24 +76,44 @@ fn helper_name(qualname: &str) -> String {
 }
 
 /// The tasks whose `_fut_waiter` each future is.
+///
+/// One flat list sorted by future, each future mapped to its run: ten
+/// thousand tasks usually wait on ten thousand different futures, and a
+/// `Vec` per future would be ten thousand allocations.
 pub struct Waiters {
-    by_future: AddrMap<Vec<usize>>,
+    by_future: AddrMap<(usize, usize)>,
+    tasks: Vec<usize>,
 }
 
 impl Waiters {
     pub fn new<'a, 'py: 'a>(pairs: impl Iterator<Item = (usize, &'a Bound<'py, PyAny>)>) -> Self {
-        let mut by_future: AddrMap<Vec<usize>> = AddrMap::default();
-        for (task, waiter) in pairs {
-            by_future
-                .entry(waiter.as_ptr() as usize)
-                .or_default()
-                .push(task);
+        // (future, position, task): the position keeps each future's tasks
+        // in the order they came.
+        let mut sorted: Vec<(usize, usize, usize)> = pairs
+            .enumerate()
+            .map(|(n, (task, waiter))| (waiter.as_ptr() as usize, n, task))
+            .collect();
+        sorted.sort_unstable();
+        let mut by_future: AddrMap<(usize, usize)> = AddrMap::default();
+        by_future.reserve(sorted.len());
+        let mut start = 0;
+        for (end, &(future, _, _)) in sorted.iter().enumerate().skip(1) {
+            if future != sorted[start].0 {
+                by_future.insert(sorted[start].0, (start, end));
+                start = end;
+            }
         }
-        Waiters { by_future }
+        if start < sorted.len() {
+            by_future.insert(sorted[start].0, (start, sorted.len()));
+        }
+        let tasks = sorted.into_iter().map(|(_, _, task)| task).collect();
+        Waiters { by_future, tasks }
     }
 
     fn of(&self, future: usize) -> &[usize] {
-        self.by_future.get(&future).map_or(&[], Vec::as_slice)
+        self.by_future
+            .get(&future)
+            .map_or(&[], |&(start, end)| &self.tasks[start..end])
     }
 }
 

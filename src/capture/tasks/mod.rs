@@ -14,7 +14,7 @@ mod loops;
 
 use crate::awaiting::{self, Facts, Waiter};
 use crate::capture::{safe, Capture};
-use crate::model::{Frame, Stack, StackDetails, TaskDetails};
+use crate::model::{Frame, Stack, StackDetails, TaskDetails, Text};
 use asyncio::{Asyncio, FutState, TaskView};
 use chain::ThreadStacks;
 use links::{Parent, Waiters};
@@ -205,7 +205,8 @@ impl<'py> Backend<'py> {
 
         let bridged = self.bridged();
         let blocked = self.blocked_threads(cap);
-        let mut loop_ids: AddrMap<String> = AddrMap::default();
+        let mut loop_ids: AddrMap<Text> = AddrMap::default();
+        let mut states = crate::model::SharedWords::default();
         let mut stacks = Vec::with_capacity(n);
         for i in 0..n {
             let addr = self.views[i].fut.obj.as_ptr() as usize;
@@ -217,7 +218,7 @@ impl<'py> Backend<'py> {
                 &direct[i],
             )
             .into_iter()
-            .map(|t| format!("task:{t:#x}"))
+            .map(|t| crate::model::address_id("task:", t))
             .collect();
             for parent in &direct[i] {
                 if let Parent::Concurrent(c) = parent {
@@ -250,19 +251,19 @@ impl<'py> Backend<'py> {
                 FutState::Pending => "pending",
             };
             stacks.push(Stack {
-                id: format!("task:{addr:#x}"),
+                id: crate::model::address_text("task:", addr),
                 name: view.name.clone(),
                 thread,
-                state: state.to_string(),
+                state: states.get(state),
                 frames,
                 frames_omitted: omitted,
                 details: StackDetails::Task(TaskDetails {
                     event_loop: match &event_loop {
                         Some(l) => loop_ids
                             .entry(l.as_ptr() as usize)
-                            .or_insert_with(|| format!("loop:{}", safe::address(l)))
+                            .or_insert_with(|| format!("loop:{}", safe::address(l)).into())
                             .clone(),
-                        None => "loop:none".to_string(),
+                        None => "loop:none".into(),
                     },
                     awaiting,
                     awaited_by,
