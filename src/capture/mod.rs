@@ -72,9 +72,10 @@ pub struct Capture<'py> {
     pub errors: Vec<String>,
     /// `threading.get_ident()` of the thread that called the collector.
     pub current_thread: u64,
-    /// `sys._current_frames()`: every thread's innermost frame, taken once
-    /// and shared (greenlets and tasks running in a thread need it too).
-    pub thread_frames: Option<Bound<'py, PyAny>>,
+    /// `sys._current_frames()` as (ident, innermost frame), in its order:
+    /// taken once and shared (greenlets and tasks running in a thread need
+    /// it too).
+    pub thread_tops: Vec<(u64, Bound<'py, PyAny>)>,
     /// Directory of the `tbcollect` package, whose frames are trimmed from
     /// the top of the calling thread's stack.
     own_dir: Option<String>,
@@ -83,7 +84,12 @@ pub struct Capture<'py> {
 impl<'py> Capture<'py> {
     fn new(py: Python<'py>, options: CaptureOptions) -> Self {
         let mut errors = Vec::new();
-        let thread_frames = current_frames(py).map_err(|e| errors.push(e)).ok();
+        let thread_tops = current_frames(py)
+            .map(|frames| dict_by_ident(&frames))
+            .unwrap_or_else(|e| {
+                errors.push(e);
+                Vec::new()
+            });
         Capture {
             py,
             walker: FrameWalker::new(py, options.max_depth)
@@ -91,7 +97,7 @@ impl<'py> Capture<'py> {
             options,
             errors,
             current_thread: unsafe { ffi::PyThread_get_thread_ident() } as u64,
-            thread_frames,
+            thread_tops,
             own_dir: own_dir(py),
         }
     }
@@ -111,9 +117,10 @@ impl<'py> Capture<'py> {
 
     /// The innermost frame of thread `ident`, if it runs Python code.
     pub fn thread_top(&self, ident: u64) -> Option<Bound<'py, PyAny>> {
-        let frames = self.thread_frames.as_ref()?;
-        let key = unsafe { safe::owned(self.py, ffi::PyLong_FromUnsignedLongLong(ident))? };
-        unsafe { safe::borrowed(self.py, ffi::PyDict_GetItem(frames.as_ptr(), key.as_ptr())) }
+        self.thread_tops
+            .iter()
+            .find(|(i, _)| *i == ident)
+            .map(|(_, top)| top.clone())
     }
 
     /// Runs one backend; a panic inside it becomes an error entry instead of
@@ -157,6 +164,22 @@ fn current_frames(py: Python<'_>) -> Result<Bound<'_, PyAny>, String> {
         }
         Ok(frames)
     }
+}
+
+/// The entries of an `{ident: value}` dict with exact-int keys, in order.
+fn dict_by_ident<'py>(dict: &Bound<'py, PyAny>) -> Vec<(u64, Bound<'py, PyAny>)> {
+    let mut out = Vec::new();
+    unsafe {
+        let mut pos: ffi::Py_ssize_t = 0;
+        let mut key: *mut ffi::PyObject = std::ptr::null_mut();
+        let mut value: *mut ffi::PyObject = std::ptr::null_mut();
+        while ffi::PyDict_Next(dict.as_ptr(), &mut pos, &mut key, &mut value) != 0 {
+            if let Some(ident) = safe::int_value(&Bound::from_borrowed_ptr(dict.py(), key)) {
+                out.push((ident, Bound::from_borrowed_ptr(dict.py(), value)));
+            }
+        }
+    }
+    out
 }
 
 fn own_dir(py: Python<'_>) -> Option<String> {

@@ -355,46 +355,22 @@ extern "C" {
     fn PyMethod_Self(method: *mut ffi::PyObject) -> *mut ffi::PyObject;
 }
 
-/// A C getset/member descriptor of one type, looked up once per capture and
-/// then read from many objects: the same guarantee as [`builtin_attr`]
-/// without its per-call name allocation and MRO lookup.
-pub struct BuiltinAttr<'py> {
-    descr: Bound<'py, PyAny>,
-    owner: *mut ffi::PyTypeObject,
-    get: ffi::descrgetfunc,
-}
+/// [`BuiltinGetter`] for a type given by pointer, reading Python `None` as
+/// absent: the asyncio backend's fields are mostly optional references.
+pub struct BuiltinAttr<'py>(BuiltinGetter<'py>);
 
 impl<'py> BuiltinAttr<'py> {
-    /// `None` when `owner` has no C descriptor called `name`.
+    /// `None` when `owner` has no C descriptor called `name`. `owner` must be
+    /// a live type object; the getter keeps a reference to it from then on.
     pub fn resolve(py: Python<'py>, owner: *mut ffi::PyTypeObject, name: &CStr) -> Option<Self> {
-        unsafe {
-            let key = owned(py, ffi::PyUnicode_FromString(name.as_ptr()))?;
-            let descr = borrowed(py, _PyType_Lookup(owner, key.as_ptr()))?;
-            let descr_type = ffi::Py_TYPE(descr.as_ptr());
-            let is_c_descriptor = std::ptr::eq(descr_type, &raw mut ffi::PyGetSetDescr_Type)
-                || std::ptr::eq(descr_type, &raw mut ffi::PyMemberDescr_Type);
-            if !is_c_descriptor {
-                return None;
-            }
-            let get = (*descr_type).tp_descr_get?;
-            Some(BuiltinAttr { descr, owner, get })
-        }
+        let owner = unsafe { borrowed(py, owner as *mut ffi::PyObject)? };
+        BuiltinGetter::new(&owner, name).map(BuiltinAttr)
     }
 
     /// The attribute of `obj` (an instance of the owner or a subclass), or
     /// `None` for other objects, unset slots and Python `None`.
     pub fn get(&self, obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
-        unsafe {
-            let tp = ffi::Py_TYPE(obj.as_ptr());
-            if tp != self.owner && ffi::PyType_IsSubtype(tp, self.owner) == 0 {
-                return None;
-            }
-            let value = owned(
-                obj.py(),
-                (self.get)(self.descr.as_ptr(), obj.as_ptr(), tp as *mut ffi::PyObject),
-            )?;
-            not_none(value)
-        }
+        not_none(self.0.get(obj)?)
     }
 }
 

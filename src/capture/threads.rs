@@ -111,23 +111,8 @@ fn known_threads(py: Python<'_>) -> Vec<(u64, ThreadInfo)> {
 
 pub fn capture<'py>(cap: &mut Capture<'py>) -> Vec<Stack> {
     let py = cap.py;
-    let Some(frames) = cap.thread_frames.clone() else {
-        return Vec::new();
-    };
-    let mut tops: HashMap<u64, Bound<'py, PyAny>> = HashMap::new();
-    let mut order: Vec<u64> = Vec::new();
-    unsafe {
-        let mut pos: ffi::Py_ssize_t = 0;
-        let mut key: *mut ffi::PyObject = std::ptr::null_mut();
-        let mut value: *mut ffi::PyObject = std::ptr::null_mut();
-        while ffi::PyDict_Next(frames.as_ptr(), &mut pos, &mut key, &mut value) != 0 {
-            let Some(ident) = safe::int_value(&Bound::from_borrowed_ptr(py, key)) else {
-                continue;
-            };
-            order.push(ident);
-            tops.insert(ident, Bound::from_borrowed_ptr(py, value));
-        }
-    }
+    let order: Vec<u64> = cap.thread_tops.iter().map(|(ident, _)| *ident).collect();
+    let mut tops: HashMap<u64, Bound<'py, PyAny>> = cap.thread_tops.iter().cloned().collect();
 
     let mut known = known_threads(py);
     rekey_patched_threads(&mut known, &tops, cap.current_thread);

@@ -171,21 +171,7 @@ fn roots(raws: &[Raw<'_>]) -> Vec<usize> {
 
 /// Idents of the threads that run Python code now (`sys._current_frames()`).
 fn live_threads(cap: &Capture<'_>) -> Vec<u64> {
-    let mut out = Vec::new();
-    let Some(frames) = cap.thread_frames.as_ref() else {
-        return out;
-    };
-    unsafe {
-        let mut pos: ffi::Py_ssize_t = 0;
-        let mut key: *mut ffi::PyObject = std::ptr::null_mut();
-        let mut value: *mut ffi::PyObject = std::ptr::null_mut();
-        while ffi::PyDict_Next(frames.as_ptr(), &mut pos, &mut key, &mut value) != 0 {
-            if let Some(ident) = safe::int_value(&Bound::from_borrowed_ptr(cap.py, key)) {
-                out.push(ident);
-            }
-        }
-    }
-    out
+    cap.thread_tops.iter().map(|(ident, _)| *ident).collect()
 }
 
 fn running(raws: &[Raw<'_>], root: &[usize], exited: &[bool], current: Option<usize>) -> Vec<bool> {

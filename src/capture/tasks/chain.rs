@@ -111,22 +111,14 @@ impl<'py> ThreadStacks<'py> {
             return;
         }
         self.built = true;
-        let Some(frames) = cap.thread_frames.as_ref() else {
-            return;
-        };
-        unsafe {
-            let mut pos: ffi::Py_ssize_t = 0;
-            let mut key: *mut ffi::PyObject = std::ptr::null_mut();
-            let mut value: *mut ffi::PyObject = std::ptr::null_mut();
-            while ffi::PyDict_Next(frames.as_ptr(), &mut pos, &mut key, &mut value) != 0 {
-                let Some(ident) = safe::int_value(&Bound::from_borrowed_ptr(cap.py, key)) else {
-                    continue;
-                };
-                if ffi::PyFrame_Check(value) == 0 {
+        for (ident, top) in &cap.thread_tops {
+            let ident = *ident;
+            unsafe {
+                if ffi::PyFrame_Check(top.as_ptr()) == 0 {
                     continue;
                 }
                 let mut stack = Vec::new();
-                let mut frame = Bound::from_borrowed_ptr(cap.py, value);
+                let mut frame = top.clone();
                 loop {
                     self.index
                         .insert(frame.as_ptr() as usize, (ident, stack.len()));

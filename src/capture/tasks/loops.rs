@@ -65,18 +65,13 @@ impl LoopThreads {
 fn running_loops(cap: &Capture<'_>) -> AddrMap<u64> {
     let mut by_frame: AddrMap<u64> = AddrMap::default();
     let mut out = AddrMap::default();
-    let Some(frames) = cap.thread_frames.as_ref() else {
+    if cap.thread_tops.is_empty() {
         return out;
-    };
+    }
+    for (ident, top) in &cap.thread_tops {
+        by_frame.insert(top.as_ptr() as usize, *ident);
+    }
     unsafe {
-        let mut pos: ffi::Py_ssize_t = 0;
-        let mut key: *mut ffi::PyObject = std::ptr::null_mut();
-        let mut value: *mut ffi::PyObject = std::ptr::null_mut();
-        while ffi::PyDict_Next(frames.as_ptr(), &mut pos, &mut key, &mut value) != 0 {
-            if let Some(ident) = safe::int_value(&Bound::from_borrowed_ptr(cap.py, key)) {
-                by_frame.insert(value as usize, ident);
-            }
-        }
         let interp = ffi::PyInterpreterState_Get();
         let mut ts = ffi::PyInterpreterState_ThreadHead(interp);
         while !ts.is_null() {
