@@ -126,6 +126,7 @@ fn read_lines(filename: &str, wanted: &BTreeSet<u32>) -> Option<HashMap<u32, Opt
 /// Replaces the placeholder state of each thread with what the OS says it is
 /// doing (Linux `/proc/self/task/<tid>/stat`); the calling thread stays `running`.
 pub fn fill_thread_states(stacks: &mut [Stack]) {
+    let tasks = TaskDir::open();
     for stack in stacks {
         let StackDetails::Thread(details) = &stack.details else {
             continue;
@@ -133,7 +134,7 @@ pub fn fill_thread_states(stacks: &mut [Stack]) {
         if details.current {
             continue;
         }
-        if let Some(state) = details.native_id.and_then(os_thread_state) {
+        if let Some(state) = details.native_id.and_then(|id| tasks.state(id)) {
             stack.state = state.into();
         }
     }
@@ -141,12 +142,61 @@ pub fn fill_thread_states(stacks: &mut [Stack]) {
 
 /// The scheduler state of one of this process's threads, by native id.
 pub fn os_thread_state(native_id: u64) -> Option<&'static str> {
-    // One open and one read into a stack buffer: `fs::read` would also stat
-    // the file, and this runs once per thread per dump.
-    let mut file = std::fs::File::open(format!("/proc/self/task/{native_id}/stat")).ok()?;
-    let mut buf = [0u8; 1024];
-    let len = std::io::Read::read(&mut file, &mut buf).ok()?;
-    let stat = &buf[..len];
+    TaskDir::open().state(native_id)
+}
+
+/// `/proc/self/task`, opened once per dump: each thread's `stat` is then
+/// opened relative to it (`openat`), which spares the kernel resolving the
+/// whole path once per thread; the reads are a third of a thread dump.
+struct TaskDir {
+    #[cfg(target_os = "linux")]
+    fd: Option<std::os::fd::OwnedFd>,
+}
+
+impl TaskDir {
+    fn open() -> Self {
+        #[cfg(target_os = "linux")]
+        {
+            let fd = std::fs::File::open("/proc/self/task")
+                .ok()
+                .map(std::os::fd::OwnedFd::from);
+            TaskDir { fd }
+        }
+        #[cfg(not(target_os = "linux"))]
+        TaskDir {}
+    }
+
+    #[cfg(target_os = "linux")]
+    fn state(&self, native_id: u64) -> Option<&'static str> {
+        use std::os::fd::AsRawFd;
+        let dir = self.fd.as_ref()?;
+        let path = std::ffi::CString::new(format!("{native_id}/stat")).ok()?;
+        let mut buf = [0u8; 1024];
+        // SAFETY: plain system calls on a descriptor we own and a buffer we
+        // hold; the file descriptor opened here is closed before returning.
+        let len = unsafe {
+            let fd = libc::openat(
+                dir.as_raw_fd(),
+                path.as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC,
+            );
+            if fd < 0 {
+                return None;
+            }
+            let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+            libc::close(fd);
+            usize::try_from(n).ok()?
+        };
+        parse_state(&buf[..len])
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn state(&self, _native_id: u64) -> Option<&'static str> {
+        None
+    }
+}
+
+fn parse_state(stat: &[u8]) -> Option<&'static str> {
     // The state letter follows the command name, which is in parentheses and
     // may itself contain spaces or parentheses: take the last ')'.
     let close = stat.iter().rposition(|&b| b == b')')?;
