@@ -60,8 +60,10 @@ pub unsafe fn borrowed<'py>(py: Python<'py>, ptr: *mut ffi::PyObject) -> Option<
 
 /// `dict[key]` for a `str` key, without raising.
 ///
-/// The dictionaries read here (module namespaces, `sys.modules`, instance
-/// `__dict__`s) are keyed by `str`, for which CPython compares keys in C.
+/// For the interpreter's own namespaces (module dicts, `sys.modules`), which
+/// are keyed by `str`, compared in C. Instance dicts of objects we do not
+/// control go through [`dict_get_scan`] instead: a hashed lookup would call
+/// the `__eq__` of a foreign key that shares the hash.
 pub fn dict_get<'py>(dict: &Bound<'py, PyAny>, key: &CStr) -> Option<Bound<'py, PyAny>> {
     let py = dict.py();
     unsafe {
@@ -94,9 +96,16 @@ pub fn instance_dict<'py>(obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> 
 // and tp_dictoffset is -1 or 0. Before 3.12 the bit is unused by CPython.
 const MANAGED_DICT_FLAG: std::os::raw::c_ulong = 1 << 4;
 
-/// `obj.name` read from the instance `__dict__` only.
+/// `obj.name` read from the instance `__dict__` only, by walking it (see
+/// [`dict_get_scan`]): objects we do not control may hold foreign keys.
 pub fn instance_attr<'py>(obj: &Bound<'py, PyAny>, name: &CStr) -> Option<Bound<'py, PyAny>> {
-    dict_get(&instance_dict(obj)?, name)
+    dict_get_named(&instance_dict(obj)?, name)
+}
+
+/// [`dict_get_scan`] with the key given as a C string.
+pub fn dict_get_named<'py>(dict: &Bound<'py, PyAny>, name: &CStr) -> Option<Bound<'py, PyAny>> {
+    let key = unsafe { owned(dict.py(), ffi::PyUnicode_FromString(name.as_ptr()))? };
+    dict_get_scan(dict, &key)
 }
 
 /// `obj.name` where `name` is a C-level descriptor (getset or member) that

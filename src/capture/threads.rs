@@ -94,14 +94,25 @@ fn known_threads(py: Python<'_>) -> Vec<(u64, ThreadInfo)> {
             };
             // Thread attributes are read from the instance dict: `name` and
             // `daemon` are properties a subclass may override.
-            let dict = safe::instance_dict(&thread);
-            let get = |name| dict.as_ref().and_then(|d| safe::dict_get(d, name));
+            // Walked, not hashed into: a foreign key sharing a hash would
+            // have its `__eq__` called by a hashed lookup.
+            let [name, daemon, native_id] = match safe::instance_dict(&thread) {
+                Some(dict) => safe::dict_get_scan_many(
+                    &dict,
+                    [
+                        pyo3::intern!(py, "_name").as_any(),
+                        pyo3::intern!(py, "_daemonic").as_any(),
+                        pyo3::intern!(py, "_native_id").as_any(),
+                    ],
+                ),
+                None => [None, None, None],
+            };
             out.push((
                 ident,
                 ThreadInfo {
-                    name: get(c"_name").and_then(|v| safe::str_value(&v)),
-                    daemon: get(c"_daemonic").and_then(|v| safe::bool_value(&v)),
-                    native_id: get(c"_native_id").and_then(|v| safe::int_value(&v)),
+                    name: name.and_then(|v| safe::str_value(&v)),
+                    daemon: daemon.and_then(|v| safe::bool_value(&v)),
+                    native_id: native_id.and_then(|v| safe::int_value(&v)),
                 },
             ));
         }

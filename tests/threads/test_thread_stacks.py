@@ -341,10 +341,22 @@ def test_no_thread_attribute_code_runs():
             calls.append(name)
             raise AttributeError(name)
 
+    class CollidingKey:
+        # shares the hash of an attribute name capture looks up
+        def __hash__(self):
+            return hash("_native_id")
+
+        def __eq__(self, other):
+            calls.append("__eq__")
+            return False
+
     stop = threading.Event()
     t = Hostile(target=stop.wait, name="hostile", daemon=True)
     t.start()
     wait_until_parked([t])
+    # a hashed lookup of "_native_id" would now land on the foreign key
+    del t.__dict__["_native_id"]
+    t.__dict__[CollidingKey()] = "foreign"
     calls.clear()
     try:
         snap = tbcollect.collect()

@@ -315,7 +315,7 @@ impl<'py> Asyncio<'py> {
                 let dict = safe::instance_dict(obj);
                 let get = |name| {
                     dict.as_ref()
-                        .and_then(|d| safe::dict_get(d, name))
+                        .and_then(|d| safe::dict_get_named(d, name))
                         .and_then(safe::not_none)
                 };
                 (get(c"_state"), get(c"_loop"), get(c"_callbacks"))
@@ -369,7 +369,7 @@ impl<'py> Asyncio<'py> {
             let dict = safe::instance_dict(obj);
             let get = |name| {
                 dict.as_ref()
-                    .and_then(|d| safe::dict_get(d, name))
+                    .and_then(|d| safe::dict_get_named(d, name))
                     .and_then(safe::not_none)
             };
             return Some(TaskView {

@@ -30,15 +30,16 @@ impl LoopThreads {
         if let Some(known) = self.known.get(&key) {
             return *known;
         }
-        let found =
-            match safe::instance_dict(event_loop).and_then(|d| safe::dict_get(&d, c"_thread_id")) {
-                Some(ident) => safe::int_value(&ident),
-                None => self
-                    .running
-                    .get_or_insert_with(|| running_loops(cap))
-                    .get(&key)
-                    .copied(),
-            };
+        let found = match safe::instance_dict(event_loop)
+            .and_then(|d| safe::dict_get_named(&d, c"_thread_id"))
+        {
+            Some(ident) => safe::int_value(&ident),
+            None => self
+                .running
+                .get_or_insert_with(|| running_loops(cap))
+                .get(&key)
+                .copied(),
+        };
         self.known.insert(key, found);
         found
     }
@@ -102,7 +103,7 @@ extern "C" {
 #[cfg(not(Py_3_13))]
 unsafe fn running_loop_ptr(py: Python<'_>, ts: *mut ffi::PyThreadState) -> Option<usize> {
     let dict = safe::borrowed(py, _PyThreadState_GetDict(ts))?;
-    let value = safe::dict_get(&dict, c"__asyncio_running_event_loop__")?;
+    let value = safe::dict_get_named(&dict, c"__asyncio_running_event_loop__")?;
     if value.is_none() {
         return None;
     }
