@@ -244,32 +244,24 @@ pub unsafe fn type_lookup<'py>(
 
 /// A Python `str` as Rust text; lone surrogates are replaced, never raised.
 pub fn str_value(obj: &Bound<'_, PyAny>) -> Option<String> {
+    if let Some(text) = str_ref(obj) {
+        return Some(text.to_owned());
+    }
     unsafe {
         if ffi::PyUnicode_Check(obj.as_ptr()) == 0 {
             return None;
         }
-        let mut size: ffi::Py_ssize_t = 0;
-        let data = ffi::PyUnicode_AsUTF8AndSize(obj.as_ptr(), &mut size);
-        if data.is_null() {
+        // Lone surrogates cannot be UTF-8 encoded: replace them.
+        let bytes = owned(
+            obj.py(),
+            ffi::PyUnicode_AsEncodedString(obj.as_ptr(), c"utf-8".as_ptr(), c"replace".as_ptr()),
+        )?;
+        let ptr = ffi::PyBytes_AsString(bytes.as_ptr());
+        if ptr.is_null() {
             clear_error();
-            // Lone surrogates cannot be UTF-8 encoded: replace them.
-            let bytes = owned(
-                obj.py(),
-                ffi::PyUnicode_AsEncodedString(
-                    obj.as_ptr(),
-                    c"utf-8".as_ptr(),
-                    c"replace".as_ptr(),
-                ),
-            )?;
-            let ptr = ffi::PyBytes_AsString(bytes.as_ptr());
-            if ptr.is_null() {
-                clear_error();
-                return None;
-            }
-            return Some(CStr::from_ptr(ptr).to_string_lossy().into_owned());
+            return None;
         }
-        let bytes = std::slice::from_raw_parts(data as *const u8, size as usize);
-        Some(String::from_utf8_lossy(bytes).into_owned())
+        Some(CStr::from_ptr(ptr).to_string_lossy().into_owned())
     }
 }
 

@@ -397,3 +397,17 @@ def test_forked_child_reports_its_own_native_id():
     # threading still remembers the parent's thread; the OS knows better
     assert native_id == child_pid
     assert name == threading.current_thread().name
+
+
+def test_unencodable_thread_name_is_replaced_not_raised():
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait, name="bad-\udcff-name", daemon=True)
+    t.start()
+    wait_until_parked([t])
+    try:
+        snap = tbcollect.collect()
+        (stack,) = [s for s in snap.stacks if s.thread == t.ident]
+        assert stack.name == "bad-?-name"
+        check_snapshot(snap)
+    finally:
+        stop.set()
