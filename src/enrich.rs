@@ -128,16 +128,28 @@ fn read_lines(filename: &str, wanted: &BTreeSet<u32>) -> Option<HashMap<u32, Opt
 pub fn fill_thread_states(stacks: &mut [Stack]) {
     let tasks = TaskDir::open();
     for stack in stacks {
-        let StackDetails::Thread(details) = &stack.details else {
+        let StackDetails::Thread(details) = &mut stack.details else {
             continue;
         };
         if details.current {
+            // This runs on the calling thread (the GIL is released, the
+            // thread is the same). threading's record of it is stale in a
+            // forked child, where it names the parent's thread.
+            if let Some(own) = own_native_id() {
+                details.native_id = Some(own);
+            }
             continue;
         }
         if let Some(state) = details.native_id.and_then(|id| tasks.state(id)) {
             stack.state = state.into();
         }
     }
+}
+
+/// The calling thread's OS thread id (Linux), from `/proc/thread-self`.
+pub fn own_native_id() -> Option<u64> {
+    let link = std::fs::read_link("/proc/thread-self").ok()?;
+    link.file_name()?.to_str()?.parse().ok()
 }
 
 /// The scheduler state of one of this process's threads, by native id.
@@ -218,10 +230,7 @@ mod tests {
 
     #[test]
     fn own_thread_state_is_read_from_proc() {
-        let tid = std::fs::read_link("/proc/thread-self")
-            .ok()
-            .and_then(|p| p.file_name()?.to_str()?.parse::<u64>().ok());
-        if let Some(tid) = tid {
+        if let Some(tid) = own_native_id() {
             assert_eq!(os_thread_state(tid), Some("running"));
         }
         assert_eq!(os_thread_state(u64::MAX), None);

@@ -2,6 +2,7 @@
 //! `threading` where it knows the thread.
 
 use crate::capture::{safe, Capture};
+use crate::enrich;
 use crate::model::{Stack, StackDetails, ThreadDetails};
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -23,16 +24,10 @@ struct ThreadInfo {
 /// thread by a greenlet id and this is how it is found again.
 static MAIN_THREAD_IDENT: AtomicU64 = AtomicU64::new(0);
 
-/// The calling thread's OS thread id (Linux), from `/proc/thread-self`.
-fn own_native_id() -> Option<u64> {
-    let link = std::fs::read_link("/proc/thread-self").ok()?;
-    link.file_name()?.to_str()?.parse().ok()
-}
-
 /// Remembers the calling thread's ident if it is the process's main thread
 /// (on Linux its native id is the pid).
 pub fn note_main_thread() {
-    if own_native_id() == Some(u64::from(std::process::id())) {
+    if enrich::own_native_id() == Some(u64::from(std::process::id())) {
         let ident = unsafe { ffi::PyThread_get_thread_ident() } as u64;
         MAIN_THREAD_IDENT.store(ident, Ordering::Relaxed);
     }
@@ -52,7 +47,7 @@ fn rekey_patched_threads(
         return;
     }
     note_main_thread();
-    let own = own_native_id();
+    let own = enrich::own_native_id();
     let pid = u64::from(std::process::id());
     let main = MAIN_THREAD_IDENT.load(Ordering::Relaxed);
     for (ident, info) in known.iter_mut() {
@@ -153,13 +148,10 @@ pub fn capture<'py>(cap: &mut Capture<'py>) -> Vec<Stack> {
             frames,
             frames_omitted: omitted,
             details: StackDetails::Thread(ThreadDetails {
-                // threading's record of the caller is stale in a forked child
-                // (it is the parent's thread); the OS's own answer is not.
-                native_id: if current {
-                    own_native_id().or(info.and_then(|i| i.native_id))
-                } else {
-                    info.and_then(|i| i.native_id)
-                },
+                // The caller's is replaced by the OS's answer after capture
+                // (`enrich::fill_thread_states`): threading's is stale in a
+                // forked child.
+                native_id: info.and_then(|i| i.native_id),
                 daemon: info.and_then(|i| i.daemon),
                 current,
             }),
