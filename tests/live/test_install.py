@@ -53,8 +53,24 @@ def test_signal_dumps_to_a_new_file_and_the_process_keeps_running(tmp_path):
         assert temporaries(tmp_path) == []
 
 
-def test_signal_storm_leaves_the_process_running_and_every_file_whole(tmp_path):
-    with Target(LOOP_TARGET, args=["json"], env=base_env(tmp_path)) as target:
+def _check_whole_json(path, pid):
+    data = validate_json(path.read_text())
+    assert data["pid"] == pid and data["reason"].startswith("signal SIGQUIT")
+
+
+def _check_whole_text(path, pid):
+    lines = path.read_text().splitlines()
+    assert lines[0].startswith(f"tbcollect: pid {pid} at ")
+    assert lines[1].startswith("reason: signal SIGQUIT")
+    assert any(line.startswith('Thread "worker"') for line in lines)
+    assert any(line.startswith('Thread "MainThread"') for line in lines)
+
+
+@pytest.mark.parametrize(
+    "fmt, check_whole", [("json", _check_whole_json), ("text", _check_whole_text)]
+)
+def test_signal_storm_leaves_the_process_running_and_every_file_whole(tmp_path, fmt, check_whole):
+    with Target(LOOP_TARGET, args=[fmt], env=base_env(tmp_path)) as target:
         pid = int(target.expect("ready"))
         for _ in range(30):
             os.kill(pid, signal.SIGQUIT)
@@ -70,26 +86,7 @@ def test_signal_storm_leaves_the_process_running_and_every_file_whole(tmp_path):
     paths = dumps_of(tmp_path, pid)
     assert 1 <= len(paths) <= 30
     for path in paths:
-        data = validate_json(path.read_text())
-        assert data["pid"] == pid and data["reason"].startswith("signal SIGQUIT")
-
-
-def test_signal_storm_with_text_dumps(tmp_path):
-    with Target(LOOP_TARGET, args=["text"], env=base_env(tmp_path)) as target:
-        pid = int(target.expect("ready"))
-        for _ in range(30):
-            os.kill(pid, signal.SIGQUIT)
-        wait_for_dumps(tmp_path, pid)
-        assert target.ask("ping", "pong") == ""
-        target.send("quit")
-        assert target.finish()[0] == 0
-    assert temporaries(tmp_path) == []
-    for path in dumps_of(tmp_path, pid):
-        lines = path.read_text().splitlines()
-        assert lines[0].startswith(f"tbcollect: pid {pid} at ")
-        assert lines[1].startswith("reason: signal SIGQUIT")
-        assert any(line.startswith('Thread "worker"') for line in lines)
-        assert any(line.startswith('Thread "MainThread"') for line in lines)
+        check_whole(path, pid)
 
 
 HOLD_C = r"""
