@@ -432,14 +432,6 @@ pub fn as_type(obj: &Bound<'_, PyAny>) -> Option<*mut ffi::PyTypeObject> {
     }
 }
 
-/// The full `tp_name` of the object's type (`_asyncio.FutureIter`).
-pub fn full_type_name(obj: &Bound<'_, PyAny>) -> String {
-    unsafe {
-        let tp = ffi::Py_TYPE(obj.as_ptr());
-        CStr::from_ptr((*tp).tp_name).to_string_lossy().into_owned()
-    }
-}
-
 /// True when the object's type is a static (non-heap) type named `name`:
 /// the interpreter's own helper types that no module exports, such as
 /// `async_generator_asend`.
