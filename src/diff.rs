@@ -73,7 +73,7 @@ fn same_place(a: &Stack, b: &Stack) -> bool {
         && a.frames.len() == b.frames.len()
         && a.frames
             .iter()
-            .zip(&b.frames)
+            .zip(b.frames.iter())
             .all(|(x, y)| x.location() == y.location())
 }
 
@@ -341,7 +341,8 @@ mod tests {
                     source: Some(format!("step_{line}()").into()),
                     ..Frame::new("/srv/app.py", Some(line), "Worker.run")
                 },
-            ],
+            ]
+            .into(),
             frames_omitted: 0,
             details: StackDetails::Thread(ThreadDetails::default()),
         }
@@ -353,7 +354,7 @@ mod tests {
             name: name.into(),
             thread: Some(1),
             state: "pending".into(),
-            frames: vec![Frame::new("/srv/jobs.py", Some(line), "job")],
+            frames: vec![Frame::new("/srv/jobs.py", Some(line), "job")].into(),
             frames_omitted: 0,
             details: StackDetails::Task(TaskDetails::default()),
         }
@@ -425,15 +426,17 @@ mod tests {
         let mut old = thread(5, "mover", 10);
         let mut new = thread(5, "mover", 20);
         for s in [&mut old, &mut new] {
-            s.frames
-                .push(Frame::new("/lib/threading.py", Some(320), "Condition.wait"));
+            let mut frames = s.frames.to_vec();
+            frames.push(Frame::new("/lib/threading.py", Some(320), "Condition.wait"));
+            s.frames = frames.into();
         }
         let (a, b) = changed_frames(&old, &new);
         assert_eq!(a.unwrap().lineno, Some(10));
         assert_eq!(b.unwrap().lineno, Some(20));
-        new.frames
-            .insert(0, Frame::new("/srv/app.py", Some(1), "outer"));
-        new.frames[2].lineno = Some(10);
+        let mut frames = new.frames.to_vec();
+        frames.insert(0, Frame::new("/srv/app.py", Some(1), "outer"));
+        frames[2].lineno = Some(10);
+        new.frames = frames.into();
         let (a, b) = changed_frames(&old, &new);
         assert_eq!(
             (a.map(|f| &*f.function), &*b.unwrap().function),

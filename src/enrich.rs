@@ -3,7 +3,7 @@
 //! doing. Pure Rust, so `cargo test` checks it.
 
 use crate::fasthash::FastMap;
-use crate::model::{Frame, Snapshot, Stack, StackDetails, Text};
+use crate::model::{Frame, Frames, Snapshot, Stack, StackDetails, Text};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -11,12 +11,18 @@ use std::time::SystemTime;
 /// Fills `Frame::source` from the files on disk. Files that cannot be read
 /// (frozen modules, `<string>`, deleted files, zip imports) leave it null.
 pub fn fill_sources(snapshot: &mut Snapshot) {
+    // Stacks share frame lists; each distinct list is filled once and every
+    // stack holding it gets the filled copy.
+    let mut lists: FastMap<usize, Frames> = FastMap::default();
+    for list in all_frame_lists(snapshot) {
+        lists.entry(list_key(list)).or_insert_with(|| list.clone());
+    }
     // Frames of one code object share one `Text` for their file name, so a
     // (name pointer, line) pair identifies a wanted line without hashing the
     // name: ten thousand tasks at one await are one lookup, not ten thousand.
     let mut wanted: FastMap<(usize, u32), Option<Text>> = FastMap::default();
     let mut names: FastMap<usize, Text> = FastMap::default();
-    for frame in all_frames(snapshot) {
+    for frame in lists.values().flat_map(|l| l.iter()) {
         if let Some(n) = frame.lineno.filter(|&n| n > 0) {
             let ptr = frame.filename.as_ptr() as usize;
             if wanted.insert((ptr, n), None).is_none() && !names.contains_key(&ptr) {
@@ -48,12 +54,40 @@ pub fn fill_sources(snapshot: &mut Snapshot) {
             .get(&*names[&ptr])
             .and_then(|lines| lines.get(&n)?.clone());
     }
-    for frame in all_frames(snapshot) {
-        if let Some(n) = frame.lineno {
-            let key = (frame.filename.as_ptr() as usize, n);
-            frame.source = wanted.get(&key).cloned().flatten();
+    for list in lists.values_mut() {
+        let filled: Frames = list
+            .iter()
+            .map(|frame| {
+                let mut frame = frame.clone();
+                if let Some(n) = frame.lineno {
+                    let key = (frame.filename.as_ptr() as usize, n);
+                    frame.source = wanted.get(&key).cloned().flatten();
+                }
+                frame
+            })
+            .collect();
+        *list = filled;
+    }
+    for list in all_frame_lists(snapshot) {
+        if let Some(filled) = lists.get(&list_key(list)) {
+            *list = filled.clone();
         }
     }
+}
+
+/// Identifies a shared frame list by its allocation.
+fn list_key(list: &Frames) -> usize {
+    std::sync::Arc::as_ptr(list) as *const Frame as usize
+}
+
+fn all_frame_lists(snapshot: &mut Snapshot) -> impl Iterator<Item = &mut Frames> {
+    snapshot.stacks.iter_mut().flat_map(|s| {
+        let spawn = match &mut s.details {
+            StackDetails::Greenlet(d) => Some(&mut d.spawn_frames),
+            _ => None,
+        };
+        std::iter::once(&mut s.frames).chain(spawn)
+    })
 }
 
 /// Lines already read, per file, valid while the file's size and mtime stay
@@ -94,16 +128,6 @@ fn lookup(
             .map(|n| (*n, cached.get(n).cloned().flatten()))
             .collect(),
     )
-}
-
-fn all_frames(snapshot: &mut Snapshot) -> impl Iterator<Item = &mut Frame> {
-    snapshot.stacks.iter_mut().flat_map(|s| {
-        let spawn: &mut [Frame] = match &mut s.details {
-            StackDetails::Greenlet(d) => &mut d.spawn_frames,
-            _ => &mut [],
-        };
-        s.frames.iter_mut().chain(spawn.iter_mut())
-    })
 }
 
 /// The wanted lines of one file, stripped (`None` past its end); `None`
@@ -254,7 +278,8 @@ mod tests {
                 Frame::new(name, Some(99), "f"),
                 Frame::new("<frozen importlib._bootstrap>", Some(1), "g"),
                 Frame::new(name, None, "f"),
-            ],
+            ]
+            .into(),
             frames_omitted: 0,
             details: StackDetails::Thread(ThreadDetails::default()),
         });

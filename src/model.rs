@@ -96,7 +96,7 @@ pub struct Stack {
     /// Kind-specific state word (`running`, `sleeping`, `suspended`, `pending`, ...).
     pub state: Text,
     /// Outermost first, i.e. most recent call last, like `traceback`.
-    pub frames: Vec<Frame>,
+    pub frames: Frames,
     /// How many outermost frames were dropped by the depth limit (0: none).
     pub frames_omitted: u64,
     /// The fields only this kind of stack has; the variant is the kind.
@@ -150,7 +150,7 @@ pub struct GreenletDetails {
     pub spawned_by: Option<Text>,
     /// Where it was spawned, when gevent tracks spawn stacks (outermost first).
     #[serde(default)]
-    pub spawn_frames: Vec<Frame>,
+    pub spawn_frames: Frames,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -238,6 +238,11 @@ impl SharedWords {
 /// functions and source lines: they share one allocation each instead of
 /// copying it (capture, clone and drop are then a reference count).
 pub type Text = std::sync::Arc<str>;
+
+/// A list of frames, outermost first. Shared: ten thousand tasks suspended
+/// at the same await hold one list between them, so building, grouping,
+/// filling in source lines and dropping a snapshot cost per distinct list.
+pub type Frames = std::sync::Arc<[Frame]>;
 
 /// One frame of a stack.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -351,7 +356,7 @@ impl<'de> Deserialize<'de> for Stack {
             name: String,
             thread: Option<u64>,
             state: String,
-            frames: Vec<Frame>,
+            frames: Frames,
             #[serde(default)]
             frames_omitted: u64,
             #[serde(flatten)]
@@ -483,7 +488,7 @@ mod tests {
                 name: String::new(),
                 thread: None,
                 state: "".into(),
-                frames: vec![],
+                frames: Frames::default(),
                 frames_omitted: 0,
                 details,
             });

@@ -4,7 +4,7 @@
 use crate::capture::locals::{LocalsReader, PendingReprs};
 use crate::capture::{safe, LocalsMode};
 use crate::fasthash::FastMap;
-use crate::model::{Frame, Text};
+use crate::model::{Frame, Frames, Text};
 use pyo3::ffi;
 use pyo3::prelude::*;
 
@@ -12,6 +12,33 @@ use pyo3::prelude::*;
 struct CodeInfo {
     filename: Text,
     function: Text,
+}
+
+/// Where a frame is: its code object (by address) and line. Frames with
+/// equal keys are equal frames (locals aside), so a list of keys names a
+/// frame list and identical stacks are built once.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FrameKey {
+    code: usize,
+    line: Option<u32>,
+}
+
+/// A frame list being built, one frame at a time; [`FrameWalker::finish`]
+/// turns it into shared [`Frames`].
+pub struct FrameList {
+    keys: Vec<FrameKey>,
+    /// The frames themselves, when they carry locals (no two are alike then).
+    with_locals: Option<Vec<Frame>>,
+}
+
+impl FrameList {
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
 }
 
 /// Walks frame chains for one capture. Code objects are looked up once per
@@ -28,6 +55,8 @@ pub struct FrameWalker<'py> {
     /// Set when the capture asked for locals: every frame the walker makes
     /// gets them, whichever backend asked for the frame.
     locals: Option<LocalsReader>,
+    /// Every distinct frame list built in this capture, by its keys.
+    lists: FastMap<Box<[FrameKey]>, Frames>,
 }
 
 impl<'py> FrameWalker<'py> {
@@ -40,6 +69,7 @@ impl<'py> FrameWalker<'py> {
             lines: FastMap::default(),
             has_qualname: cfg!(Py_3_11),
             locals: None,
+            lists: FastMap::default(),
         }
     }
 
@@ -71,14 +101,14 @@ impl<'py> FrameWalker<'py> {
     ///
     /// # Safety
     /// `top` must be a valid frame object; the GIL is held (`self.py`).
-    pub unsafe fn walk(&mut self, top: *mut ffi::PyFrameObject) -> (Vec<Frame>, u64) {
-        let mut frames = Vec::new();
+    pub unsafe fn walk(&mut self, top: *mut ffi::PyFrameObject) -> (Frames, u64) {
+        let mut list = self.list();
         let mut omitted: u64 = 0;
         ffi::Py_INCREF(top as *mut ffi::PyObject);
         let mut frame = top;
         while !frame.is_null() {
-            if frames.len() < self.max_depth {
-                frames.push(self.frame(frame));
+            if list.len() < self.max_depth {
+                self.push(&mut list, frame);
             } else {
                 omitted += 1;
             }
@@ -88,8 +118,101 @@ impl<'py> FrameWalker<'py> {
             frame = back;
         }
         safe::clear_error();
-        frames.reverse();
+        let (frames, _) = self.finish(list, true);
         (frames, omitted)
+    }
+
+    /// An empty frame list to [`push`](Self::push) frames onto.
+    pub fn list(&self) -> FrameList {
+        FrameList {
+            keys: Vec::with_capacity(16),
+            with_locals: self.locals.is_some().then(Vec::new),
+        }
+    }
+
+    /// Adds `frame` (borrowed) to `list`; returns its file name.
+    ///
+    /// # Safety
+    /// `frame` must be a valid frame object; the GIL is held.
+    pub unsafe fn push(&mut self, list: &mut FrameList, frame: *mut ffi::PyFrameObject) -> Text {
+        let code = ffi::PyFrame_GetCode(frame);
+        let line = self.line_number(frame, code);
+        let info = self.code_info(code);
+        if let Some(frames) = list.with_locals.as_mut() {
+            let mut out = Frame::new(info.filename.clone(), line, info.function);
+            if let Some(reader) = self.locals.as_mut() {
+                out.locals = reader.read(self.py, frame, code);
+            }
+            frames.push(out);
+        }
+        list.keys.push(FrameKey {
+            code: code as usize,
+            line,
+        });
+        ffi::Py_DECREF(code as *mut ffi::PyObject);
+        info.filename
+    }
+
+    /// Adds a frame given as a code object and a line (records like gevent's
+    /// spawning stacks keep those instead of frames); `false` when `code` is
+    /// no code object.
+    pub fn push_code(
+        &mut self,
+        list: &mut FrameList,
+        code: &Bound<'py, PyAny>,
+        line: Option<u32>,
+    ) -> bool {
+        unsafe {
+            if ffi::PyCode_Check(code.as_ptr()) == 0 {
+                return false;
+            }
+            if let Some(frames) = list.with_locals.as_mut() {
+                let info = self.code_info(code.as_ptr() as *mut ffi::PyCodeObject);
+                frames.push(Frame::new(info.filename, line, info.function));
+            }
+        }
+        list.keys.push(FrameKey {
+            code: code.as_ptr() as usize,
+            line,
+        });
+        true
+    }
+
+    /// The frames of `list`, outermost first (`innermost_first` says how they
+    /// were pushed), the innermost `max_depth` kept, with how many were
+    /// dropped. Lists equal to one built before in this capture are shared.
+    pub fn finish(&mut self, mut list: FrameList, innermost_first: bool) -> (Frames, u64) {
+        let omitted = list.keys.len().saturating_sub(self.max_depth);
+        if let Some(mut frames) = list.with_locals.take() {
+            if innermost_first {
+                frames.truncate(self.max_depth);
+                frames.reverse();
+            } else {
+                frames.drain(..omitted);
+            }
+            return (frames.into(), omitted as u64);
+        }
+        let mut keys = list.keys;
+        if innermost_first {
+            keys.truncate(self.max_depth);
+            keys.reverse();
+        } else {
+            keys.drain(..omitted);
+        }
+        if let Some(frames) = self.lists.get(keys.as_slice()) {
+            return (frames.clone(), omitted as u64);
+        }
+        // Every key's code object is alive: its frame (or record) holds it,
+        // and nothing has run since the key was taken.
+        let frames: Frames = keys
+            .iter()
+            .map(|key| {
+                let info = unsafe { self.code_info(key.code as *mut ffi::PyCodeObject) };
+                Frame::new(info.filename, key.line, info.function)
+            })
+            .collect();
+        self.lists.insert(keys.into_boxed_slice(), frames.clone());
+        (frames, omitted as u64)
     }
 
     /// One frame (borrowed), as the model has it.
@@ -119,24 +242,12 @@ impl<'py> FrameWalker<'py> {
     }
 
     /// Walk from a `Bound` frame object, or `None` when it is not a frame.
-    pub fn walk_from(&mut self, obj: &Bound<'py, PyAny>) -> Option<(Vec<Frame>, u64)> {
+    pub fn walk_from(&mut self, obj: &Bound<'py, PyAny>) -> Option<(Frames, u64)> {
         unsafe {
             if ffi::PyFrame_Check(obj.as_ptr()) == 0 {
                 return None;
             }
             Some(self.walk(obj.as_ptr() as *mut ffi::PyFrameObject))
-        }
-    }
-
-    /// A frame from a code object and a line (records like gevent's spawning
-    /// stacks keep those instead of frames); `None` when `code` is no code object.
-    pub fn code_frame(&mut self, code: &Bound<'py, PyAny>, lineno: Option<u32>) -> Option<Frame> {
-        unsafe {
-            if ffi::PyCode_Check(code.as_ptr()) == 0 {
-                return None;
-            }
-            let info = self.code_info(code.as_ptr() as *mut ffi::PyCodeObject);
-            Some(Frame::new(info.filename, lineno, info.function))
         }
     }
 

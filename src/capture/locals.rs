@@ -821,7 +821,9 @@ pub fn resolve_reprs(py: Python<'_>, snapshot: &mut Snapshot, pending: PendingRe
     }
     drop(pending);
     for stack in &mut snapshot.stacks {
-        for frame in &mut stack.frames {
+        // Frames with locals are never shared between stacks, so this
+        // mutates in place rather than copying.
+        for frame in std::sync::Arc::make_mut(&mut stack.frames) {
             let Some(locals) = frame.locals.as_mut() else {
                 continue;
             };

@@ -10,7 +10,7 @@ pub mod tasks;
 pub mod threads;
 
 use crate::enrich;
-use crate::model::{iso8601_utc, Frame, Snapshot};
+use crate::model::{iso8601_utc, Frame, Frames, Snapshot};
 use frames::FrameWalker;
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -104,14 +104,22 @@ impl<'py> Capture<'py> {
 
     /// Drops the collector's own innermost frames (`dump_all`, `collect`) so a
     /// stack ends at the caller's line.
-    pub fn trim_own_frames(&self, frames: &mut Vec<Frame>) {
-        if let Some(dir) = &self.own_dir {
-            while frames
-                .last()
-                .is_some_and(|f| f.filename.starts_with(dir.as_str()))
-            {
-                frames.pop();
-            }
+    pub fn trim_own_frames(&self, frames: &mut Frames) {
+        let own = self.own_frames(frames);
+        if own > 0 {
+            *frames = frames[..frames.len() - own].into();
+        }
+    }
+
+    /// How many of the innermost `frames` are tbcollect's own.
+    pub fn own_frames(&self, frames: &[Frame]) -> usize {
+        match &self.own_dir {
+            Some(dir) => frames
+                .iter()
+                .rev()
+                .take_while(|f| f.filename.starts_with(dir.as_str()))
+                .count(),
+            None => 0,
         }
     }
 

@@ -83,7 +83,7 @@ mod tests {
             name: format!("Task-{i}"),
             thread: Some(1),
             state: "pending".into(),
-            frames,
+            frames: frames.into(),
             frames_omitted: 0,
             details: StackDetails::Task(TaskDetails {
                 event_loop: "loop:0x1".into(),
@@ -110,7 +110,7 @@ mod tests {
             name: "MainThread".into(),
             thread: Some(7),
             state: "running".into(),
-            frames: vec![Frame::new("/srv/main.py", None, "<module>")],
+            frames: vec![Frame::new("/srv/main.py", None, "<module>")].into(),
             frames_omitted: 0,
             details: StackDetails::Thread(ThreadDetails::default()),
         });

@@ -46,7 +46,8 @@ mod tests {
             frames: vec![Frame {
                 source: Some("main()".into()),
                 ..Frame::new("/srv/main.py", Some(3), "<module>")
-            }],
+            }]
+            .into(),
             frames_omitted: 0,
             details: StackDetails::Thread(ThreadDetails {
                 native_id: Some(99),
@@ -59,7 +60,7 @@ mod tests {
             name: "Task-1".into(),
             thread: None,
             state: "pending".into(),
-            frames: vec![],
+            frames: vec![].into(),
             frames_omitted: 2,
             details: StackDetails::Task(TaskDetails {
                 event_loop: "loop:0x20".into(),
@@ -72,7 +73,7 @@ mod tests {
             name: "run".into(),
             thread: Some(1),
             state: "suspended".into(),
-            frames: vec![],
+            frames: vec![].into(),
             frames_omitted: 0,
             details: StackDetails::Greenlet(GreenletDetails {
                 parent: Some("greenlet:0x31".into()),

@@ -73,7 +73,7 @@ fn origin(filename: &str) -> Origin {
 fn palette(snapshot: &Snapshot) -> PaletteMap {
     let mut origins: HashMap<String, Origin> = HashMap::new();
     for stack in &snapshot.stacks {
-        for frame in &stack.frames {
+        for frame in stack.frames.iter() {
             origins
                 .entry(collapsed::frame_label(frame))
                 .or_insert_with(|| origin(&frame.filename));
@@ -163,7 +163,8 @@ mod tests {
             frames: vec![
                 Frame::new("/usr/lib/python3.12/threading.py", Some(1030), "Thread.run"),
                 Frame::new("/srv/app.py", Some(7), "main<&>"),
-            ],
+            ]
+            .into(),
             frames_omitted: 0,
             details: StackDetails::Thread(ThreadDetails::default()),
         });
@@ -180,7 +181,8 @@ mod tests {
                         Some(600),
                         "ClientSession._request",
                     ),
-                ],
+                ]
+                .into(),
                 frames_omitted: 0,
                 details: StackDetails::Task(TaskDetails::default()),
             });

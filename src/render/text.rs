@@ -261,7 +261,7 @@ fn render_spawn_frames(
     if let StackDetails::Greenlet(d) = &stack.details {
         if !d.spawn_frames.is_empty() {
             writeln!(out, "  Spawned at:")?;
-            for frame in &d.spawn_frames {
+            for frame in d.spawn_frames.iter() {
                 render_frame(frame, options, "    ", out)?;
             }
         }
@@ -356,7 +356,7 @@ fn render_frames(stack: &Stack, options: &TextOptions, out: &mut dyn Write) -> i
     if stack.frames.is_empty() && stack.frames_omitted == 0 {
         writeln!(out, "  (no Python frames)")?;
     }
-    for frame in &stack.frames {
+    for frame in stack.frames.iter() {
         render_frame(frame, options, "  ", out)?;
     }
     Ok(())
@@ -402,7 +402,7 @@ mod tests {
             name: name.into(),
             thread: Some(ident),
             state: "sleeping".into(),
-            frames,
+            frames: frames.into(),
             frames_omitted: 0,
             details: StackDetails::Thread(ThreadDetails {
                 native_id: Some(ident + 1000),
@@ -493,9 +493,10 @@ Thread \"MainThread\" (ident 1, native id 1001, running, current)
         let mut snap = snapshot();
         let s = &mut snap.stacks[0];
         s.frames_omitted = 3000;
-        s.frames[0].lineno = None;
-        s.frames[0].source = None;
-        s.frames[0].locals = Some(Locals(vec![("x".into(), "1".into())]));
+        let first = &mut std::sync::Arc::make_mut(&mut s.frames)[0];
+        first.lineno = None;
+        first.source = None;
+        first.locals = Some(Locals(vec![("x".into(), "1".into())]));
         snap.errors.push("thread 9: vanished".into());
         let text = render_to_string(&snap, &TextOptions::default());
         assert!(text.contains(
@@ -592,7 +593,8 @@ Errors while collecting (1):
                     "Queue.get",
                     "return self.__get_or_peek(...)",
                 ),
-            ],
+            ]
+            .into(),
             frames_omitted: 0,
             details: StackDetails::Greenlet(GreenletDetails {
                 parent: Some("greenlet:0xhub".into()),
@@ -603,7 +605,8 @@ Errors while collecting (1):
                     spawned_at,
                     "serve",
                     "gevent.spawn(worker)",
-                )],
+                )]
+                .into(),
             }),
         }
     }
@@ -612,7 +615,7 @@ Errors while collecting (1):
         let mut snap = Snapshot::new(42, "3.11.7", "2026-11-22T00:00:00.000000Z");
         let mut main = greenlet("greenlet:0xmain", "<main greenlet>", 0);
         main.state = "running".into();
-        main.frames = vec![frame("/srv/app.py", 40, "<module>", "serve()")];
+        main.frames = vec![frame("/srv/app.py", 40, "<module>", "serve()")].into();
         main.details = StackDetails::Greenlet(GreenletDetails::default());
         let mut hub = greenlet("greenlet:0xhub", "Hub", 0);
         hub.frames = vec![frame(
@@ -620,7 +623,8 @@ Errors while collecting (1):
             647,
             "Hub.run",
             "loop.run()",
-        )];
+        )]
+        .into();
         hub.details = StackDetails::Greenlet(GreenletDetails {
             parent: Some("greenlet:0xmain".into()),
             hub: true,
@@ -683,7 +687,7 @@ Greenlet \"worker-0\" (greenlet:0x0, suspended, thread 1, parent Greenlet \"Hub\
     fn greenlets_spawned_from_different_places_are_grouped_apart() {
         let mut snap = greenlet_snapshot(4);
         if let StackDetails::Greenlet(d) = &mut snap.stacks[5].details {
-            d.spawn_frames[0].lineno = Some(21);
+            std::sync::Arc::make_mut(&mut d.spawn_frames)[0].lineno = Some(21);
         }
         let text = render_to_string(&snap, &TextOptions::default());
         assert!(
@@ -718,7 +722,7 @@ Greenlet \"worker-0\" (greenlet:0x0, suspended, thread 1, parent Greenlet \"Hub\
             name: name.into(),
             thread,
             state: "pending".into(),
-            frames: vec![frame("/srv/app.py", 9, "child", "await asyncio.sleep(30)")],
+            frames: vec![frame("/srv/app.py", 9, "child", "await asyncio.sleep(30)")].into(),
             frames_omitted: 0,
             details: StackDetails::Task(details),
         }
@@ -738,7 +742,7 @@ Greenlet \"worker-0\" (greenlet:0x0, suspended, thread 1, parent Greenlet \"Hub\
             },
         );
         main.state = "running".into();
-        main.frames = vec![frame("/srv/app.py", 3, "main", "dump()")];
+        main.frames = vec![frame("/srv/app.py", 3, "main", "dump()")].into();
         snap.stacks.push(main);
         for (id, name) in [("task:0x20", "a"), ("task:0x30", "b")] {
             snap.stacks.push(task(

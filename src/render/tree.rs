@@ -317,7 +317,7 @@ mod tests {
             name: name.into(),
             thread: Some(7),
             state: "pending".into(),
-            frames: vec![Frame::new("/srv/app.py", Some(3), "f")],
+            frames: vec![Frame::new("/srv/app.py", Some(3), "f")].into(),
             frames_omitted: 0,
             details: StackDetails::Task(TaskDetails {
                 event_loop: "loop:0x1".into(),
@@ -374,7 +374,7 @@ Task tree of loop:0x1 (thread 7):
             name: name.into(),
             thread: Some(7),
             state: state.into(),
-            frames: vec![Frame::new("/srv/app.py", Some(line), "work")],
+            frames: vec![Frame::new("/srv/app.py", Some(line), "work")].into(),
             frames_omitted: 0,
             details: StackDetails::Greenlet(GreenletDetails {
                 parent: parent.map(Into::into),
@@ -399,7 +399,7 @@ Task tree of loop:0x1 (thread 7):
             name: "MainThread".into(),
             thread: Some(7),
             state: "running".into(),
-            frames: vec![],
+            frames: vec![].into(),
             frames_omitted: 0,
             details: StackDetails::Thread(ThreadDetails::default()),
         });
@@ -485,7 +485,7 @@ Greenlet tree of thread 7 (\"MainThread\"):
         let mut snap = Snapshot::new(1, "3.11", "t");
         let mut other = greenlet("greenlet:0x9", "<main greenlet>", None, "dead", 1);
         other.thread = None;
-        other.frames.clear();
+        other.frames = Default::default();
         snap.stacks = vec![
             greenlet("greenlet:0x1", "<main greenlet>", None, "running", 1),
             other,

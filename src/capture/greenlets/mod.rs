@@ -14,7 +14,7 @@ mod scan;
 
 use crate::capture::{safe, Capture};
 use crate::fasthash::FastMap as HashMap;
-use crate::model::{Frame, GreenletDetails, SharedWords, Stack, StackDetails, Text};
+use crate::model::{Frames, GreenletDetails, SharedWords, Stack, StackDetails, Text};
 use api::{instance_of, read, Flags, Gevent, GreenletApi};
 use naming::Namer;
 use pyo3::ffi;
@@ -74,7 +74,6 @@ pub fn capture(cap: &mut Capture<'_>) -> Vec<Stack> {
 
     let ids: Vec<Text> = raws.iter().map(|r| greenlet_id(&r.obj)).collect();
     let mut namer = Namer::new(py);
-    let mut spawns = SpawnFrames::default();
     let mut states = SharedWords::default();
     let mut stacks = Vec::with_capacity(raws.len());
     for i in tree_order(&raws, &own.root, current) {
@@ -87,7 +86,7 @@ pub fn capture(cap: &mut Capture<'_>) -> Vec<Stack> {
             index: &index,
             current,
         };
-        stacks.push(build(cap, &ctx, &mut namer, &mut spawns, &mut states, i));
+        stacks.push(build(cap, &ctx, &mut namer, &mut states, i));
     }
     stacks
 }
@@ -175,7 +174,6 @@ fn build<'py>(
     cap: &mut Capture<'py>,
     ctx: &Context<'_, 'py>,
     namer: &mut Namer<'py>,
-    spawns: &mut SpawnFrames,
     states: &mut SharedWords,
     i: usize,
 ) -> Stack {
@@ -208,7 +206,7 @@ fn build<'py>(
             .as_ref()
             .and_then(|f| cap.walker.walk_from(f))
             .unwrap_or_default(),
-        _ => (Vec::new(), 0),
+        _ => (Frames::default(), 0),
     };
     // The outermost function names a raw greenlet whose run callable is gone;
     // a dead one of an exited thread may still hold its frames for that.
@@ -219,7 +217,7 @@ fn build<'py>(
             held = cap
                 .walker
                 .walk_from(frame)
-                .and_then(|(f, omitted)| (omitted == 0).then(|| f.into_iter().next()).flatten());
+                .and_then(|(f, omitted)| (omitted == 0).then(|| f.first().cloned()).flatten());
             held.as_ref().map(|f| &*f.function)
         }
         _ => None,
@@ -232,7 +230,7 @@ fn build<'py>(
         raw.hub,
         entry,
     );
-    let (spawned_by, spawn_frames) = spawn_record(cap, ctx, spawns, &raw.obj);
+    let (spawned_by, spawn_frames) = spawn_record(cap, ctx, &raw.obj);
     Stack {
         id: ctx.ids[i].clone(),
         name,
@@ -253,23 +251,17 @@ fn greenlet_id(obj: &Bound<'_, PyAny>) -> Text {
     crate::model::address_text("greenlet:", obj.as_ptr() as usize)
 }
 
-/// Spawn-stack entries already converted, by (code address, line): the
-/// greenlets spawned from one place share them.
-#[derive(Default)]
-struct SpawnFrames(HashMap<(usize, Option<u32>), Option<Frame>>);
-
 /// gevent's `spawning_greenlet` (a weak reference) and `spawning_stack` (a
 /// chain of `_Frame` records, newest first), kept when
 /// `gevent.config.track_greenlet_tree` is on (the default).
 fn spawn_record<'py>(
     cap: &mut Capture<'py>,
     ctx: &Context<'_, 'py>,
-    spawns: &mut SpawnFrames,
     obj: &Bound<'py, PyAny>,
-) -> (Option<Text>, Vec<Frame>) {
+) -> (Option<Text>, Frames) {
     let gevent = ctx.gevent;
     if !gevent.is_greenlet(obj) {
-        return (None, Vec::new());
+        return (None, Frames::default());
     }
     // Cython fields are C getters; pure-Python gevent keeps them in `__dict__`.
     let field = |getter, name: &Bound<'py, pyo3::types::PyString>| {
@@ -289,7 +281,8 @@ fn spawn_record<'py>(
         None => greenlet_id(&g),
     });
 
-    let mut frames = Vec::with_capacity(8);
+    // Spawned from one place, greenlets share one frame list (the walker's).
+    let mut frames = cap.walker.list();
     let mut record = field(&gevent.spawning_stack, pyo3::intern!(py, "spawning_stack"));
     while let Some(entry) = record.take() {
         if frames.len() >= cap.walker.max_depth() || !instance_of(&entry, gevent.frame.as_ref()) {
@@ -299,16 +292,11 @@ fn spawn_record<'py>(
             .and_then(|n| safe::int_value(&n))
             .and_then(|n| u32::try_from(n).ok());
         if let Some(code) = read(&gevent.f_code, &entry) {
-            let frame = spawns
-                .0
-                .entry((code.as_ptr() as usize, lineno))
-                .or_insert_with(|| cap.walker.code_frame(&code, lineno));
-            frames.extend(frame.clone());
+            cap.walker.push_code(&mut frames, &code, lineno);
         }
         record = read(&gevent.f_back, &entry);
     }
-    frames.reverse();
-    (spawner, frames)
+    (spawner, cap.walker.finish(frames, true).0)
 }
 
 /// The referent of a `weakref.ref` (or the object itself if it is none).

@@ -6,7 +6,7 @@ use super::AddrMap;
 use crate::awaiting::Link;
 use crate::capture::safe;
 use crate::capture::Capture;
-use crate::model::Frame;
+use crate::model::Frames;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use std::collections::HashMap;
@@ -19,7 +19,7 @@ const MAX_LINKS: usize = 100_000;
 pub struct Chain<'py> {
     /// One per coroutine that has a frame, outermost first, innermost
     /// `max_depth` kept.
-    pub frames: Vec<Frame>,
+    pub frames: Frames,
     pub omitted: u64,
     pub links: Vec<Link>,
     /// The innermost awaited object that is not a coroutine (a future's
@@ -37,8 +37,9 @@ pub fn follow<'py>(
     cap: &mut Capture<'py>,
     coro: &Bound<'py, PyAny>,
 ) -> Chain<'py> {
+    let mut frames = cap.walker.list();
     let mut chain = Chain {
-        frames: Vec::with_capacity(8),
+        frames: Frames::default(),
         omitted: 0,
         links: Vec::with_capacity(8),
         leaf: None,
@@ -49,13 +50,17 @@ pub fn follow<'py>(
             break;
         }
         if let Some(kind) = aio.coro_type(&obj) {
-            let frame = kind
+            let filename = kind
                 .frame
                 .as_ref()
                 .and_then(|a| a.get(&obj))
-                .and_then(|f| cap.walker.frame_of(&f));
-            let in_asyncio = match (&frame, &aio.asyncio_dir) {
-                (Some(f), Some(dir)) => f.filename.starts_with(dir.as_str()),
+                .filter(|f| unsafe { ffi::PyFrame_Check(f.as_ptr()) } != 0)
+                .map(|f| unsafe {
+                    cap.walker
+                        .push(&mut frames, f.as_ptr() as *mut ffi::PyFrameObject)
+                });
+            let in_asyncio = match (&filename, &aio.asyncio_dir) {
+                (Some(name), Some(dir)) => name.starts_with(dir.as_str()),
                 _ => false,
             };
             // Only asyncio's own names are read (see `awaiting::Link`).
@@ -69,9 +74,6 @@ pub fn follow<'py>(
                 aio.empty_text()
             };
             chain.links.push(Link::new(qualname, in_asyncio));
-            if let Some(frame) = frame {
-                chain.frames.push(frame);
-            }
             current = kind.awaits.as_ref().and_then(|a| a.get(&obj));
         } else if is_bridge(&obj) {
             current = safe::referents(&obj)
@@ -81,12 +83,7 @@ pub fn follow<'py>(
             chain.leaf = Some(obj);
         }
     }
-    let max = cap.walker.max_depth();
-    if chain.frames.len() > max {
-        let extra = chain.frames.len() - max;
-        chain.frames.drain(..extra);
-        chain.omitted = extra as u64;
-    }
+    (chain.frames, chain.omitted) = cap.walker.finish(frames, false);
     chain
 }
 

@@ -14,7 +14,7 @@ mod loops;
 
 use crate::awaiting::{self, Facts, Waiter};
 use crate::capture::{safe, Capture};
-use crate::model::{Frame, Stack, StackDetails, TaskDetails, Text};
+use crate::model::{Frame, Frames, Stack, StackDetails, TaskDetails, Text};
 use asyncio::{Asyncio, FutState, TaskView};
 use chain::ThreadStacks;
 use links::{Parent, Waiters};
@@ -384,7 +384,7 @@ impl<'py> Backend<'py> {
         &mut self,
         cap: &mut Capture<'py>,
         on_stack: &AddrMap<OnStack>,
-    ) -> AddrMap<(Vec<Frame>, u64)> {
+    ) -> AddrMap<(Frames, u64)> {
         let mut by_thread: HashMap<u64, Vec<(usize, usize)>> = HashMap::new();
         for (i, at) in on_stack {
             by_thread.entry(at.ident).or_default().push((at.depth, *i));
@@ -401,12 +401,12 @@ impl<'py> Backend<'py> {
                     .filter_map(|f| cap.walker.frame_of(f))
                     .collect();
                 if top == 0 && ident == cap.current_thread {
-                    cap.trim_own_frames(&mut frames);
+                    frames.truncate(frames.len() - cap.own_frames(&frames));
                 }
                 let max = cap.walker.max_depth();
                 let omitted = frames.len().saturating_sub(max);
                 frames.drain(..omitted);
-                out.insert(i, (frames, omitted as u64));
+                out.insert(i, (frames.into(), omitted as u64));
                 top = depth + 1;
             }
         }
@@ -420,9 +420,9 @@ impl<'py> Backend<'py> {
         i: usize,
         proxied: &AddrMap<(Option<String>, Vec<String>)>,
         group_sizes: &AddrMap<usize>,
-    ) -> (Vec<Frame>, u64, Option<String>) {
+    ) -> (Frames, u64, Option<String>) {
         let Some(coro) = self.views[i].coro.clone() else {
-            return (Vec::new(), 0, None);
+            return (Frames::default(), 0, None);
         };
         let chain = chain::follow(&self.aio, cap, &coro);
         if self.views[i].fut.state != FutState::Pending {
