@@ -110,6 +110,9 @@ fn groups<'a>(stacks: &[&'a Stack], enabled: bool) -> Vec<Vec<&'a Stack>> {
     if !enabled {
         return stacks.iter().map(|s| vec![*s]).collect();
     }
+    // Stacks holding the same shared frame lists are the same stack: most
+    // members are placed by that identity alone, without reading a frame.
+    let mut by_lists: FastMap<(usize, usize, u64), usize> = FastMap::default();
     // Fingerprint -> groups with it; members are confirmed frame by frame.
     let mut index: FastMap<u64, Vec<usize>> = FastMap::default();
     let mut out: Vec<Vec<&'a Stack>> = Vec::new();
@@ -119,26 +122,56 @@ fn groups<'a>(stacks: &[&'a Stack], enabled: bool) -> Vec<Vec<&'a Stack>> {
             out.push(vec![*stack]);
             continue;
         }
+        let lists = (
+            list_address(&stack.frames),
+            list_address(spawn_frames(stack)),
+            stack.frames_omitted,
+        );
+        if let Some(&g) = by_lists.get(&lists) {
+            out[g].push(*stack);
+            continue;
+        }
         let candidates = index.entry(fingerprint(stack)).or_default();
-        match candidates.iter().find(|&&g| same_stack(out[g][0], stack)) {
-            Some(&g) => out[g].push(*stack),
+        let g = match candidates.iter().find(|&&g| same_stack(out[g][0], stack)) {
+            Some(&g) => {
+                out[g].push(*stack);
+                g
+            }
             None => {
                 candidates.push(out.len());
                 out.push(vec![*stack]);
+                out.len() - 1
             }
-        }
+        };
+        by_lists.insert(lists, g);
     }
     out
+}
+
+/// Identifies a shared frame list (0 for every empty one).
+fn list_address(frames: &[Frame]) -> usize {
+    if frames.is_empty() {
+        0
+    } else {
+        frames.as_ptr() as usize
+    }
+}
+
+fn spawn_frames(stack: &Stack) -> &[Frame] {
+    match &stack.details {
+        StackDetails::Greenlet(d) => &d.spawn_frames,
+        _ => &[],
+    }
 }
 
 /// Where a stack is: its frames, then (greenlets spawned from different
 /// places are told apart) where gevent saw it spawned.
 fn locations(stack: &Stack) -> impl Iterator<Item = (&str, Option<u32>, &str)> {
-    let spawned: &[Frame] = match &stack.details {
-        StackDetails::Greenlet(d) => &d.spawn_frames,
-        _ => &[],
-    };
-    stack.frames.iter().chain(spawned).map(Frame::location)
+    stack
+        .frames
+        .iter()
+        .chain(spawn_frames(stack))
+        .map(Frame::location)
 }
 
 fn fingerprint(stack: &Stack) -> u64 {
@@ -151,12 +184,7 @@ fn fingerprint(stack: &Stack) -> u64 {
 }
 
 fn same_stack(a: &Stack, b: &Stack) -> bool {
-    fn spawned(stack: &Stack) -> &[Frame] {
-        match &stack.details {
-            StackDetails::Greenlet(d) => &d.spawn_frames,
-            _ => &[],
-        }
-    }
+    let spawned = spawn_frames;
     // Frames of one code object share their `Text`s: equal pointers settle
     // most comparisons without reading the names.
     fn same_text(x: &Text, y: &Text) -> bool {

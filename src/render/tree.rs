@@ -83,10 +83,8 @@ fn label_key(stack: &Stack) -> LabelKey<'_> {
         StackDetails::Task(d) => (false, d.awaiting.as_deref(), d.awaited_by.len()),
         StackDetails::Thread(_) => (false, None, 0),
     };
-    let at = stack
-        .frames
-        .last()
-        .map(|f| (short_file(&f.filename), f.lineno));
+    // The whole file name: cheaper to hash than to cut, and as exact.
+    let at = stack.frames.last().map(|f| (&*f.filename, f.lineno));
     (&stack.state, hub, awaiting, awaiters, at)
 }
 
