@@ -391,7 +391,7 @@ mod tests {
         assert_eq!(d.moved[0].1.frames[1].lineno, Some(11));
         assert_eq!(ids(&d.appeared), ["thread:4", "task:0x900"]);
         assert_eq!(ids(&d.disappeared), ["thread:3", "task:0x900"]);
-        assert_eq!(d.disappeared[1].name, "Task-old");
+        assert_eq!(&*d.disappeared[1].name, "Task-old");
         assert_eq!(d.seconds(), Some(5.25));
         assert_eq!(
             d.summary(),

@@ -90,7 +90,7 @@ pub struct Stack {
     /// Unique within the snapshot: `"thread:<ident>"`, `"greenlet:<addr>"`, `"task:<addr>"`.
     pub id: Text,
     /// The name a person knows it by (thread name, greenlet name, task name).
-    pub name: String,
+    pub name: Text,
     /// Ident of the OS thread this stack belongs to, if known.
     pub thread: Option<u64>,
     /// Kind-specific state word (`running`, `sleeping`, `suspended`, `pending`, ...).
@@ -365,7 +365,7 @@ impl<'de> Deserialize<'de> for Stack {
         let r = Repr::deserialize(deserializer)?;
         Ok(Stack {
             id: r.id.into(),
-            name: r.name,
+            name: r.name.into(),
             thread: r.thread,
             state: r.state.into(),
             frames: r.frames,
@@ -485,7 +485,7 @@ mod tests {
         {
             snap.stacks.push(Stack {
                 id: format!("x:{i}").into(),
-                name: String::new(),
+                name: "".into(),
                 thread: None,
                 state: "".into(),
                 frames: Frames::default(),

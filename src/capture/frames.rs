@@ -57,6 +57,8 @@ pub struct FrameWalker<'py> {
     locals: Option<LocalsReader>,
     /// Every distinct frame list built in this capture, by its keys.
     lists: FastMap<Box<[FrameKey]>, Frames>,
+    /// The key buffer of the last finished list, reused by the next one.
+    spare_keys: Vec<FrameKey>,
 }
 
 impl<'py> FrameWalker<'py> {
@@ -70,6 +72,7 @@ impl<'py> FrameWalker<'py> {
             has_qualname: cfg!(Py_3_11),
             locals: None,
             lists: FastMap::default(),
+            spare_keys: Vec::new(),
         }
     }
 
@@ -123,9 +126,9 @@ impl<'py> FrameWalker<'py> {
     }
 
     /// An empty frame list to [`push`](Self::push) frames onto.
-    pub fn list(&self) -> FrameList {
+    pub fn list(&mut self) -> FrameList {
         FrameList {
-            keys: Vec::with_capacity(16),
+            keys: std::mem::take(&mut self.spare_keys),
             with_locals: self.locals.is_some().then(Vec::new),
         }
     }
@@ -200,7 +203,10 @@ impl<'py> FrameWalker<'py> {
             keys.drain(..omitted);
         }
         if let Some(frames) = self.lists.get(keys.as_slice()) {
-            return (frames.clone(), omitted as u64);
+            let frames = frames.clone();
+            keys.clear();
+            self.spare_keys = keys;
+            return (frames, omitted as u64);
         }
         // Every key's code object is alive: its frame (or record) holds it,
         // and nothing has run since the key was taken.
@@ -211,7 +217,9 @@ impl<'py> FrameWalker<'py> {
                 Frame::new(info.filename, key.line, info.function)
             })
             .collect();
-        self.lists.insert(keys.into_boxed_slice(), frames.clone());
+        self.lists.insert(keys.as_slice().into(), frames.clone());
+        keys.clear();
+        self.spare_keys = keys;
         (frames, omitted as u64)
     }
 

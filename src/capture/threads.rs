@@ -141,7 +141,8 @@ pub fn capture<'py>(cap: &mut Capture<'py>) -> Vec<Stack> {
             id: format!("thread:{ident}").into(),
             name: info
                 .and_then(|i| i.name.clone())
-                .unwrap_or_else(|| UNKNOWN_THREAD_NAME.to_string()),
+                .unwrap_or_else(|| UNKNOWN_THREAD_NAME.to_string())
+                .into(),
             thread: Some(ident),
             // Refined from the OS after capture (`enrich::fill_thread_states`).
             state: if current { "running" } else { "unknown" }.into(),

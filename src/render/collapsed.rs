@@ -80,7 +80,7 @@ mod tests {
     fn task(i: usize, frames: Vec<Frame>) -> Stack {
         Stack {
             id: format!("task:{i:#x}").into(),
-            name: format!("Task-{i}"),
+            name: format!("Task-{i}").into(),
             thread: Some(1),
             state: "pending".into(),
             frames: frames.into(),

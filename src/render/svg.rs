@@ -171,7 +171,7 @@ mod tests {
         for i in 0..500 {
             snap.stacks.push(Stack {
                 id: format!("task:{i:#x}").into(),
-                name: format!("Task-{i}"),
+                name: format!("Task-{i}").into(),
                 thread: Some(1),
                 state: "pending".into(),
                 frames: vec![

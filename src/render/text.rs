@@ -259,7 +259,7 @@ fn name_summary(group: &[&Stack]) -> String {
     let mut counts: FastMap<&str, usize> = FastMap::default();
     let mut order: Vec<&str> = Vec::new();
     for stack in group {
-        let n = counts.entry(stack.name.as_str()).or_insert(0);
+        let n = counts.entry(&*stack.name).or_insert(0);
         if *n == 0 {
             order.push(&stack.name);
         }

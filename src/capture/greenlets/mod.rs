@@ -233,7 +233,7 @@ fn build<'py>(
     let (spawned_by, spawn_frames) = spawn_record(cap, ctx, &raw.obj);
     Stack {
         id: ctx.ids[i].clone(),
-        name,
+        name: name.into(),
         thread,
         state: states.get(state),
         frames,

@@ -252,7 +252,7 @@ impl<'py> Backend<'py> {
             };
             stacks.push(Stack {
                 id: crate::model::address_text("task:", addr),
-                name: view.name.clone(),
+                name: view.name.as_str().into(),
                 thread,
                 state: states.get(state),
                 frames,
