@@ -256,14 +256,17 @@ fn render_group(
 /// The members' names in order, a repeated name once with its count
 /// (`worker × 812`), the first `GROUP_NAMES_SHOWN` names at most.
 fn name_summary(group: &[&Stack]) -> String {
+    // Only the first names shown are counted: ten thousand distinct task
+    // names need no table of ten thousand entries.
     let mut counts: FastMap<&str, usize> = FastMap::default();
     let mut order: Vec<&str> = Vec::new();
     for stack in group {
-        let n = counts.entry(&*stack.name).or_insert(0);
-        if *n == 0 {
+        if let Some(n) = counts.get_mut(&*stack.name) {
+            *n += 1;
+        } else if order.len() < GROUP_NAMES_SHOWN {
+            counts.insert(&stack.name, 1);
             order.push(&stack.name);
         }
-        *n += 1;
     }
     let shown = &order[..order.len().min(GROUP_NAMES_SHOWN)];
     let mut text = shown

@@ -69,13 +69,25 @@ fn shared_label(members: &[&Stack]) -> String {
 const NAMES_SHOWN: usize = 3;
 
 /// Everything `shared_label` shows but the names, without formatting it.
-type LabelKey<'a> = (
+#[derive(PartialEq, Eq)]
+struct LabelKey<'a>(
     &'a str,
     bool,
     Option<&'a str>,
     usize,
     Option<(&'a str, Option<u32>)>,
 );
+
+// The state word and the file name are hashed by length (few distinct
+// values, long names), what is awaited in full (it varies, so leaves that
+// differ only there must not all share one hash); equality compares all.
+impl std::hash::Hash for LabelKey<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let LabelKey(word, hub, awaiting, awaiters, at) = self;
+        (word.len(), hub, awaiting, awaiters).hash(state);
+        at.map(|(file, line)| (file.len(), line)).hash(state);
+    }
+}
 
 fn label_key(stack: &Stack) -> LabelKey<'_> {
     let (hub, awaiting, awaiters) = match &stack.details {
@@ -85,7 +97,7 @@ fn label_key(stack: &Stack) -> LabelKey<'_> {
     };
     // The whole file name: cheaper to hash than to cut, and as exact.
     let at = stack.frames.last().map(|f| (&*f.filename, f.lineno));
-    (&stack.state, hub, awaiting, awaiters, at)
+    LabelKey(&stack.state, hub, awaiting, awaiters, at)
 }
 
 fn facts(stack: &Stack) -> String {
