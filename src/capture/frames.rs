@@ -19,7 +19,8 @@ struct CodeInfo {
 /// frame list and identical stacks are built once.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FrameKey {
-    code: usize,
+    /// Index of the code object's [`CodeInfo`] in [`FrameWalker::infos`].
+    code: u32,
     line: Option<u32>,
 }
 
@@ -47,9 +48,14 @@ impl FrameList {
 pub struct FrameWalker<'py> {
     py: Python<'py>,
     max_depth: usize,
-    codes: FastMap<usize, CodeInfo>,
+    /// Names of each code object met, by index; `codes` maps addresses to it.
+    infos: Vec<CodeInfo>,
+    codes: FastMap<usize, u32>,
+    /// File name texts by the address of the `str` they were read from.
+    filenames: FastMap<usize, Text>,
+    /// 3.11+: (code address, instruction offset) -> where that is.
     #[cfg(Py_3_11)]
-    lines: FastMap<(usize, std::os::raw::c_int), Option<u32>>,
+    positions: FastMap<(usize, std::os::raw::c_int), FrameKey>,
     // 3.11+ code objects carry `co_qualname`; before, only `co_name` exists.
     has_qualname: bool,
     /// Set when the capture asked for locals: every frame the walker makes
@@ -66,9 +72,11 @@ impl<'py> FrameWalker<'py> {
         FrameWalker {
             py,
             max_depth,
+            infos: Vec::new(),
             codes: FastMap::default(),
+            filenames: FastMap::default(),
             #[cfg(Py_3_11)]
-            lines: FastMap::default(),
+            positions: FastMap::default(),
             has_qualname: cfg!(Py_3_11),
             locals: None,
             lists: FastMap::default(),
@@ -133,27 +141,37 @@ impl<'py> FrameWalker<'py> {
         }
     }
 
-    /// Adds `frame` (borrowed) to `list`; returns its file name.
+    /// Adds `frame` (borrowed) to `list`; returns where it is.
     ///
     /// # Safety
     /// `frame` must be a valid frame object; the GIL is held.
-    pub unsafe fn push(&mut self, list: &mut FrameList, frame: *mut ffi::PyFrameObject) -> Text {
+    pub unsafe fn push(
+        &mut self,
+        list: &mut FrameList,
+        frame: *mut ffi::PyFrameObject,
+    ) -> FrameKey {
         let code = ffi::PyFrame_GetCode(frame);
-        let line = self.line_number(frame, code);
-        let info = self.code_info(code);
+        let key = self.locate(frame, code);
         if let Some(frames) = list.with_locals.as_mut() {
-            let mut out = Frame::new(info.filename.clone(), line, info.function);
+            let mut out = self.model_frame(key);
             if let Some(reader) = self.locals.as_mut() {
                 out.locals = reader.read(self.py, frame, code);
             }
             frames.push(out);
         }
-        list.keys.push(FrameKey {
-            code: code as usize,
-            line,
-        });
+        list.keys.push(key);
         ffi::Py_DECREF(code as *mut ffi::PyObject);
-        info.filename
+        key
+    }
+
+    /// The file name of the frame at `key`.
+    pub fn filename(&self, key: FrameKey) -> &str {
+        &self.infos[key.code as usize].filename
+    }
+
+    fn model_frame(&self, key: FrameKey) -> Frame {
+        let info = &self.infos[key.code as usize];
+        Frame::new(info.filename.clone(), key.line, info.function.clone())
     }
 
     /// Adds a frame given as a code object and a line (records like gevent's
@@ -169,15 +187,15 @@ impl<'py> FrameWalker<'py> {
             if ffi::PyCode_Check(code.as_ptr()) == 0 {
                 return false;
             }
+            let key = FrameKey {
+                code: self.code_index(code.as_ptr() as *mut ffi::PyCodeObject),
+                line,
+            };
             if let Some(frames) = list.with_locals.as_mut() {
-                let info = self.code_info(code.as_ptr() as *mut ffi::PyCodeObject);
-                frames.push(Frame::new(info.filename, line, info.function));
+                frames.push(self.model_frame(key));
             }
+            list.keys.push(key);
         }
-        list.keys.push(FrameKey {
-            code: code.as_ptr() as usize,
-            line,
-        });
         true
     }
 
@@ -208,15 +226,7 @@ impl<'py> FrameWalker<'py> {
             self.spare_keys = keys;
             return (frames, omitted as u64);
         }
-        // Every key's code object is alive: its frame (or record) holds it,
-        // and nothing has run since the key was taken.
-        let frames: Frames = keys
-            .iter()
-            .map(|key| {
-                let info = unsafe { self.code_info(key.code as *mut ffi::PyCodeObject) };
-                Frame::new(info.filename, key.line, info.function)
-            })
-            .collect();
+        let frames: Frames = keys.iter().map(|&key| self.model_frame(key)).collect();
         self.lists.insert(keys.as_slice().into(), frames.clone());
         keys.clear();
         self.spare_keys = keys;
@@ -229,9 +239,8 @@ impl<'py> FrameWalker<'py> {
     /// `frame` must be a valid frame object; the GIL is held.
     pub unsafe fn frame(&mut self, frame: *mut ffi::PyFrameObject) -> Frame {
         let code = ffi::PyFrame_GetCode(frame);
-        let lineno = self.line_number(frame, code);
-        let info = self.code_info(code);
-        let mut out = Frame::new(info.filename, lineno, info.function);
+        let key = self.locate(frame, code);
+        let mut out = self.model_frame(key);
         if let Some(reader) = self.locals.as_mut() {
             out.locals = reader.read(self.py, frame, code);
         }
@@ -263,36 +272,53 @@ impl<'py> FrameWalker<'py> {
         self.max_depth
     }
 
-    /// 3.11+ computes a frame's line by scanning its code's location table;
-    /// frames suspended at the same instruction (ten thousand tasks in one
-    /// `await`) share the answer, cached by (code, instruction offset).
+    /// Where `frame` (running `code`) is. 3.11+ computes a frame's line by
+    /// scanning its code's location table; frames suspended at the same
+    /// instruction (ten thousand tasks in one `await`) share the answer,
+    /// cached by (code, instruction offset).
     #[cfg(Py_3_11)]
-    unsafe fn line_number(
+    unsafe fn locate(
         &mut self,
         frame: *mut ffi::PyFrameObject,
         code: *mut ffi::PyCodeObject,
-    ) -> Option<u32> {
+    ) -> FrameKey {
         let lasti = ffi::PyFrame_GetLasti(frame);
-        *self
-            .lines
-            .entry((code as usize, lasti))
-            .or_insert_with(|| u32::try_from(ffi::PyFrame_GetLineNumber(frame)).ok())
+        if let Some(&key) = self.positions.get(&(code as usize, lasti)) {
+            return key;
+        }
+        let key = FrameKey {
+            code: self.code_index(code),
+            line: u32::try_from(ffi::PyFrame_GetLineNumber(frame)).ok(),
+        };
+        self.positions.insert((code as usize, lasti), key);
+        key
     }
 
     #[cfg(not(Py_3_11))]
-    unsafe fn line_number(
+    unsafe fn locate(
         &mut self,
         frame: *mut ffi::PyFrameObject,
-        _code: *mut ffi::PyCodeObject,
-    ) -> Option<u32> {
-        u32::try_from(ffi::PyFrame_GetLineNumber(frame)).ok()
+        code: *mut ffi::PyCodeObject,
+    ) -> FrameKey {
+        FrameKey {
+            code: self.code_index(code),
+            line: u32::try_from(ffi::PyFrame_GetLineNumber(frame)).ok(),
+        }
     }
 
-    unsafe fn code_info(&mut self, code: *mut ffi::PyCodeObject) -> CodeInfo {
-        let key = code as usize;
-        if let Some(info) = self.codes.get(&key) {
-            return info.clone();
+    /// The index of `code`'s names in `infos`, read on first sight.
+    unsafe fn code_index(&mut self, code: *mut ffi::PyCodeObject) -> u32 {
+        if let Some(&index) = self.codes.get(&(code as usize)) {
+            return index;
         }
+        let info = self.read_code_info(code);
+        let index = u32::try_from(self.infos.len()).expect("fewer than 2^32 code objects");
+        self.infos.push(info);
+        self.codes.insert(code as usize, index);
+        index
+    }
+
+    unsafe fn read_code_info(&mut self, code: *mut ffi::PyCodeObject) -> CodeInfo {
         let py = self.py;
         let code = Bound::from_borrowed_ptr(py, code as *mut ffi::PyObject);
         // Code objects are of the exact builtin `code` type (it cannot be
@@ -300,8 +326,23 @@ impl<'py> FrameWalker<'py> {
         let read = |name: &Bound<'py, pyo3::types::PyString>| -> Option<String> {
             code.getattr(name).ok().and_then(|v| safe::str_value(&v))
         };
-        let filename =
-            read(pyo3::intern!(py, "co_filename")).unwrap_or_else(|| "<unknown>".to_string());
+        // The code objects of one module share their file name object: they
+        // share one `Text` too, so later passes compare it by address.
+        let filename_obj = code.getattr(pyo3::intern!(py, "co_filename")).ok();
+        let filename_addr = filename_obj.as_ref().map_or(0, |f| f.as_ptr() as usize);
+        let filename = match self.filenames.get(&filename_addr) {
+            Some(text) if filename_addr != 0 => text.clone(),
+            _ => {
+                let text: Text = filename_obj
+                    .and_then(|v| safe::str_value(&v))
+                    .unwrap_or_else(|| "<unknown>".to_string())
+                    .into();
+                if filename_addr != 0 {
+                    self.filenames.insert(filename_addr, text.clone());
+                }
+                text
+            }
+        };
         let function = if self.has_qualname {
             read(pyo3::intern!(py, "co_qualname"))
         } else {
@@ -310,11 +351,9 @@ impl<'py> FrameWalker<'py> {
         .or_else(|| read(pyo3::intern!(py, "co_name")))
         .unwrap_or_else(|| "<unknown>".to_string());
         safe::clear_error();
-        let info = CodeInfo {
-            filename: Text::from(filename),
+        CodeInfo {
+            filename,
             function: Text::from(function),
-        };
-        self.codes.insert(key, info.clone());
-        info
+        }
     }
 }

@@ -259,6 +259,16 @@ fn now_micros() -> i64 {
     now.as_micros() as i64
 }
 
+/// Moves `more` to the end of `stacks`; ten thousand stacks are handed over,
+/// not copied, when they are the first.
+fn append(stacks: &mut Vec<crate::model::Stack>, mut more: Vec<crate::model::Stack>) {
+    if stacks.is_empty() {
+        *stacks = more;
+    } else {
+        stacks.append(&mut more);
+    }
+}
+
 /// One snapshot of every thread, greenlet and task the options ask for.
 /// Never raises for what it meets: problems go into `errors`.
 pub fn collect(py: Python<'_>, options: CaptureOptions) -> Snapshot {
@@ -271,15 +281,15 @@ pub fn collect(py: Python<'_>, options: CaptureOptions) -> Snapshot {
     let mut cap = Capture::new(py, options.clone());
     if options.threads {
         let stacks = cap.run_backend("thread", threads::capture);
-        snapshot.stacks.extend(stacks);
+        append(&mut snapshot.stacks, stacks);
     }
     if options.greenlets {
         let stacks = cap.run_backend("greenlet", greenlets::capture);
-        snapshot.stacks.extend(stacks);
+        append(&mut snapshot.stacks, stacks);
     }
     if options.tasks {
         let stacks = cap.run_backend("task", tasks::capture);
-        snapshot.stacks.extend(stacks);
+        append(&mut snapshot.stacks, stacks);
     }
     let reprs = cap.walker.take_pending_reprs();
     let mut locals_errors = cap.walker.take_errors();

@@ -50,7 +50,7 @@ pub fn follow<'py>(
             break;
         }
         if let Some(kind) = aio.coro_type(&obj) {
-            let filename = kind
+            let key = kind
                 .frame
                 .as_ref()
                 .and_then(|a| a.get(&obj))
@@ -59,8 +59,8 @@ pub fn follow<'py>(
                     cap.walker
                         .push(&mut frames, f.as_ptr() as *mut ffi::PyFrameObject)
                 });
-            let in_asyncio = match (&filename, &aio.asyncio_dir) {
-                (Some(name), Some(dir)) => name.starts_with(dir.as_str()),
+            let in_asyncio = match (key, &aio.asyncio_dir) {
+                (Some(key), Some(dir)) => cap.walker.filename(key).starts_with(dir.as_str()),
                 _ => false,
             };
             // Only asyncio's own names are read (see `awaiting::Link`).
