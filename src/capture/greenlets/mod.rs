@@ -30,7 +30,8 @@ pub(crate) struct Raw<'py> {
     parent: Option<usize>,
     /// `gr_frame`: the top frame of a greenlet that is switched out.
     frame: Option<Bound<'py, PyAny>>,
-    /// Part of its C stack is copied to the heap: it is not running.
+    /// Part of its C stack is copied to the heap: it is not running. Read
+    /// only for active greenlets without a frame, the ones it decides about.
     stack_saved: bool,
     hub: bool,
     /// `Hub.thread_ident`.
@@ -63,9 +64,10 @@ pub fn capture(cap: &mut Capture<'_>) -> Vec<Stack> {
         .enumerate()
         .map(|(i, g)| (g.as_ptr() as usize, i))
         .collect();
+    let mut parents = ParentIndex::default();
     let raws: Vec<Raw<'_>> = found
         .into_iter()
-        .map(|g| read_greenlet(&api, &gevent, &index, g))
+        .map(|g| read_greenlet(&api, &gevent, &index, &mut parents, g))
         .collect();
     let current = raws.iter().position(|raw| {
         raw.flags.active && raw.frame.is_none() && !raw.stack_saved && api.runs_here(&raw.obj)
@@ -92,21 +94,47 @@ pub fn capture(cap: &mut Capture<'_>) -> Vec<Stack> {
     stacks
 }
 
+/// Index lookups of parents, remembering the last answer: the greenlets of
+/// one hub come one after another in the heap and share it as parent.
+#[derive(Default)]
+struct ParentIndex(Option<(usize, Option<usize>)>);
+
+impl ParentIndex {
+    fn get(&mut self, index: &HashMap<usize, usize>, parent: usize) -> Option<usize> {
+        match self.0 {
+            Some((last, i)) if last == parent => i,
+            _ => {
+                let i = index.get(&parent).copied();
+                self.0 = Some((parent, i));
+                i
+            }
+        }
+    }
+}
+
 fn read_greenlet<'py>(
     api: &GreenletApi<'py>,
     gevent: &Gevent<'py>,
     index: &HashMap<usize, usize>,
+    parents: &mut ParentIndex,
     obj: Bound<'py, PyAny>,
 ) -> Raw<'py> {
-    let flags = api.flags(&obj);
-    let parent = api
-        .parent(&obj)
-        .and_then(|p| index.get(&(p.as_ptr() as usize)).copied());
-    let frame =
-        read(&api.gr_frame, &obj).filter(|f| unsafe { ffi::PyFrame_Check(f.as_ptr()) } != 0);
-    let stack_saved = read(&api.stack_saved, &obj)
-        .and_then(|n| safe::int_value(&n))
-        .is_some_and(|n| n != 0);
+    let parent_obj = api.parent(&obj);
+    let flags = api.flags(&obj, parent_obj.is_some());
+    let parent = parent_obj.and_then(|p| parents.get(index, p.as_ptr() as usize));
+    // SAFETY: the heap scan found `obj` as an instance of greenlet's type.
+    let frame = api
+        .gr_frame
+        .as_ref()
+        .and_then(|g| unsafe { g.get_unchecked(&obj) })
+        .filter(|f| unsafe { ffi::PyFrame_Check(f.as_ptr()) } != 0);
+    // Only decides between an active greenlet with no frame running and one
+    // suspended in C (see `owner`); the getter allocates an int, so others skip it.
+    let stack_saved = flags.active
+        && frame.is_none()
+        && read(&api.stack_saved, &obj)
+            .and_then(|n| safe::int_value(&n))
+            .is_some_and(|n| n != 0);
     let hub = gevent.is_hub(&obj);
     let hub_thread = if hub {
         safe::instance_dict(&obj)
