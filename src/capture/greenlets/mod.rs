@@ -19,12 +19,14 @@ use api::{instance_of, read, Flags, Gevent, GreenletApi};
 use naming::Namer;
 use pyo3::ffi;
 use pyo3::prelude::*;
+use pyo3::Borrowed;
 
 pub use naming::MAIN_GREENLET_NAME;
 
 /// What one greenlet looks like before its stack is built.
 pub(crate) struct Raw<'py> {
-    obj: Bound<'py, PyAny>,
+    /// Borrowed: see `scan`.
+    obj: Borrowed<'py, 'py, PyAny>,
     flags: Flags,
     /// Index of the parent greenlet.
     parent: Option<usize>,
@@ -117,7 +119,7 @@ fn read_greenlet<'py>(
     gevent: &Gevent<'py>,
     index: &HashMap<usize, usize>,
     parents: &mut ParentIndex,
-    obj: Bound<'py, PyAny>,
+    obj: Borrowed<'py, 'py, PyAny>,
 ) -> Raw<'py> {
     let parent_obj = api.parent(&obj);
     let flags = api.flags(&obj, parent_obj.is_some());
@@ -277,8 +279,29 @@ fn build<'py>(
     }
 }
 
+/// `greenlet:0x...` (as `model::address_text` writes it), formatted in place:
+/// one per greenlet, so it skips the generic prefix copy and UTF-8 check.
 fn greenlet_id(obj: &Bound<'_, PyAny>) -> Text {
-    crate::model::address_text("greenlet:", obj.as_ptr() as usize)
+    id_text(obj.as_ptr() as usize)
+}
+
+fn id_text(addr: usize) -> Text {
+    const PREFIX: &[u8] = b"greenlet:0x";
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digits = (usize::BITS - addr.leading_zeros()).div_ceil(4).max(1) as usize;
+    let mut buf = [0u8; PREFIX.len() + 2 * std::mem::size_of::<usize>()];
+    buf[..PREFIX.len()].copy_from_slice(PREFIX);
+    for (k, b) in buf[PREFIX.len()..PREFIX.len() + digits]
+        .iter_mut()
+        .rev()
+        .enumerate()
+    {
+        *b = HEX[(addr >> (4 * k)) & 0xf];
+    }
+    let text = &buf[..PREFIX.len() + digits];
+    debug_assert!(text.is_ascii());
+    // SAFETY: ASCII only (the prefix and hex digits).
+    Text::from(unsafe { std::str::from_utf8_unchecked(text) })
 }
 
 /// Spawn-stack entries already converted, by (code address, line): the
@@ -352,5 +375,18 @@ fn dereference<'py>(obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
         }
         // 0: the referent is gone; target is NULL.
         safe::owned(obj.py(), target)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ids_are_written_as_address_text_writes_them() {
+        for addr in [0, 1, 0xf, 0x10, 0x7f12_3456_7890, usize::MAX] {
+            assert_eq!(
+                super::id_text(addr),
+                crate::model::address_text("greenlet:", addr)
+            );
+        }
     }
 }
