@@ -20,6 +20,7 @@ use naming::Namer;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::Borrowed;
+use std::cell::RefCell;
 
 pub use naming::MAIN_GREENLET_NAME;
 
@@ -67,7 +68,7 @@ pub fn capture(cap: &mut Capture<'_>) -> Vec<Stack> {
         .map(|(i, g)| (g.as_ptr() as usize, i))
         .collect();
     let mut parents = ParentIndex::default();
-    let raws: Vec<Raw<'_>> = found
+    let mut raws: Vec<Raw<'_>> = found
         .into_iter()
         .map(|g| read_greenlet(&api, &gevent, &index, &mut parents, g))
         .collect();
@@ -76,7 +77,7 @@ pub fn capture(cap: &mut Capture<'_>) -> Vec<Stack> {
     });
     let own = owner::attribute(cap, &api, &raws, &index, current);
 
-    let ids: Vec<Text> = raws.iter().map(|r| greenlet_id(&r.obj)).collect();
+    let ids = Ids::default();
     let mut namer = Namer::new(py);
     let mut spawns = SpawnFrames::default();
     let mut states = SharedWords::default();
@@ -92,6 +93,8 @@ pub fn capture(cap: &mut Capture<'_>) -> Vec<Stack> {
             current,
         };
         stacks.push(build(cap, &ctx, &mut namer, &mut spawns, &mut states, i));
+        // Released while the frame is still in the cache, not in a pass at the end.
+        raws[i].frame = None;
     }
     stacks
 }
@@ -195,8 +198,7 @@ struct Context<'a, 'py> {
     gevent: &'a Gevent<'py>,
     raws: &'a [Raw<'py>],
     own: &'a owner::Ownership,
-    /// `greenlet:0x...` of each greenlet, formatted once.
-    ids: &'a [Text],
+    ids: &'a Ids,
     index: &'a HashMap<usize, usize>,
     current: Option<usize>,
 }
@@ -264,18 +266,46 @@ fn build<'py>(
     );
     let (spawned_by, spawn_frames) = spawn_record(cap, ctx, spawns, &raw.obj);
     Stack {
-        id: ctx.ids[i].clone(),
+        id: greenlet_id(&raw.obj),
         name,
         thread,
         state: states.get(state),
         frames,
         frames_omitted,
         details: StackDetails::Greenlet(GreenletDetails {
-            parent: raw.parent.map(|p| ctx.ids[p].clone()),
+            parent: raw.parent.map(|p| ctx.ids.shared(p, &ctx.raws[p].obj)),
             hub: raw.hub,
             spawned_by,
             spawn_frames,
         }),
+    }
+}
+
+/// Ids of the greenlets others point at (parents, spawners: usually a hub
+/// and a main greenlet for thousands of greenlets), kept to be shared. A
+/// stack's own id is instead made for it and moved in: no reference count
+/// to raise, and none to drop in a pass at the end.
+#[derive(Default)]
+struct Ids {
+    /// The last few handed out, newest last; an id not among them is made
+    /// again (same text, its own allocation).
+    recent: RefCell<Vec<(usize, Text)>>,
+}
+
+impl Ids {
+    const KEEP: usize = 8;
+
+    fn shared(&self, i: usize, obj: &Bound<'_, PyAny>) -> Text {
+        let mut recent = self.recent.borrow_mut();
+        if let Some((_, id)) = recent.iter().find(|(at, _)| *at == i) {
+            return id.clone();
+        }
+        if recent.len() == Self::KEEP {
+            recent.remove(0);
+        }
+        let id = greenlet_id(obj);
+        recent.push((i, id.clone()));
+        id
     }
 }
 
@@ -336,7 +366,7 @@ fn spawn_record<'py>(
     .and_then(|r| dereference(&r))
     .filter(|g| ctx.api.is_greenlet(g))
     .map(|g| match ctx.index.get(&(g.as_ptr() as usize)) {
-        Some(&k) => ctx.ids[k].clone(),
+        Some(&k) => ctx.ids.shared(k, &g),
         None => greenlet_id(&g),
     });
 
