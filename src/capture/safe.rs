@@ -216,7 +216,8 @@ pub fn dict_get_scan_many<'py, const N: usize>(
             return out;
         }
         // A `str` caches its hash: comparing hashes first skips most compares.
-        let hashes = keys.map(|k| ffi::PyObject_Hash(k.as_ptr()));
+        // Asked for only once a key is not matched by pointer (rare).
+        let mut hashes: Option<[ffi::Py_hash_t; N]> = None;
         let mut pos: ffi::Py_ssize_t = 0;
         let mut k: *mut ffi::PyObject = std::ptr::null_mut();
         let mut v: *mut ffi::PyObject = std::ptr::null_mut();
@@ -232,6 +233,7 @@ pub fn dict_get_scan_many<'py, const N: usize>(
                 continue;
             }
             let hash = ffi::PyObject_Hash(k);
+            let hashes = hashes.get_or_insert_with(|| keys.map(|k| ffi::PyObject_Hash(k.as_ptr())));
             for (i, key) in keys.iter().enumerate() {
                 let same = hash == hashes[i] && ffi::PyUnicode_Compare(k, key.as_ptr()) == 0;
                 if same && out[i].is_none() {
