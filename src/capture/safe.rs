@@ -176,6 +176,16 @@ impl<'py> BuiltinGetter<'py> {
             )
         }
     }
+
+    /// [`Self::get`] for an object already known to be an `owner`: skips
+    /// the MRO walk, which for instances of a subclass runs on every read.
+    ///
+    /// # Safety
+    /// `obj` must be an instance of `owner` or of a subclass of it.
+    pub unsafe fn get_unchecked(&self, obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+        let tp = ffi::Py_TYPE(obj.as_ptr()) as *mut ffi::PyObject;
+        owned(obj.py(), (self.get)(self.descr.as_ptr(), obj.as_ptr(), tp))
+    }
 }
 
 /// `dict[key]` found by walking the entries and comparing only exact `str`
@@ -206,18 +216,26 @@ pub fn dict_get_scan_many<'py, const N: usize>(
             return out;
         }
         // A `str` caches its hash: comparing hashes first skips most compares.
-        let hashes = keys.map(|k| ffi::PyObject_Hash(k.as_ptr()));
+        // Asked for only once a key is not matched by pointer (rare).
+        let mut hashes: Option<[ffi::Py_hash_t; N]> = None;
         let mut pos: ffi::Py_ssize_t = 0;
         let mut k: *mut ffi::PyObject = std::ptr::null_mut();
         let mut v: *mut ffi::PyObject = std::ptr::null_mut();
         while ffi::PyDict_Next(dict.as_ptr(), &mut pos, &mut k, &mut v) != 0 {
-            let is_str = ffi::PyUnicode_CheckExact(k) != 0;
+            // Attribute names are interned, so the pointer test nearly always decides.
+            if let Some(i) = keys.iter().position(|key| k == key.as_ptr()) {
+                if out[i].is_none() {
+                    out[i] = borrowed(py, v);
+                }
+                continue;
+            }
+            if ffi::PyUnicode_CheckExact(k) == 0 {
+                continue;
+            }
+            let hash = ffi::PyObject_Hash(k);
+            let hashes = hashes.get_or_insert_with(|| keys.map(|k| ffi::PyObject_Hash(k.as_ptr())));
             for (i, key) in keys.iter().enumerate() {
-                // Attribute names are interned, so the pointer test nearly always decides.
-                let same = k == key.as_ptr()
-                    || (is_str
-                        && ffi::PyObject_Hash(k) == hashes[i]
-                        && ffi::PyUnicode_Compare(k, key.as_ptr()) == 0);
+                let same = hash == hashes[i] && ffi::PyUnicode_Compare(k, key.as_ptr()) == 0;
                 if same && out[i].is_none() {
                     out[i] = borrowed(py, v);
                 }

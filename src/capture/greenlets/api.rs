@@ -8,6 +8,7 @@
 use crate::capture::safe::{self, BuiltinGetter};
 use pyo3::ffi;
 use pyo3::prelude::*;
+use std::cell::Cell;
 use std::ffi::CStr;
 use std::os::raw::{c_int, c_void};
 
@@ -122,7 +123,10 @@ impl<'py> GreenletApi<'py> {
         unsafe { self.is_greenlet_ptr(obj.as_ptr()) }
     }
 
-    pub fn flags(&self, greenlet: &Bound<'py, PyAny>) -> Flags {
+    /// The state bits of a greenlet whose parent was read already: a main
+    /// greenlet never has one (greenlet's `MainGreenlet::parent` is always
+    /// NULL), so only a parentless greenlet is asked whether it is main.
+    pub fn flags(&self, greenlet: &Bound<'py, PyAny>, has_parent: bool) -> Flags {
         let read = |f: Predicate| {
             let v = unsafe { f(greenlet.as_ptr()) };
             if v < 0 {
@@ -131,7 +135,7 @@ impl<'py> GreenletApi<'py> {
             v > 0
         };
         Flags {
-            main: read(self.main),
+            main: !has_parent && read(self.main),
             started: read(self.started),
             active: read(self.active),
         }
@@ -153,6 +157,13 @@ impl<'py> GreenletApi<'py> {
     }
 }
 
+/// Which of gevent's classes a type derives from.
+#[derive(Debug, Clone, Copy, Default)]
+struct Kind {
+    greenlet: bool,
+    hub: bool,
+}
+
 /// gevent's types and the getters of their Cython fields, when gevent is imported.
 #[derive(Default)]
 pub struct Gevent<'py> {
@@ -170,6 +181,10 @@ pub struct Gevent<'py> {
     pub f_code: Option<BuiltinGetter<'py>>,
     pub f_lineno: Option<BuiltinGetter<'py>>,
     pub f_back: Option<BuiltinGetter<'py>>,
+    /// The last type asked about and its answer: ten thousand greenlets
+    /// usually share one or two types, so the MRO walks run once per run of
+    /// a type rather than once per greenlet and question.
+    last_kind: Cell<(usize, Kind)>,
 }
 
 impl<'py> Gevent<'py> {
@@ -193,15 +208,30 @@ impl<'py> Gevent<'py> {
             greenlet,
             hub: type_in(c"gevent.hub", c"Hub"),
             frame,
+            last_kind: Cell::default(),
         }
     }
 
+    fn kind(&self, obj: &Bound<'py, PyAny>) -> Kind {
+        let tp = unsafe { ffi::Py_TYPE(obj.as_ptr()) } as usize;
+        let (last, kind) = self.last_kind.get();
+        if last == tp {
+            return kind;
+        }
+        let kind = Kind {
+            greenlet: instance_of(obj, self.greenlet.as_ref()),
+            hub: instance_of(obj, self.hub.as_ref()),
+        };
+        self.last_kind.set((tp, kind));
+        kind
+    }
+
     pub fn is_greenlet(&self, obj: &Bound<'py, PyAny>) -> bool {
-        instance_of(obj, self.greenlet.as_ref())
+        self.kind(obj).greenlet
     }
 
     pub fn is_hub(&self, obj: &Bound<'py, PyAny>) -> bool {
-        instance_of(obj, self.hub.as_ref())
+        self.kind(obj).hub
     }
 }
 

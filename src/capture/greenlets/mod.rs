@@ -19,18 +19,22 @@ use api::{instance_of, read, Flags, Gevent, GreenletApi};
 use naming::Namer;
 use pyo3::ffi;
 use pyo3::prelude::*;
+use pyo3::Borrowed;
+use std::cell::RefCell;
 
 pub use naming::MAIN_GREENLET_NAME;
 
 /// What one greenlet looks like before its stack is built.
 pub(crate) struct Raw<'py> {
-    obj: Bound<'py, PyAny>,
+    /// Borrowed: see `scan`.
+    obj: Borrowed<'py, 'py, PyAny>,
     flags: Flags,
     /// Index of the parent greenlet.
     parent: Option<usize>,
     /// `gr_frame`: the top frame of a greenlet that is switched out.
     frame: Option<Bound<'py, PyAny>>,
-    /// Part of its C stack is copied to the heap: it is not running.
+    /// Part of its C stack is copied to the heap: it is not running. Read
+    /// only for active greenlets without a frame, the ones it decides about.
     stack_saved: bool,
     hub: bool,
     /// `Hub.thread_ident`.
@@ -63,16 +67,17 @@ pub fn capture(cap: &mut Capture<'_>) -> Vec<Stack> {
         .enumerate()
         .map(|(i, g)| (g.as_ptr() as usize, i))
         .collect();
-    let raws: Vec<Raw<'_>> = found
+    let mut parents = ParentIndex::default();
+    let mut raws: Vec<Raw<'_>> = found
         .into_iter()
-        .map(|g| read_greenlet(&api, &gevent, &index, g))
+        .map(|g| read_greenlet(&api, &gevent, &index, &mut parents, g))
         .collect();
     let current = raws.iter().position(|raw| {
         raw.flags.active && raw.frame.is_none() && !raw.stack_saved && api.runs_here(&raw.obj)
     });
     let own = owner::attribute(cap, &api, &raws, &index, current);
 
-    let ids: Vec<Text> = raws.iter().map(|r| greenlet_id(&r.obj)).collect();
+    let ids = Ids::default();
     let mut namer = Namer::new(py);
     let mut states = SharedWords::default();
     let mut stacks = Vec::with_capacity(raws.len());
@@ -87,25 +92,53 @@ pub fn capture(cap: &mut Capture<'_>) -> Vec<Stack> {
             current,
         };
         stacks.push(build(cap, &ctx, &mut namer, &mut states, i));
+        // Released while the frame is still in the cache, not in a pass at the end.
+        raws[i].frame = None;
     }
     stacks
+}
+
+/// Index lookups of parents, remembering the last answer: the greenlets of
+/// one hub come one after another in the heap and share it as parent.
+#[derive(Default)]
+struct ParentIndex(Option<(usize, Option<usize>)>);
+
+impl ParentIndex {
+    fn get(&mut self, index: &HashMap<usize, usize>, parent: usize) -> Option<usize> {
+        match self.0 {
+            Some((last, i)) if last == parent => i,
+            _ => {
+                let i = index.get(&parent).copied();
+                self.0 = Some((parent, i));
+                i
+            }
+        }
+    }
 }
 
 fn read_greenlet<'py>(
     api: &GreenletApi<'py>,
     gevent: &Gevent<'py>,
     index: &HashMap<usize, usize>,
-    obj: Bound<'py, PyAny>,
+    parents: &mut ParentIndex,
+    obj: Borrowed<'py, 'py, PyAny>,
 ) -> Raw<'py> {
-    let flags = api.flags(&obj);
-    let parent = api
-        .parent(&obj)
-        .and_then(|p| index.get(&(p.as_ptr() as usize)).copied());
-    let frame =
-        read(&api.gr_frame, &obj).filter(|f| unsafe { ffi::PyFrame_Check(f.as_ptr()) } != 0);
-    let stack_saved = read(&api.stack_saved, &obj)
-        .and_then(|n| safe::int_value(&n))
-        .is_some_and(|n| n != 0);
+    let parent_obj = api.parent(&obj);
+    let flags = api.flags(&obj, parent_obj.is_some());
+    let parent = parent_obj.and_then(|p| parents.get(index, p.as_ptr() as usize));
+    // SAFETY: the heap scan found `obj` as an instance of greenlet's type.
+    let frame = api
+        .gr_frame
+        .as_ref()
+        .and_then(|g| unsafe { g.get_unchecked(&obj) })
+        .filter(|f| unsafe { ffi::PyFrame_Check(f.as_ptr()) } != 0);
+    // Only decides between an active greenlet with no frame running and one
+    // suspended in C (see `owner`); the getter allocates an int, so others skip it.
+    let stack_saved = flags.active
+        && frame.is_none()
+        && read(&api.stack_saved, &obj)
+            .and_then(|n| safe::int_value(&n))
+            .is_some_and(|n| n != 0);
     let hub = gevent.is_hub(&obj);
     let hub_thread = if hub {
         safe::instance_dict(&obj)
@@ -164,8 +197,7 @@ struct Context<'a, 'py> {
     gevent: &'a Gevent<'py>,
     raws: &'a [Raw<'py>],
     own: &'a owner::Ownership,
-    /// `greenlet:0x...` of each greenlet, formatted once.
-    ids: &'a [Text],
+    ids: &'a Ids,
     index: &'a HashMap<usize, usize>,
     current: Option<usize>,
 }
@@ -232,14 +264,14 @@ fn build<'py>(
     );
     let (spawned_by, spawn_frames) = spawn_record(cap, ctx, &raw.obj);
     Stack {
-        id: ctx.ids[i].clone(),
+        id: greenlet_id(&raw.obj),
         name: name.into(),
         thread,
         state: states.get(state),
         frames,
         frames_omitted,
         details: StackDetails::Greenlet(GreenletDetails {
-            parent: raw.parent.map(|p| ctx.ids[p].clone()),
+            parent: raw.parent.map(|p| ctx.ids.shared(p, &ctx.raws[p].obj)),
             hub: raw.hub,
             spawned_by,
             spawn_frames,
@@ -247,8 +279,57 @@ fn build<'py>(
     }
 }
 
+/// Ids of the greenlets others point at (parents, spawners: usually a hub
+/// and a main greenlet for thousands of greenlets), kept to be shared. A
+/// stack's own id is instead made for it and moved in: no reference count
+/// to raise, and none to drop in a pass at the end.
+#[derive(Default)]
+struct Ids {
+    /// The last few handed out, newest last; an id not among them is made
+    /// again (same text, its own allocation).
+    recent: RefCell<Vec<(usize, Text)>>,
+}
+
+impl Ids {
+    const KEEP: usize = 8;
+
+    fn shared(&self, i: usize, obj: &Bound<'_, PyAny>) -> Text {
+        let mut recent = self.recent.borrow_mut();
+        if let Some((_, id)) = recent.iter().find(|(at, _)| *at == i) {
+            return id.clone();
+        }
+        if recent.len() == Self::KEEP {
+            recent.remove(0);
+        }
+        let id = greenlet_id(obj);
+        recent.push((i, id.clone()));
+        id
+    }
+}
+
+/// `greenlet:0x...` (as `model::address_text` writes it), formatted in place:
+/// one per greenlet, so it skips the generic prefix copy and UTF-8 check.
 fn greenlet_id(obj: &Bound<'_, PyAny>) -> Text {
-    crate::model::address_text("greenlet:", obj.as_ptr() as usize)
+    id_text(obj.as_ptr() as usize)
+}
+
+fn id_text(addr: usize) -> Text {
+    const PREFIX: &[u8] = b"greenlet:0x";
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digits = (usize::BITS - addr.leading_zeros()).div_ceil(4).max(1) as usize;
+    let mut buf = [0u8; PREFIX.len() + 2 * std::mem::size_of::<usize>()];
+    buf[..PREFIX.len()].copy_from_slice(PREFIX);
+    for (k, b) in buf[PREFIX.len()..PREFIX.len() + digits]
+        .iter_mut()
+        .rev()
+        .enumerate()
+    {
+        *b = HEX[(addr >> (4 * k)) & 0xf];
+    }
+    let text = &buf[..PREFIX.len() + digits];
+    debug_assert!(text.is_ascii());
+    // SAFETY: ASCII only (the prefix and hex digits).
+    Text::from(unsafe { std::str::from_utf8_unchecked(text) })
 }
 
 /// gevent's `spawning_greenlet` (a weak reference) and `spawning_stack` (a
@@ -277,7 +358,7 @@ fn spawn_record<'py>(
     .and_then(|r| dereference(&r))
     .filter(|g| ctx.api.is_greenlet(g))
     .map(|g| match ctx.index.get(&(g.as_ptr() as usize)) {
-        Some(&k) => ctx.ids[k].clone(),
+        Some(&k) => ctx.ids.shared(k, &g),
         None => greenlet_id(&g),
     });
 
@@ -312,5 +393,18 @@ fn dereference<'py>(obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
         }
         // 0: the referent is gone; target is NULL.
         safe::owned(obj.py(), target)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ids_are_written_as_address_text_writes_them() {
+        for addr in [0, 1, 0xf, 0x10, 0x7f12_3456_7890, usize::MAX] {
+            assert_eq!(
+                super::id_text(addr),
+                crate::model::address_text("greenlet:", addr)
+            );
+        }
     }
 }

@@ -91,10 +91,8 @@ pub fn attribute<'py>(
         }
     }
     // 4. Greenlets referenced from exactly one other thread's locals.
-    let unmapped_roots: HashSet<usize> = root
-        .iter()
-        .copied()
-        .filter(|r| !owners.owner.contains_key(r))
+    let unmapped_roots: HashSet<usize> = (0..root.len())
+        .filter(|&r| root[r] == r && !owners.owner.contains_key(&r))
         .collect();
     if !unmapped_roots.is_empty() {
         let threads: Vec<u64> = live
@@ -108,7 +106,19 @@ pub fn attribute<'py>(
     }
     let owner = &owners.owner;
 
-    let thread: Vec<Option<u64>> = root.iter().map(|r| owner.get(r).copied()).collect();
+    // Greenlets of one thread mostly come in runs: remember the last root.
+    let mut last: Option<(usize, Option<u64>)> = None;
+    let thread: Vec<Option<u64>> = root
+        .iter()
+        .map(|&r| match last {
+            Some((at, t)) if at == r => t,
+            _ => {
+                let t = owner.get(&r).copied();
+                last = Some((r, t));
+                t
+            }
+        })
+        .collect();
     // A root tied to no thread while every live thread is tied to another
     // root belongs to a thread that has exited (one main greenlet per thread).
     // (Without `sys._current_frames` nothing is known to be alive, nor dead.)
@@ -148,8 +158,9 @@ impl Owners {
 /// Root of every greenlet: the end of its parent chain (a main greenlet).
 fn roots(raws: &[Raw<'_>]) -> Vec<usize> {
     let mut root: Vec<Option<usize>> = vec![None; raws.len()];
+    let mut path = Vec::new();
     for start in 0..raws.len() {
-        let mut path = Vec::new();
+        path.clear();
         let mut at = start;
         let found = loop {
             if let Some(r) = root[at] {
@@ -162,7 +173,7 @@ fn roots(raws: &[Raw<'_>]) -> Vec<usize> {
                 _ => break at,
             }
         };
-        for i in path {
+        for &i in &path {
             root[i] = Some(found);
         }
     }
@@ -176,39 +187,32 @@ fn live_threads(cap: &Capture<'_>) -> Vec<u64> {
 
 fn running(raws: &[Raw<'_>], root: &[usize], exited: &[bool], current: Option<usize>) -> Vec<bool> {
     let mut running = vec![false; raws.len()];
-    let mut groups: HashMap<usize, Vec<usize>> = HashMap::default();
-    for (i, &r) in root.iter().enumerate() {
-        groups.entry(r).or_default().push(i);
-    }
     let current_root = current.map(|c| root[c]);
-    for (r, members) in groups {
-        if Some(r) == current_root {
-            if let Some(c) = current {
-                running[c] = true;
-            }
-            continue;
-        }
+    if let Some(c) = current {
+        running[c] = true;
+    }
+    // (root, pick): each root's first candidate, or its first main one.
+    // Roots are threads, a handful: a list searched beats a map.
+    let mut picks: Vec<(usize, usize)> = Vec::new();
+    for (i, raw) in raws.iter().enumerate() {
+        let r = root[i];
         // A thread that has exited runs nothing.
-        if exited[r] {
+        if Some(r) == current_root
+            || exited[r]
+            || !(raw.flags.active && raw.frame.is_none() && !raw.stack_saved)
+        {
             continue;
         }
-        let candidates: Vec<usize> = members
-            .into_iter()
-            .filter(|&i| {
-                let raw = &raws[i];
-                raw.flags.active && raw.frame.is_none() && !raw.stack_saved
-            })
-            .collect();
         // More than one only if some greenlet sits in C code alone with an
         // unsaved stack; the main greenlet is then the likelier one to run.
-        let pick = candidates
-            .iter()
-            .copied()
-            .find(|&i| raws[i].flags.main)
-            .or_else(|| candidates.first().copied());
-        if let Some(i) = pick {
-            running[i] = true;
+        match picks.iter_mut().find(|(at, _)| *at == r) {
+            None => picks.push((r, i)),
+            Some((_, p)) if !raws[*p].flags.main && raw.flags.main => *p = i,
+            Some(_) => {}
         }
+    }
+    for (_, i) in picks {
+        running[i] = true;
     }
     running
 }
