@@ -252,7 +252,8 @@ impl<'py> Backend<'py> {
             };
             stacks.push(Stack {
                 id: crate::model::address_text("task:", addr),
-                name: view.name.clone(),
+                // Moved in after the loop: `classify` may still read it.
+                name: String::new(),
                 thread,
                 state: states.get(state),
                 frames,
@@ -269,6 +270,9 @@ impl<'py> Backend<'py> {
                     awaited_by,
                 }),
             });
+        }
+        for (stack, view) in stacks.iter_mut().zip(&mut self.views) {
+            stack.name = std::mem::take(&mut view.name);
         }
         sort_stacks(&mut stacks);
         stacks
