@@ -172,6 +172,7 @@ impl<'py> Backend<'py> {
         let running_frames = self.running_frames(cap, &on_stack);
 
         let waiters = Waiters::new(
+            &self.aio,
             self.views
                 .iter()
                 .filter_map(|v| Some((v.fut.obj.as_ptr() as usize, v.waiter.as_ref()?))),
