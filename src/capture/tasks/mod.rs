@@ -646,50 +646,86 @@ fn loop_timers<'py>(aio: &Asyncio<'py>, event_loop: &Bound<'py, PyAny>) -> AddrM
 /// Loops in order of first appearance, tasks within a loop by name with
 /// numbers in numeric order (`Task-2` before `Task-10`).
 ///
-/// Ten thousand tasks sort on integer keys: the few distinct name stems
-/// (`Task-`, `worker-`) are ranked once, so no comparison reads a string.
+/// Ten thousand tasks sort on packed integer keys: the few distinct name
+/// stems (`Task-`, `worker-`) are ranked once, so no comparison reads a
+/// string unless two names have the same stem and number.
 fn sort_stacks(stacks: &mut Vec<Stack>) {
     fn split(name: &str) -> (&str, u64) {
         let head = name.trim_end_matches(|c: char| c.is_ascii_digit());
         (head, name[head.len()..].parse().unwrap_or(0))
     }
+    if stacks.len() >= u32::MAX as usize {
+        return;
+    }
     let parts: Vec<(&str, u64)> = stacks.iter().map(|s| split(&s.name)).collect();
     let mut heads: Vec<&str> = parts.iter().map(|p| p.0).collect();
     heads.sort_unstable();
     heads.dedup();
-    let head_rank: crate::fasthash::FastMap<&str, usize> =
-        heads.iter().enumerate().map(|(i, h)| (*h, i)).collect();
-    // Full names break ties between names that differ only in leading zeros.
-    let mut order: Vec<(usize, u64, usize)> = parts
-        .iter()
-        .enumerate()
-        .map(|(i, (head, number))| (head_rank[head], *number, i))
-        .collect();
-    order.sort_unstable_by(|a, b| {
-        (a.0, a.1)
-            .cmp(&(b.0, b.1))
-            .then_with(|| stacks[a.2].name.cmp(&stacks[b.2].name))
-            .then_with(|| stacks[a.2].id.cmp(&stacks[b.2].id))
-    });
-    let mut loops: crate::fasthash::FastMap<&str, usize> = Default::default();
-    let mut ranked: Vec<(usize, usize)> = Vec::with_capacity(order.len());
-    for (position, &(_, _, i)) in order.iter().enumerate() {
-        let next = loops.len();
-        let rank = *loops.entry(loop_id(&stacks[i])).or_insert(next);
-        ranked.push((rank, position));
+    let rank_of = |head: &str| heads.binary_search(&head).unwrap_or(0) as u128;
+    // (stem rank, number, index), most significant first.
+    let mut order: Vec<u128> = Vec::with_capacity(parts.len());
+    let mut last: Option<(&str, u128)> = None;
+    for (i, (head, number)) in parts.iter().enumerate() {
+        let rank = match last {
+            Some((h, r)) if h == *head => r,
+            _ => rank_of(head),
+        };
+        last = Some((head, rank));
+        order.push((rank << 96) | ((*number as u128) << 32) | i as u128);
     }
-    ranked.sort_unstable();
-    let mut slots: Vec<Option<Stack>> = stacks.drain(..).map(Some).collect();
-    stacks.extend(
-        ranked
+    order.sort_unstable();
+    let index = |key: u128| (key & u128::from(u32::MAX)) as usize;
+    // Full names (then ids) break ties between names that differ only in
+    // leading zeros, or are the same.
+    let mut start = 0;
+    while start < order.len() {
+        let stem = order[start] >> 32;
+        let end = start + order[start..].partition_point(|k| k >> 32 == stem);
+        if end - start > 1 {
+            order[start..end].sort_unstable_by(|a, b| {
+                let (a, b) = (&stacks[index(*a)], &stacks[index(*b)]);
+                a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id))
+            });
+        }
+        start = end;
+    }
+    let mut positions: Vec<usize> = order.iter().map(|k| index(*k)).collect();
+    // Loops in order of first appearance: one loop (the usual case) keeps
+    // the order as it is.
+    let mut loops: crate::fasthash::FastMap<&str, usize> = Default::default();
+    let mut last: Option<(&Text, usize)> = None;
+    let mut ranks: Vec<usize> = Vec::with_capacity(positions.len());
+    for &i in &positions {
+        let id = loop_id(&stacks[i]);
+        let rank = match last {
+            Some((l, r)) if std::sync::Arc::ptr_eq(l, id) => r,
+            _ => {
+                let next = loops.len();
+                *loops.entry(id).or_insert(next)
+            }
+        };
+        last = Some((id, rank));
+        ranks.push(rank);
+    }
+    if loops.len() > 1 {
+        // (loop rank, place in name order, stack index)
+        let mut ranked: Vec<(usize, usize, usize)> = ranks
             .into_iter()
-            .filter_map(|(_, position)| slots[order[position].2].take()),
-    );
+            .zip(positions)
+            .enumerate()
+            .map(|(place, (rank, i))| (rank, place, i))
+            .collect();
+        ranked.sort_unstable();
+        positions = ranked.into_iter().map(|(_, _, i)| i).collect();
+    }
+    let mut slots: Vec<Option<Stack>> = stacks.drain(..).map(Some).collect();
+    stacks.extend(positions.into_iter().filter_map(|i| slots[i].take()));
 }
 
-fn loop_id(stack: &Stack) -> &str {
+fn loop_id(stack: &Stack) -> &Text {
+    static NONE: std::sync::OnceLock<Text> = std::sync::OnceLock::new();
     match &stack.details {
         StackDetails::Task(d) => &d.event_loop,
-        _ => "",
+        _ => NONE.get_or_init(|| Text::from("")),
     }
 }
