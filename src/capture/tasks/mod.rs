@@ -252,7 +252,7 @@ impl<'py> Backend<'py> {
                 FutState::Pending => "pending",
             };
             stacks.push(Stack {
-                id: crate::model::address_text("task:", addr),
+                id: task_id(addr),
                 // Moved in after the loop: `classify` may still read it.
                 name: String::new(),
                 thread,
@@ -643,6 +643,28 @@ fn loop_timers<'py>(aio: &Asyncio<'py>, event_loop: &Bound<'py, PyAny>) -> AddrM
     out
 }
 
+/// `task:0x...`, as `model::address_text` writes it (a test checks), with
+/// no UTF-8 check of the digits: one per task, ten thousand at a time.
+fn task_id(addr: usize) -> Text {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    const PREFIX: &[u8] = b"task:0x";
+    let mut buf = [0u8; 32];
+    let mut start = buf.len();
+    let mut n = addr;
+    loop {
+        start -= 1;
+        buf[start] = DIGITS[n & 0xf];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    start -= PREFIX.len();
+    buf[start..start + PREFIX.len()].copy_from_slice(PREFIX);
+    // Only ASCII was written.
+    Text::from(unsafe { std::str::from_utf8_unchecked(&buf[start..]) })
+}
+
 /// Loops in order of first appearance, tasks within a loop by name with
 /// numbers in numeric order (`Task-2` before `Task-10`).
 ///
@@ -727,5 +749,18 @@ fn loop_id(stack: &Stack) -> &Text {
     match &stack.details {
         StackDetails::Task(d) => &d.event_loop,
         _ => NONE.get_or_init(|| Text::from("")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn task_ids_match_the_model() {
+        for addr in [0usize, 1, 0xf, 0x10, 0x7f12_3456_789a, usize::MAX] {
+            assert_eq!(
+                super::task_id(addr),
+                crate::model::address_text("task:", addr)
+            );
+        }
     }
 }
