@@ -142,6 +142,9 @@ pub struct Asyncio<'py> {
     /// here so its address is not reused while the capture runs.
     texts: std::cell::RefCell<AddrMap<(Bound<'py, PyAny>, Text)>>,
     empty: Text,
+    /// State words already parsed, by object (each held, so its address
+    /// stays its own): futures share the same three `str` objects.
+    state_words: std::cell::RefCell<Vec<(Bound<'py, PyAny>, FutState)>>,
 }
 
 fn module_type<'py>(py: Python<'py>, module: &CStr, name: &CStr) -> Option<*mut ffi::PyTypeObject> {
@@ -236,6 +239,7 @@ impl<'py> Asyncio<'py> {
             asyncio_dir,
             texts: Default::default(),
             empty: Text::from(""),
+            state_words: Default::default(),
         })
     }
 
@@ -299,8 +303,26 @@ impl<'py> Asyncio<'py> {
             }
             _ => return None,
         };
+        Some(self.state_of(value))
+    }
+
+    /// `_state` as a [`FutState`]; `None` (unset) reads as pending.
+    fn state_of(&self, value: Option<Bound<'py, PyAny>>) -> FutState {
+        let Some(value) = value else {
+            return FutState::parse(None);
+        };
+        let mut known = self.state_words.borrow_mut();
+        if let Some((_, state)) = known.iter().find(|(w, _)| w.is(&value)) {
+            return *state;
+        }
         // The three state words are ASCII: a borrowed read decides.
-        Some(FutState::parse(value.as_ref().and_then(safe::str_ref)))
+        let state = FutState::parse(safe::str_ref(&value));
+        // A few words at most, unless some future's state is not one of the
+        // shared strings: then stop remembering.
+        if known.len() < 8 {
+            known.push((value, state));
+        }
+        state
     }
 
     /// State, loop and callbacks of an asyncio future or task.
@@ -322,7 +344,7 @@ impl<'py> Asyncio<'py> {
             }
             _ => return None,
         };
-        let state = FutState::parse(state.as_ref().and_then(safe::str_ref));
+        let state = self.state_of(state);
         // 3.9+: a list of (callback, context) pairs.
         let callbacks = callbacks
             .and_then(|list| safe::sequence_items(&list))

@@ -125,6 +125,14 @@ struct OnStack {
     depth: usize,
 }
 
+/// What every task of one event loop shares.
+struct LoopInfo {
+    id: Text,
+    thread: Option<u64>,
+    /// See [`loop_timers`]; read when a task of the loop first needs a deadline.
+    timers: Option<AddrMap<f64>>,
+}
+
 struct Backend<'py> {
     aio: Asyncio<'py>,
     views: Vec<TaskView<'py>>,
@@ -132,7 +140,9 @@ struct Backend<'py> {
     by_addr: AddrMap<usize>,
     stacks: ThreadStacks<'py>,
     loop_threads: LoopThreads,
-    timers: AddrMap<AddrMap<f64>>,
+    /// Per event loop met: its id, thread and timers, read once.
+    loops: Vec<LoopInfo>,
+    loop_at: AddrMap<usize>,
     workers: Option<AddrMap<u64>>,
     /// `concurrent.futures.Future` -> index of the task that resolves it.
     feeders: AddrMap<usize>,
@@ -157,7 +167,8 @@ impl<'py> Backend<'py> {
             by_addr,
             stacks: ThreadStacks::default(),
             loop_threads: LoopThreads::default(),
-            timers: AddrMap::default(),
+            loops: Vec::new(),
+            loop_at: AddrMap::default(),
             workers: None,
             feeders: AddrMap::default(),
             now: None,
@@ -206,9 +217,10 @@ impl<'py> Backend<'py> {
 
         let bridged = self.bridged();
         let blocked = self.blocked_threads(cap);
-        let mut loop_ids: AddrMap<Text> = AddrMap::default();
-        let mut states = crate::model::SharedWords::default();
+        let mut words = crate::model::SharedWords::default();
         let mut stacks = Vec::with_capacity(n);
+        // The loop of the previous task: tasks of one loop come in runs.
+        let mut last_loop: Option<(usize, usize)> = None;
         for i in 0..n {
             let addr = self.views[i].fut.obj.as_ptr() as usize;
             let mut awaited_by: Vec<String> = links::awaited_by(
@@ -228,24 +240,42 @@ impl<'py> Backend<'py> {
                     }
                 }
             }
-            let event_loop = self.views[i].fut.event_loop.clone();
-            let thread = event_loop
-                .as_ref()
-                .and_then(|l| self.loop_threads.thread_of(cap, l));
-            let running = self.current.contains_key(&addr);
-            let (frames, omitted, awaiting) = match running_frames.get(&i) {
+            let event_loop = match self.views[i].fut.event_loop.as_ref() {
+                None => None,
+                Some(l) => {
+                    let key = l.as_ptr() as usize;
+                    match last_loop {
+                        Some((k, at)) if k == key => Some(at),
+                        _ => {
+                            let l = l.clone();
+                            let at = self.loop_index(cap, &l);
+                            last_loop = Some((key, at));
+                            Some(at)
+                        }
+                    }
+                }
+            };
+            let thread = event_loop.and_then(|at| self.loops[at].thread);
+            let running = !self.current.is_empty() && self.current.contains_key(&addr);
+            let on_stack = if running_frames.is_empty() {
+                None
+            } else {
+                running_frames.get(&i)
+            };
+            let (frames, omitted, awaiting) = match on_stack {
                 Some((frames, omitted)) => (frames.clone(), *omitted, None),
-                None => self.suspended(cap, i, &proxied, &group_sizes),
+                None => self.suspended(cap, i, event_loop, &proxied, &group_sizes),
             };
             let view = &self.views[i];
-            let waiter_cancelled = view.waiter.as_ref().and_then(|w| self.aio.future_state(w))
-                == Some(FutState::Cancelled);
             let state = match view.fut.state {
                 FutState::Finished => "done",
                 FutState::Cancelled => "cancelled",
                 FutState::Pending if running => "running",
                 FutState::Pending
-                    if view.must_cancel || view.cancel_requests > 0 || waiter_cancelled =>
+                    if view.must_cancel
+                        || view.cancel_requests > 0
+                        || view.waiter.as_ref().and_then(|w| self.aio.future_state(w))
+                            == Some(FutState::Cancelled) =>
                 {
                     "cancelling"
                 }
@@ -256,16 +286,13 @@ impl<'py> Backend<'py> {
                 // Moved in after the loop: `classify` may still read it.
                 name: String::new(),
                 thread,
-                state: states.get(state),
+                state: words.get(state),
                 frames,
                 frames_omitted: omitted,
                 details: StackDetails::Task(TaskDetails {
-                    event_loop: match &event_loop {
-                        Some(l) => loop_ids
-                            .entry(l.as_ptr() as usize)
-                            .or_insert_with(|| format!("loop:{}", safe::address(l)).into())
-                            .clone(),
-                        None => "loop:none".into(),
+                    event_loop: match event_loop {
+                        Some(at) => self.loops[at].id.clone(),
+                        None => words.get("loop:none"),
                     },
                     awaiting,
                     awaited_by,
@@ -423,6 +450,7 @@ impl<'py> Backend<'py> {
         &mut self,
         cap: &mut Capture<'py>,
         i: usize,
+        event_loop: Option<usize>,
         proxied: &AddrMap<(Option<String>, Vec<String>)>,
         group_sizes: &AddrMap<usize>,
     ) -> (Vec<Frame>, u64, Option<String>) {
@@ -443,13 +471,17 @@ impl<'py> Backend<'py> {
             _ => None,
         };
         let addr = self.views[i].fut.obj.as_ptr() as usize;
-        let deadline = self.deadline(i);
+        let deadline = event_loop.and_then(|at| self.deadline(i, at));
         let facts = Facts {
             links: chain.links,
             waiter,
             leaf,
             deadline,
-            group_size: group_sizes.get(&addr).copied(),
+            group_size: if group_sizes.is_empty() {
+                None
+            } else {
+                group_sizes.get(&addr).copied()
+            },
         };
         (chain.frames, chain.omitted, awaiting::describe(&facts))
     }
@@ -535,22 +567,41 @@ impl<'py> Backend<'py> {
     /// Seconds until the loop timer that ends task `i`'s wait: a sleep's or
     /// 3.9-3.11 `wait_for`'s timer keyed by the future waited on, an
     /// `asyncio.timeout` (3.11+) keyed by the task.
-    fn deadline(&mut self, i: usize) -> Option<f64> {
+    fn deadline(&mut self, i: usize, event_loop: usize) -> Option<f64> {
         let view = &self.views[i];
-        let event_loop = view.fut.event_loop.clone()?;
         let keys = [
             view.waiter.as_ref().map(|w| w.as_ptr() as usize),
             Some(view.fut.obj.as_ptr() as usize),
         ];
         let now = self.now()?;
-        let timers = self
-            .timers
-            .entry(event_loop.as_ptr() as usize)
-            .or_insert_with(|| loop_timers(&self.aio, &event_loop));
+        let info = &mut self.loops[event_loop];
+        let timers = match &mut info.timers {
+            Some(timers) => timers,
+            None => {
+                let l = self.views[i].fut.event_loop.as_ref()?;
+                info.timers.insert(loop_timers(&self.aio, l))
+            }
+        };
         keys.into_iter()
             .flatten()
             .find_map(|k| timers.get(&k))
             .map(|when| when - now)
+    }
+
+    /// The index in `self.loops` of `event_loop`, read on first sight.
+    fn loop_index(&mut self, cap: &Capture<'py>, event_loop: &Bound<'py, PyAny>) -> usize {
+        let key = event_loop.as_ptr() as usize;
+        if let Some(&at) = self.loop_at.get(&key) {
+            return at;
+        }
+        let at = self.loops.len();
+        self.loops.push(LoopInfo {
+            id: format!("loop:{}", safe::address(event_loop)).into(),
+            thread: self.loop_threads.thread_of(cap, event_loop),
+            timers: None,
+        });
+        self.loop_at.insert(key, at);
+        at
     }
 
     /// The loop clock: `BaseEventLoop.time()` is `time.monotonic()`, read
