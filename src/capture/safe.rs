@@ -543,6 +543,28 @@ pub fn sequence_items<'py>(obj: &Bound<'py, PyAny>) -> Option<Vec<Bound<'py, PyA
     }
 }
 
+/// The first item of a `list` or `tuple` (or subclass), without copying
+/// the rest as [`sequence_items`] does.
+pub fn first_item<'py>(obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+    unsafe {
+        let p = obj.as_ptr();
+        let item = if ffi::PyList_Check(p) != 0 {
+            if ffi::PyList_Size(p) < 1 {
+                return None;
+            }
+            ffi::PyList_GetItem(p, 0)
+        } else if ffi::PyTuple_Check(p) != 0 {
+            if ffi::PyTuple_Size(p) < 1 {
+                return None;
+            }
+            ffi::PyTuple_GetItem(p, 0)
+        } else {
+            return None;
+        };
+        borrowed(obj.py(), item)
+    }
+}
+
 /// Number of items of a `set`, `list`, `tuple` or `dict` (C size field).
 pub fn container_len(obj: &Bound<'_, PyAny>) -> Option<usize> {
     unsafe {

@@ -646,6 +646,7 @@ fn loop_timers<'py>(aio: &Asyncio<'py>, event_loop: &Bound<'py, PyAny>) -> AddrM
     else {
         return out;
     };
+    out.reserve(scheduled.len());
     for handle in scheduled {
         if !safe::is_instance(&handle, t.timer_tp) {
             continue;
@@ -666,27 +667,21 @@ fn loop_timers<'py>(aio: &Asyncio<'py>, event_loop: &Bound<'py, PyAny>) -> AddrM
         else {
             continue;
         };
-        let mut keys = Vec::new();
-        if let Some(first) = t
+        let first = t
             .args
             .as_ref()
             .and_then(|a| a.get(&handle))
-            .and_then(|a| safe::sequence_items(&a))
-            .and_then(|a| a.into_iter().next())
-        {
-            keys.push(first.as_ptr() as usize);
-        }
-        if let Some((_, this)) = t
+            .and_then(|a| safe::first_item(&a))
+            .map(|first| first.as_ptr() as usize);
+        let task = t
             .callback
             .as_ref()
             .and_then(|a| a.get(&handle))
             .and_then(|c| safe::bound_method_parts(&c))
-        {
-            if let Some(task) = safe::instance_attr(&this, c"_task").filter(|x| aio.is_task(x)) {
-                keys.push(task.as_ptr() as usize);
-            }
-        }
-        for key in keys {
+            .and_then(|(_, this)| safe::instance_attr(&this, c"_task"))
+            .filter(|x| aio.is_task(x))
+            .map(|task| task.as_ptr() as usize);
+        for key in [first, task].into_iter().flatten() {
             let slot = out.entry(key).or_insert(when);
             *slot = slot.min(when);
         }
