@@ -145,6 +145,9 @@ pub struct Asyncio<'py> {
     /// State words already parsed, by object (each held, so its address
     /// stays its own): futures share the same three `str` objects.
     state_words: std::cell::RefCell<Vec<(Bound<'py, PyAny>, FutState)>>,
+    /// Whether [`existing_frame`] agreed with the frame getter (checked on
+    /// the first frame read this way).
+    direct_frames: std::cell::Cell<Option<bool>>,
 }
 
 fn module_type<'py>(py: Python<'py>, module: &CStr, name: &CStr) -> Option<*mut ffi::PyTypeObject> {
@@ -240,6 +243,7 @@ impl<'py> Asyncio<'py> {
             texts: Default::default(),
             empty: Text::from(""),
             state_words: Default::default(),
+            direct_frames: Default::default(),
         })
     }
 
@@ -470,6 +474,79 @@ impl<'py> Asyncio<'py> {
 
     /// The frame of a coroutine, generator or async generator.
     pub fn coro_frame(&self, coro: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
-        self.coro_type(coro)?.frame.as_ref()?.get(coro)
+        self.frame_of(self.coro_type(coro)?, coro)
     }
+
+    /// The frame of `obj`, an exact instance of `kind`: the frame object it
+    /// already has, read from the struct where the layout was checked (see
+    /// [`existing_frame`]), else through the type's getter.
+    pub fn frame_of(
+        &self,
+        kind: &CoroType<'py>,
+        obj: &Bound<'py, PyAny>,
+    ) -> Option<Bound<'py, PyAny>> {
+        let getter = || kind.frame.as_ref()?.get(obj);
+        if self.direct_frames.get() == Some(false) {
+            return getter();
+        }
+        // `obj` is exactly one of the interpreter's generator-like types
+        // (`coro_type` matched its type pointer) and keeps its frame alive.
+        let ptr = unsafe { existing_frame(obj.as_ptr()) };
+        if ptr.is_null() {
+            return getter();
+        }
+        let direct = unsafe { Bound::from_borrowed_ptr(self.py, ptr) };
+        if self.direct_frames.get().is_none() {
+            // Once per capture: the struct read must agree with the getter.
+            let agrees = getter().is_some_and(|f| f.is(&direct));
+            self.direct_frames.set(Some(agrees));
+            if !agrees {
+                return getter();
+            }
+        }
+        Some(direct)
+    }
+}
+
+/// The frame object a coroutine, generator or async generator (all three
+/// begin with `_PyGenObject_HEAD`) already has, read from the struct; NULL
+/// when there is none yet, when it has finished, or on versions whose layout
+/// was not checked: the getter decides then.
+///
+/// The getter would also do this (after an `object.__getattr__` audit
+/// event, which would run audit hooks) plus create a frame object when
+/// there is none yet.
+///
+/// # Safety
+/// `obj` must be an exact instance of `PyCoro_Type`, `PyGen_Type` or
+/// `PyAsyncGen_Type`; the GIL is held.
+#[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
+unsafe fn existing_frame(obj: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    // `_PyInterpreterFrame.frame_obj` (internal/pycore_frame.h): 3.11 has
+    // f_func, f_globals, f_builtins, f_locals, f_code before it; 3.12 and
+    // 3.13 have f_code (f_executable), previous, f_funcobj, f_globals,
+    // f_builtins, f_locals.
+    #[cfg(not(Py_3_12))]
+    const FRAME_OBJ: usize = 5;
+    #[cfg(Py_3_12)]
+    const FRAME_OBJ: usize = 6;
+    let gen = obj as *mut ffi::PyGenObject;
+    // CREATED, SUSPENDED (3.13: and SUSPENDED_YIELD_FROM) and EXECUTING are
+    // the states <= 0 in 3.11-3.13; from COMPLETED on the frame is going.
+    if (*gen).gi_frame_state > 0 {
+        return std::ptr::null_mut();
+    }
+    let iframe = (&raw const (*gen).gi_iframe) as *const *mut ffi::PyObject;
+    *iframe.add(FRAME_OBJ)
+}
+
+/// 3.9-3.10: the generator holds its frame in `gi_frame` (NULL once finished).
+#[cfg(not(Py_3_11))]
+unsafe fn existing_frame(obj: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    (*(obj as *mut ffi::PyGenObject)).gi_frame as *mut ffi::PyObject
+}
+
+#[cfg(all(Py_3_11, any(Py_3_14, Py_GIL_DISABLED)))]
+unsafe fn existing_frame(_obj: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    std::ptr::null_mut()
 }

@@ -49,10 +49,8 @@ pub fn follow<'py>(
             break;
         }
         if let Some(kind) = aio.coro_type(&obj) {
-            let frame = kind
-                .frame
-                .as_ref()
-                .and_then(|a| a.get(&obj))
+            let frame = aio
+                .frame_of(kind, &obj)
                 .and_then(|f| cap.walker.frame_of(&f));
             let in_asyncio = match (&frame, &aio.asyncio_dir) {
                 (Some(f), Some(dir)) => f.filename.starts_with(dir.as_str()),
