@@ -375,6 +375,50 @@ impl<'py> BuiltinAttr<'py> {
     }
 }
 
+/// [`BuiltinAttr`] that, for a getset descriptor, calls the getset's C
+/// getter itself once the object is known to be an instance of the owner:
+/// what `getset_get` does after its own type check (3.9-3.13), without the
+/// descriptor call around it. Member descriptors go through [`BuiltinAttr`]
+/// (their `member_get` may raise an audit event first).
+pub struct DirectAttr<'py> {
+    attr: BuiltinAttr<'py>,
+    getset: Option<(ffi::getter, *mut std::os::raw::c_void)>,
+}
+
+impl<'py> DirectAttr<'py> {
+    pub fn resolve(py: Python<'py>, owner: *mut ffi::PyTypeObject, name: &CStr) -> Option<Self> {
+        let attr = BuiltinAttr::resolve(py, owner, name)?;
+        let getset = unsafe {
+            let descr = attr.0.descr.as_ptr();
+            if std::ptr::eq(ffi::Py_TYPE(descr), &raw mut ffi::PyGetSetDescr_Type) {
+                // The descriptor (held by `attr`) keeps its definition alive.
+                let def = (*(descr as *mut ffi::PyGetSetDescrObject)).d_getset;
+                (!def.is_null())
+                    .then(|| (*def).get.map(|get| (get, (*def).closure)))
+                    .flatten()
+            } else {
+                None
+            }
+        };
+        Some(DirectAttr { attr, getset })
+    }
+
+    /// As [`BuiltinAttr::get`].
+    pub fn get(&self, obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+        unsafe {
+            let Some((get, closure)) = self.getset else {
+                return self.attr.get(obj);
+            };
+            let tp = ffi::Py_TYPE(obj.as_ptr());
+            let owner = self.attr.0.owner.as_ptr() as *mut ffi::PyTypeObject;
+            if tp != owner && ffi::PyType_IsSubtype(tp, owner) == 0 {
+                return None;
+            }
+            not_none(owned(obj.py(), get(obj.as_ptr(), closure))?)
+        }
+    }
+}
+
 /// A no-argument C method (`METH_NOARGS`) of one of the interpreter's
 /// types, called through the owner's own method descriptor so that a
 /// subclass override never runs. Only for methods that read a field (the C

@@ -7,7 +7,7 @@
 //! are resolved once per capture. Nothing here calls a Python-level method.
 
 use super::AddrMap;
-use crate::capture::safe::{self, BuiltinAttr, BuiltinMethod};
+use crate::capture::safe::{self, BuiltinAttr, BuiltinMethod, DirectAttr};
 use crate::model::Text;
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -62,16 +62,16 @@ pub struct TaskView<'py> {
 
 struct CFuture<'py> {
     tp: *mut ffi::PyTypeObject,
-    state: Option<BuiltinAttr<'py>>,
-    event_loop: Option<BuiltinAttr<'py>>,
-    callbacks: Option<BuiltinAttr<'py>>,
+    state: Option<DirectAttr<'py>>,
+    event_loop: Option<DirectAttr<'py>>,
+    callbacks: Option<DirectAttr<'py>>,
 }
 
 struct CTask<'py> {
     tp: *mut ffi::PyTypeObject,
-    coro: Option<BuiltinAttr<'py>>,
-    waiter: Option<BuiltinAttr<'py>>,
-    must_cancel: Option<BuiltinAttr<'py>>,
+    coro: Option<DirectAttr<'py>>,
+    waiter: Option<DirectAttr<'py>>,
+    must_cancel: Option<DirectAttr<'py>>,
     // The C task exposes its name and cancel count only through methods;
     // these are the type's own C functions (see `BuiltinMethod`).
     get_name: Option<BuiltinMethod<'py>>,
@@ -82,9 +82,9 @@ struct CTask<'py> {
 pub struct CoroType<'py> {
     pub tp: *mut ffi::PyTypeObject,
     pub frame: Option<BuiltinAttr<'py>>,
-    pub awaits: Option<BuiltinAttr<'py>>,
-    pub running: Option<BuiltinAttr<'py>>,
-    pub qualname: Option<BuiltinAttr<'py>>,
+    pub awaits: Option<DirectAttr<'py>>,
+    pub running: Option<DirectAttr<'py>>,
+    pub qualname: Option<DirectAttr<'py>>,
 }
 
 impl<'py> CoroType<'py> {
@@ -98,9 +98,9 @@ impl<'py> CoroType<'py> {
         CoroType {
             tp,
             frame: BuiltinAttr::resolve(py, tp, frame),
-            awaits: BuiltinAttr::resolve(py, tp, awaits),
-            running: BuiltinAttr::resolve(py, tp, running),
-            qualname: BuiltinAttr::resolve(py, tp, c"__qualname__"),
+            awaits: DirectAttr::resolve(py, tp, awaits),
+            running: DirectAttr::resolve(py, tp, running),
+            qualname: DirectAttr::resolve(py, tp, c"__qualname__"),
         }
     }
 
@@ -161,15 +161,15 @@ impl<'py> Asyncio<'py> {
         let tasks_module = safe::imported_module(py, c"asyncio.tasks")?;
         let c_future = module_type(py, c"_asyncio", c"Future").map(|tp| CFuture {
             tp,
-            state: BuiltinAttr::resolve(py, tp, c"_state"),
-            event_loop: BuiltinAttr::resolve(py, tp, c"_loop"),
-            callbacks: BuiltinAttr::resolve(py, tp, c"_callbacks"),
+            state: DirectAttr::resolve(py, tp, c"_state"),
+            event_loop: DirectAttr::resolve(py, tp, c"_loop"),
+            callbacks: DirectAttr::resolve(py, tp, c"_callbacks"),
         });
         let c_task = module_type(py, c"_asyncio", c"Task").map(|tp| CTask {
             tp,
-            coro: BuiltinAttr::resolve(py, tp, c"_coro"),
-            waiter: BuiltinAttr::resolve(py, tp, c"_fut_waiter"),
-            must_cancel: BuiltinAttr::resolve(py, tp, c"_must_cancel"),
+            coro: DirectAttr::resolve(py, tp, c"_coro"),
+            waiter: DirectAttr::resolve(py, tp, c"_fut_waiter"),
+            must_cancel: DirectAttr::resolve(py, tp, c"_must_cancel"),
             get_name: BuiltinMethod::resolve(py, tp, c"get_name"),
             cancelling: if cfg!(Py_3_11) {
                 BuiltinMethod::resolve(py, tp, c"cancelling")
@@ -368,7 +368,7 @@ impl<'py> Asyncio<'py> {
     pub fn task(&self, obj: &Bound<'py, PyAny>) -> Option<TaskView<'py>> {
         if let Some(c) = self.c_task.as_ref().filter(|_| self.is_c_task(obj)) {
             let fut = self.future(obj)?;
-            let get = |a: &Option<BuiltinAttr<'py>>| a.as_ref().and_then(|a| a.get(obj));
+            let get = |a: &Option<DirectAttr<'py>>| a.as_ref().and_then(|a| a.get(obj));
             let name = c
                 .get_name
                 .as_ref()
