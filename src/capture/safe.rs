@@ -455,6 +455,28 @@ impl<'py> BuiltinMethod<'py> {
     }
 }
 
+impl<'py> BuiltinMethod<'py> {
+    /// [`BuiltinMethod::call0`], calling a `METH_NOARGS` method's C function
+    /// itself once `obj` is known to be an instance of the owner: what the
+    /// method descriptor's vectorcall does after checking its arguments.
+    /// Other calling conventions go through `call0`.
+    pub fn call0_direct(&self, obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+        unsafe {
+            // The descriptor (held by `self`) keeps its definition alive.
+            let def = (*(self.descr.as_ptr() as *mut ffi::PyMethodDescrObject)).d_method;
+            if def.is_null() || (*def).ml_flags & !ffi::METH_COEXIST != ffi::METH_NOARGS {
+                return self.call0(obj);
+            }
+            let tp = ffi::Py_TYPE(obj.as_ptr());
+            if tp != self.owner && ffi::PyType_IsSubtype(tp, self.owner) == 0 {
+                return None;
+            }
+            let meth = (*def).ml_meth.PyCFunction;
+            owned(obj.py(), meth(obj.as_ptr(), std::ptr::null_mut()))
+        }
+    }
+}
+
 /// `None` for Python's `None`.
 pub fn not_none(obj: Bound<'_, PyAny>) -> Option<Bound<'_, PyAny>> {
     (!obj.is_none()).then_some(obj)

@@ -372,7 +372,7 @@ impl<'py> Asyncio<'py> {
             let name = c
                 .get_name
                 .as_ref()
-                .and_then(|m| m.call0(obj))
+                .and_then(|m| m.call0_direct(obj))
                 .and_then(|n| safe::str_value(&n));
             return Some(TaskView {
                 fut,
@@ -385,7 +385,7 @@ impl<'py> Asyncio<'py> {
                 cancel_requests: c
                     .cancelling
                     .as_ref()
-                    .and_then(|m| m.call0(obj))
+                    .and_then(|m| m.call0_direct(obj))
                     .and_then(|v| safe::int_value(&v))
                     .unwrap_or(0),
             });
