@@ -80,8 +80,8 @@ fn registered_tasks<'py>(
     cap: &mut Capture<'py>,
     current: &AddrMap<Bound<'py, PyAny>>,
 ) -> Vec<Bound<'py, PyAny>> {
-    let mut seen = AddrSet::default();
     let mut out = Vec::new();
+    let mut sources = 0;
     for name in REGISTRIES {
         let Some(registry) = safe::module_attr(&aio.tasks_module, name) else {
             cap.errors.push(format!(
@@ -105,16 +105,24 @@ fn registered_tasks<'py>(
                 }
             },
         };
-        for task in members {
-            if seen.insert(task.as_ptr() as usize) {
-                out.push(task);
+        if !members.is_empty() {
+            sources += 1;
+            if out.is_empty() {
+                out = members;
+            } else {
+                out.extend(members);
             }
         }
     }
     for &addr in current.keys() {
-        if seen.insert(addr) {
-            out.push(unsafe { Bound::from_borrowed_ptr(aio.py, addr as *mut ffi::PyObject) });
-        }
+        sources += 1;
+        out.push(unsafe { Bound::from_borrowed_ptr(aio.py, addr as *mut ffi::PyObject) });
+    }
+    // Each set holds a task once: only several sources can repeat one.
+    if sources > 1 {
+        let mut seen = AddrSet::default();
+        seen.reserve(out.len());
+        out.retain(|task| seen.insert(task.as_ptr() as usize));
     }
     out
 }
@@ -137,7 +145,9 @@ struct Backend<'py> {
     aio: Asyncio<'py>,
     views: Vec<TaskView<'py>>,
     current: AddrMap<Bound<'py, PyAny>>,
-    by_addr: AddrMap<usize>,
+    /// Task address -> index in `views`, built when a task is found
+    /// waiting on another task.
+    by_addr: Option<AddrMap<usize>>,
     stacks: ThreadStacks<'py>,
     loop_threads: LoopThreads,
     /// Per event loop met: its id, thread and timers, read once.
@@ -155,16 +165,11 @@ impl<'py> Backend<'py> {
         views: Vec<TaskView<'py>>,
         current: AddrMap<Bound<'py, PyAny>>,
     ) -> Self {
-        let by_addr = views
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (v.fut.obj.as_ptr() as usize, i))
-            .collect();
         Backend {
             aio,
             views,
             current,
-            by_addr,
+            by_addr: None,
             stacks: ThreadStacks::default(),
             loop_threads: LoopThreads::default(),
             loops: Vec::new(),
@@ -495,7 +500,15 @@ impl<'py> Backend<'py> {
     ) -> Waiter {
         let addr = waiter.as_ptr() as usize;
         if self.aio.is_task(waiter) {
-            let name = match self.by_addr.get(&addr) {
+            let views = &self.views;
+            let by_addr = self.by_addr.get_or_insert_with(|| {
+                views
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (v.fut.obj.as_ptr() as usize, i))
+                    .collect()
+            });
+            let name = match by_addr.get(&addr) {
                 Some(&j) => self.views[j].name.clone(),
                 None => self
                     .aio
