@@ -375,46 +375,95 @@ impl<'py> BuiltinAttr<'py> {
     }
 }
 
-/// [`BuiltinAttr`] that, for a getset descriptor, calls the getset's C
-/// getter itself once the object is known to be an instance of the owner:
-/// what `getset_get` does after its own type check (3.9-3.13), without the
-/// descriptor call around it. Member descriptors go through [`BuiltinAttr`]
-/// (their `member_get` may raise an audit event first).
+/// [`BuiltinAttr`] that skips the descriptor call once the object is known
+/// to be an instance of the owner: for a getset it calls the getset's C
+/// getter, which is what `getset_get` does after its own type check; for an
+/// object member (`__slots__`, `T_OBJECT`/`T_OBJECT_EX`) that raises no
+/// audit event it reads the slot, which is what `member_get` and
+/// `PyMember_GetOne` do (3.9-3.13). Anything else goes through [`BuiltinAttr`].
 pub struct DirectAttr<'py> {
     attr: BuiltinAttr<'py>,
-    getset: Option<(ffi::getter, *mut std::os::raw::c_void)>,
+    direct: Direct,
+}
+
+enum Direct {
+    None,
+    Getset(ffi::getter, *mut std::os::raw::c_void),
+    Member(usize),
 }
 
 impl<'py> DirectAttr<'py> {
     pub fn resolve(py: Python<'py>, owner: *mut ffi::PyTypeObject, name: &CStr) -> Option<Self> {
         let attr = BuiltinAttr::resolve(py, owner, name)?;
-        let getset = unsafe {
+        // The descriptor (held by `attr`) keeps its definition alive.
+        let direct = unsafe {
             let descr = attr.0.descr.as_ptr();
-            if std::ptr::eq(ffi::Py_TYPE(descr), &raw mut ffi::PyGetSetDescr_Type) {
-                // The descriptor (held by `attr`) keeps its definition alive.
+            let descr_type = ffi::Py_TYPE(descr);
+            if std::ptr::eq(descr_type, &raw mut ffi::PyGetSetDescr_Type) {
                 let def = (*(descr as *mut ffi::PyGetSetDescrObject)).d_getset;
-                (!def.is_null())
-                    .then(|| (*def).get.map(|get| (get, (*def).closure)))
-                    .flatten()
+                match (!def.is_null()).then(|| (*def).get).flatten() {
+                    Some(get) => Direct::Getset(get, (*def).closure),
+                    None => Direct::None,
+                }
+            } else if std::ptr::eq(descr_type, &raw mut ffi::PyMemberDescr_Type) {
+                // pyo3 types `d_member` as a `PyGetSetDef` before 3.11; it
+                // is a `PyMemberDef` in every version.
+                let def =
+                    (*(descr as *mut ffi::PyMemberDescrObject)).d_member as *mut ffi::PyMemberDef;
+                if def.is_null() {
+                    return Some(DirectAttr {
+                        attr,
+                        direct: Direct::None,
+                    });
+                }
+                // The member's own type (a base of `owner`, or `owner`).
+                let member_owner = (*(descr as *mut ffi::PyDescrObject)).d_type;
+                // T_OBJECT (6) and T_OBJECT_EX (16): a `PyObject *` slot.
+                let object_member = matches!((*def).type_code, 6 | 16);
+                // READ_RESTRICTED / Py_AUDIT_READ (2) raises an audit event;
+                // Py_RELATIVE_OFFSET (8, 3.12+) is an offset from elsewhere.
+                let plain = (*def).flags & (2 | 8) == 0;
+                let offset = usize::try_from((*def).offset).unwrap_or(0);
+                let size = std::mem::size_of::<*mut ffi::PyObject>();
+                let inside = offset >= std::mem::size_of::<ffi::PyObject>()
+                    && offset + size <= usize::try_from((*member_owner).tp_basicsize).unwrap_or(0);
+                if object_member && plain && inside {
+                    Direct::Member(offset)
+                } else {
+                    Direct::None
+                }
             } else {
-                None
+                Direct::None
             }
         };
-        Some(DirectAttr { attr, getset })
+        Some(DirectAttr { attr, direct })
     }
 
     /// As [`BuiltinAttr::get`].
     pub fn get(&self, obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
         unsafe {
-            let Some((get, closure)) = self.getset else {
+            if matches!(self.direct, Direct::None) {
                 return self.attr.get(obj);
-            };
+            }
             let tp = ffi::Py_TYPE(obj.as_ptr());
             let owner = self.attr.0.owner.as_ptr() as *mut ffi::PyTypeObject;
             if tp != owner && ffi::PyType_IsSubtype(tp, owner) == 0 {
                 return None;
             }
-            not_none(owned(obj.py(), get(obj.as_ptr(), closure))?)
+            match self.direct {
+                Direct::Getset(get, closure) => {
+                    not_none(owned(obj.py(), get(obj.as_ptr(), closure))?)
+                }
+                Direct::Member(offset) => {
+                    let slot = (obj.as_ptr() as *const u8).add(offset) as *const *mut ffi::PyObject;
+                    let value = *slot;
+                    if value.is_null() {
+                        return None;
+                    }
+                    not_none(Bound::from_borrowed_ptr(obj.py(), value))
+                }
+                Direct::None => self.attr.get(obj),
+            }
         }
     }
 }

@@ -111,11 +111,11 @@ impl<'py> CoroType<'py> {
 
 /// Slots of `asyncio.events.Handle`/`TimerHandle` (`__slots__` members).
 pub struct TimerReaders<'py> {
-    pub callback: Option<BuiltinAttr<'py>>,
-    pub args: Option<BuiltinAttr<'py>>,
-    pub cancelled: Option<BuiltinAttr<'py>>,
+    pub callback: Option<DirectAttr<'py>>,
+    pub args: Option<DirectAttr<'py>>,
+    pub cancelled: Option<DirectAttr<'py>>,
     pub timer_tp: *mut ffi::PyTypeObject,
-    pub when: Option<BuiltinAttr<'py>>,
+    pub when: Option<DirectAttr<'py>>,
 }
 
 /// Everything asyncio-specific one capture reads through, resolved once.
@@ -182,11 +182,11 @@ impl<'py> Asyncio<'py> {
             module_type(py, c"asyncio.events", c"TimerHandle"),
         ) {
             (Some(handle_tp), Some(timer_tp)) => Some(TimerReaders {
-                callback: BuiltinAttr::resolve(py, handle_tp, c"_callback"),
-                args: BuiltinAttr::resolve(py, handle_tp, c"_args"),
-                cancelled: BuiltinAttr::resolve(py, handle_tp, c"_cancelled"),
+                callback: DirectAttr::resolve(py, handle_tp, c"_callback"),
+                args: DirectAttr::resolve(py, handle_tp, c"_args"),
+                cancelled: DirectAttr::resolve(py, handle_tp, c"_cancelled"),
                 timer_tp,
-                when: BuiltinAttr::resolve(py, timer_tp, c"_when"),
+                when: DirectAttr::resolve(py, timer_tp, c"_when"),
             }),
             _ => None,
         };
