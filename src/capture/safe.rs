@@ -265,6 +265,27 @@ pub fn str_value(obj: &Bound<'_, PyAny>) -> Option<String> {
     }
 }
 
+/// [`str_value`] for text that is nearly always ASCII (task names): the
+/// bytes of an ASCII `str` are copied without a UTF-8 check.
+pub fn str_value_ascii(obj: &Bound<'_, PyAny>) -> Option<String> {
+    #[cfg(not(Py_3_14))]
+    unsafe {
+        if ffi::PyUnicode_Check(obj.as_ptr()) == 0 {
+            return None;
+        }
+        let mut size: ffi::Py_ssize_t = 0;
+        // Also readies a legacy `str` (3.9-3.11), so the ASCII flag is set.
+        let data = ffi::PyUnicode_AsUTF8AndSize(obj.as_ptr(), &mut size);
+        if data.is_null() {
+            clear_error();
+        } else if ffi::PyUnicode_IS_ASCII(obj.as_ptr()) != 0 {
+            let bytes = std::slice::from_raw_parts(data as *const u8, size as usize);
+            return Some(String::from(std::str::from_utf8_unchecked(bytes)));
+        }
+    }
+    str_value(obj)
+}
+
 /// A `str`'s text borrowed from the object's own UTF-8 cache, without a
 /// copy; `None` for other types and for text that is not valid UTF-8
 /// (lone surrogates), where [`str_value`] replaces instead.

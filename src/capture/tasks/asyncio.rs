@@ -373,7 +373,7 @@ impl<'py> Asyncio<'py> {
                 .get_name
                 .as_ref()
                 .and_then(|m| m.call0_direct(obj))
-                .and_then(|n| safe::str_value(&n));
+                .and_then(|n| safe::str_value_ascii(&n));
             return Some(TaskView {
                 fut,
                 name: name.unwrap_or_else(|| safe::type_name(obj)),

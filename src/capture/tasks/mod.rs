@@ -228,16 +228,21 @@ impl<'py> Backend<'py> {
         let mut last_loop: Option<(usize, usize)> = None;
         for i in 0..n {
             let addr = self.views[i].fut.obj.as_ptr() as usize;
-            let mut awaited_by: Vec<String> = links::awaited_by(
+            let waited_by = links::awaited_by(
                 &self.aio,
                 &waiters,
                 &bridged,
                 &self.views[i].fut,
                 &direct[i],
-            )
-            .into_iter()
-            .map(|t| crate::model::address_id("task:", t))
-            .collect();
+            );
+            let mut awaited_by: Vec<String> = if waited_by.is_empty() {
+                Vec::new()
+            } else {
+                waited_by
+                    .into_iter()
+                    .map(|t| crate::model::address_id("task:", t))
+                    .collect()
+            };
             for parent in &direct[i] {
                 if let Parent::Concurrent(c) = parent {
                     for ident in blocked.get(c).map_or(&[][..], Vec::as_slice) {
@@ -731,9 +736,25 @@ fn task_id(addr: usize) -> Text {
 /// stems (`Task-`, `worker-`) are ranked once, so no comparison reads a
 /// string unless two names have the same stem and number.
 fn sort_stacks(stacks: &mut Vec<Stack>) {
+    // `name.trim_end_matches(ascii digit)` and `digits.parse().unwrap_or(0)`,
+    // byte by byte: an ASCII digit is never part of a longer UTF-8 sequence.
     fn split(name: &str) -> (&str, u64) {
-        let head = name.trim_end_matches(|c: char| c.is_ascii_digit());
-        (head, name[head.len()..].parse().unwrap_or(0))
+        let bytes = name.as_bytes();
+        let mut end = bytes.len();
+        while end > 0 && bytes[end - 1].is_ascii_digit() {
+            end -= 1;
+        }
+        let mut number: u64 = 0;
+        for &d in &bytes[end..] {
+            match number
+                .checked_mul(10)
+                .and_then(|n| n.checked_add(u64::from(d - b'0')))
+            {
+                Some(n) => number = n,
+                None => return (&name[..end], 0),
+            }
+        }
+        (&name[..end], number)
     }
     if stacks.len() >= u32::MAX as usize {
         return;
