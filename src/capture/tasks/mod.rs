@@ -223,6 +223,8 @@ impl<'py> Backend<'py> {
         let bridged = self.bridged();
         let blocked = self.blocked_threads(cap);
         let mut words = crate::model::SharedWords::default();
+        // Runs of tasks share a state: the previous word is checked first.
+        let mut last_state: Option<(&'static str, Text)> = None;
         let mut stacks = Vec::with_capacity(n);
         // The loop of the previous task: tasks of one loop come in runs.
         let mut last_loop: Option<(usize, usize)> = None;
@@ -296,7 +298,14 @@ impl<'py> Backend<'py> {
                 // Moved in after the loop: `classify` may still read it.
                 name: String::new(),
                 thread,
-                state: words.get(state),
+                state: match &last_state {
+                    Some((word, text)) if std::ptr::eq(*word, state) => text.clone(),
+                    _ => {
+                        let text = words.get(state);
+                        last_state = Some((state, text.clone()));
+                        text
+                    }
+                },
                 frames,
                 frames_omitted: omitted,
                 details: StackDetails::Task(TaskDetails {
@@ -782,7 +791,10 @@ fn sort_stacks(stacks: &mut Vec<Stack>) {
     let mut start = 0;
     while start < order.len() {
         let stem = order[start] >> 32;
-        let end = start + order[start..].partition_point(|k| k >> 32 == stem);
+        let mut end = start + 1;
+        while end < order.len() && order[end] >> 32 == stem {
+            end += 1;
+        }
         if end - start > 1 {
             order[start..end].sort_unstable_by(|a, b| {
                 let (a, b) = (&stacks[index(*a)], &stacks[index(*b)]);
