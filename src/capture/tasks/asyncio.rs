@@ -75,6 +75,9 @@ struct CTask<'py> {
     // The C task exposes its name and cancel count only through methods;
     // these are the type's own C functions (see `BuiltinMethod`).
     get_name: Option<BuiltinMethod<'py>>,
+    /// The future fields as the task type resolves them (the same C getters
+    /// as `_asyncio.Future`'s): an exact task then needs no subtype check.
+    fut: Option<(DirectAttr<'py>, DirectAttr<'py>, DirectAttr<'py>)>,
     cancelling: Option<BuiltinMethod<'py>>,
 }
 
@@ -171,6 +174,14 @@ impl<'py> Asyncio<'py> {
             waiter: DirectAttr::resolve(py, tp, c"_fut_waiter"),
             must_cancel: DirectAttr::resolve(py, tp, c"_must_cancel"),
             get_name: BuiltinMethod::resolve(py, tp, c"get_name"),
+            fut: match (
+                DirectAttr::resolve(py, tp, c"_state"),
+                DirectAttr::resolve(py, tp, c"_loop"),
+                DirectAttr::resolve(py, tp, c"_callbacks"),
+            ) {
+                (Some(a), Some(b), Some(c)) => Some((a, b, c)),
+                _ => None,
+            },
             cancelling: if cfg!(Py_3_11) {
                 BuiltinMethod::resolve(py, tp, c"cancelling")
             } else {
@@ -348,6 +359,17 @@ impl<'py> Asyncio<'py> {
             }
             _ => return None,
         };
+        Some(self.fut(obj, state, event_loop, callbacks))
+    }
+
+    /// A [`Fut`] from the raw `_state`, `_loop` and `_callbacks`.
+    fn fut(
+        &self,
+        obj: &Bound<'py, PyAny>,
+        state: Option<Bound<'py, PyAny>>,
+        event_loop: Option<Bound<'py, PyAny>>,
+        callbacks: Option<Bound<'py, PyAny>>,
+    ) -> Fut<'py> {
         let state = self.state_of(state);
         // 3.9+: a list of (callback, context) pairs.
         let callbacks = callbacks
@@ -356,19 +378,24 @@ impl<'py> Asyncio<'py> {
             .into_iter()
             .filter_map(|pair| safe::sequence_items(&pair)?.into_iter().next())
             .collect();
-        Some(Fut {
+        Fut {
             obj: obj.clone(),
             state,
             event_loop,
             callbacks,
-        })
+        }
     }
 
     /// A task's fields, or `None` when `obj` is not an asyncio task.
     pub fn task(&self, obj: &Bound<'py, PyAny>) -> Option<TaskView<'py>> {
         if let Some(c) = self.c_task.as_ref().filter(|_| self.is_c_task(obj)) {
-            let fut = self.future(obj)?;
             let get = |a: &Option<DirectAttr<'py>>| a.as_ref().and_then(|a| a.get(obj));
+            let fut = match &c.fut {
+                Some((state, event_loop, callbacks)) => {
+                    self.fut(obj, state.get(obj), event_loop.get(obj), callbacks.get(obj))
+                }
+                None => self.future(obj)?,
+            };
             let name = c
                 .get_name
                 .as_ref()
