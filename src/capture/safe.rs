@@ -428,7 +428,8 @@ impl<'py> DirectAttr<'py> {
                 }
             } else if std::ptr::eq(descr_type, &raw mut ffi::PyMemberDescr_Type) {
                 // pyo3 types `d_member` as a `PyGetSetDef` before 3.11; it
-                // is a `PyMemberDef` in every version.
+                // is a `PyMemberDef` in every version (the cast is a no-op from 3.11).
+                #[allow(clippy::unnecessary_cast)]
                 let def =
                     (*(descr as *mut ffi::PyMemberDescrObject)).d_member as *mut ffi::PyMemberDef;
                 if def.is_null() {
