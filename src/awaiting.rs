@@ -115,25 +115,27 @@ fn push_seconds(out: &mut String, deadline: f64) {
     use std::fmt::Write;
     let x = deadline.max(0.0);
     let tenths = x * 10.0;
-    let fraction = tenths - tenths.floor();
+    // Integer truncation is `floor` here (0 < x < 1e6), without a libm call.
+    let whole_tenths = tenths as u64;
+    let fraction = tenths - whole_tenths as f64;
     if x > 0.0 && x < 1e6 && (fraction - 0.5).abs() > 1e-6 {
-        let t = tenths.round() as u64;
-        // Digits by hand: `write!` costs more than the rest of `describe`.
-        let mut digits = [0u8; 20];
-        let mut start = digits.len();
+        let t = whole_tenths + u64::from(fraction > 0.5);
+        // Digits by hand, right to left: `write!` costs more than the rest
+        // of `describe`.
+        let mut buf = [0u8; 24];
+        let mut start = buf.len() - 4;
+        buf[start..].copy_from_slice(&[b'.', b'0' + (t % 10) as u8, b' ', b's']);
         let mut whole = t / 10;
         loop {
             start -= 1;
-            digits[start] = b'0' + (whole % 10) as u8;
+            buf[start] = b'0' + (whole % 10) as u8;
             whole /= 10;
             if whole == 0 {
                 break;
             }
         }
-        out.push_str(std::str::from_utf8(&digits[start..]).unwrap_or_default());
-        out.push('.');
-        out.push((b'0' + (t % 10) as u8) as char);
-        out.push_str(" s");
+        // Only ASCII digits, '.', ' ' and 's' were written: no UTF-8 check needed.
+        out.push_str(unsafe { std::str::from_utf8_unchecked(&buf[start..]) });
     } else {
         let _ = write!(out, "{x:.1} s");
     }

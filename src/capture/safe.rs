@@ -283,6 +283,27 @@ pub fn str_value(obj: &Bound<'_, PyAny>) -> Option<String> {
     }
 }
 
+/// [`str_value`] for text that is nearly always ASCII (task names): the
+/// bytes of an ASCII `str` are copied without a UTF-8 check.
+pub fn str_value_ascii(obj: &Bound<'_, PyAny>) -> Option<String> {
+    #[cfg(not(Py_3_14))]
+    unsafe {
+        if ffi::PyUnicode_Check(obj.as_ptr()) == 0 {
+            return None;
+        }
+        let mut size: ffi::Py_ssize_t = 0;
+        // Also readies a legacy `str` (3.9-3.11), so the ASCII flag is set.
+        let data = ffi::PyUnicode_AsUTF8AndSize(obj.as_ptr(), &mut size);
+        if data.is_null() {
+            clear_error();
+        } else if ffi::PyUnicode_IS_ASCII(obj.as_ptr()) != 0 {
+            let bytes = std::slice::from_raw_parts(data as *const u8, size as usize);
+            return Some(String::from(std::str::from_utf8_unchecked(bytes)));
+        }
+    }
+    str_value(obj)
+}
+
 /// A `str`'s text borrowed from the object's own UTF-8 cache, without a
 /// copy; `None` for other types and for text that is not valid UTF-8
 /// (lone surrogates), where [`str_value`] replaces instead.
@@ -393,6 +414,100 @@ impl<'py> BuiltinAttr<'py> {
     }
 }
 
+/// [`BuiltinAttr`] that skips the descriptor call once the object is known
+/// to be an instance of the owner: for a getset it calls the getset's C
+/// getter, which is what `getset_get` does after its own type check; for an
+/// object member (`__slots__`, `T_OBJECT`/`T_OBJECT_EX`) that raises no
+/// audit event it reads the slot, which is what `member_get` and
+/// `PyMember_GetOne` do (3.9-3.13). Anything else goes through [`BuiltinAttr`].
+pub struct DirectAttr<'py> {
+    attr: BuiltinAttr<'py>,
+    direct: Direct,
+}
+
+enum Direct {
+    None,
+    Getset(ffi::getter, *mut std::os::raw::c_void),
+    Member(usize),
+}
+
+impl<'py> DirectAttr<'py> {
+    pub fn resolve(py: Python<'py>, owner: *mut ffi::PyTypeObject, name: &CStr) -> Option<Self> {
+        let attr = BuiltinAttr::resolve(py, owner, name)?;
+        // The descriptor (held by `attr`) keeps its definition alive.
+        let direct = unsafe {
+            let descr = attr.0.descr.as_ptr();
+            let descr_type = ffi::Py_TYPE(descr);
+            if std::ptr::eq(descr_type, &raw mut ffi::PyGetSetDescr_Type) {
+                let def = (*(descr as *mut ffi::PyGetSetDescrObject)).d_getset;
+                match (!def.is_null()).then(|| (*def).get).flatten() {
+                    Some(get) => Direct::Getset(get, (*def).closure),
+                    None => Direct::None,
+                }
+            } else if std::ptr::eq(descr_type, &raw mut ffi::PyMemberDescr_Type) {
+                // pyo3 types `d_member` as a `PyGetSetDef` before 3.11; it
+                // is a `PyMemberDef` in every version (the cast is a no-op from 3.11).
+                #[allow(clippy::unnecessary_cast)]
+                let def =
+                    (*(descr as *mut ffi::PyMemberDescrObject)).d_member as *mut ffi::PyMemberDef;
+                if def.is_null() {
+                    return Some(DirectAttr {
+                        attr,
+                        direct: Direct::None,
+                    });
+                }
+                // The member's own type (a base of `owner`, or `owner`).
+                let member_owner = (*(descr as *mut ffi::PyDescrObject)).d_type;
+                // T_OBJECT (6) and T_OBJECT_EX (16): a `PyObject *` slot.
+                let object_member = matches!((*def).type_code, 6 | 16);
+                // READ_RESTRICTED / Py_AUDIT_READ (2) raises an audit event;
+                // Py_RELATIVE_OFFSET (8, 3.12+) is an offset from elsewhere.
+                let plain = (*def).flags & (2 | 8) == 0;
+                let offset = usize::try_from((*def).offset).unwrap_or(0);
+                let size = std::mem::size_of::<*mut ffi::PyObject>();
+                let inside = offset >= std::mem::size_of::<ffi::PyObject>()
+                    && offset + size <= usize::try_from((*member_owner).tp_basicsize).unwrap_or(0);
+                if object_member && plain && inside {
+                    Direct::Member(offset)
+                } else {
+                    Direct::None
+                }
+            } else {
+                Direct::None
+            }
+        };
+        Some(DirectAttr { attr, direct })
+    }
+
+    /// As [`BuiltinAttr::get`].
+    pub fn get(&self, obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+        unsafe {
+            if matches!(self.direct, Direct::None) {
+                return self.attr.get(obj);
+            }
+            let tp = ffi::Py_TYPE(obj.as_ptr());
+            let owner = self.attr.0.owner.as_ptr() as *mut ffi::PyTypeObject;
+            if tp != owner && ffi::PyType_IsSubtype(tp, owner) == 0 {
+                return None;
+            }
+            match self.direct {
+                Direct::Getset(get, closure) => {
+                    not_none(owned(obj.py(), get(obj.as_ptr(), closure))?)
+                }
+                Direct::Member(offset) => {
+                    let slot = (obj.as_ptr() as *const u8).add(offset) as *const *mut ffi::PyObject;
+                    let value = *slot;
+                    if value.is_null() {
+                        return None;
+                    }
+                    not_none(Bound::from_borrowed_ptr(obj.py(), value))
+                }
+                Direct::None => self.attr.get(obj),
+            }
+        }
+    }
+}
+
 /// A no-argument C method (`METH_NOARGS`) of one of the interpreter's
 /// types, called through the owner's own method descriptor so that a
 /// subclass override never runs. Only for methods that read a field (the C
@@ -425,6 +540,28 @@ impl<'py> BuiltinMethod<'py> {
                 obj.py(),
                 ffi::PyObject_CallOneArg(self.descr.as_ptr(), obj.as_ptr()),
             )
+        }
+    }
+}
+
+impl<'py> BuiltinMethod<'py> {
+    /// [`BuiltinMethod::call0`], calling a `METH_NOARGS` method's C function
+    /// itself once `obj` is known to be an instance of the owner: what the
+    /// method descriptor's vectorcall does after checking its arguments.
+    /// Other calling conventions go through `call0`.
+    pub fn call0_direct(&self, obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+        unsafe {
+            // The descriptor (held by `self`) keeps its definition alive.
+            let def = (*(self.descr.as_ptr() as *mut ffi::PyMethodDescrObject)).d_method;
+            if def.is_null() || (*def).ml_flags & !ffi::METH_COEXIST != ffi::METH_NOARGS {
+                return self.call0(obj);
+            }
+            let tp = ffi::Py_TYPE(obj.as_ptr());
+            if tp != self.owner && ffi::PyType_IsSubtype(tp, self.owner) == 0 {
+                return None;
+            }
+            let meth = (*def).ml_meth.PyCFunction;
+            owned(obj.py(), meth(obj.as_ptr(), std::ptr::null_mut()))
         }
     }
 }
@@ -558,6 +695,28 @@ pub fn sequence_items<'py>(obj: &Bound<'py, PyAny>) -> Option<Vec<Bound<'py, PyA
             );
         }
         None
+    }
+}
+
+/// The first item of a `list` or `tuple` (or subclass), without copying
+/// the rest as [`sequence_items`] does.
+pub fn first_item<'py>(obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+    unsafe {
+        let p = obj.as_ptr();
+        let item = if ffi::PyList_Check(p) != 0 {
+            if ffi::PyList_Size(p) < 1 {
+                return None;
+            }
+            ffi::PyList_GetItem(p, 0)
+        } else if ffi::PyTuple_Check(p) != 0 {
+            if ffi::PyTuple_Size(p) < 1 {
+                return None;
+            }
+            ffi::PyTuple_GetItem(p, 0)
+        } else {
+            return None;
+        };
+        borrowed(obj.py(), item)
     }
 }
 

@@ -7,7 +7,7 @@
 //! are resolved once per capture. Nothing here calls a Python-level method.
 
 use super::AddrMap;
-use crate::capture::safe::{self, BuiltinAttr, BuiltinMethod};
+use crate::capture::safe::{self, BuiltinAttr, BuiltinMethod, DirectAttr};
 use crate::model::Text;
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -62,19 +62,22 @@ pub struct TaskView<'py> {
 
 struct CFuture<'py> {
     tp: *mut ffi::PyTypeObject,
-    state: Option<BuiltinAttr<'py>>,
-    event_loop: Option<BuiltinAttr<'py>>,
-    callbacks: Option<BuiltinAttr<'py>>,
+    state: Option<DirectAttr<'py>>,
+    event_loop: Option<DirectAttr<'py>>,
+    callbacks: Option<DirectAttr<'py>>,
 }
 
 struct CTask<'py> {
     tp: *mut ffi::PyTypeObject,
-    coro: Option<BuiltinAttr<'py>>,
-    waiter: Option<BuiltinAttr<'py>>,
-    must_cancel: Option<BuiltinAttr<'py>>,
+    coro: Option<DirectAttr<'py>>,
+    waiter: Option<DirectAttr<'py>>,
+    must_cancel: Option<DirectAttr<'py>>,
     // The C task exposes its name and cancel count only through methods;
     // these are the type's own C functions (see `BuiltinMethod`).
     get_name: Option<BuiltinMethod<'py>>,
+    /// The future fields as the task type resolves them (the same C getters
+    /// as `_asyncio.Future`'s): an exact task then needs no subtype check.
+    fut: Option<(DirectAttr<'py>, DirectAttr<'py>, DirectAttr<'py>)>,
     cancelling: Option<BuiltinMethod<'py>>,
 }
 
@@ -82,9 +85,9 @@ struct CTask<'py> {
 pub struct CoroType<'py> {
     pub tp: *mut ffi::PyTypeObject,
     pub frame: Option<BuiltinAttr<'py>>,
-    pub awaits: Option<BuiltinAttr<'py>>,
-    pub running: Option<BuiltinAttr<'py>>,
-    pub qualname: Option<BuiltinAttr<'py>>,
+    pub awaits: Option<DirectAttr<'py>>,
+    pub running: Option<DirectAttr<'py>>,
+    pub qualname: Option<DirectAttr<'py>>,
 }
 
 impl<'py> CoroType<'py> {
@@ -98,9 +101,9 @@ impl<'py> CoroType<'py> {
         CoroType {
             tp,
             frame: BuiltinAttr::resolve(py, tp, frame),
-            awaits: BuiltinAttr::resolve(py, tp, awaits),
-            running: BuiltinAttr::resolve(py, tp, running),
-            qualname: BuiltinAttr::resolve(py, tp, c"__qualname__"),
+            awaits: DirectAttr::resolve(py, tp, awaits),
+            running: DirectAttr::resolve(py, tp, running),
+            qualname: DirectAttr::resolve(py, tp, c"__qualname__"),
         }
     }
 
@@ -111,11 +114,11 @@ impl<'py> CoroType<'py> {
 
 /// Slots of `asyncio.events.Handle`/`TimerHandle` (`__slots__` members).
 pub struct TimerReaders<'py> {
-    pub callback: Option<BuiltinAttr<'py>>,
-    pub args: Option<BuiltinAttr<'py>>,
-    pub cancelled: Option<BuiltinAttr<'py>>,
+    pub callback: Option<DirectAttr<'py>>,
+    pub args: Option<DirectAttr<'py>>,
+    pub cancelled: Option<DirectAttr<'py>>,
     pub timer_tp: *mut ffi::PyTypeObject,
-    pub when: Option<BuiltinAttr<'py>>,
+    pub when: Option<DirectAttr<'py>>,
 }
 
 /// Everything asyncio-specific one capture reads through, resolved once.
@@ -142,6 +145,12 @@ pub struct Asyncio<'py> {
     /// here so its address is not reused while the capture runs.
     texts: std::cell::RefCell<AddrMap<(Bound<'py, PyAny>, Text)>>,
     empty: Text,
+    /// State words already parsed, by object (each held, so its address
+    /// stays its own): futures share the same three `str` objects.
+    state_words: std::cell::RefCell<Vec<(Bound<'py, PyAny>, FutState)>>,
+    /// Whether [`existing_frame`] agreed with the frame getter (checked on
+    /// the first frame read this way).
+    direct_frames: std::cell::Cell<Option<bool>>,
 }
 
 fn module_type<'py>(py: Python<'py>, module: &CStr, name: &CStr) -> Option<*mut ffi::PyTypeObject> {
@@ -155,16 +164,24 @@ impl<'py> Asyncio<'py> {
         let tasks_module = safe::imported_module(py, c"asyncio.tasks")?;
         let c_future = module_type(py, c"_asyncio", c"Future").map(|tp| CFuture {
             tp,
-            state: BuiltinAttr::resolve(py, tp, c"_state"),
-            event_loop: BuiltinAttr::resolve(py, tp, c"_loop"),
-            callbacks: BuiltinAttr::resolve(py, tp, c"_callbacks"),
+            state: DirectAttr::resolve(py, tp, c"_state"),
+            event_loop: DirectAttr::resolve(py, tp, c"_loop"),
+            callbacks: DirectAttr::resolve(py, tp, c"_callbacks"),
         });
         let c_task = module_type(py, c"_asyncio", c"Task").map(|tp| CTask {
             tp,
-            coro: BuiltinAttr::resolve(py, tp, c"_coro"),
-            waiter: BuiltinAttr::resolve(py, tp, c"_fut_waiter"),
-            must_cancel: BuiltinAttr::resolve(py, tp, c"_must_cancel"),
+            coro: DirectAttr::resolve(py, tp, c"_coro"),
+            waiter: DirectAttr::resolve(py, tp, c"_fut_waiter"),
+            must_cancel: DirectAttr::resolve(py, tp, c"_must_cancel"),
             get_name: BuiltinMethod::resolve(py, tp, c"get_name"),
+            fut: match (
+                DirectAttr::resolve(py, tp, c"_state"),
+                DirectAttr::resolve(py, tp, c"_loop"),
+                DirectAttr::resolve(py, tp, c"_callbacks"),
+            ) {
+                (Some(a), Some(b), Some(c)) => Some((a, b, c)),
+                _ => None,
+            },
             cancelling: if cfg!(Py_3_11) {
                 BuiltinMethod::resolve(py, tp, c"cancelling")
             } else {
@@ -176,11 +193,11 @@ impl<'py> Asyncio<'py> {
             module_type(py, c"asyncio.events", c"TimerHandle"),
         ) {
             (Some(handle_tp), Some(timer_tp)) => Some(TimerReaders {
-                callback: BuiltinAttr::resolve(py, handle_tp, c"_callback"),
-                args: BuiltinAttr::resolve(py, handle_tp, c"_args"),
-                cancelled: BuiltinAttr::resolve(py, handle_tp, c"_cancelled"),
+                callback: DirectAttr::resolve(py, handle_tp, c"_callback"),
+                args: DirectAttr::resolve(py, handle_tp, c"_args"),
+                cancelled: DirectAttr::resolve(py, handle_tp, c"_cancelled"),
                 timer_tp,
-                when: BuiltinAttr::resolve(py, timer_tp, c"_when"),
+                when: DirectAttr::resolve(py, timer_tp, c"_when"),
             }),
             _ => None,
         };
@@ -236,6 +253,8 @@ impl<'py> Asyncio<'py> {
             asyncio_dir,
             texts: Default::default(),
             empty: Text::from(""),
+            state_words: Default::default(),
+            direct_frames: Default::default(),
         })
     }
 
@@ -299,8 +318,26 @@ impl<'py> Asyncio<'py> {
             }
             _ => return None,
         };
+        Some(self.state_of(value))
+    }
+
+    /// `_state` as a [`FutState`]; `None` (unset) reads as pending.
+    fn state_of(&self, value: Option<Bound<'py, PyAny>>) -> FutState {
+        let Some(value) = value else {
+            return FutState::parse(None);
+        };
+        let mut known = self.state_words.borrow_mut();
+        if let Some((_, state)) = known.iter().find(|(w, _)| w.is(&value)) {
+            return *state;
+        }
         // The three state words are ASCII: a borrowed read decides.
-        Some(FutState::parse(value.as_ref().and_then(safe::str_ref)))
+        let state = FutState::parse(safe::str_ref(&value));
+        // A few words at most, unless some future's state is not one of the
+        // shared strings: then stop remembering.
+        if known.len() < 8 {
+            known.push((value, state));
+        }
+        state
     }
 
     /// State, loop and callbacks of an asyncio future or task.
@@ -322,7 +359,18 @@ impl<'py> Asyncio<'py> {
             }
             _ => return None,
         };
-        let state = FutState::parse(state.as_ref().and_then(safe::str_ref));
+        Some(self.fut(obj, state, event_loop, callbacks))
+    }
+
+    /// A [`Fut`] from the raw `_state`, `_loop` and `_callbacks`.
+    fn fut(
+        &self,
+        obj: &Bound<'py, PyAny>,
+        state: Option<Bound<'py, PyAny>>,
+        event_loop: Option<Bound<'py, PyAny>>,
+        callbacks: Option<Bound<'py, PyAny>>,
+    ) -> Fut<'py> {
+        let state = self.state_of(state);
         // 3.9+: a list of (callback, context) pairs.
         let callbacks = callbacks
             .and_then(|list| safe::sequence_items(&list))
@@ -330,24 +378,29 @@ impl<'py> Asyncio<'py> {
             .into_iter()
             .filter_map(|pair| safe::sequence_items(&pair)?.into_iter().next())
             .collect();
-        Some(Fut {
+        Fut {
             obj: obj.clone(),
             state,
             event_loop,
             callbacks,
-        })
+        }
     }
 
     /// A task's fields, or `None` when `obj` is not an asyncio task.
     pub fn task(&self, obj: &Bound<'py, PyAny>) -> Option<TaskView<'py>> {
         if let Some(c) = self.c_task.as_ref().filter(|_| self.is_c_task(obj)) {
-            let fut = self.future(obj)?;
-            let get = |a: &Option<BuiltinAttr<'py>>| a.as_ref().and_then(|a| a.get(obj));
+            let get = |a: &Option<DirectAttr<'py>>| a.as_ref().and_then(|a| a.get(obj));
+            let fut = match &c.fut {
+                Some((state, event_loop, callbacks)) => {
+                    self.fut(obj, state.get(obj), event_loop.get(obj), callbacks.get(obj))
+                }
+                None => self.future(obj)?,
+            };
             let name = c
                 .get_name
                 .as_ref()
-                .and_then(|m| m.call0(obj))
-                .and_then(|n| safe::str_value(&n));
+                .and_then(|m| m.call0_direct(obj))
+                .and_then(|n| safe::str_value_ascii(&n));
             return Some(TaskView {
                 fut,
                 name: name.unwrap_or_else(|| safe::type_name(obj)),
@@ -359,7 +412,7 @@ impl<'py> Asyncio<'py> {
                 cancel_requests: c
                     .cancelling
                     .as_ref()
-                    .and_then(|m| m.call0(obj))
+                    .and_then(|m| m.call0_direct(obj))
                     .and_then(|v| safe::int_value(&v))
                     .unwrap_or(0),
             });
@@ -448,6 +501,79 @@ impl<'py> Asyncio<'py> {
 
     /// The frame of a coroutine, generator or async generator.
     pub fn coro_frame(&self, coro: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
-        self.coro_type(coro)?.frame.as_ref()?.get(coro)
+        self.frame_of(self.coro_type(coro)?, coro)
     }
+
+    /// The frame of `obj`, an exact instance of `kind`: the frame object it
+    /// already has, read from the struct where the layout was checked (see
+    /// [`existing_frame`]), else through the type's getter.
+    pub fn frame_of(
+        &self,
+        kind: &CoroType<'py>,
+        obj: &Bound<'py, PyAny>,
+    ) -> Option<Bound<'py, PyAny>> {
+        let getter = || kind.frame.as_ref()?.get(obj);
+        if self.direct_frames.get() == Some(false) {
+            return getter();
+        }
+        // `obj` is exactly one of the interpreter's generator-like types
+        // (`coro_type` matched its type pointer) and keeps its frame alive.
+        let ptr = unsafe { existing_frame(obj.as_ptr()) };
+        if ptr.is_null() {
+            return getter();
+        }
+        let direct = unsafe { Bound::from_borrowed_ptr(self.py, ptr) };
+        if self.direct_frames.get().is_none() {
+            // Once per capture: the struct read must agree with the getter.
+            let agrees = getter().is_some_and(|f| f.is(&direct));
+            self.direct_frames.set(Some(agrees));
+            if !agrees {
+                return getter();
+            }
+        }
+        Some(direct)
+    }
+}
+
+/// The frame object a coroutine, generator or async generator (all three
+/// begin with `_PyGenObject_HEAD`) already has, read from the struct; NULL
+/// when there is none yet, when it has finished, or on versions whose layout
+/// was not checked: the getter decides then.
+///
+/// The getter would also do this (after an `object.__getattr__` audit
+/// event, which would run audit hooks) plus create a frame object when
+/// there is none yet.
+///
+/// # Safety
+/// `obj` must be an exact instance of `PyCoro_Type`, `PyGen_Type` or
+/// `PyAsyncGen_Type`; the GIL is held.
+#[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
+unsafe fn existing_frame(obj: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    // `_PyInterpreterFrame.frame_obj` (internal/pycore_frame.h): 3.11 has
+    // f_func, f_globals, f_builtins, f_locals, f_code before it; 3.12 and
+    // 3.13 have f_code (f_executable), previous, f_funcobj, f_globals,
+    // f_builtins, f_locals.
+    #[cfg(not(Py_3_12))]
+    const FRAME_OBJ: usize = 5;
+    #[cfg(Py_3_12)]
+    const FRAME_OBJ: usize = 6;
+    let gen = obj as *mut ffi::PyGenObject;
+    // CREATED, SUSPENDED (3.13: and SUSPENDED_YIELD_FROM) and EXECUTING are
+    // the states <= 0 in 3.11-3.13; from COMPLETED on the frame is going.
+    if (*gen).gi_frame_state > 0 {
+        return std::ptr::null_mut();
+    }
+    let iframe = (&raw const (*gen).gi_iframe) as *const *mut ffi::PyObject;
+    *iframe.add(FRAME_OBJ)
+}
+
+/// 3.9-3.10: the generator holds its frame in `gi_frame` (NULL once finished).
+#[cfg(not(Py_3_11))]
+unsafe fn existing_frame(obj: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    (*(obj as *mut ffi::PyGenObject)).gi_frame as *mut ffi::PyObject
+}
+
+#[cfg(all(Py_3_11, any(Py_3_14, Py_GIL_DISABLED)))]
+unsafe fn existing_frame(_obj: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    std::ptr::null_mut()
 }

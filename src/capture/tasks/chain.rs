@@ -50,10 +50,8 @@ pub fn follow<'py>(
             break;
         }
         if let Some(kind) = aio.coro_type(&obj) {
-            let key = kind
-                .frame
-                .as_ref()
-                .and_then(|a| a.get(&obj))
+            let key = aio
+                .frame_of(kind, &obj)
                 .filter(|f| unsafe { ffi::PyFrame_Check(f.as_ptr()) } != 0)
                 .map(|f| unsafe {
                     cap.walker

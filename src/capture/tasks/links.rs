@@ -77,21 +77,31 @@ fn helper_name(qualname: &str) -> String {
 
 /// The tasks whose `_fut_waiter` each future is.
 ///
-/// One flat list sorted by future, each future mapped to its run: ten
-/// thousand tasks usually wait on ten thousand different futures, and a
-/// `Vec` per future would be ten thousand allocations.
+/// Indexed in two parts: the waiters that are tasks up front (every task
+/// asks for its own awaiters), the rest only when an intermediate future is
+/// followed. Ten thousand tasks usually wait on ten thousand plain futures
+/// that nobody asks about.
 pub struct Waiters {
+    /// (task, waiter) in registry order.
+    pairs: Vec<(usize, usize)>,
+    tasks: Index,
+    all: std::cell::OnceCell<Index>,
+}
+
+/// One flat list sorted by future, each future mapped to its run: a `Vec`
+/// per future would be one allocation each.
+struct Index {
     by_future: AddrMap<(usize, usize)>,
     tasks: Vec<usize>,
 }
 
-impl Waiters {
-    pub fn new<'a, 'py: 'a>(pairs: impl Iterator<Item = (usize, &'a Bound<'py, PyAny>)>) -> Self {
+impl Index {
+    fn new(pairs: impl Iterator<Item = (usize, usize)>) -> Self {
         // (future, position, task): the position keeps each future's tasks
         // in the order they came.
         let mut sorted: Vec<(usize, usize, usize)> = pairs
             .enumerate()
-            .map(|(n, (task, waiter))| (waiter.as_ptr() as usize, n, task))
+            .map(|(n, (task, waiter))| (waiter, n, task))
             .collect();
         sorted.sort_unstable();
         let mut by_future: AddrMap<(usize, usize)> = AddrMap::default();
@@ -107,13 +117,50 @@ impl Waiters {
             by_future.insert(sorted[start].0, (start, sorted.len()));
         }
         let tasks = sorted.into_iter().map(|(_, _, task)| task).collect();
-        Waiters { by_future, tasks }
+        Index { by_future, tasks }
     }
 
     fn of(&self, future: usize) -> &[usize] {
+        if self.tasks.is_empty() {
+            return &[];
+        }
         self.by_future
             .get(&future)
             .map_or(&[], |&(start, end)| &self.tasks[start..end])
+    }
+}
+
+impl Waiters {
+    pub fn new<'a, 'py: 'a>(
+        aio: &Asyncio<'py>,
+        pairs: impl Iterator<Item = (usize, &'a Bound<'py, PyAny>)>,
+    ) -> Self {
+        let mut all = Vec::new();
+        let mut on_tasks = Vec::new();
+        for (task, waiter) in pairs {
+            let key = waiter.as_ptr() as usize;
+            all.push((task, key));
+            if aio.is_task(waiter) {
+                on_tasks.push((task, key));
+            }
+        }
+        Waiters {
+            pairs: all,
+            tasks: Index::new(on_tasks.into_iter()),
+            all: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The tasks waiting on `task` directly.
+    fn of_task(&self, task: usize) -> &[usize] {
+        self.tasks.of(task)
+    }
+
+    /// The tasks waiting on any future.
+    fn of(&self, future: usize) -> &[usize] {
+        self.all
+            .get_or_init(|| Index::new(self.pairs.iter().copied()))
+            .of(future)
     }
 }
 
@@ -128,7 +175,7 @@ pub fn awaited_by<'py>(
     fut: &Fut<'py>,
     direct: &[Parent<'py>],
 ) -> Vec<usize> {
-    let mut found: Vec<usize> = waiters.of(fut.obj.as_ptr() as usize).to_vec();
+    let mut found: Vec<usize> = waiters.of_task(fut.obj.as_ptr() as usize).to_vec();
     if direct.is_empty() && found.len() <= 1 {
         // Nothing to follow or de-duplicate: most tasks end here.
         found.retain(|t| *t != fut.obj.as_ptr() as usize);

@@ -80,8 +80,8 @@ fn registered_tasks<'py>(
     cap: &mut Capture<'py>,
     current: &AddrMap<Bound<'py, PyAny>>,
 ) -> Vec<Bound<'py, PyAny>> {
-    let mut seen = AddrSet::default();
     let mut out = Vec::new();
+    let mut sources = 0;
     for name in REGISTRIES {
         let Some(registry) = safe::module_attr(&aio.tasks_module, name) else {
             cap.errors.push(format!(
@@ -105,16 +105,24 @@ fn registered_tasks<'py>(
                 }
             },
         };
-        for task in members {
-            if seen.insert(task.as_ptr() as usize) {
-                out.push(task);
+        if !members.is_empty() {
+            sources += 1;
+            if out.is_empty() {
+                out = members;
+            } else {
+                out.extend(members);
             }
         }
     }
     for &addr in current.keys() {
-        if seen.insert(addr) {
-            out.push(unsafe { Bound::from_borrowed_ptr(aio.py, addr as *mut ffi::PyObject) });
-        }
+        sources += 1;
+        out.push(unsafe { Bound::from_borrowed_ptr(aio.py, addr as *mut ffi::PyObject) });
+    }
+    // Each set holds a task once: only several sources can repeat one.
+    if sources > 1 {
+        let mut seen = AddrSet::default();
+        seen.reserve(out.len());
+        out.retain(|task| seen.insert(task.as_ptr() as usize));
     }
     out
 }
@@ -125,14 +133,26 @@ struct OnStack {
     depth: usize,
 }
 
+/// What every task of one event loop shares.
+struct LoopInfo {
+    id: Text,
+    thread: Option<u64>,
+    /// See [`loop_timers`]; read when a task of the loop first needs a deadline.
+    timers: Option<AddrMap<f64>>,
+}
+
 struct Backend<'py> {
     aio: Asyncio<'py>,
     views: Vec<TaskView<'py>>,
     current: AddrMap<Bound<'py, PyAny>>,
-    by_addr: AddrMap<usize>,
+    /// Task address -> index in `views`, built when a task is found
+    /// waiting on another task.
+    by_addr: Option<AddrMap<usize>>,
     stacks: ThreadStacks<'py>,
     loop_threads: LoopThreads,
-    timers: AddrMap<AddrMap<f64>>,
+    /// Per event loop met: its id, thread and timers, read once.
+    loops: Vec<LoopInfo>,
+    loop_at: AddrMap<usize>,
     workers: Option<AddrMap<u64>>,
     /// `concurrent.futures.Future` -> index of the task that resolves it.
     feeders: AddrMap<usize>,
@@ -145,19 +165,15 @@ impl<'py> Backend<'py> {
         views: Vec<TaskView<'py>>,
         current: AddrMap<Bound<'py, PyAny>>,
     ) -> Self {
-        let by_addr = views
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (v.fut.obj.as_ptr() as usize, i))
-            .collect();
         Backend {
             aio,
             views,
             current,
-            by_addr,
+            by_addr: None,
             stacks: ThreadStacks::default(),
             loop_threads: LoopThreads::default(),
-            timers: AddrMap::default(),
+            loops: Vec::new(),
+            loop_at: AddrMap::default(),
             workers: None,
             feeders: AddrMap::default(),
             now: None,
@@ -172,6 +188,7 @@ impl<'py> Backend<'py> {
         let running_frames = self.running_frames(cap, &on_stack);
 
         let waiters = Waiters::new(
+            &self.aio,
             self.views
                 .iter()
                 .filter_map(|v| Some((v.fut.obj.as_ptr() as usize, v.waiter.as_ref()?))),
@@ -205,21 +222,30 @@ impl<'py> Backend<'py> {
 
         let bridged = self.bridged();
         let blocked = self.blocked_threads(cap);
-        let mut loop_ids: AddrMap<Text> = AddrMap::default();
-        let mut states = crate::model::SharedWords::default();
+        let mut words = crate::model::SharedWords::default();
+        // Runs of tasks share a state: the previous word is checked first.
+        let mut last_state: Option<(&'static str, Text)> = None;
         let mut stacks = Vec::with_capacity(n);
+        let no_name: Text = Text::from("");
+        // The loop of the previous task: tasks of one loop come in runs.
+        let mut last_loop: Option<(usize, usize)> = None;
         for i in 0..n {
             let addr = self.views[i].fut.obj.as_ptr() as usize;
-            let mut awaited_by: Vec<String> = links::awaited_by(
+            let waited_by = links::awaited_by(
                 &self.aio,
                 &waiters,
                 &bridged,
                 &self.views[i].fut,
                 &direct[i],
-            )
-            .into_iter()
-            .map(|t| crate::model::address_id("task:", t))
-            .collect();
+            );
+            let mut awaited_by: Vec<String> = if waited_by.is_empty() {
+                Vec::new()
+            } else {
+                waited_by
+                    .into_iter()
+                    .map(|t| crate::model::address_id("task:", t))
+                    .collect()
+            };
             for parent in &direct[i] {
                 if let Parent::Concurrent(c) = parent {
                     for ident in blocked.get(c).map_or(&[][..], Vec::as_slice) {
@@ -227,48 +253,74 @@ impl<'py> Backend<'py> {
                     }
                 }
             }
-            let event_loop = self.views[i].fut.event_loop.clone();
-            let thread = event_loop
-                .as_ref()
-                .and_then(|l| self.loop_threads.thread_of(cap, l));
-            let running = self.current.contains_key(&addr);
-            let (frames, omitted, awaiting) = match running_frames.get(&i) {
+            let event_loop = match self.views[i].fut.event_loop.as_ref() {
+                None => None,
+                Some(l) => {
+                    let key = l.as_ptr() as usize;
+                    match last_loop {
+                        Some((k, at)) if k == key => Some(at),
+                        _ => {
+                            let l = l.clone();
+                            let at = self.loop_index(cap, &l);
+                            last_loop = Some((key, at));
+                            Some(at)
+                        }
+                    }
+                }
+            };
+            let thread = event_loop.and_then(|at| self.loops[at].thread);
+            let running = !self.current.is_empty() && self.current.contains_key(&addr);
+            let on_stack = if running_frames.is_empty() {
+                None
+            } else {
+                running_frames.get(&i)
+            };
+            let (frames, omitted, awaiting) = match on_stack {
                 Some((frames, omitted)) => (frames.clone(), *omitted, None),
-                None => self.suspended(cap, i, &proxied, &group_sizes),
+                None => self.suspended(cap, i, event_loop, &proxied, &group_sizes),
             };
             let view = &self.views[i];
-            let waiter_cancelled = view.waiter.as_ref().and_then(|w| self.aio.future_state(w))
-                == Some(FutState::Cancelled);
             let state = match view.fut.state {
                 FutState::Finished => "done",
                 FutState::Cancelled => "cancelled",
                 FutState::Pending if running => "running",
                 FutState::Pending
-                    if view.must_cancel || view.cancel_requests > 0 || waiter_cancelled =>
+                    if view.must_cancel
+                        || view.cancel_requests > 0
+                        || view.waiter.as_ref().and_then(|w| self.aio.future_state(w))
+                            == Some(FutState::Cancelled) =>
                 {
                     "cancelling"
                 }
                 FutState::Pending => "pending",
             };
             stacks.push(Stack {
-                id: crate::model::address_text("task:", addr),
-                name: view.name.as_str().into(),
+                id: task_id(addr),
+                // Moved in after the loop: `classify` may still read it.
+                name: no_name.clone(),
                 thread,
-                state: states.get(state),
+                state: match &last_state {
+                    Some((word, text)) if std::ptr::eq(*word, state) => text.clone(),
+                    _ => {
+                        let text = words.get(state);
+                        last_state = Some((state, text.clone()));
+                        text
+                    }
+                },
                 frames,
                 frames_omitted: omitted,
                 details: StackDetails::Task(TaskDetails {
-                    event_loop: match &event_loop {
-                        Some(l) => loop_ids
-                            .entry(l.as_ptr() as usize)
-                            .or_insert_with(|| format!("loop:{}", safe::address(l)).into())
-                            .clone(),
-                        None => "loop:none".into(),
+                    event_loop: match event_loop {
+                        Some(at) => self.loops[at].id.clone(),
+                        None => words.get("loop:none"),
                     },
                     awaiting,
                     awaited_by,
                 }),
             });
+        }
+        for (stack, view) in stacks.iter_mut().zip(&mut self.views) {
+            stack.name = std::mem::take(&mut view.name).into();
         }
         sort_stacks(&mut stacks);
         stacks
@@ -418,6 +470,7 @@ impl<'py> Backend<'py> {
         &mut self,
         cap: &mut Capture<'py>,
         i: usize,
+        event_loop: Option<usize>,
         proxied: &AddrMap<(Option<String>, Vec<String>)>,
         group_sizes: &AddrMap<usize>,
     ) -> (Frames, u64, Option<String>) {
@@ -438,13 +491,17 @@ impl<'py> Backend<'py> {
             _ => None,
         };
         let addr = self.views[i].fut.obj.as_ptr() as usize;
-        let deadline = self.deadline(i);
+        let deadline = event_loop.and_then(|at| self.deadline(i, at));
         let facts = Facts {
             links: chain.links,
             waiter,
             leaf,
             deadline,
-            group_size: group_sizes.get(&addr).copied(),
+            group_size: if group_sizes.is_empty() {
+                None
+            } else {
+                group_sizes.get(&addr).copied()
+            },
         };
         (chain.frames, chain.omitted, awaiting::describe(&facts))
     }
@@ -458,7 +515,15 @@ impl<'py> Backend<'py> {
     ) -> Waiter {
         let addr = waiter.as_ptr() as usize;
         if self.aio.is_task(waiter) {
-            let name = match self.by_addr.get(&addr) {
+            let views = &self.views;
+            let by_addr = self.by_addr.get_or_insert_with(|| {
+                views
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (v.fut.obj.as_ptr() as usize, i))
+                    .collect()
+            });
+            let name = match by_addr.get(&addr) {
                 Some(&j) => self.views[j].name.clone(),
                 None => self
                     .aio
@@ -530,22 +595,41 @@ impl<'py> Backend<'py> {
     /// Seconds until the loop timer that ends task `i`'s wait: a sleep's or
     /// 3.9-3.11 `wait_for`'s timer keyed by the future waited on, an
     /// `asyncio.timeout` (3.11+) keyed by the task.
-    fn deadline(&mut self, i: usize) -> Option<f64> {
+    fn deadline(&mut self, i: usize, event_loop: usize) -> Option<f64> {
         let view = &self.views[i];
-        let event_loop = view.fut.event_loop.clone()?;
         let keys = [
             view.waiter.as_ref().map(|w| w.as_ptr() as usize),
             Some(view.fut.obj.as_ptr() as usize),
         ];
         let now = self.now()?;
-        let timers = self
-            .timers
-            .entry(event_loop.as_ptr() as usize)
-            .or_insert_with(|| loop_timers(&self.aio, &event_loop));
+        let info = &mut self.loops[event_loop];
+        let timers = match &mut info.timers {
+            Some(timers) => timers,
+            None => {
+                let l = self.views[i].fut.event_loop.as_ref()?;
+                info.timers.insert(loop_timers(&self.aio, l))
+            }
+        };
         keys.into_iter()
             .flatten()
             .find_map(|k| timers.get(&k))
             .map(|when| when - now)
+    }
+
+    /// The index in `self.loops` of `event_loop`, read on first sight.
+    fn loop_index(&mut self, cap: &Capture<'py>, event_loop: &Bound<'py, PyAny>) -> usize {
+        let key = event_loop.as_ptr() as usize;
+        if let Some(&at) = self.loop_at.get(&key) {
+            return at;
+        }
+        let at = self.loops.len();
+        self.loops.push(LoopInfo {
+            id: format!("loop:{}", safe::address(event_loop)).into(),
+            thread: self.loop_threads.thread_of(cap, event_loop),
+            timers: None,
+        });
+        self.loop_at.insert(key, at);
+        at
     }
 
     /// The loop clock: `BaseEventLoop.time()` is `time.monotonic()`, read
@@ -590,6 +674,7 @@ fn loop_timers<'py>(aio: &Asyncio<'py>, event_loop: &Bound<'py, PyAny>) -> AddrM
     else {
         return out;
     };
+    out.reserve(scheduled.len());
     for handle in scheduled {
         if !safe::is_instance(&handle, t.timer_tp) {
             continue;
@@ -610,27 +695,21 @@ fn loop_timers<'py>(aio: &Asyncio<'py>, event_loop: &Bound<'py, PyAny>) -> AddrM
         else {
             continue;
         };
-        let mut keys = Vec::new();
-        if let Some(first) = t
+        let first = t
             .args
             .as_ref()
             .and_then(|a| a.get(&handle))
-            .and_then(|a| safe::sequence_items(&a))
-            .and_then(|a| a.into_iter().next())
-        {
-            keys.push(first.as_ptr() as usize);
-        }
-        if let Some((_, this)) = t
+            .and_then(|a| safe::first_item(&a))
+            .map(|first| first.as_ptr() as usize);
+        let task = t
             .callback
             .as_ref()
             .and_then(|a| a.get(&handle))
             .and_then(|c| safe::bound_method_parts(&c))
-        {
-            if let Some(task) = safe::instance_attr(&this, c"_task").filter(|x| aio.is_task(x)) {
-                keys.push(task.as_ptr() as usize);
-            }
-        }
-        for key in keys {
+            .and_then(|(_, this)| safe::instance_attr(&this, c"_task"))
+            .filter(|x| aio.is_task(x))
+            .map(|task| task.as_ptr() as usize);
+        for key in [first, task].into_iter().flatten() {
             let slot = out.entry(key).or_insert(when);
             *slot = slot.min(when);
         }
@@ -638,53 +717,143 @@ fn loop_timers<'py>(aio: &Asyncio<'py>, event_loop: &Bound<'py, PyAny>) -> AddrM
     out
 }
 
+/// `task:0x...`, as `model::address_text` writes it (a test checks), with
+/// no UTF-8 check of the digits: one per task, ten thousand at a time.
+fn task_id(addr: usize) -> Text {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    const PREFIX: &[u8] = b"task:0x";
+    let mut buf = [0u8; 32];
+    let mut start = buf.len();
+    let mut n = addr;
+    loop {
+        start -= 1;
+        buf[start] = DIGITS[n & 0xf];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    start -= PREFIX.len();
+    buf[start..start + PREFIX.len()].copy_from_slice(PREFIX);
+    // Only ASCII was written.
+    Text::from(unsafe { std::str::from_utf8_unchecked(&buf[start..]) })
+}
+
 /// Loops in order of first appearance, tasks within a loop by name with
 /// numbers in numeric order (`Task-2` before `Task-10`).
 ///
-/// Ten thousand tasks sort on integer keys: the few distinct name stems
-/// (`Task-`, `worker-`) are ranked once, so no comparison reads a string.
+/// Ten thousand tasks sort on packed integer keys: the few distinct name
+/// stems (`Task-`, `worker-`) are ranked once, so no comparison reads a
+/// string unless two names have the same stem and number.
 fn sort_stacks(stacks: &mut Vec<Stack>) {
+    // `name.trim_end_matches(ascii digit)` and `digits.parse().unwrap_or(0)`,
+    // byte by byte: an ASCII digit is never part of a longer UTF-8 sequence.
     fn split(name: &str) -> (&str, u64) {
-        let head = name.trim_end_matches(|c: char| c.is_ascii_digit());
-        (head, name[head.len()..].parse().unwrap_or(0))
+        let bytes = name.as_bytes();
+        let mut end = bytes.len();
+        while end > 0 && bytes[end - 1].is_ascii_digit() {
+            end -= 1;
+        }
+        let mut number: u64 = 0;
+        for &d in &bytes[end..] {
+            match number
+                .checked_mul(10)
+                .and_then(|n| n.checked_add(u64::from(d - b'0')))
+            {
+                Some(n) => number = n,
+                None => return (&name[..end], 0),
+            }
+        }
+        (&name[..end], number)
+    }
+    if stacks.len() >= u32::MAX as usize {
+        return;
     }
     let parts: Vec<(&str, u64)> = stacks.iter().map(|s| split(&s.name)).collect();
     let mut heads: Vec<&str> = parts.iter().map(|p| p.0).collect();
     heads.sort_unstable();
     heads.dedup();
-    let head_rank: crate::fasthash::FastMap<&str, usize> =
-        heads.iter().enumerate().map(|(i, h)| (*h, i)).collect();
-    // Full names break ties between names that differ only in leading zeros.
-    let mut order: Vec<(usize, u64, usize)> = parts
-        .iter()
-        .enumerate()
-        .map(|(i, (head, number))| (head_rank[head], *number, i))
-        .collect();
-    order.sort_unstable_by(|a, b| {
-        (a.0, a.1)
-            .cmp(&(b.0, b.1))
-            .then_with(|| stacks[a.2].name.cmp(&stacks[b.2].name))
-            .then_with(|| stacks[a.2].id.cmp(&stacks[b.2].id))
-    });
-    let mut loops: crate::fasthash::FastMap<&str, usize> = Default::default();
-    let mut ranked: Vec<(usize, usize)> = Vec::with_capacity(order.len());
-    for (position, &(_, _, i)) in order.iter().enumerate() {
-        let next = loops.len();
-        let rank = *loops.entry(loop_id(&stacks[i])).or_insert(next);
-        ranked.push((rank, position));
+    let rank_of = |head: &str| heads.binary_search(&head).unwrap_or(0) as u128;
+    // (stem rank, number, index), most significant first.
+    let mut order: Vec<u128> = Vec::with_capacity(parts.len());
+    let mut last: Option<(&str, u128)> = None;
+    for (i, (head, number)) in parts.iter().enumerate() {
+        let rank = match last {
+            Some((h, r)) if h == *head => r,
+            _ => rank_of(head),
+        };
+        last = Some((head, rank));
+        order.push((rank << 96) | ((*number as u128) << 32) | i as u128);
     }
-    ranked.sort_unstable();
-    let mut slots: Vec<Option<Stack>> = stacks.drain(..).map(Some).collect();
-    stacks.extend(
-        ranked
+    order.sort_unstable();
+    let index = |key: u128| (key & u128::from(u32::MAX)) as usize;
+    // Full names (then ids) break ties between names that differ only in
+    // leading zeros, or are the same.
+    let mut start = 0;
+    while start < order.len() {
+        let stem = order[start] >> 32;
+        let mut end = start + 1;
+        while end < order.len() && order[end] >> 32 == stem {
+            end += 1;
+        }
+        if end - start > 1 {
+            order[start..end].sort_unstable_by(|a, b| {
+                let (a, b) = (&stacks[index(*a)], &stacks[index(*b)]);
+                a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id))
+            });
+        }
+        start = end;
+    }
+    let mut positions: Vec<usize> = order.iter().map(|k| index(*k)).collect();
+    // Loops in order of first appearance: one loop (the usual case) keeps
+    // the order as it is.
+    let mut loops: crate::fasthash::FastMap<&str, usize> = Default::default();
+    let mut last: Option<(&Text, usize)> = None;
+    let mut ranks: Vec<usize> = Vec::with_capacity(positions.len());
+    for &i in &positions {
+        let id = loop_id(&stacks[i]);
+        let rank = match last {
+            Some((l, r)) if std::sync::Arc::ptr_eq(l, id) => r,
+            _ => {
+                let next = loops.len();
+                *loops.entry(id).or_insert(next)
+            }
+        };
+        last = Some((id, rank));
+        ranks.push(rank);
+    }
+    if loops.len() > 1 {
+        // (loop rank, place in name order, stack index)
+        let mut ranked: Vec<(usize, usize, usize)> = ranks
             .into_iter()
-            .filter_map(|(_, position)| slots[order[position].2].take()),
-    );
+            .zip(positions)
+            .enumerate()
+            .map(|(place, (rank, i))| (rank, place, i))
+            .collect();
+        ranked.sort_unstable();
+        positions = ranked.into_iter().map(|(_, _, i)| i).collect();
+    }
+    let mut slots: Vec<Option<Stack>> = stacks.drain(..).map(Some).collect();
+    stacks.extend(positions.into_iter().filter_map(|i| slots[i].take()));
 }
 
-fn loop_id(stack: &Stack) -> &str {
+fn loop_id(stack: &Stack) -> &Text {
+    static NONE: std::sync::OnceLock<Text> = std::sync::OnceLock::new();
     match &stack.details {
         StackDetails::Task(d) => &d.event_loop,
-        _ => "",
+        _ => NONE.get_or_init(|| Text::from("")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn task_ids_match_the_model() {
+        for addr in [0usize, 1, 0xf, 0x10, 0x7f12_3456_789a, usize::MAX] {
+            assert_eq!(
+                super::task_id(addr),
+                crate::model::address_text("task:", addr)
+            );
+        }
     }
 }
