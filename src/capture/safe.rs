@@ -136,6 +136,60 @@ pub struct BuiltinGetter<'py> {
     owner: Bound<'py, PyAny>,
     descr: Bound<'py, PyAny>,
     get: ffi::descrgetfunc,
+    /// What the descriptor call would do, done without it (see [`Direct`]).
+    direct: Direct,
+}
+
+/// Once an object is known to be an instance of the owner, a getset
+/// descriptor only calls its C getter (what `getset_get` does after its type
+/// check), and an object member (`__slots__`, `T_OBJECT`/`T_OBJECT_EX`) that
+/// raises no audit event only reads its slot (what `member_get` and
+/// `PyMember_GetOne` do, 3.9-3.13): ten thousand tasks skip the descriptor
+/// machinery. Anything else goes through the descriptor.
+enum Direct {
+    None,
+    Getset(ffi::getter, *mut std::os::raw::c_void),
+    /// Slot offset, and whether an empty slot reads as absent (`T_OBJECT_EX`)
+    /// rather than as `None` (`T_OBJECT`).
+    Member(usize, bool),
+}
+
+impl Direct {
+    /// # Safety
+    /// `descr` is a live getset or member descriptor; it keeps its definition alive.
+    unsafe fn of(descr: *mut ffi::PyObject) -> Direct {
+        let descr_type = ffi::Py_TYPE(descr);
+        if std::ptr::eq(descr_type, &raw mut ffi::PyGetSetDescr_Type) {
+            let def = (*(descr as *mut ffi::PyGetSetDescrObject)).d_getset;
+            return match (!def.is_null()).then(|| (*def).get).flatten() {
+                Some(get) => Direct::Getset(get, (*def).closure),
+                None => Direct::None,
+            };
+        }
+        // pyo3 types `d_member` as a `PyGetSetDef` before 3.11; it is a
+        // `PyMemberDef` in every version (the cast is a no-op from 3.11).
+        #[allow(clippy::unnecessary_cast)]
+        let def = (*(descr as *mut ffi::PyMemberDescrObject)).d_member as *mut ffi::PyMemberDef;
+        if def.is_null() {
+            return Direct::None;
+        }
+        // The member's own type (a base of the owner, or the owner).
+        let member_owner = (*(descr as *mut ffi::PyDescrObject)).d_type;
+        // T_OBJECT (6) and T_OBJECT_EX (16): a `PyObject *` slot.
+        let type_code = (*def).type_code;
+        // READ_RESTRICTED / Py_AUDIT_READ (2) raises an audit event;
+        // Py_RELATIVE_OFFSET (8, 3.12+) is an offset from elsewhere.
+        let plain = (*def).flags & (2 | 8) == 0;
+        let offset = usize::try_from((*def).offset).unwrap_or(0);
+        let size = std::mem::size_of::<*mut ffi::PyObject>();
+        let inside = offset >= std::mem::size_of::<ffi::PyObject>()
+            && offset + size <= usize::try_from((*member_owner).tp_basicsize).unwrap_or(0);
+        if matches!(type_code, 6 | 16) && plain && inside {
+            Direct::Member(offset, type_code == 16)
+        } else {
+            Direct::None
+        }
+    }
 }
 
 impl<'py> BuiltinGetter<'py> {
@@ -154,10 +208,12 @@ impl<'py> BuiltinGetter<'py> {
                 return None;
             }
             let get = (*descr_type).tp_descr_get?;
+            let direct = Direct::of(descr.as_ptr());
             Some(BuiltinGetter {
                 owner: owner.clone(),
                 descr,
                 get,
+                direct,
             })
         }
     }
@@ -170,10 +226,7 @@ impl<'py> BuiltinGetter<'py> {
             if tp != owner && ffi::PyType_IsSubtype(tp, owner) == 0 {
                 return None;
             }
-            owned(
-                obj.py(),
-                (self.get)(self.descr.as_ptr(), obj.as_ptr(), tp as *mut ffi::PyObject),
-            )
+            self.get_unchecked(obj)
         }
     }
 
@@ -183,8 +236,22 @@ impl<'py> BuiltinGetter<'py> {
     /// # Safety
     /// `obj` must be an instance of `owner` or of a subclass of it.
     pub unsafe fn get_unchecked(&self, obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
-        let tp = ffi::Py_TYPE(obj.as_ptr()) as *mut ffi::PyObject;
-        owned(obj.py(), (self.get)(self.descr.as_ptr(), obj.as_ptr(), tp))
+        let py = obj.py();
+        match self.direct {
+            Direct::Getset(get, closure) => owned(py, get(obj.as_ptr(), closure)),
+            Direct::Member(offset, absent_when_empty) => {
+                let slot = (obj.as_ptr() as *const u8).add(offset) as *const *mut ffi::PyObject;
+                match (*slot).is_null() {
+                    false => borrowed(py, *slot),
+                    true if absent_when_empty => None,
+                    true => borrowed(py, ffi::Py_None()),
+                }
+            }
+            Direct::None => {
+                let tp = ffi::Py_TYPE(obj.as_ptr()) as *mut ffi::PyObject;
+                owned(py, (self.get)(self.descr.as_ptr(), obj.as_ptr(), tp))
+            }
+        }
     }
 }
 
@@ -283,27 +350,6 @@ pub fn str_value(obj: &Bound<'_, PyAny>) -> Option<String> {
     }
 }
 
-/// [`str_value`] for text that is nearly always ASCII (task names): the
-/// bytes of an ASCII `str` are copied without a UTF-8 check.
-pub fn str_value_ascii(obj: &Bound<'_, PyAny>) -> Option<String> {
-    #[cfg(not(Py_3_14))]
-    unsafe {
-        if ffi::PyUnicode_Check(obj.as_ptr()) == 0 {
-            return None;
-        }
-        let mut size: ffi::Py_ssize_t = 0;
-        // Also readies a legacy `str` (3.9-3.11), so the ASCII flag is set.
-        let data = ffi::PyUnicode_AsUTF8AndSize(obj.as_ptr(), &mut size);
-        if data.is_null() {
-            clear_error();
-        } else if ffi::PyUnicode_IS_ASCII(obj.as_ptr()) != 0 {
-            let bytes = std::slice::from_raw_parts(data as *const u8, size as usize);
-            return Some(String::from(std::str::from_utf8_unchecked(bytes)));
-        }
-    }
-    str_value(obj)
-}
-
 /// A `str`'s text borrowed from the object's own UTF-8 cache, without a
 /// copy; `None` for other types and for text that is not valid UTF-8
 /// (lone surrogates), where [`str_value`] replaces instead.
@@ -320,6 +366,12 @@ pub fn str_ref<'a>(obj: &'a Bound<'_, PyAny>) -> Option<&'a str> {
         }
         // The buffer lives as long as the str object, which `obj` keeps alive.
         let bytes = std::slice::from_raw_parts(data as *const u8, size as usize);
+        // An ASCII `str` (the call above readied a legacy one, so the flag is
+        // set) needs no UTF-8 check: ten thousand task names skip it.
+        #[cfg(not(Py_3_14))]
+        if ffi::PyUnicode_IS_ASCII(obj.as_ptr()) != 0 {
+            return Some(std::str::from_utf8_unchecked(bytes));
+        }
         std::str::from_utf8(bytes).ok()
     }
 }
@@ -411,100 +463,6 @@ impl<'py> BuiltinAttr<'py> {
     /// `None` for other objects, unset slots and Python `None`.
     pub fn get(&self, obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
         not_none(self.0.get(obj)?)
-    }
-}
-
-/// [`BuiltinAttr`] that skips the descriptor call once the object is known
-/// to be an instance of the owner: for a getset it calls the getset's C
-/// getter, which is what `getset_get` does after its own type check; for an
-/// object member (`__slots__`, `T_OBJECT`/`T_OBJECT_EX`) that raises no
-/// audit event it reads the slot, which is what `member_get` and
-/// `PyMember_GetOne` do (3.9-3.13). Anything else goes through [`BuiltinAttr`].
-pub struct DirectAttr<'py> {
-    attr: BuiltinAttr<'py>,
-    direct: Direct,
-}
-
-enum Direct {
-    None,
-    Getset(ffi::getter, *mut std::os::raw::c_void),
-    Member(usize),
-}
-
-impl<'py> DirectAttr<'py> {
-    pub fn resolve(py: Python<'py>, owner: *mut ffi::PyTypeObject, name: &CStr) -> Option<Self> {
-        let attr = BuiltinAttr::resolve(py, owner, name)?;
-        // The descriptor (held by `attr`) keeps its definition alive.
-        let direct = unsafe {
-            let descr = attr.0.descr.as_ptr();
-            let descr_type = ffi::Py_TYPE(descr);
-            if std::ptr::eq(descr_type, &raw mut ffi::PyGetSetDescr_Type) {
-                let def = (*(descr as *mut ffi::PyGetSetDescrObject)).d_getset;
-                match (!def.is_null()).then(|| (*def).get).flatten() {
-                    Some(get) => Direct::Getset(get, (*def).closure),
-                    None => Direct::None,
-                }
-            } else if std::ptr::eq(descr_type, &raw mut ffi::PyMemberDescr_Type) {
-                // pyo3 types `d_member` as a `PyGetSetDef` before 3.11; it
-                // is a `PyMemberDef` in every version (the cast is a no-op from 3.11).
-                #[allow(clippy::unnecessary_cast)]
-                let def =
-                    (*(descr as *mut ffi::PyMemberDescrObject)).d_member as *mut ffi::PyMemberDef;
-                if def.is_null() {
-                    return Some(DirectAttr {
-                        attr,
-                        direct: Direct::None,
-                    });
-                }
-                // The member's own type (a base of `owner`, or `owner`).
-                let member_owner = (*(descr as *mut ffi::PyDescrObject)).d_type;
-                // T_OBJECT (6) and T_OBJECT_EX (16): a `PyObject *` slot.
-                let object_member = matches!((*def).type_code, 6 | 16);
-                // READ_RESTRICTED / Py_AUDIT_READ (2) raises an audit event;
-                // Py_RELATIVE_OFFSET (8, 3.12+) is an offset from elsewhere.
-                let plain = (*def).flags & (2 | 8) == 0;
-                let offset = usize::try_from((*def).offset).unwrap_or(0);
-                let size = std::mem::size_of::<*mut ffi::PyObject>();
-                let inside = offset >= std::mem::size_of::<ffi::PyObject>()
-                    && offset + size <= usize::try_from((*member_owner).tp_basicsize).unwrap_or(0);
-                if object_member && plain && inside {
-                    Direct::Member(offset)
-                } else {
-                    Direct::None
-                }
-            } else {
-                Direct::None
-            }
-        };
-        Some(DirectAttr { attr, direct })
-    }
-
-    /// As [`BuiltinAttr::get`].
-    pub fn get(&self, obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
-        unsafe {
-            if matches!(self.direct, Direct::None) {
-                return self.attr.get(obj);
-            }
-            let tp = ffi::Py_TYPE(obj.as_ptr());
-            let owner = self.attr.0.owner.as_ptr() as *mut ffi::PyTypeObject;
-            if tp != owner && ffi::PyType_IsSubtype(tp, owner) == 0 {
-                return None;
-            }
-            match self.direct {
-                Direct::Getset(get, closure) => {
-                    not_none(owned(obj.py(), get(obj.as_ptr(), closure))?)
-                }
-                Direct::Member(offset) => {
-                    let slot = (obj.as_ptr() as *const u8).add(offset) as *const *mut ffi::PyObject;
-                    let value = *slot;
-                    if value.is_null() {
-                        return None;
-                    }
-                    not_none(Bound::from_borrowed_ptr(obj.py(), value))
-                }
-                Direct::None => self.attr.get(obj),
-            }
-        }
     }
 }
 

@@ -307,29 +307,8 @@ impl Ids {
     }
 }
 
-/// `greenlet:0x...` (as `model::address_text` writes it), formatted in place:
-/// one per greenlet, so it skips the generic prefix copy and UTF-8 check.
 fn greenlet_id(obj: &Bound<'_, PyAny>) -> Text {
-    id_text(obj.as_ptr() as usize)
-}
-
-fn id_text(addr: usize) -> Text {
-    const PREFIX: &[u8] = b"greenlet:0x";
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digits = (usize::BITS - addr.leading_zeros()).div_ceil(4).max(1) as usize;
-    let mut buf = [0u8; PREFIX.len() + 2 * std::mem::size_of::<usize>()];
-    buf[..PREFIX.len()].copy_from_slice(PREFIX);
-    for (k, b) in buf[PREFIX.len()..PREFIX.len() + digits]
-        .iter_mut()
-        .rev()
-        .enumerate()
-    {
-        *b = HEX[(addr >> (4 * k)) & 0xf];
-    }
-    let text = &buf[..PREFIX.len() + digits];
-    debug_assert!(text.is_ascii());
-    // SAFETY: ASCII only (the prefix and hex digits).
-    Text::from(unsafe { std::str::from_utf8_unchecked(text) })
+    crate::model::address_text("greenlet:", obj.as_ptr() as usize)
 }
 
 /// gevent's `spawning_greenlet` (a weak reference) and `spawning_stack` (a
@@ -393,18 +372,5 @@ fn dereference<'py>(obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
         }
         // 0: the referent is gone; target is NULL.
         safe::owned(obj.py(), target)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn ids_are_written_as_address_text_writes_them() {
-        for addr in [0, 1, 0xf, 0x10, 0x7f12_3456_7890, usize::MAX] {
-            assert_eq!(
-                super::id_text(addr),
-                crate::model::address_text("greenlet:", addr)
-            );
-        }
     }
 }

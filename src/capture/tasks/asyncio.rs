@@ -7,7 +7,7 @@
 //! are resolved once per capture. Nothing here calls a Python-level method.
 
 use super::AddrMap;
-use crate::capture::safe::{self, BuiltinAttr, BuiltinMethod, DirectAttr};
+use crate::capture::safe::{self, BuiltinAttr, BuiltinMethod};
 use crate::model::Text;
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -62,22 +62,22 @@ pub struct TaskView<'py> {
 
 struct CFuture<'py> {
     tp: *mut ffi::PyTypeObject,
-    state: Option<DirectAttr<'py>>,
-    event_loop: Option<DirectAttr<'py>>,
-    callbacks: Option<DirectAttr<'py>>,
+    state: Option<BuiltinAttr<'py>>,
+    event_loop: Option<BuiltinAttr<'py>>,
+    callbacks: Option<BuiltinAttr<'py>>,
 }
 
 struct CTask<'py> {
     tp: *mut ffi::PyTypeObject,
-    coro: Option<DirectAttr<'py>>,
-    waiter: Option<DirectAttr<'py>>,
-    must_cancel: Option<DirectAttr<'py>>,
+    coro: Option<BuiltinAttr<'py>>,
+    waiter: Option<BuiltinAttr<'py>>,
+    must_cancel: Option<BuiltinAttr<'py>>,
     // The C task exposes its name and cancel count only through methods;
     // these are the type's own C functions (see `BuiltinMethod`).
     get_name: Option<BuiltinMethod<'py>>,
     /// The future fields as the task type resolves them (the same C getters
     /// as `_asyncio.Future`'s): an exact task then needs no subtype check.
-    fut: Option<(DirectAttr<'py>, DirectAttr<'py>, DirectAttr<'py>)>,
+    fut: Option<(BuiltinAttr<'py>, BuiltinAttr<'py>, BuiltinAttr<'py>)>,
     cancelling: Option<BuiltinMethod<'py>>,
 }
 
@@ -85,9 +85,9 @@ struct CTask<'py> {
 pub struct CoroType<'py> {
     pub tp: *mut ffi::PyTypeObject,
     pub frame: Option<BuiltinAttr<'py>>,
-    pub awaits: Option<DirectAttr<'py>>,
-    pub running: Option<DirectAttr<'py>>,
-    pub qualname: Option<DirectAttr<'py>>,
+    pub awaits: Option<BuiltinAttr<'py>>,
+    pub running: Option<BuiltinAttr<'py>>,
+    pub qualname: Option<BuiltinAttr<'py>>,
 }
 
 impl<'py> CoroType<'py> {
@@ -101,9 +101,9 @@ impl<'py> CoroType<'py> {
         CoroType {
             tp,
             frame: BuiltinAttr::resolve(py, tp, frame),
-            awaits: DirectAttr::resolve(py, tp, awaits),
-            running: DirectAttr::resolve(py, tp, running),
-            qualname: DirectAttr::resolve(py, tp, c"__qualname__"),
+            awaits: BuiltinAttr::resolve(py, tp, awaits),
+            running: BuiltinAttr::resolve(py, tp, running),
+            qualname: BuiltinAttr::resolve(py, tp, c"__qualname__"),
         }
     }
 
@@ -114,11 +114,11 @@ impl<'py> CoroType<'py> {
 
 /// Slots of `asyncio.events.Handle`/`TimerHandle` (`__slots__` members).
 pub struct TimerReaders<'py> {
-    pub callback: Option<DirectAttr<'py>>,
-    pub args: Option<DirectAttr<'py>>,
-    pub cancelled: Option<DirectAttr<'py>>,
+    pub callback: Option<BuiltinAttr<'py>>,
+    pub args: Option<BuiltinAttr<'py>>,
+    pub cancelled: Option<BuiltinAttr<'py>>,
     pub timer_tp: *mut ffi::PyTypeObject,
-    pub when: Option<DirectAttr<'py>>,
+    pub when: Option<BuiltinAttr<'py>>,
 }
 
 /// Everything asyncio-specific one capture reads through, resolved once.
@@ -164,20 +164,20 @@ impl<'py> Asyncio<'py> {
         let tasks_module = safe::imported_module(py, c"asyncio.tasks")?;
         let c_future = module_type(py, c"_asyncio", c"Future").map(|tp| CFuture {
             tp,
-            state: DirectAttr::resolve(py, tp, c"_state"),
-            event_loop: DirectAttr::resolve(py, tp, c"_loop"),
-            callbacks: DirectAttr::resolve(py, tp, c"_callbacks"),
+            state: BuiltinAttr::resolve(py, tp, c"_state"),
+            event_loop: BuiltinAttr::resolve(py, tp, c"_loop"),
+            callbacks: BuiltinAttr::resolve(py, tp, c"_callbacks"),
         });
         let c_task = module_type(py, c"_asyncio", c"Task").map(|tp| CTask {
             tp,
-            coro: DirectAttr::resolve(py, tp, c"_coro"),
-            waiter: DirectAttr::resolve(py, tp, c"_fut_waiter"),
-            must_cancel: DirectAttr::resolve(py, tp, c"_must_cancel"),
+            coro: BuiltinAttr::resolve(py, tp, c"_coro"),
+            waiter: BuiltinAttr::resolve(py, tp, c"_fut_waiter"),
+            must_cancel: BuiltinAttr::resolve(py, tp, c"_must_cancel"),
             get_name: BuiltinMethod::resolve(py, tp, c"get_name"),
             fut: match (
-                DirectAttr::resolve(py, tp, c"_state"),
-                DirectAttr::resolve(py, tp, c"_loop"),
-                DirectAttr::resolve(py, tp, c"_callbacks"),
+                BuiltinAttr::resolve(py, tp, c"_state"),
+                BuiltinAttr::resolve(py, tp, c"_loop"),
+                BuiltinAttr::resolve(py, tp, c"_callbacks"),
             ) {
                 (Some(a), Some(b), Some(c)) => Some((a, b, c)),
                 _ => None,
@@ -193,11 +193,11 @@ impl<'py> Asyncio<'py> {
             module_type(py, c"asyncio.events", c"TimerHandle"),
         ) {
             (Some(handle_tp), Some(timer_tp)) => Some(TimerReaders {
-                callback: DirectAttr::resolve(py, handle_tp, c"_callback"),
-                args: DirectAttr::resolve(py, handle_tp, c"_args"),
-                cancelled: DirectAttr::resolve(py, handle_tp, c"_cancelled"),
+                callback: BuiltinAttr::resolve(py, handle_tp, c"_callback"),
+                args: BuiltinAttr::resolve(py, handle_tp, c"_args"),
+                cancelled: BuiltinAttr::resolve(py, handle_tp, c"_cancelled"),
                 timer_tp,
-                when: DirectAttr::resolve(py, timer_tp, c"_when"),
+                when: BuiltinAttr::resolve(py, timer_tp, c"_when"),
             }),
             _ => None,
         };
@@ -389,7 +389,7 @@ impl<'py> Asyncio<'py> {
     /// A task's fields, or `None` when `obj` is not an asyncio task.
     pub fn task(&self, obj: &Bound<'py, PyAny>) -> Option<TaskView<'py>> {
         if let Some(c) = self.c_task.as_ref().filter(|_| self.is_c_task(obj)) {
-            let get = |a: &Option<DirectAttr<'py>>| a.as_ref().and_then(|a| a.get(obj));
+            let get = |a: &Option<BuiltinAttr<'py>>| a.as_ref().and_then(|a| a.get(obj));
             let fut = match &c.fut {
                 Some((state, event_loop, callbacks)) => {
                     self.fut(obj, state.get(obj), event_loop.get(obj), callbacks.get(obj))
@@ -400,7 +400,7 @@ impl<'py> Asyncio<'py> {
                 .get_name
                 .as_ref()
                 .and_then(|m| m.call0_direct(obj))
-                .and_then(|n| safe::str_value_ascii(&n));
+                .and_then(|n| safe::str_value(&n));
             return Some(TaskView {
                 fut,
                 name: name.unwrap_or_else(|| safe::type_name(obj)),

@@ -295,7 +295,7 @@ impl<'py> Backend<'py> {
                 FutState::Pending => "pending",
             };
             stacks.push(Stack {
-                id: task_id(addr),
+                id: crate::model::address_text("task:", addr),
                 // Moved in after the loop: `classify` may still read it.
                 name: no_name.clone(),
                 thread,
@@ -717,28 +717,6 @@ fn loop_timers<'py>(aio: &Asyncio<'py>, event_loop: &Bound<'py, PyAny>) -> AddrM
     out
 }
 
-/// `task:0x...`, as `model::address_text` writes it (a test checks), with
-/// no UTF-8 check of the digits: one per task, ten thousand at a time.
-fn task_id(addr: usize) -> Text {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    const PREFIX: &[u8] = b"task:0x";
-    let mut buf = [0u8; 32];
-    let mut start = buf.len();
-    let mut n = addr;
-    loop {
-        start -= 1;
-        buf[start] = DIGITS[n & 0xf];
-        n >>= 4;
-        if n == 0 {
-            break;
-        }
-    }
-    start -= PREFIX.len();
-    buf[start..start + PREFIX.len()].copy_from_slice(PREFIX);
-    // Only ASCII was written.
-    Text::from(unsafe { std::str::from_utf8_unchecked(&buf[start..]) })
-}
-
 /// Loops in order of first appearance, tasks within a loop by name with
 /// numbers in numeric order (`Task-2` before `Task-10`).
 ///
@@ -808,12 +786,13 @@ fn sort_stacks(stacks: &mut Vec<Stack>) {
     // Loops in order of first appearance: one loop (the usual case) keeps
     // the order as it is.
     let mut loops: crate::fasthash::FastMap<&str, usize> = Default::default();
-    let mut last: Option<(&Text, usize)> = None;
+    let mut last: Option<(&str, usize)> = None;
     let mut ranks: Vec<usize> = Vec::with_capacity(positions.len());
     for &i in &positions {
         let id = loop_id(&stacks[i]);
         let rank = match last {
-            Some((l, r)) if std::sync::Arc::ptr_eq(l, id) => r,
+            // Tasks of one loop share its id `Text`: one address comparison.
+            Some((l, r)) if std::ptr::eq(l, id) => r,
             _ => {
                 let next = loops.len();
                 *loops.entry(id).or_insert(next)
@@ -837,23 +816,9 @@ fn sort_stacks(stacks: &mut Vec<Stack>) {
     stacks.extend(positions.into_iter().filter_map(|i| slots[i].take()));
 }
 
-fn loop_id(stack: &Stack) -> &Text {
-    static NONE: std::sync::OnceLock<Text> = std::sync::OnceLock::new();
+fn loop_id(stack: &Stack) -> &str {
     match &stack.details {
         StackDetails::Task(d) => &d.event_loop,
-        _ => NONE.get_or_init(|| Text::from("")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn task_ids_match_the_model() {
-        for addr in [0usize, 1, 0xf, 0x10, 0x7f12_3456_789a, usize::MAX] {
-            assert_eq!(
-                super::task_id(addr),
-                crate::model::address_text("task:", addr)
-            );
-        }
+        _ => "",
     }
 }
