@@ -244,12 +244,38 @@ def test_reading_locals_does_not_refresh_an_earlier_locals_dict() -> None:
         snapshot = tbcollect.collect(locals=True)
     v = frame_locals(snapshot, "remember", "remembers_locals")
     assert v["late"] == "'assigned after locals()'"
-    if PY == (3, 11):
-        # 3.11 has no public per-variable API: PyFrame_GetLocals refreshes
-        # the frame's locals() dict (documented in src/capture/locals.rs).
-        assert out["refreshed"] is True
-    else:
-        assert out["refreshed"] is False
+    assert out["refreshed"] is False
+
+
+class Released:
+    """Logs its release: held only by a frame's stale ``locals()`` dict."""
+
+    def __init__(self, log: List[str]) -> None:
+        self.log = log
+
+    def __del__(self) -> None:
+        self.log.append("released")
+
+
+def holds_stale_locals(ready: threading.Event, release: threading.Event, log: List[str]) -> None:
+    value: Optional[Released] = Released(log)
+    locals()  # up to 3.12 the frame's locals dict now references it too
+    value = None  # and from here only that dict does
+    ready.set()
+    release.wait()
+    log.append(f"value is {value}")
+
+
+def test_reading_locals_frees_nothing_a_stale_locals_dict_holds() -> None:
+    # Refreshing that dict (FastToLocals) would free the object inside the
+    # capture, running its __del__ there: user code, and a GIL switch.
+    log: List[str] = []
+    with parked(holds_stale_locals, log, name="stale"):
+        before = list(log)
+        snapshot = tbcollect.collect(locals=True)
+        during = list(log)
+    assert during == before
+    assert frame_locals(snapshot, "stale", "holds_stale_locals")["value"] == "None"
 
 
 MODULE_TARGET = r"""

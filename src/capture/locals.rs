@@ -4,25 +4,9 @@
 //! # Reading a frame's variables, per version
 //!
 //! Function frames ("optimized": their variables live in the frame's fast
-//! slots, not in a dict):
-//! - **3.9, 3.10**: the fast slots are read directly. `PyFrameObject` is public
-//!   there (`cpython/frameobject.h`); only its stable prefix up to
-//!   `f_valuestack` is mirrored, the slots are found from `f_valuestack`, and
-//!   the layout is checked against `f_code` and `PyFrame_Type.tp_basicsize`
-//!   before any slot is read. Nothing is written. (`PyFrame_FastToLocals`
-//!   would copy the slots into the frame's `locals()` dict, visible to code
-//!   that kept that dict.)
-//! - **3.11**: the frame layout is private and there is no per-variable API,
-//!   so `PyFrame_GetLocals` is used. It refreshes the frame's `locals()` dict
-//!   from the fast slots, exactly what `frame.f_locals`, `pdb` and
-//!   `traceback.StackSummary.extract(capture_locals=True)` do. Accepted: it
-//!   changes no variable; the only visible effect is that a dict the function
-//!   got from `locals()` earlier shows the current values (the documented
-//!   3.11 behaviour of that dict). The dict is a plain dict built by CPython,
-//!   so filling it runs no user code.
-//! - **3.12, 3.13**: `PyFrame_GetVar` per name (`co_varnames`, `co_cellvars`,
-//!   `co_freevars`): no dict, no proxy, no write. (On 3.13 `f_locals` and
-//!   `PyFrame_GetLocals` give a write-through proxy, which is avoided.)
+//! slots, not in a dict) are read slot by slot where the interpreter keeps
+//! them, never through `PyFrame_FastToLocals`/`PyFrame_GetLocals` (see
+//! [`crate::capture::framevars`] for why and how, per version).
 //!
 //! Module and class bodies ("unoptimized": variables in a mapping):
 //! - 3.9, 3.10: the `f_locals` field, read directly.
@@ -47,6 +31,7 @@
 //! 0x…>` from the type struct, or for `locals="repr"` its `repr()`, called
 //! only after the capture (see [`resolve_reprs`]).
 
+use crate::capture::framevars::{CodeVars, LayoutMismatch};
 use crate::capture::{safe, LocalsMode};
 use crate::model::{Locals, Snapshot};
 use pyo3::ffi;
@@ -99,22 +84,6 @@ pub const LOCALS_BUDGET: usize = 1_000_000;
 const REPR_START: char = '\u{1}';
 const REPR_END: char = '\u{2}';
 
-/// Which variables a code object has and how to find them.
-struct CodeLocals {
-    /// Function code: variables in fast slots. Otherwise in a mapping.
-    optimized: bool,
-    /// `co_varnames`, `co_cellvars`, `co_freevars` in that order, as
-    /// (text, the name's own str object for `PyFrame_GetVar`).
-    names: Vec<(String, Py<PyAny>)>,
-    // Slot counts, used by the 3.9/3.10 direct read.
-    #[cfg_attr(Py_3_11, allow(dead_code))]
-    nlocals: usize,
-    #[cfg_attr(Py_3_11, allow(dead_code))]
-    ncells: usize,
-    #[cfg_attr(Py_3_11, allow(dead_code))]
-    nfree: usize,
-}
-
 /// Objects whose `repr()` is called after the capture, in order of first use.
 #[derive(Default)]
 pub struct PendingReprs {
@@ -136,7 +105,7 @@ pub struct LocalsReader {
     frames_over_budget: u64,
     reprs_refused: u64,
     layout_mismatch: bool,
-    codes: HashMap<usize, Rc<CodeLocals>>,
+    codes: HashMap<usize, Rc<CodeVars>>,
     types: HashMap<usize, String>,
     pending: PendingReprs,
     pending_index: HashMap<usize, usize>,
@@ -252,124 +221,35 @@ impl LocalsReader {
         &mut self,
         py: Python<'_>,
         code: *mut ffi::PyCodeObject,
-    ) -> Option<Rc<CodeLocals>> {
+    ) -> Option<Rc<CodeVars>> {
         if let Some(info) = self.codes.get(&(code as usize)) {
             return Some(info.clone());
         }
-        let code_obj = Bound::from_borrowed_ptr(py, code as *mut ffi::PyObject);
-        // `code` cannot be subclassed: these are the interpreter's own
-        // member descriptors (3.9, 3.10) or getters (3.11+).
-        let tuple = |name: &str| -> Vec<(String, Py<PyAny>)> {
-            let Ok(t) = code_obj.getattr(name) else {
-                safe::clear_error();
-                return Vec::new();
-            };
-            if ffi::PyTuple_CheckExact(t.as_ptr()) == 0 {
-                return Vec::new();
-            }
-            (0..ffi::PyTuple_GET_SIZE(t.as_ptr()))
-                .filter_map(|i| {
-                    let item = Bound::from_borrowed_ptr(py, ffi::PyTuple_GET_ITEM(t.as_ptr(), i));
-                    safe::str_value(&item).map(|s| (s, item.unbind()))
-                })
-                .collect()
-        };
-        let flags = code_obj
-            .getattr("co_flags")
-            .ok()
-            .and_then(|v| safe::int_value(&v))
-            .unwrap_or(0);
-        safe::clear_error();
-        let varnames = tuple("co_varnames");
-        let cellvars = tuple("co_cellvars");
-        let freevars = tuple("co_freevars");
-        let info = Rc::new(CodeLocals {
-            optimized: flags & (ffi::CO_OPTIMIZED as u64) != 0,
-            nlocals: varnames.len(),
-            ncells: cellvars.len(),
-            nfree: freevars.len(),
-            names: varnames
-                .into_iter()
-                .chain(cellvars)
-                .chain(freevars)
-                .collect(),
-        });
+        let info = Rc::new(CodeVars::of(py, code));
         self.codes.insert(code as usize, info.clone());
         Some(info)
     }
 
     /// The bound fast locals of a function frame, in slot order, each name once.
-    #[cfg(not(Py_3_11))]
     unsafe fn fast_locals<'py>(
         &mut self,
         py: Python<'py>,
         frame: *mut ffi::PyFrameObject,
         code: *mut ffi::PyCodeObject,
-        info: &CodeLocals,
+        info: &CodeVars,
     ) -> Option<Vec<(String, Bound<'py, PyAny>)>> {
-        let Some(slots) = legacy::fast_slots(frame, code, info.names.len()) else {
-            self.layout_mismatch = true;
-            return None;
-        };
-        let mut out: Vec<(String, Bound<'py, PyAny>)> = Vec::new();
-        for (i, (name, _)) in info.names.iter().enumerate() {
-            let mut value = *slots.add(i);
-            if value.is_null() {
-                continue;
-            }
-            // Cell and free variables hold a cell; its content is the value.
-            if i >= info.nlocals && i < info.nlocals + info.ncells + info.nfree {
-                if ffi::PyCell_Check(value) == 0 {
-                    continue;
-                }
-                value = ffi::PyCell_Get(value);
-                if value.is_null() {
-                    safe::clear_error();
-                    continue;
-                }
-                ffi::Py_DECREF(value); // the cell keeps it alive
-            }
-            // An argument that is also a cell: its plain slot is empty and the
-            // cell (later in the list) has the value.
-            if out.iter().any(|(n, _)| n == name) {
-                continue;
-            }
-            out.push((name.clone(), Bound::from_borrowed_ptr(py, value)));
-        }
-        Some(out)
-    }
-
-    #[cfg(all(Py_3_11, not(Py_3_12)))]
-    unsafe fn fast_locals<'py>(
-        &mut self,
-        py: Python<'py>,
-        frame: *mut ffi::PyFrameObject,
-        _code: *mut ffi::PyCodeObject,
-        _info: &CodeLocals,
-    ) -> Option<Vec<(String, Bound<'py, PyAny>)>> {
-        let dict = safe::owned(py, ffi::PyFrame_GetLocals(frame))?;
-        dict_items(&dict)
-    }
-
-    #[cfg(Py_3_12)]
-    unsafe fn fast_locals<'py>(
-        &mut self,
-        py: Python<'py>,
-        frame: *mut ffi::PyFrameObject,
-        _code: *mut ffi::PyCodeObject,
-        info: &CodeLocals,
-    ) -> Option<Vec<(String, Bound<'py, PyAny>)>> {
-        let mut out: Vec<(String, Bound<'py, PyAny>)> = Vec::new();
-        for (name, name_obj) in &info.names {
-            if out.iter().any(|(n, _)| n == name) {
-                continue;
-            }
-            // NameError (unbound) is the common case, not a problem.
-            if let Some(value) = safe::owned(py, ffi::PyFrame_GetVar(frame, name_obj.as_ptr())) {
-                out.push((name.clone(), value));
+        match info.values(py, frame, code) {
+            Ok(values) => Some(
+                values
+                    .into_iter()
+                    .map(|(i, value)| (info.names[i].0.clone(), value))
+                    .collect(),
+            ),
+            Err(LayoutMismatch) => {
+                self.layout_mismatch = true;
+                None
             }
         }
-        Some(out)
     }
 
     /// Renders one value into `out`.
@@ -650,11 +530,11 @@ unsafe fn dict_items<'py>(dict: &Bound<'py, PyAny>) -> Option<Vec<(String, Bound
 unsafe fn mapping_locals<'py>(
     py: Python<'py>,
     frame: *mut ffi::PyFrameObject,
-    info: &CodeLocals,
+    info: &CodeVars,
 ) -> Option<Vec<(String, Bound<'py, PyAny>)>> {
     #[cfg(not(Py_3_11))]
     {
-        let mapping = safe::borrowed(py, legacy::f_locals(frame))?;
+        let mapping = safe::borrowed(py, crate::capture::framevars::layout::f_locals(frame))?;
         dict_items(&mapping)
     }
     #[cfg(all(Py_3_11, not(Py_3_13)))]
@@ -672,48 +552,6 @@ unsafe fn mapping_locals<'py>(
     {
         let mapping = safe::owned(py, ffi::PyFrame_GetLocals(frame))?;
         dict_items(&mapping)
-    }
-}
-
-#[cfg(not(Py_3_11))]
-mod legacy {
-    //! The public `PyFrameObject` of 3.9 and 3.10, up to the last field both share.
-    use pyo3::ffi;
-
-    #[repr(C)]
-    struct FramePrefix {
-        ob_base: ffi::PyVarObject,
-        f_back: *mut ffi::PyObject,
-        f_code: *mut ffi::PyCodeObject,
-        f_builtins: *mut ffi::PyObject,
-        f_globals: *mut ffi::PyObject,
-        f_locals: *mut ffi::PyObject,
-        /// Points just past the fast slots (locals, cells, free variables).
-        f_valuestack: *mut *mut ffi::PyObject,
-    }
-
-    /// The frame's namespace mapping (borrowed; NULL for most function frames).
-    pub unsafe fn f_locals(frame: *mut ffi::PyFrameObject) -> *mut ffi::PyObject {
-        (*(frame as *mut FramePrefix)).f_locals
-    }
-
-    /// The first of the `n` fast slots of `frame`, after checking that the
-    /// struct is laid out as expected: `f_code` is the frame's code and the
-    /// slots start where the trailing `f_localsplus` array does.
-    pub unsafe fn fast_slots(
-        frame: *mut ffi::PyFrameObject,
-        code: *mut ffi::PyCodeObject,
-        n: usize,
-    ) -> Option<*mut *mut ffi::PyObject> {
-        let prefix = frame as *mut FramePrefix;
-        if (*prefix).f_code != code || (*prefix).f_valuestack.is_null() {
-            return None;
-        }
-        let slots = (*prefix).f_valuestack.sub(n);
-        let basic = (*std::ptr::addr_of_mut!(ffi::PyFrame_Type)).tp_basicsize as usize;
-        let expected = (frame as usize) + basic - std::mem::size_of::<*mut ffi::PyObject>();
-        (slots as usize == expected && n <= (*frame.cast::<ffi::PyVarObject>()).ob_size as usize)
-            .then_some(slots)
     }
 }
 

@@ -3,6 +3,7 @@
 //! reference to any Python object once it returns.
 
 pub mod frames;
+pub mod framevars;
 pub mod greenlets;
 pub mod locals;
 pub mod safe;

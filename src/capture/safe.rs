@@ -754,32 +754,6 @@ pub fn function_qualname(obj: &Bound<'_, PyAny>) -> Option<String> {
     str_value(&value)
 }
 
-/// The local variable `name` of a frame, without running code: 3.12+ read
-/// it with `PyFrame_GetVar`; before, the frame's `f_locals` getset (the
-/// interpreter's fast-to-locals copy) is read as a dict.
-pub fn frame_local<'py>(frame: &Bound<'py, PyAny>, name: &CStr) -> Option<Bound<'py, PyAny>> {
-    unsafe {
-        if ffi::PyFrame_Check(frame.as_ptr()) == 0 {
-            return None;
-        }
-    }
-    #[cfg(Py_3_12)]
-    {
-        unsafe {
-            let key = owned(frame.py(), ffi::PyUnicode_FromString(name.as_ptr()))?;
-            owned(
-                frame.py(),
-                ffi::PyFrame_GetVar(frame.as_ptr() as *mut ffi::PyFrameObject, key.as_ptr()),
-            )
-        }
-    }
-    #[cfg(not(Py_3_12))]
-    {
-        let locals = builtin_attr(frame, &raw mut ffi::PyFrame_Type, c"f_locals")?;
-        dict_get(&locals, name)
-    }
-}
-
 /// An exact `float` (or `int`) as `f64`.
 pub fn float_value(obj: &Bound<'_, PyAny>) -> Option<f64> {
     unsafe {

@@ -385,3 +385,20 @@ def test_gc_list_walk_finds_what_get_objects_finds():
     assert proc.returncode == 0, proc.stderr
     expected, got = json.loads(proc.stdout)
     assert len(expected) == 56 and got == expected
+
+
+@pytest.mark.parametrize("kind", ["greenlet", "gevent"])
+def test_a_greenlet_caught_half_built_is_left_out(kind):
+    # Its C++ state (and a gevent Greenlet's Cython fields) do not exist yet:
+    # reading them would crash the process, so the object is skipped.
+    facts, lines = run_program("half_built.py", kind)
+    assert facts == {"waited": True, "built": 1, "errors": [], "thread_alive": False}
+    dump = validate_json(lines[0])
+    (owner,) = [s for s in dump["stacks"] if s["kind"] == "thread" and s["name"] != "MainThread"]
+    assert functions(owner)[0] == "parked", "the owner thread runs the victim's finally: block"
+    (suspended,) = [
+        s for s in greenlets(dump).values() if s["thread"] == owner["thread"] and s["frames"]
+    ]
+    # The owner's main greenlet waits inside the constructor of the new one.
+    assert (suspended["name"], suspended["state"]) == (MAIN_GREENLET_NAME, "suspended")
+    assert functions(suspended)[-2:] == ["owner", "build"]

@@ -94,6 +94,11 @@ impl<'py> GreenletApi<'py> {
                 return Err("greenlet's C API is incomplete; no greenlets".into());
             }
             let tp = type_obj.as_ptr() as *mut ffi::PyTypeObject;
+            if !layout_is_known(tp) {
+                return Err(
+                    "greenlet.greenlet's object layout is not the one known; no greenlets".into(),
+                );
+            }
             Ok(Some(GreenletApi {
                 tp,
                 gr_frame: BuiltinGetter::new(&type_obj, c"gr_frame"),
@@ -121,6 +126,20 @@ impl<'py> GreenletApi<'py> {
 
     pub fn is_greenlet(&self, obj: &Bound<'py, PyAny>) -> bool {
         unsafe { self.is_greenlet_ptr(obj.as_ptr()) }
+    }
+
+    /// Whether the greenlet has its C++ state (`pimpl`), which every C API
+    /// function and getter of greenlet dereferences unchecked. A greenlet
+    /// object is tracked by the GC from its allocation on, and greenlet's
+    /// `tp_new` can run code (it kills greenlets queued for deletion in the
+    /// thread) before it sets `pimpl`: another thread may then find one
+    /// without it in the heap.
+    ///
+    /// # Safety
+    /// `obj` is a live instance of greenlet's type (checked by [`layout_is_known`]).
+    #[inline]
+    pub unsafe fn has_impl(&self, obj: *mut ffi::PyObject) -> bool {
+        !(*(obj as *const GreenletObject)).pimpl.is_null()
     }
 
     /// The state bits of a greenlet whose parent was read already: a main
@@ -157,6 +176,23 @@ impl<'py> GreenletApi<'py> {
     }
 }
 
+/// `PyGreenlet` (greenlet.h, unchanged since greenlet 2.0).
+#[repr(C)]
+struct GreenletObject {
+    ob_base: ffi::PyObject,
+    weakreflist: *mut ffi::PyObject,
+    dict: *mut ffi::PyObject,
+    pimpl: *mut c_void,
+}
+
+/// Proof that `tp` lays out its instances as [`GreenletObject`]: the size
+/// and the two offsets the type itself reports.
+unsafe fn layout_is_known(tp: *mut ffi::PyTypeObject) -> bool {
+    (*tp).tp_basicsize == std::mem::size_of::<GreenletObject>() as isize
+        && (*tp).tp_weaklistoffset == std::mem::offset_of!(GreenletObject, weakreflist) as isize
+        && (*tp).tp_dictoffset == std::mem::offset_of!(GreenletObject, dict) as isize
+}
+
 /// Which of gevent's classes a type derives from.
 #[derive(Debug, Clone, Copy, Default)]
 struct Kind {
@@ -181,6 +217,9 @@ pub struct Gevent<'py> {
     pub f_code: Option<BuiltinGetter<'py>>,
     pub f_lineno: Option<BuiltinGetter<'py>>,
     pub f_back: Option<BuiltinGetter<'py>>,
+    /// Byte range of `Greenlet`'s Cython part (its vtable pointer, then
+    /// only object fields), past greenlet's own struct; see `fields_ready`.
+    fields: Option<(usize, usize)>,
     /// The last type asked about and its answer: ten thousand greenlets
     /// usually share one or two types, so the MRO walks run once per run of
     /// a type rather than once per greenlet and question.
@@ -188,7 +227,7 @@ pub struct Gevent<'py> {
 }
 
 impl<'py> Gevent<'py> {
-    pub fn load(py: Python<'py>) -> Self {
+    pub fn load(py: Python<'py>, api: &GreenletApi<'py>) -> Self {
         let type_in = |module: &CStr, name: &CStr| {
             let module = safe::imported_module(py, module)?;
             safe::module_attr(&module, name)
@@ -199,9 +238,16 @@ impl<'py> Gevent<'py> {
         let getter = |tp: &Option<Bound<'py, PyAny>>, name: &CStr| {
             tp.as_ref().and_then(|tp| BuiltinGetter::new(tp, name))
         };
+        let fields = greenlet
+            .as_ref()
+            .and_then(|tp| unsafe { cython_fields(tp, api.tp) });
+        // Without the field range no instance can be proven built, so
+        // the Cython getters are not used at all.
+        let field_getter = |name: &CStr| fields.and_then(|_| getter(&greenlet, name));
         Gevent {
-            spawning_greenlet: getter(&greenlet, c"spawning_greenlet"),
-            spawning_stack: getter(&greenlet, c"spawning_stack"),
+            spawning_greenlet: field_getter(c"spawning_greenlet"),
+            spawning_stack: field_getter(c"spawning_stack"),
+            fields,
             f_code: getter(&frame, c"f_code"),
             f_lineno: getter(&frame, c"f_lineno"),
             f_back: getter(&frame, c"f_back"),
@@ -210,6 +256,25 @@ impl<'py> Gevent<'py> {
             frame,
             last_kind: Cell::default(),
         }
+    }
+
+    /// Whether the Cython fields of a gevent `Greenlet` are all set, so its
+    /// Cython getters (which `Py_INCREF` the field unchecked) can be called.
+    /// Cython fills them with `None` right after greenlet's `tp_new` returns
+    /// and clears them to NULL in its `tp_dealloc`, and a greenlet whose
+    /// deallocation is put off (greenlet queues a greenlet released in a
+    /// thread not its own, and keeps it tracked) stays in the heap that way.
+    ///
+    /// # Safety
+    /// `obj` is a live instance of `gevent.Greenlet` (or a subclass).
+    pub unsafe fn fields_ready(&self, obj: &Bound<'py, PyAny>) -> bool {
+        let Some((start, end)) = self.fields else {
+            return false;
+        };
+        let base = obj.as_ptr() as *const u8;
+        (start..end)
+            .step_by(std::mem::size_of::<usize>())
+            .all(|at| !(*(base.add(at) as *const *mut ffi::PyObject)).is_null())
     }
 
     fn kind(&self, obj: &Bound<'py, PyAny>) -> Kind {
@@ -233,6 +298,30 @@ impl<'py> Gevent<'py> {
     pub fn is_hub(&self, obj: &Bound<'py, PyAny>) -> bool {
         self.kind(obj).hub
     }
+}
+
+/// The byte range of the fields a Cython class adds to greenlet's struct,
+/// when `tp` is a static (Cython) type deriving directly from greenlet whose
+/// added part is whole pointers. `None` for pure-Python gevent (fields in
+/// `__dict__`) or any other shape.
+unsafe fn cython_fields(
+    tp: &Bound<'_, PyAny>,
+    greenlet: *mut ffi::PyTypeObject,
+) -> Option<(usize, usize)> {
+    let tp = tp.as_ptr() as *mut ffi::PyTypeObject;
+    let word = std::mem::size_of::<usize>();
+    let start = usize::try_from((*greenlet).tp_basicsize).ok()?;
+    let end = usize::try_from((*tp).tp_basicsize).ok()?;
+    let is_static = (*tp).tp_flags & ffi::Py_TPFLAGS_HEAPTYPE == 0;
+    let plain = (*tp).tp_dictoffset <= 0 || (*tp).tp_dictoffset as usize <= start;
+    let weak = (*tp).tp_weaklistoffset <= 0 || (*tp).tp_weaklistoffset as usize <= start;
+    (is_static
+        && plain
+        && weak
+        && (*tp).tp_base == greenlet
+        && end > start
+        && (end - start) % word == 0)
+        .then_some((start, end))
 }
 
 /// Reads an optional getter.

@@ -19,15 +19,14 @@ use api::{instance_of, read, Flags, Gevent, GreenletApi};
 use naming::Namer;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::Borrowed;
 use std::cell::RefCell;
 
 pub use naming::MAIN_GREENLET_NAME;
 
 /// What one greenlet looks like before its stack is built.
 pub(crate) struct Raw<'py> {
-    /// Borrowed: see `scan`.
-    obj: Borrowed<'py, 'py, PyAny>,
+    /// A reference of our own: see `scan`.
+    obj: Bound<'py, PyAny>,
     flags: Flags,
     /// Index of the parent greenlet.
     parent: Option<usize>,
@@ -61,7 +60,7 @@ pub fn capture(cap: &mut Capture<'_>) -> Vec<Stack> {
     if found.is_empty() {
         return Vec::new();
     }
-    let gevent = Gevent::load(py);
+    let gevent = Gevent::load(py, &api);
     let index: HashMap<usize, usize> = found
         .iter()
         .enumerate()
@@ -121,7 +120,7 @@ fn read_greenlet<'py>(
     gevent: &Gevent<'py>,
     index: &HashMap<usize, usize>,
     parents: &mut ParentIndex,
-    obj: Borrowed<'py, 'py, PyAny>,
+    obj: Bound<'py, PyAny>,
 ) -> Raw<'py> {
     let parent_obj = api.parent(&obj);
     let flags = api.flags(&obj, parent_obj.is_some());
@@ -323,9 +322,11 @@ fn spawn_record<'py>(
     if !gevent.is_greenlet(obj) {
         return (None, Frames::default());
     }
+    // SAFETY: `obj` is a gevent Greenlet (checked above).
+    let built = unsafe { gevent.fields_ready(obj) };
     // Cython fields are C getters; pure-Python gevent keeps them in `__dict__`.
     let field = |getter, name: &Bound<'py, pyo3::types::PyString>| {
-        read(getter, obj).or_else(|| {
+        built.then(|| read(getter, obj)).flatten().or_else(|| {
             safe::instance_dict(obj).and_then(|d| safe::dict_get_scan(&d, name.as_any()))
         })
     };

@@ -31,11 +31,10 @@
 
 use super::api::GreenletApi;
 use super::Raw;
-use crate::capture::{safe, Capture};
+use crate::capture::{framevars, safe, Capture};
 use crate::fasthash::{FastMap as HashMap, FastSet as HashSet};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use std::ffi::CStr;
 
 /// Frames of a thread searched for greenlet references (rule 4).
 const LOCALS_SCAN_FRAMES: usize = 256;
@@ -246,7 +245,7 @@ fn bootstrap_thread(top: &Bound<'_, PyAny>, bootstrap: Option<&Bound<'_, PyAny>>
     if !code.is(bootstrap) {
         return None;
     }
-    let thread = frame_local(&outer, c"self")?;
+    let thread = framevars::frame_var(&outer, "self")?;
     let key = pyo3::intern!(top.py(), "_ident");
     safe::instance_dict(&thread)
         .and_then(|d| safe::dict_get_scan(&d, key.as_any()))
@@ -270,60 +269,13 @@ fn frame_chain<'py>(top: &Bound<'py, PyAny>, limit: usize) -> Vec<Bound<'py, PyA
     out
 }
 
-/// A frame's locals as a mapping: a dict up to 3.12, a `FrameLocalsProxy`
-/// (C, fast locals read in place) from 3.13. `frame.f_locals` is the
-/// interpreter's own getter; it runs no Python code.
-fn frame_locals<'py>(frame: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
-    safe::builtin_attr(frame, &raw mut ffi::PyFrame_Type, c"f_locals")
-}
-
-fn frame_local<'py>(frame: &Bound<'py, PyAny>, name: &CStr) -> Option<Bound<'py, PyAny>> {
-    let locals = frame_locals(frame)?;
-    let key = unsafe { safe::owned(frame.py(), ffi::PyUnicode_FromString(name.as_ptr()))? };
-    if unsafe { ffi::PyDict_Check(locals.as_ptr()) } != 0 {
-        // `locals()` hands out this dict up to 3.12: it may hold any key.
-        return safe::dict_get_scan(&locals, &key);
-    }
-    if !is_frame_locals_proxy(&locals) {
-        return None;
-    }
-    // The proxy maps names to fast-local slots of the code object, in C.
-    unsafe {
-        safe::owned(
-            frame.py(),
-            ffi::PyObject_GetItem(locals.as_ptr(), key.as_ptr()),
-        )
-    }
-}
-
-/// The values of a frame's locals (only the interpreter's own mapping types).
+/// The values of a frame's fast variables, read in place (never through
+/// `f_locals`, whose refresh can release objects and so run code).
 fn local_values<'py>(frame: &Bound<'py, PyAny>) -> Vec<Bound<'py, PyAny>> {
-    let py = frame.py();
-    let Some(locals) = frame_locals(frame) else {
-        return Vec::new();
-    };
-    unsafe {
-        let values = if ffi::PyDict_Check(locals.as_ptr()) != 0 {
-            safe::owned(py, ffi::PyDict_Values(locals.as_ptr()))
-        } else if is_frame_locals_proxy(&locals) {
-            safe::owned(py, ffi::PyMapping_Values(locals.as_ptr()))
-        } else {
-            None
-        };
-        let Some(values) = values.filter(|v| ffi::PyList_CheckExact(v.as_ptr()) != 0) else {
-            return Vec::new();
-        };
-        (0..ffi::PyList_GET_SIZE(values.as_ptr()))
-            .filter_map(|i| safe::borrowed(py, ffi::PyList_GET_ITEM(values.as_ptr(), i)))
-            .collect()
-    }
-}
-
-/// 3.13's `FrameLocalsProxy`: a final C type of the interpreter.
-fn is_frame_locals_proxy(obj: &Bound<'_, PyAny>) -> bool {
-    cfg!(Py_3_13)
-        && safe::type_name(obj) == "FrameLocalsProxy"
-        && unsafe { (*ffi::Py_TYPE(obj.as_ptr())).tp_flags & ffi::Py_TPFLAGS_HEAPTYPE == 0 }
+    framevars::frame_values(frame)
+        .into_iter()
+        .map(|(_, value)| value)
+        .collect()
 }
 
 /// Rule 4: (thread, root) pairs where only that thread's frames reference

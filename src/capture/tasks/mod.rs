@@ -390,7 +390,7 @@ impl<'py> Backend<'py> {
             if !is_result {
                 continue;
             }
-            if let Some(future) = safe::frame_local(&frame, c"self") {
+            if let Some(future) = crate::capture::framevars::frame_var(&frame, "self") {
                 let key = future.as_ptr() as usize;
                 if self.feeders.contains_key(&key) {
                     out.entry(key).or_default().push(ident);
@@ -577,7 +577,7 @@ impl<'py> Backend<'py> {
                     if !is_run {
                         continue;
                     }
-                    let item = safe::frame_local(&frame, c"self")
+                    let item = crate::capture::framevars::frame_var(&frame, "self")
                         .filter(|s| safe::is_instance(s, work_item));
                     if let Some(future) = item.and_then(|s| safe::instance_attr(&s, c"future")) {
                         workers.insert(future.as_ptr() as usize, ident);

@@ -3,7 +3,9 @@
 `__instancecheck__` -- in greenlet and gevent subclasses, as run callables,
 as names, as instance-dict keys that collide with the names capture reads,
 and in the frame locals of an OS thread whose greenlets have no other tie to
-it. Every hook records its call while armed; capture must call none.
+it, beside an object whose `__del__` runs if capture refreshes that frame's
+`locals()` dict. Every hook records its call while armed; capture must call
+none.
 
 Prints one line of facts (the recorded calls among them), then the JSON dump.
 """
@@ -159,9 +161,22 @@ class HostileGeventGreenlet(gevent.Greenlet):
         gevent.sleep(600)
 
 
+class Canary:
+    """Records its release while armed: an object only a frame's stale
+    `locals()` dict still references. Refreshing that dict (what the
+    `f_locals` getter and `PyFrame_GetLocals` do up to 3.12) frees it, and
+    its `__del__` then runs inside the capture."""
+
+    def __del__(self):
+        hook("Canary.__del__")
+
+
 def hold(things, ready, release):
     """An OS thread whose greenlets are tied to it only by its locals."""
     trap = Trap()  # noqa: F841 -- scanned along with the greenlets
+    canary = Canary()
+    locals()  # up to 3.12 the frame's locals dict now holds the canary too
+    canary = None  # noqa: F841 -- and from here only that dict does
     mine = [greenlet.greenlet(park) for _ in range(2)] + [trap, HostileGreenlet()]
     for g in mine[:2]:
         g.switch()
