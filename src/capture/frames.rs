@@ -164,6 +164,43 @@ impl<'py> FrameWalker<'py> {
         key
     }
 
+    /// Whether frames carry locals: those are read from frame objects only.
+    pub fn wants_locals(&self) -> bool {
+        self.locals.is_some()
+    }
+
+    /// Adds a frame given as the code it runs and its instruction offset in
+    /// bytes (what `PyFrame_GetLasti` answers; negative before it starts):
+    /// a coroutine's interpreter frame, read without a frame object.
+    ///
+    /// # Safety
+    /// `code` is a live code object; the GIL is held.
+    #[cfg(Py_3_11)]
+    pub unsafe fn push_position(
+        &mut self,
+        list: &mut FrameList,
+        code: *mut ffi::PyCodeObject,
+        lasti: std::os::raw::c_int,
+    ) -> FrameKey {
+        let lasti = lasti.max(-1);
+        let key = match self.positions.get(&(code as usize, lasti)) {
+            Some(&key) => key,
+            None => {
+                let key = FrameKey {
+                    code: self.code_index(code),
+                    line: u32::try_from(ffi::PyCode_Addr2Line(code, lasti)).ok(),
+                };
+                self.positions.insert((code as usize, lasti), key);
+                key
+            }
+        };
+        if let Some(frames) = list.with_locals.as_mut() {
+            frames.push(self.model_frame(key));
+        }
+        list.keys.push(key);
+        key
+    }
+
     /// The file name of the frame at `key`.
     pub fn filename(&self, key: FrameKey) -> &str {
         &self.infos[key.code as usize].filename

@@ -34,7 +34,9 @@ pub struct CodeVars {
     pub optimized: bool,
     /// One entry per slot: (text, the name's own str object for `PyFrame_GetVar`).
     pub names: Vec<(String, Py<PyAny>)>,
-    /// Per slot: it may hold a cell whose content is the value.
+    /// Per slot: it may hold a cell whose content is the value (3.12+
+    /// `PyFrame_GetVar` unwraps cells itself).
+    #[cfg_attr(Py_3_12, allow(dead_code))]
     cell: Vec<bool>,
 }
 
@@ -210,6 +212,9 @@ pub mod layout {
     }
 
     /// The frame's namespace mapping (borrowed; NULL for most function frames).
+    ///
+    /// # Safety
+    /// `frame` is a live frame object; the GIL is held.
     pub unsafe fn f_locals(frame: *mut ffi::PyFrameObject) -> *mut ffi::PyObject {
         (*(frame as *mut FramePrefix)).f_locals
     }
@@ -217,6 +222,9 @@ pub mod layout {
     /// The first of the `n` fast slots of `frame`, after checking that the
     /// struct is laid out as expected: `f_code` is the frame's code and the
     /// slots start where the trailing `f_localsplus` array does.
+    ///
+    /// # Safety
+    /// `frame` is a live frame object and `code` a code object; the GIL is held.
     pub unsafe fn fast_slots(
         frame: *mut ffi::PyFrameObject,
         code: *mut ffi::PyCodeObject,
@@ -267,6 +275,9 @@ mod layout {
     /// The first fast slot of `frame`, once its interpreter frame is shown
     /// to be laid out as expected (`n` is unused: 3.11 keeps no slot count
     /// that could be checked without the private code struct).
+    ///
+    /// # Safety
+    /// `frame` is a live frame object and `code` a code object; the GIL is held.
     pub unsafe fn fast_slots(
         frame: *mut ffi::PyFrameObject,
         code: *mut ffi::PyCodeObject,

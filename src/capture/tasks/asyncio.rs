@@ -151,6 +151,10 @@ pub struct Asyncio<'py> {
     /// Whether [`existing_frame`] agreed with the frame getter (checked on
     /// the first frame read this way).
     direct_frames: std::cell::Cell<Option<bool>>,
+    /// Whether [`frame_position`] agreed with the frame object's own answer
+    /// (checked on the first coroutine read this way).
+    #[cfg(Py_3_11)]
+    direct_positions: std::cell::Cell<Option<bool>>,
 }
 
 fn module_type<'py>(py: Python<'py>, module: &CStr, name: &CStr) -> Option<*mut ffi::PyTypeObject> {
@@ -255,6 +259,8 @@ impl<'py> Asyncio<'py> {
             empty: Text::from(""),
             state_words: Default::default(),
             direct_frames: Default::default(),
+            #[cfg(Py_3_11)]
+            direct_positions: Default::default(),
         })
     }
 
@@ -533,6 +539,112 @@ impl<'py> Asyncio<'py> {
         }
         Some(direct)
     }
+}
+
+impl<'py> Asyncio<'py> {
+    /// Where a coroutine, generator or async generator (an exact instance
+    /// of `kind`) is: its code and instruction offset (bytes), read from
+    /// the interpreter frame it embeds, without a frame object. A suspended
+    /// coroutine has none until something asks for one, and the getter
+    /// would make one (ten thousand tasks, thirty thousand allocations left
+    /// behind in the process on the first dump). `None` when it has
+    /// finished, or when the read did not agree with the frame object the
+    /// first time it was compared this capture: the caller then uses the
+    /// frame object.
+    #[cfg(Py_3_11)]
+    pub fn frame_position(
+        &self,
+        kind: &CoroType<'py>,
+        obj: &Bound<'py, PyAny>,
+    ) -> Option<(*mut ffi::PyCodeObject, std::os::raw::c_int)> {
+        if self.direct_positions.get() == Some(false) {
+            return None;
+        }
+        // SAFETY: `obj` is exactly one of the generator-like types.
+        let position = unsafe { frame_position(self.py, obj.as_ptr()) }?;
+        if self.direct_positions.get().is_none() {
+            // Once per capture: compare with the frame object's answer.
+            let frame = self
+                .frame_of(kind, obj)
+                .filter(|f| unsafe { ffi::PyFrame_Check(f.as_ptr()) } != 0)?;
+            let agrees = unsafe {
+                let f = frame.as_ptr() as *mut ffi::PyFrameObject;
+                let code = safe::owned(self.py, ffi::PyFrame_GetCode(f) as *mut ffi::PyObject);
+                code.is_some_and(|c| c.as_ptr() as *mut ffi::PyCodeObject == position.0)
+                    && ffi::PyFrame_GetLasti(f) == position.1.max(-1)
+            };
+            self.direct_positions.set(Some(agrees));
+            if !agrees {
+                return None;
+            }
+        }
+        Some(position)
+    }
+}
+
+/// (code, instruction offset in bytes) of a generator-like object's
+/// interpreter frame, from its struct (see [`existing_frame`] for the
+/// layouts). 3.12 and 3.13 have `PyUnstable_InterpreterFrame_GetCode` and
+/// `_GetLasti` for this; 3.11 has neither, so the offset is computed as
+/// they do: `prev_instr` less the start of the code's bytecode, which sits
+/// at `PyCode_Type.tp_basicsize` (`offsetof(PyCodeObject, co_code_adaptive)`)
+/// in 3.11-3.13.
+///
+/// # Safety
+/// `obj` must be an exact instance of `PyCoro_Type`, `PyGen_Type` or
+/// `PyAsyncGen_Type`; the GIL is held.
+#[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
+unsafe fn frame_position(
+    py: Python<'_>,
+    obj: *mut ffi::PyObject,
+) -> Option<(*mut ffi::PyCodeObject, std::os::raw::c_int)> {
+    let gen = obj as *mut ffi::PyGenObject;
+    if (*gen).gi_frame_state > 0 {
+        return None;
+    }
+    let iframe = &raw mut (*gen).gi_iframe;
+    #[cfg(Py_3_12)]
+    {
+        let iframe = iframe as *mut ffi::_PyInterpreterFrame;
+        let code = safe::owned(py, ffi::PyUnstable_InterpreterFrame_GetCode(iframe))?;
+        if ffi::PyCode_Check(code.as_ptr()) == 0 {
+            return None;
+        }
+        // The generator holds its code: the address outlives our reference.
+        let lasti = ffi::PyUnstable_InterpreterFrame_GetLasti(iframe);
+        Some((code.as_ptr() as *mut ffi::PyCodeObject, lasti))
+    }
+    #[cfg(not(Py_3_12))]
+    {
+        let _ = py;
+        // 3.11: f_func, f_globals, f_builtins, f_locals, f_code, frame_obj,
+        // previous, prev_instr.
+        let words = iframe as *const usize;
+        let code = *words.add(4) as *mut ffi::PyObject;
+        let prev_instr = *words.add(7);
+        if code.is_null() || ffi::PyCode_Check(code) == 0 {
+            return None;
+        }
+        let start = code as usize + (*std::ptr::addr_of!(ffi::PyCode_Type)).tp_basicsize as usize;
+        let units = (*(code as *mut ffi::PyVarObject)).ob_size as usize;
+        let offset = prev_instr as isize - start as isize;
+        // -2 (one code unit before the start) until the frame starts.
+        if offset < -2 || offset >= (units * 2) as isize {
+            return None;
+        }
+        Some((
+            code as *mut ffi::PyCodeObject,
+            offset as std::os::raw::c_int,
+        ))
+    }
+}
+
+#[cfg(all(Py_3_11, any(Py_3_14, Py_GIL_DISABLED)))]
+unsafe fn frame_position(
+    _py: Python<'_>,
+    _obj: *mut ffi::PyObject,
+) -> Option<(*mut ffi::PyCodeObject, std::os::raw::c_int)> {
+    None
 }
 
 /// The frame object a coroutine, generator or async generator (all three

@@ -50,13 +50,14 @@ pub fn follow<'py>(
             break;
         }
         if let Some(kind) = aio.coro_type(&obj) {
-            let key = aio
-                .frame_of(kind, &obj)
-                .filter(|f| unsafe { ffi::PyFrame_Check(f.as_ptr()) } != 0)
-                .map(|f| unsafe {
-                    cap.walker
-                        .push(&mut frames, f.as_ptr() as *mut ffi::PyFrameObject)
-                });
+            let key = position(aio, cap, kind, &obj, &mut frames).or_else(|| {
+                aio.frame_of(kind, &obj)
+                    .filter(|f| unsafe { ffi::PyFrame_Check(f.as_ptr()) } != 0)
+                    .map(|f| unsafe {
+                        cap.walker
+                            .push(&mut frames, f.as_ptr() as *mut ffi::PyFrameObject)
+                    })
+            });
             let in_asyncio = match (key, &aio.asyncio_dir) {
                 (Some(key), Some(dir)) => cap.walker.filename(key).starts_with(dir.as_str()),
                 _ => false,
@@ -83,6 +84,35 @@ pub fn follow<'py>(
     }
     (chain.frames, chain.omitted) = cap.walker.finish(frames, false);
     chain
+}
+
+/// 3.11+: the coroutine's frame pushed from its interpreter frame, without
+/// a frame object (locals, when asked for, need the frame object).
+#[cfg(Py_3_11)]
+fn position<'py>(
+    aio: &Asyncio<'py>,
+    cap: &mut Capture<'py>,
+    kind: &super::asyncio::CoroType<'py>,
+    obj: &Bound<'py, PyAny>,
+    frames: &mut crate::capture::frames::FrameList,
+) -> Option<crate::capture::frames::FrameKey> {
+    if cap.walker.wants_locals() {
+        return None;
+    }
+    let (code, lasti) = aio.frame_position(kind, obj)?;
+    // SAFETY: the coroutine holds its code object.
+    Some(unsafe { cap.walker.push_position(frames, code, lasti) })
+}
+
+#[cfg(not(Py_3_11))]
+fn position<'py>(
+    _aio: &Asyncio<'py>,
+    _cap: &mut Capture<'py>,
+    _kind: &super::asyncio::CoroType<'py>,
+    _obj: &Bound<'py, PyAny>,
+    _frames: &mut crate::capture::frames::FrameList,
+) -> Option<crate::capture::frames::FrameKey> {
+    None
 }
 
 fn is_bridge(obj: &Bound<'_, PyAny>) -> bool {
