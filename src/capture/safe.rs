@@ -743,6 +743,22 @@ pub fn closure_values<'py>(obj: &Bound<'py, PyAny>) -> Vec<Bound<'py, PyAny>> {
     out
 }
 
+/// Asks the CPU to start loading the first `lines` cache lines of `obj`:
+/// a hint for a loop that will read it a few iterations later. Never
+/// faults and changes nothing, whatever `obj` points at.
+#[inline]
+pub fn prefetch(obj: *const ffi::PyObject, lines: usize) {
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        for line in 0..lines {
+            _mm_prefetch::<_MM_HINT_T0>((obj as *const i8).wrapping_add(line * 64));
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (obj, lines);
+}
+
 /// `__qualname__` of a plain Python function, from its C getset.
 pub fn function_qualname(obj: &Bound<'_, PyAny>) -> Option<String> {
     unsafe {
