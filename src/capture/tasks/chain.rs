@@ -87,8 +87,8 @@ pub fn follow<'py>(
 }
 
 /// 3.11+: the coroutine's frame pushed from its interpreter frame, without
-/// a frame object (locals, when asked for, need the frame object).
-#[cfg(Py_3_11)]
+/// a frame object (locals, when asked for, need the frame object). `None`
+/// sends the caller to the frame object.
 fn position<'py>(
     aio: &Asyncio<'py>,
     cap: &mut Capture<'py>,
@@ -96,23 +96,20 @@ fn position<'py>(
     obj: &Bound<'py, PyAny>,
     frames: &mut crate::capture::frames::FrameList,
 ) -> Option<crate::capture::frames::FrameKey> {
-    if cap.walker.wants_locals() {
-        return None;
+    #[cfg(Py_3_11)]
+    {
+        if cap.walker.wants_locals() {
+            return None;
+        }
+        let (code, lasti) = aio.frame_position(kind, obj)?;
+        // SAFETY: the coroutine holds its code object.
+        Some(unsafe { cap.walker.push_position(frames, code, lasti) })
     }
-    let (code, lasti) = aio.frame_position(kind, obj)?;
-    // SAFETY: the coroutine holds its code object.
-    Some(unsafe { cap.walker.push_position(frames, code, lasti) })
-}
-
-#[cfg(not(Py_3_11))]
-fn position<'py>(
-    _aio: &Asyncio<'py>,
-    _cap: &mut Capture<'py>,
-    _kind: &super::asyncio::CoroType<'py>,
-    _obj: &Bound<'py, PyAny>,
-    _frames: &mut crate::capture::frames::FrameList,
-) -> Option<crate::capture::frames::FrameKey> {
-    None
+    #[cfg(not(Py_3_11))]
+    {
+        let _ = (aio, cap, kind, obj, frames);
+        None
+    }
 }
 
 fn is_bridge(obj: &Bound<'_, PyAny>) -> bool {
