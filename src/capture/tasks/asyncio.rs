@@ -583,7 +583,7 @@ impl<'py> Asyncio<'py> {
 }
 
 /// Starts loading, ahead of time, the coroutines the chain walk of the
-/// task `i` places further on will read: ten thousand tasks' coroutines
+/// task `i` places further on (in `order`, indices into `views`) will read: ten thousand tasks' coroutines
 /// are scattered over memory, and the walk otherwise waits on each load
 /// in turn. The outermost coroutine of task `i + FAR` is fetched; the one
 /// that of task `i + MID` awaits (fetched a round earlier, so its pointer
@@ -591,11 +591,12 @@ impl<'py> Asyncio<'py> {
 /// prefetch never faults and changes nothing, and the pointers followed
 /// are read as `_PyGen_yf` reads them, from suspended frames only.
 #[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
-pub fn prefetch_chains(views: &[TaskView<'_>], i: usize) {
+pub fn prefetch_chains(views: &[TaskView<'_>], order: &[usize], i: usize) {
     const FAR: usize = 12;
     const MID: usize = 8;
     const NEAR: usize = 4;
-    let coro = |at: usize| views.get(at)?.coro.as_ref().map(|c| c.as_ptr());
+    let view = |at: usize| order.get(at).map(|&v| &views[v]);
+    let coro = |at: usize| view(at)?.coro.as_ref().map(|c| c.as_ptr());
     // The generator header, its interpreter frame and the stack top.
     let fetch = |obj: *mut ffi::PyObject| safe::prefetch(obj, 4);
     if let Some(c) = coro(i + FAR) {
@@ -611,15 +612,15 @@ pub fn prefetch_chains(views: &[TaskView<'_>], i: usize) {
         fetch(c);
     }
     // The future the task waits on: the innermost `cr_await` returns it.
-    if let Some(w) = views.get(i + NEAR).and_then(|v| v.waiter.as_ref()) {
+    if let Some(w) = view(i + NEAR).and_then(|v| v.waiter.as_ref()) {
         fetch(w.as_ptr());
     }
 }
 
 #[cfg(not(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED))))]
-pub fn prefetch_chains(views: &[TaskView<'_>], i: usize) {
+pub fn prefetch_chains(views: &[TaskView<'_>], order: &[usize], i: usize) {
     // 3.9/3.10: the coroutine, then its frame object (a separate block).
-    if let Some(c) = views.get(i + 8).and_then(|v| v.coro.as_ref()) {
+    if let Some(c) = order.get(i + 8).and_then(|&v| views[v].coro.as_ref()) {
         safe::prefetch(c.as_ptr(), 2);
     }
 }

@@ -186,8 +186,6 @@ impl<'py> Backend<'py> {
         }
     }
 
-    // Indexed: the loop body needs `&mut self` while reading `self.views[i]`.
-    #[allow(clippy::needless_range_loop)]
     fn stacks(mut self, cap: &mut Capture<'py>) -> Vec<Stack> {
         let n = self.views.len();
         let on_stack = self.running_coroutines(cap);
@@ -235,8 +233,10 @@ impl<'py> Backend<'py> {
         let no_name: Text = Text::from("");
         // The loop of the previous task: tasks of one loop come in runs.
         let mut last_loop: Option<(usize, usize)> = None;
-        for i in 0..n {
-            asyncio::prefetch_chains(&self.views, i);
+        // Stacks are made in the order they are listed, so none is moved after.
+        let order = listing_order(&self.views);
+        for (k, &i) in order.iter().enumerate() {
+            asyncio::prefetch_chains(&self.views, &order, k);
             let addr = self.views[i].fut.obj.as_ptr() as usize;
             let waited_by = links::awaited_by(
                 &self.aio,
@@ -326,10 +326,9 @@ impl<'py> Backend<'py> {
                 }),
             });
         }
-        for (stack, view) in stacks.iter_mut().zip(&mut self.views) {
-            stack.name = std::mem::take(&mut view.name).into();
+        for (stack, &i) in stacks.iter_mut().zip(&order) {
+            stack.name = std::mem::take(&mut self.views[i].name).into();
         }
-        sort_stacks(&mut stacks);
         stacks
     }
 
@@ -730,7 +729,11 @@ fn loop_timers<'py>(aio: &Asyncio<'py>, event_loop: &Bound<'py, PyAny>) -> AddrM
 /// Ten thousand tasks sort on packed integer keys: the few distinct name
 /// stems (`Task-`, `worker-`) are ranked once, so no comparison reads a
 /// string unless two names have the same stem and number.
-fn sort_stacks(stacks: &mut Vec<Stack>) {
+/// The order tasks are listed in, as indices into `views`: by loop (in
+/// order of first appearance in name order), then by name with a trailing
+/// number compared as a number (`worker-2` before `worker-10`), then by
+/// full name and address.
+fn listing_order(views: &[TaskView<'_>]) -> Vec<usize> {
     // `name.trim_end_matches(ascii digit)` and `digits.parse().unwrap_or(0)`,
     // byte by byte: an ASCII digit is never part of a longer UTF-8 sequence.
     fn split(name: &str) -> (&str, u64) {
@@ -751,10 +754,10 @@ fn sort_stacks(stacks: &mut Vec<Stack>) {
         }
         (&name[..end], number)
     }
-    if stacks.len() >= u32::MAX as usize {
-        return;
+    if views.len() >= u32::MAX as usize {
+        return (0..views.len()).collect();
     }
-    let parts: Vec<(&str, u64)> = stacks.iter().map(|s| split(&s.name)).collect();
+    let parts: Vec<(&str, u64)> = views.iter().map(|v| split(&v.name)).collect();
     let mut heads: Vec<&str> = parts.iter().map(|p| p.0).collect();
     heads.sort_unstable();
     heads.dedup();
@@ -772,8 +775,8 @@ fn sort_stacks(stacks: &mut Vec<Stack>) {
     }
     order.sort_unstable();
     let index = |key: u128| (key & u128::from(u32::MAX)) as usize;
-    // Full names (then ids) break ties between names that differ only in
-    // leading zeros, or are the same.
+    // Full names (then addresses) break ties between names that differ only
+    // in leading zeros, or are the same.
     let mut start = 0;
     while start < order.len() {
         let stem = order[start] >> 32;
@@ -783,49 +786,49 @@ fn sort_stacks(stacks: &mut Vec<Stack>) {
         }
         if end - start > 1 {
             order[start..end].sort_unstable_by(|a, b| {
-                let (a, b) = (&stacks[index(*a)], &stacks[index(*b)]);
-                a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id))
+                let (a, b) = (&views[index(*a)], &views[index(*b)]);
+                a.name
+                    .cmp(&b.name)
+                    .then_with(|| a.fut.obj.as_ptr().cmp(&b.fut.obj.as_ptr()))
             });
         }
         start = end;
     }
-    let mut positions: Vec<usize> = order.iter().map(|k| index(*k)).collect();
+    let positions: Vec<usize> = order.iter().map(|k| index(*k)).collect();
     // Loops in order of first appearance: one loop (the usual case) keeps
     // the order as it is.
-    let mut loops: crate::fasthash::FastMap<&str, usize> = Default::default();
-    let mut last: Option<(&str, usize)> = None;
+    let loop_of = |i: usize| {
+        views[i]
+            .fut
+            .event_loop
+            .as_ref()
+            .map_or(0, |l| l.as_ptr() as usize)
+    };
+    let mut loops: crate::fasthash::FastMap<usize, usize> = Default::default();
+    let mut last: Option<(usize, usize)> = None;
     let mut ranks: Vec<usize> = Vec::with_capacity(positions.len());
     for &i in &positions {
-        let id = loop_id(&stacks[i]);
+        let key = loop_of(i);
         let rank = match last {
-            // Tasks of one loop share its id `Text`: one address comparison.
-            Some((l, r)) if std::ptr::eq(l, id) => r,
+            Some((l, r)) if l == key => r,
             _ => {
                 let next = loops.len();
-                *loops.entry(id).or_insert(next)
+                *loops.entry(key).or_insert(next)
             }
         };
-        last = Some((id, rank));
+        last = Some((key, rank));
         ranks.push(rank);
     }
-    if loops.len() > 1 {
-        // (loop rank, place in name order, stack index)
-        let mut ranked: Vec<(usize, usize, usize)> = ranks
-            .into_iter()
-            .zip(positions)
-            .enumerate()
-            .map(|(place, (rank, i))| (rank, place, i))
-            .collect();
-        ranked.sort_unstable();
-        positions = ranked.into_iter().map(|(_, _, i)| i).collect();
+    if loops.len() <= 1 {
+        return positions;
     }
-    let mut slots: Vec<Option<Stack>> = stacks.drain(..).map(Some).collect();
-    stacks.extend(positions.into_iter().filter_map(|i| slots[i].take()));
-}
-
-fn loop_id(stack: &Stack) -> &str {
-    match &stack.details {
-        StackDetails::Task(d) => &d.event_loop,
-        _ => "",
-    }
+    // (loop rank, place in name order, view index)
+    let mut ranked: Vec<(usize, usize, usize)> = ranks
+        .into_iter()
+        .zip(positions)
+        .enumerate()
+        .map(|(place, (rank, i))| (rank, place, i))
+        .collect();
+    ranked.sort_unstable();
+    ranked.into_iter().map(|(_, _, i)| i).collect()
 }
