@@ -27,7 +27,7 @@ pub struct Chain<'py> {
     pub leaf: Option<Bound<'py, PyAny>>,
 }
 
-/// Follows the await chain from `coro`. Only the interpreter's exact
+/// Follows the await chain from `coro`, filling `links` (a buffer to reuse). Only the interpreter's exact
 /// coroutine, generator and async-generator types are followed (their
 /// getsets are the interpreter's; they cannot be subclassed), plus the
 /// helper objects that bridge them (`async_generator_asend`/`athrow`,
@@ -36,12 +36,14 @@ pub fn follow<'py>(
     aio: &Asyncio<'py>,
     cap: &mut Capture<'py>,
     coro: &Bound<'py, PyAny>,
+    mut links: Vec<Link>,
 ) -> Chain<'py> {
     let mut frames = cap.walker.list();
+    links.clear();
     let mut chain = Chain {
         frames: Frames::default(),
         omitted: 0,
-        links: Vec::with_capacity(8),
+        links,
         leaf: None,
     };
     let mut current = Some(coro.clone());

@@ -163,6 +163,8 @@ struct Backend<'py> {
     /// `concurrent.futures.Future` -> index of the task that resolves it.
     feeders: AddrMap<usize>,
     now: Option<Option<f64>>,
+    /// The buffer of the last chain's links, reused by the next.
+    links: Vec<crate::awaiting::Link>,
 }
 
 impl<'py> Backend<'py> {
@@ -183,6 +185,7 @@ impl<'py> Backend<'py> {
             workers: None,
             feeders: AddrMap::default(),
             now: None,
+            links: Vec::new(),
         }
     }
 
@@ -483,8 +486,10 @@ impl<'py> Backend<'py> {
         let Some(coro) = self.views[i].coro.clone() else {
             return (Frames::default(), 0, None);
         };
-        let chain = chain::follow(&self.aio, cap, &coro);
+        let links = std::mem::take(&mut self.links);
+        let chain = chain::follow(&self.aio, cap, &coro, links);
         if self.views[i].fut.state != FutState::Pending {
+            self.links = chain.links;
             return (chain.frames, chain.omitted, None);
         }
         let waiter = match self.views[i].waiter.clone() {
@@ -509,7 +514,10 @@ impl<'py> Backend<'py> {
                 group_sizes.get(&addr).copied()
             },
         };
-        (chain.frames, chain.omitted, awaiting::describe(&facts))
+        let awaiting = awaiting::describe(&facts);
+        // The link list's buffer serves the next task.
+        self.links = facts.links;
+        (chain.frames, chain.omitted, awaiting)
     }
 
     /// What kind of future a task is blocked on.
