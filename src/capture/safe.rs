@@ -327,6 +327,14 @@ pub unsafe fn type_lookup<'py>(
     borrowed(py, _PyType_Lookup(tp, key.as_ptr()))
 }
 
+/// [`str_value`] as a shared [`Text`](crate::model::Text), in one allocation.
+pub fn str_text(obj: &Bound<'_, PyAny>) -> Option<crate::model::Text> {
+    match str_ref(obj) {
+        Some(text) => Some(text.into()),
+        None => str_value(obj).map(Into::into),
+    }
+}
+
 /// A Python `str` as Rust text; lone surrogates are replaced, never raised.
 pub fn str_value(obj: &Bound<'_, PyAny>) -> Option<String> {
     if let Some(text) = str_ref(obj) {

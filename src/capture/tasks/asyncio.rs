@@ -52,7 +52,8 @@ pub struct Fut<'py> {
 /// A task, read once.
 pub struct TaskView<'py> {
     pub fut: Fut<'py>,
-    pub name: String,
+    /// Made once as the text the stack keeps.
+    pub name: Text,
     pub coro: Option<Bound<'py, PyAny>>,
     pub waiter: Option<Bound<'py, PyAny>>,
     pub must_cancel: bool,
@@ -406,10 +407,10 @@ impl<'py> Asyncio<'py> {
                 .get_name
                 .as_ref()
                 .and_then(|m| m.call0_direct(obj))
-                .and_then(|n| safe::str_value(&n));
+                .and_then(|n| safe::str_text(&n));
             return Some(TaskView {
                 fut,
-                name: name.unwrap_or_else(|| safe::type_name(obj)),
+                name: name.unwrap_or_else(|| safe::type_name(obj).into()),
                 coro: get(&c.coro),
                 waiter: get(&c.waiter),
                 must_cancel: get(&c.must_cancel)
@@ -434,8 +435,8 @@ impl<'py> Asyncio<'py> {
             return Some(TaskView {
                 fut,
                 name: get(c"_name")
-                    .and_then(|n| safe::str_value(&n))
-                    .unwrap_or_else(|| safe::type_name(obj)),
+                    .and_then(|n| safe::str_text(&n))
+                    .unwrap_or_else(|| safe::type_name(obj).into()),
                 coro: get(c"_coro"),
                 waiter: get(c"_fut_waiter"),
                 must_cancel: get(c"_must_cancel")

@@ -216,7 +216,7 @@ impl<'py> Backend<'py> {
                         if entry.0.is_none() {
                             entry.0 = via.clone();
                         }
-                        entry.1.push(self.views[i].name.clone());
+                        entry.1.push(self.views[i].name.to_string());
                     }
                     Parent::Group(t) => *group_sizes.entry(*t).or_default() += 1,
                     Parent::Concurrent(c) => {
@@ -330,7 +330,7 @@ impl<'py> Backend<'py> {
             });
         }
         for (stack, &i) in stacks.iter_mut().zip(&order) {
-            stack.name = std::mem::take(&mut self.views[i].name).into();
+            stack.name = self.views[i].name.clone();
         }
         stacks
     }
@@ -538,11 +538,11 @@ impl<'py> Backend<'py> {
                     .collect()
             });
             let name = match by_addr.get(&addr) {
-                Some(&j) => self.views[j].name.clone(),
+                Some(&j) => self.views[j].name.to_string(),
                 None => self
                     .aio
                     .task(waiter)
-                    .map_or_else(|| safe::type_name(waiter), |t| t.name),
+                    .map_or_else(|| safe::type_name(waiter), |t| t.name.to_string()),
             };
             return Waiter::Task { name };
         }
@@ -559,7 +559,7 @@ impl<'py> Backend<'py> {
             // executor's work item (`to_thread`, `run_in_executor`).
             if let Some(&j) = self.feeders.get(&(source.as_ptr() as usize)) {
                 return Waiter::Task {
-                    name: self.views[j].name.clone(),
+                    name: self.views[j].name.to_string(),
                 };
             }
             let thread = self.worker_of(cap, source);
@@ -766,7 +766,14 @@ fn listing_order(views: &[TaskView<'_>]) -> Vec<usize> {
         return (0..views.len()).collect();
     }
     let parts: Vec<(&str, u64)> = views.iter().map(|v| split(&v.name)).collect();
-    let mut heads: Vec<&str> = parts.iter().map(|p| p.0).collect();
+    // Tasks of one kind share a stem (`worker-`): runs of it are kept once
+    // before the sort, which would otherwise compare ten thousand equal strings.
+    let mut heads: Vec<&str> = Vec::new();
+    for &(head, _) in &parts {
+        if heads.last() != Some(&head) {
+            heads.push(head);
+        }
+    }
     heads.sort_unstable();
     heads.dedup();
     let rank_of = |head: &str| heads.binary_search(&head).unwrap_or(0) as u128;
