@@ -71,7 +71,8 @@ def test_two_threads_each_with_its_own_hub():
             )
             # Spawned from the thread's main greenlet, in start_greenlets.
             assert g["spawned_by"] == main["id"]
-            assert "start_greenlets" in [f["function"] for f in g["spawn_frames"]]
+            (spawn,) = [f for f in g["spawn_frames"] if f["function"] == "start_greenlets"]
+            assert spawn["source"] == "g = gevent.spawn(*targets[role])"
         assert functions(found[gid(facts[f"{tag}-sleep"])])[-2:] == ["in_sleep", "sleep"]
         assert functions(found[gid(facts[f"{tag}-event"])])[-1] == "in_event"
         assert functions(found[gid(facts[f"{tag}-queue"])])[-1] == "in_queue"

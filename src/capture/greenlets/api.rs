@@ -217,6 +217,11 @@ pub struct Gevent<'py> {
     pub f_code: Option<BuiltinGetter<'py>>,
     pub f_lineno: Option<BuiltinGetter<'py>>,
     pub f_back: Option<BuiltinGetter<'py>>,
+    /// `_Frame` is laid out as [`FrameRecord`] (checked on the type), and
+    /// whether reading it so agreed with the getters (checked on the first
+    /// record of the capture).
+    frame_layout: bool,
+    frame_reads: Cell<Option<bool>>,
     /// Byte range of `Greenlet`'s Cython part (its vtable pointer, then
     /// only object fields), past greenlet's own struct; see `fields_ready`.
     fields: Option<(usize, usize)>,
@@ -241,6 +246,9 @@ impl<'py> Gevent<'py> {
         let fields = greenlet
             .as_ref()
             .and_then(|tp| unsafe { cython_fields(tp, api.tp) });
+        let frame_layout = frame
+            .as_ref()
+            .is_some_and(|tp| unsafe { frame_layout_is_known(tp) });
         // Without the field range no instance can be proven built, so
         // the Cython getters are not used at all.
         let field_getter = |name: &CStr| fields.and_then(|_| getter(&greenlet, name));
@@ -248,6 +256,8 @@ impl<'py> Gevent<'py> {
             spawning_greenlet: field_getter(c"spawning_greenlet"),
             spawning_stack: field_getter(c"spawning_stack"),
             fields,
+            frame_layout,
+            frame_reads: Cell::default(),
             f_code: getter(&frame, c"f_code"),
             f_lineno: getter(&frame, c"f_lineno"),
             f_back: getter(&frame, c"f_back"),
@@ -256,6 +266,55 @@ impl<'py> Gevent<'py> {
             frame,
             last_kind: Cell::default(),
         }
+    }
+
+    /// One record of a spawning stack (an instance of `_Frame`): its code,
+    /// line and older record. Read from the struct once the first record of
+    /// the capture read so agreed with the getters (ten thousand greenlets
+    /// carry five records each, and the line getter makes an int each time);
+    /// through the getters otherwise.
+    pub fn frame_record(
+        &self,
+        entry: &Bound<'py, PyAny>,
+    ) -> (
+        Option<Bound<'py, PyAny>>,
+        Option<u32>,
+        Option<Bound<'py, PyAny>>,
+    ) {
+        let getters = || {
+            let lineno = read(&self.f_lineno, entry)
+                .and_then(|n| safe::int_value(&n))
+                .and_then(|n| u32::try_from(n).ok());
+            (read(&self.f_code, entry), lineno, read(&self.f_back, entry))
+        };
+        if !self.frame_layout || self.frame_reads.get() == Some(false) {
+            return getters();
+        }
+        // SAFETY: `entry` is a `_Frame` (the caller checked), laid out as
+        // `FrameRecord` (checked on the type); its object fields are never
+        // NULL once built (Cython fills them with None first).
+        let direct = unsafe {
+            let record = &*(entry.as_ptr() as *const FrameRecord);
+            let code = safe::borrowed(entry.py(), record.f_code)
+                .filter(|c| ffi::PyCode_Check(c.as_ptr()) != 0);
+            let back = safe::borrowed(entry.py(), record.f_back).filter(|b| !b.is_none());
+            (code, u32::try_from(record.f_lineno).ok(), back)
+        };
+        if self.frame_reads.get().is_none() {
+            let (code, lineno, back) = getters();
+            let same = |a: &Option<Bound<'py, PyAny>>, b: &Option<Bound<'py, PyAny>>| match (a, b) {
+                (Some(a), Some(b)) => a.is(b),
+                (None, None) => true,
+                _ => false,
+            };
+            let back = back.filter(|b| !b.is_none());
+            let agrees = same(&code, &direct.0) && lineno == direct.1 && same(&back, &direct.2);
+            self.frame_reads.set(Some(agrees));
+            if !agrees {
+                return getters();
+            }
+        }
+        direct
     }
 
     /// Whether the Cython fields of a gevent `Greenlet` are all set, so its
@@ -298,6 +357,27 @@ impl<'py> Gevent<'py> {
     pub fn is_hub(&self, obj: &Bound<'py, PyAny>) -> bool {
         self.kind(obj).hub
     }
+}
+
+/// gevent's `_Frame` (`cdef readonly CodeType f_code; cdef readonly int
+/// f_lineno; cdef readonly _Frame f_back`, unchanged since gevent 1.3).
+#[repr(C)]
+struct FrameRecord {
+    ob_base: ffi::PyObject,
+    f_code: *mut ffi::PyObject,
+    f_lineno: std::os::raw::c_int,
+    f_back: *mut ffi::PyObject,
+}
+
+/// Whether `tp` is a static type of exactly [`FrameRecord`]'s size, with
+/// no instance dict or weak references, deriving from `object` alone.
+unsafe fn frame_layout_is_known(tp: &Bound<'_, PyAny>) -> bool {
+    let tp = tp.as_ptr() as *mut ffi::PyTypeObject;
+    (*tp).tp_flags & ffi::Py_TPFLAGS_HEAPTYPE == 0
+        && (*tp).tp_basicsize == std::mem::size_of::<FrameRecord>() as isize
+        && (*tp).tp_dictoffset == 0
+        && (*tp).tp_weaklistoffset == 0
+        && (*tp).tp_base == &raw mut ffi::PyBaseObject_Type
 }
 
 /// The byte range of the fields a Cython class adds to greenlet's struct,

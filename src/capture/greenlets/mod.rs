@@ -349,13 +349,11 @@ fn spawn_record<'py>(
         if frames.len() >= cap.walker.max_depth() || !instance_of(&entry, gevent.frame.as_ref()) {
             break;
         }
-        let lineno = read(&gevent.f_lineno, &entry)
-            .and_then(|n| safe::int_value(&n))
-            .and_then(|n| u32::try_from(n).ok());
-        if let Some(code) = read(&gevent.f_code, &entry) {
+        let (code, lineno, back) = gevent.frame_record(&entry);
+        if let Some(code) = code {
             cap.walker.push_code(&mut frames, &code, lineno);
         }
-        record = read(&gevent.f_back, &entry);
+        record = back;
     }
     (spawner, cap.walker.finish(frames, true).0)
 }
