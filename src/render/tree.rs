@@ -69,7 +69,6 @@ fn shared_label(members: &[&Stack]) -> String {
 const NAMES_SHOWN: usize = 3;
 
 /// Everything `shared_label` shows but the names, without formatting it.
-#[derive(PartialEq, Eq)]
 struct LabelKey<'a>(
     &'a str,
     bool,
@@ -77,6 +76,36 @@ struct LabelKey<'a>(
     usize,
     Option<(&'a str, Option<u32>)>,
 );
+
+/// Equal texts: the same shared text (one address comparison, the usual
+/// case: stacks share their state word and file name), or equal bytes.
+fn same_text(a: &str, b: &str) -> bool {
+    (a.len() == b.len() && std::ptr::eq(a.as_ptr(), b.as_ptr())) || a == b
+}
+
+impl PartialEq for LabelKey<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        let LabelKey(word, hub, awaiting, awaiters, at) = self;
+        let LabelKey(o_word, o_hub, o_awaiting, o_awaiters, o_at) = other;
+        same_text(word, o_word)
+            && hub == o_hub
+            && awaiters == o_awaiters
+            && match (awaiting, o_awaiting) {
+                (Some(a), Some(b)) => same_text(a, b),
+                (None, None) => true,
+                _ => false,
+            }
+            && match (at, o_at) {
+                (Some((file, line)), Some((o_file, o_line))) => {
+                    line == o_line && same_text(file, o_file)
+                }
+                (None, None) => true,
+                _ => false,
+            }
+    }
+}
+
+impl Eq for LabelKey<'_> {}
 
 // The state word and the file name are hashed by length (few distinct
 // values, long names), what is awaited in full (it varies, so leaves that
@@ -181,24 +210,42 @@ struct Tree<'a> {
 
 impl<'a> Tree<'a> {
     fn new(stacks: &'a [&'a Stack]) -> Self {
-        // Ten thousand tasks nobody awaits have no edge to look up.
-        let ids: HashMap<&str, usize> = if stacks.iter().any(|s| parent_of(s).is_some()) {
-            stacks
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (&*s.id, i))
-                .collect()
-        } else {
-            HashMap::default()
-        };
+        // Only ids some stack points at are indexed: ten thousand greenlets
+        // usually point at one hub, and tasks nobody awaits at nothing.
+        let mut ids: HashMap<&str, usize> = HashMap::default();
+        let mut last: Option<&str> = None;
+        for stack in stacks {
+            if let Some(p) = parent_of(stack) {
+                if !last.is_some_and(|l| std::ptr::eq(l, p)) {
+                    ids.insert(p, usize::MAX);
+                    last = Some(p);
+                }
+            }
+        }
+        if !ids.is_empty() {
+            for (i, stack) in stacks.iter().enumerate() {
+                if let Some(at) = ids.get_mut(&*stack.id) {
+                    *at = i; // ids are unique; were one not, the last would win as before
+                }
+            }
+            ids.retain(|_, at| *at != usize::MAX);
+        }
         let mut children = vec![Vec::new(); stacks.len()];
         let mut roots = Vec::new();
+        // Siblings come in runs that share one parent id text: the last
+        // answer is reused for the same text.
+        let mut last: Option<(&str, Option<usize>)> = None;
         for (i, stack) in stacks.iter().enumerate() {
-            match parent_of(stack)
-                .and_then(|p| ids.get(p))
-                .filter(|&&p| p != i)
-            {
-                Some(&p) => children[p].push(i),
+            let parent = parent_of(stack).and_then(|p| match last {
+                Some((text, at)) if std::ptr::eq(text, p) => at,
+                _ => {
+                    let at = ids.get(p).copied();
+                    last = Some((p, at));
+                    at
+                }
+            });
+            match parent.filter(|&p| p != i) {
+                Some(p) => children[p].push(i),
                 None => roots.push(i),
             }
         }
