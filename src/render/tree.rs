@@ -158,6 +158,24 @@ fn short_file(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
+type ContainerKey<'s> = (Option<&'s str>, Option<u64>);
+
+/// Moves a run of stacks of one container into its group.
+fn flush<'s>(
+    members: &mut HashMap<ContainerKey<'s>, Vec<&'s Stack>>,
+    containers: &mut Vec<&'s Stack>,
+    key: Option<ContainerKey<'s>>,
+    run: &mut Vec<&'s Stack>,
+) {
+    if let Some(key) = key {
+        let group = members.entry(key).or_default();
+        if group.is_empty() {
+            containers.push(run[0]);
+        }
+        group.append(run);
+    }
+}
+
 /// Writes one tree per container for the stacks of `kind` (greenlets or tasks).
 pub fn render(
     snapshot: &Snapshot,
@@ -166,14 +184,28 @@ pub fn render(
     out: &mut dyn Write,
 ) -> io::Result<()> {
     let mut containers: Vec<&Stack> = Vec::new();
-    let mut members: HashMap<(Option<&str>, Option<u64>), Vec<&Stack>> = HashMap::default();
+    let mut members: HashMap<ContainerKey<'_>, Vec<&Stack>> = HashMap::default();
+    // Stacks of one container come in runs sharing its loop id text: a run
+    // is pushed to the group found for its first stack.
+    let mut run: Vec<&Stack> = Vec::new();
+    let mut run_key: Option<ContainerKey<'_>> = None;
+    let same_key = |a: ContainerKey<'_>, b: ContainerKey<'_>| {
+        a.1 == b.1
+            && match (a.0, b.0) {
+                (Some(x), Some(y)) => std::ptr::eq(x, y) || x == y,
+                (None, None) => true,
+                _ => false,
+            }
+    };
     for stack in stacks {
-        let group = members.entry(container_key(stack)).or_default();
-        if group.is_empty() {
-            containers.push(stack);
+        let key = container_key(stack);
+        if !run_key.is_some_and(|k| same_key(k, key)) {
+            flush(&mut members, &mut containers, run_key, &mut run);
+            run_key = Some(key);
         }
-        group.push(stack);
+        run.push(stack);
     }
+    flush(&mut members, &mut containers, run_key, &mut run);
     let title = match kind {
         StackKind::Greenlet => "Greenlet tree",
         StackKind::Task => "Task tree",
@@ -334,15 +366,26 @@ impl<'a> Tree<'a> {
         let mut same: HashMap<LabelKey<'a>, usize> = HashMap::default();
         let mut groups: Vec<Vec<usize>> = Vec::new();
         let mut slot: Vec<Option<usize>> = Vec::with_capacity(kids.len());
+        // Equal leaves come in runs (siblings listed by name): a leaf equal
+        // to the one before joins its group without being hashed.
+        let mut last: Option<(LabelKey<'a>, usize)> = None;
         for &k in kids {
             if !self.children[k].is_empty() {
                 slot.push(None);
                 continue;
             }
-            let g = *same.entry(label_key(self.stacks[k])).or_insert_with(|| {
-                groups.push(Vec::new());
-                groups.len() - 1
-            });
+            let key = label_key(self.stacks[k]);
+            let g = match &last {
+                Some((previous, g)) if *previous == key => *g,
+                _ => {
+                    let g = *same.entry(label_key(self.stacks[k])).or_insert_with(|| {
+                        groups.push(Vec::new());
+                        groups.len() - 1
+                    });
+                    last = Some((key, g));
+                    g
+                }
+            };
             groups[g].push(k);
             slot.push(Some(g));
         }
