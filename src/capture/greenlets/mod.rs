@@ -264,7 +264,7 @@ fn build<'py>(
     let (spawned_by, spawn_frames) = spawn_record(cap, ctx, &raw.obj);
     Stack {
         id: greenlet_id(&raw.obj),
-        name: name.into(),
+        name,
         thread,
         state: states.get(state),
         frames,

@@ -4,6 +4,7 @@
 use super::api::{read, Gevent, GreenletApi};
 use crate::capture::safe::{self, BuiltinGetter};
 use crate::fasthash::FastMap as HashMap;
+use crate::model::Text;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use std::ffi::CStr;
@@ -29,9 +30,9 @@ pub struct Namer<'py> {
     /// Getters of `__qualname__` per Cython function type.
     cython_qualname: HashMap<usize, Option<BuiltinGetter<'py>>>,
     /// Callable address -> name. The callables stay alive: greenlets hold them.
-    callables: HashMap<usize, Option<String>>,
+    callables: HashMap<usize, Option<Text>>,
     /// (type address, method name) -> name of a subclass's override.
-    overrides: HashMap<(usize, &'static CStr), Option<String>>,
+    overrides: HashMap<(usize, &'static CStr), Option<Text>>,
 }
 
 impl<'py> Namer<'py> {
@@ -75,7 +76,7 @@ impl<'py> Namer<'py> {
         is_main: bool,
         is_hub: bool,
         entry_function: Option<&str>,
-    ) -> String {
+    ) -> Text {
         let py = self.py;
         let keys = [
             pyo3::intern!(py, "name").as_any(),
@@ -90,17 +91,17 @@ impl<'py> Namer<'py> {
             .and_then(|n| safe::str_value(&n))
             .filter(|n| !n.is_empty());
         if is_hub {
-            return assigned.unwrap_or_else(|| "Hub".to_string());
+            return assigned.unwrap_or_else(|| "Hub".to_string()).into();
         }
         if is_main {
-            return MAIN_GREENLET_NAME.to_string();
+            return MAIN_GREENLET_NAME.into();
         }
         if gevent.is_greenlet(greenlet) {
             if let Some(name) = assigned {
-                return name;
+                return name.into();
             }
             if let Some(ident) = ident.and_then(|i| safe::int_value(&i)) {
-                return format!("Greenlet-{ident}");
+                return format!("Greenlet-{ident}").into();
             }
             if let Some(name) = run.and_then(|run| self.callable_name(&run)) {
                 return name;
@@ -120,9 +121,9 @@ impl<'py> Namer<'py> {
             }
         }
         if let Some(function) = entry_function {
-            return function.to_string();
+            return function.into();
         }
-        format!("<{}>", safe::type_name(greenlet))
+        format!("<{}>", safe::type_name(greenlet)).into()
     }
 
     /// The qualified name of `name` when the greenlet's class (not `base`)
@@ -132,7 +133,7 @@ impl<'py> Namer<'py> {
         greenlet: &Bound<'py, PyAny>,
         name: &'static CStr,
         base: Option<&Bound<'py, PyAny>>,
-    ) -> Option<String> {
+    ) -> Option<Text> {
         let tp = unsafe { ffi::Py_TYPE(greenlet.as_ptr()) };
         let key = (tp as usize, name);
         if let Some(known) = self.overrides.get(&key) {
@@ -146,7 +147,8 @@ impl<'py> Namer<'py> {
                     .and_then(|b| unsafe { safe::type_lookup(self.py, b.as_ptr() as *mut _, name) })
                     .is_some_and(|inherited| inherited.is(f))
             })
-            .and_then(|f| self.function_qualname(&f));
+            .and_then(|f| self.function_qualname(&f))
+            .map(Text::from);
         self.overrides.insert(key, found.clone());
         found
     }
@@ -154,12 +156,13 @@ impl<'py> Namer<'py> {
     /// `__qualname__` of a callable, read from the interpreter's own structs:
     /// Python functions, bound methods, builtin and Cython functions, and
     /// `functools.partial` wrapping one of those. `None` for anything else.
-    pub fn callable_name(&mut self, obj: &Bound<'py, PyAny>) -> Option<String> {
+    /// Cached per callable: the greenlets of one function share its text.
+    pub fn callable_name(&mut self, obj: &Bound<'py, PyAny>) -> Option<Text> {
         let key = obj.as_ptr() as usize;
         if let Some(known) = self.callables.get(&key) {
             return known.clone();
         }
-        let name = self.unwrap_name(obj, 0);
+        let name: Option<Text> = self.unwrap_name(obj, 0).map(Into::into);
         self.callables.insert(key, name.clone());
         name
     }
