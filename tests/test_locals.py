@@ -108,6 +108,35 @@ def known_values(ready: threading.Event, release: threading.Event, job_id: int) 
     release.wait()
 
 
+def cells_and_free_variables(ready: threading.Event, release: threading.Event, kept: str) -> None:
+    local_cell = "made here"
+
+    def uses_both() -> Any:
+        return kept, local_cell
+
+    def parked_inside() -> None:
+        seen = (kept, local_cell)  # both are free variables of this frame
+        ready.set()
+        release.wait()
+        del seen
+
+    parked_inside()
+    uses_both()
+
+
+def test_arguments_cells_and_free_variables_are_read_in_their_slots() -> None:
+    # An argument a closure captures, a local one does, and the free
+    # variables of the inner frame: each slot kind of every version.
+    with parked(cells_and_free_variables, "an argument", name="cells"):
+        snapshot = tbcollect.collect(locals=True)
+    outer = frame_locals(snapshot, "cells", "cells_and_free_variables")
+    assert (outer["kept"], outer["local_cell"]) == ("'an argument'", "'made here'")
+    assert outer["uses_both"].startswith("<function cells_and_free_variables.<locals>.uses_both")
+    inner = frame_locals(snapshot, "cells", "parked_inside")
+    assert (inner["kept"], inner["local_cell"]) == ("'an argument'", "'made here'")
+    assert inner["seen"] == "('an argument', 'made here')"
+
+
 def test_builtin_values_are_rendered_and_others_by_type() -> None:
     with parked(known_values, 42, name="known"):
         Recorder.touched.clear()
