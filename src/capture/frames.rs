@@ -4,7 +4,7 @@
 use crate::capture::locals::{LocalsReader, PendingReprs};
 use crate::capture::{safe, LocalsMode};
 use crate::fasthash::FastMap;
-use crate::model::{Frame, Frames, Text};
+use crate::model::{Frame, Frames, Locals, Text};
 use pyo3::ffi;
 use pyo3::prelude::*;
 
@@ -152,16 +152,23 @@ impl<'py> FrameWalker<'py> {
     ) -> FrameKey {
         let code = ffi::PyFrame_GetCode(frame);
         let key = self.locate(frame, code);
+        let locals = match (&list.with_locals, self.locals.as_mut()) {
+            (Some(_), Some(reader)) => reader.read(self.py, frame, code),
+            _ => None,
+        };
+        self.record(list, key, locals);
+        ffi::Py_DECREF(code as *mut ffi::PyObject);
+        key
+    }
+
+    /// Appends `key` (and, in a list that carries locals, its frame) to `list`.
+    fn record(&self, list: &mut FrameList, key: FrameKey, locals: Option<Locals>) {
         if let Some(frames) = list.with_locals.as_mut() {
             let mut out = self.model_frame(key);
-            if let Some(reader) = self.locals.as_mut() {
-                out.locals = reader.read(self.py, frame, code);
-            }
+            out.locals = locals;
             frames.push(out);
         }
         list.keys.push(key);
-        ffi::Py_DECREF(code as *mut ffi::PyObject);
-        key
     }
 
     /// Whether frames carry locals: those are read from frame objects only.
@@ -182,22 +189,8 @@ impl<'py> FrameWalker<'py> {
         code: *mut ffi::PyCodeObject,
         lasti: std::os::raw::c_int,
     ) -> FrameKey {
-        let lasti = lasti.max(-1);
-        let key = match self.positions.get(&(code as usize, lasti)) {
-            Some(&key) => key,
-            None => {
-                let key = FrameKey {
-                    code: self.code_index(code),
-                    line: u32::try_from(ffi::PyCode_Addr2Line(code, lasti)).ok(),
-                };
-                self.positions.insert((code as usize, lasti), key);
-                key
-            }
-        };
-        if let Some(frames) = list.with_locals.as_mut() {
-            frames.push(self.model_frame(key));
-        }
-        list.keys.push(key);
+        let key = self.position(code, lasti, || ffi::PyCode_Addr2Line(code, lasti.max(-1)));
+        self.record(list, key, None);
         key
     }
 
@@ -319,15 +312,29 @@ impl<'py> FrameWalker<'py> {
         frame: *mut ffi::PyFrameObject,
         code: *mut ffi::PyCodeObject,
     ) -> FrameKey {
-        let lasti = ffi::PyFrame_GetLasti(frame);
-        if let Some(&key) = self.positions.get(&(code as usize, lasti)) {
+        self.position(code, ffi::PyFrame_GetLasti(frame), || {
+            ffi::PyFrame_GetLineNumber(frame)
+        })
+    }
+
+    /// The key of (code, instruction offset), its line asked of `line` the
+    /// first time (offsets before the start are one key, -1).
+    #[cfg(Py_3_11)]
+    unsafe fn position(
+        &mut self,
+        code: *mut ffi::PyCodeObject,
+        lasti: std::os::raw::c_int,
+        line: impl FnOnce() -> std::os::raw::c_int,
+    ) -> FrameKey {
+        let at = (code as usize, lasti.max(-1));
+        if let Some(&key) = self.positions.get(&at) {
             return key;
         }
         let key = FrameKey {
             code: self.code_index(code),
-            line: u32::try_from(ffi::PyFrame_GetLineNumber(frame)).ok(),
+            line: u32::try_from(line()).ok(),
         };
-        self.positions.insert((code as usize, lasti), key);
+        self.positions.insert(at, key);
         key
     }
 

@@ -255,6 +255,40 @@ impl<'py> BuiltinGetter<'py> {
     }
 }
 
+/// A read of an interpreter or extension struct standing in for the C getter
+/// it mirrors. The first read of a capture is compared with the getter; if
+/// they disagree, the getter answers for the rest of the capture. One per
+/// mirrored layout, made afresh for each capture.
+#[derive(Default)]
+pub struct CheckedRead(std::cell::Cell<Option<bool>>);
+
+impl CheckedRead {
+    /// `direct`'s answer once trusted, else `getter`'s. `direct` answering
+    /// `None` (nothing to read in place) also leaves it to `getter`; `same`
+    /// decides whether the two answers agree.
+    pub fn read<T>(
+        &self,
+        direct: impl FnOnce() -> Option<T>,
+        getter: impl Fn() -> Option<T>,
+        same: impl FnOnce(&T, &Option<T>) -> bool,
+    ) -> Option<T> {
+        if self.0.get() == Some(false) {
+            return getter();
+        }
+        let Some(value) = direct() else {
+            return getter();
+        };
+        if self.0.get().is_none() {
+            let agrees = same(&value, &getter());
+            self.0.set(Some(agrees));
+            if !agrees {
+                return getter();
+            }
+        }
+        Some(value)
+    }
+}
+
 /// `dict[key]` found by walking the entries and comparing only exact `str`
 /// keys, in C: unlike a hashed lookup it never calls the `__eq__` of a
 /// foreign key that happens to share the hash. For small dicts (instance

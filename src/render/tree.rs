@@ -69,6 +69,7 @@ fn shared_label(members: &[&Stack]) -> String {
 const NAMES_SHOWN: usize = 3;
 
 /// Everything `shared_label` shows but the names, without formatting it.
+#[derive(Clone, Copy)]
 struct LabelKey<'a>(
     &'a str,
     bool,
@@ -192,7 +193,7 @@ pub fn render(
     let same_key = |a: ContainerKey<'_>, b: ContainerKey<'_>| {
         a.1 == b.1
             && match (a.0, b.0) {
-                (Some(x), Some(y)) => std::ptr::eq(x, y) || x == y,
+                (Some(x), Some(y)) => same_text(x, y),
                 (None, None) => true,
                 _ => false,
             }
@@ -378,7 +379,7 @@ impl<'a> Tree<'a> {
             let g = match &last {
                 Some((previous, g)) if *previous == key => *g,
                 _ => {
-                    let g = *same.entry(label_key(self.stacks[k])).or_insert_with(|| {
+                    let g = *same.entry(key).or_insert_with(|| {
                         groups.push(Vec::new());
                         groups.len() - 1
                     });

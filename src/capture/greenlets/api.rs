@@ -218,10 +218,9 @@ pub struct Gevent<'py> {
     pub f_lineno: Option<BuiltinGetter<'py>>,
     pub f_back: Option<BuiltinGetter<'py>>,
     /// `_Frame` is laid out as [`FrameRecord`] (checked on the type), and
-    /// whether reading it so agreed with the getters (checked on the first
-    /// record of the capture).
+    /// reading it so checked against its getters.
     frame_layout: bool,
-    frame_reads: Cell<Option<bool>>,
+    frame_reads: safe::CheckedRead,
     /// Byte range of `Greenlet`'s Cython part (its vtable pointer, then
     /// only object fields), past greenlet's own struct; see `fields_ready`.
     fields: Option<(usize, usize)>,
@@ -257,7 +256,7 @@ impl<'py> Gevent<'py> {
             spawning_stack: field_getter(c"spawning_stack"),
             fields,
             frame_layout,
-            frame_reads: Cell::default(),
+            frame_reads: safe::CheckedRead::default(),
             f_code: getter(&frame, c"f_code"),
             f_lineno: getter(&frame, c"f_lineno"),
             f_back: getter(&frame, c"f_back"),
@@ -269,10 +268,9 @@ impl<'py> Gevent<'py> {
     }
 
     /// One record of a spawning stack (an instance of `_Frame`): its code,
-    /// line and older record. Read from the struct once the first record of
-    /// the capture read so agreed with the getters (ten thousand greenlets
-    /// carry five records each, and the line getter makes an int each time);
-    /// through the getters otherwise.
+    /// line and older record (`None` at the end). Read from the struct once
+    /// trusted (ten thousand greenlets carry five records each, and the line
+    /// getter makes an int each time); through the getters otherwise.
     pub fn frame_record(
         &self,
         entry: &Bound<'py, PyAny>,
@@ -281,40 +279,44 @@ impl<'py> Gevent<'py> {
         Option<u32>,
         Option<Bound<'py, PyAny>>,
     ) {
-        let getters = || {
+        type Record<'py> = (
+            Option<Bound<'py, PyAny>>,
+            Option<u32>,
+            Option<Bound<'py, PyAny>>,
+        );
+        let getters = || -> Option<Record<'py>> {
             let lineno = read(&self.f_lineno, entry)
                 .and_then(|n| safe::int_value(&n))
                 .and_then(|n| u32::try_from(n).ok());
-            (read(&self.f_code, entry), lineno, read(&self.f_back, entry))
+            let back = read(&self.f_back, entry).filter(|b| !b.is_none());
+            Some((read(&self.f_code, entry), lineno, back))
         };
-        if !self.frame_layout || self.frame_reads.get() == Some(false) {
-            return getters();
-        }
         // SAFETY: `entry` is a `_Frame` (the caller checked), laid out as
         // `FrameRecord` (checked on the type); its object fields are never
         // NULL once built (Cython fills them with None first).
-        let direct = unsafe {
-            let record = &*(entry.as_ptr() as *const FrameRecord);
-            let code = safe::borrowed(entry.py(), record.f_code)
-                .filter(|c| ffi::PyCode_Check(c.as_ptr()) != 0);
-            let back = safe::borrowed(entry.py(), record.f_back).filter(|b| !b.is_none());
-            (code, u32::try_from(record.f_lineno).ok(), back)
-        };
-        if self.frame_reads.get().is_none() {
-            let (code, lineno, back) = getters();
-            let same = |a: &Option<Bound<'py, PyAny>>, b: &Option<Bound<'py, PyAny>>| match (a, b) {
-                (Some(a), Some(b)) => a.is(b),
-                (None, None) => true,
-                _ => false,
-            };
-            let back = back.filter(|b| !b.is_none());
-            let agrees = same(&code, &direct.0) && lineno == direct.1 && same(&back, &direct.2);
-            self.frame_reads.set(Some(agrees));
-            if !agrees {
-                return getters();
+        let direct = || -> Option<Record<'py>> {
+            if !self.frame_layout {
+                return None;
             }
-        }
-        direct
+            unsafe {
+                let record = &*(entry.as_ptr() as *const FrameRecord);
+                let code = safe::borrowed(entry.py(), record.f_code)
+                    .filter(|c| ffi::PyCode_Check(c.as_ptr()) != 0);
+                let back = safe::borrowed(entry.py(), record.f_back).filter(|b| !b.is_none());
+                Some((code, u32::try_from(record.f_lineno).ok(), back))
+            }
+        };
+        let same = |a: &Option<Bound<'py, PyAny>>, b: &Option<Bound<'py, PyAny>>| match (a, b) {
+            (Some(a), Some(b)) => a.is(b),
+            (None, None) => true,
+            _ => false,
+        };
+        self.frame_reads
+            .read(direct, getters, |d, got| {
+                got.as_ref()
+                    .is_some_and(|g| same(&d.0, &g.0) && d.1 == g.1 && same(&d.2, &g.2))
+            })
+            .unwrap_or_default()
     }
 
     /// Whether the Cython fields of a gevent `Greenlet` are all set, so its

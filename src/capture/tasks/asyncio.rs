@@ -149,13 +149,11 @@ pub struct Asyncio<'py> {
     /// State words already parsed, by object (each held, so its address
     /// stays its own): futures share the same three `str` objects.
     state_words: std::cell::RefCell<Vec<(Bound<'py, PyAny>, FutState)>>,
-    /// Whether [`existing_frame`] agreed with the frame getter (checked on
-    /// the first frame read this way).
-    direct_frames: std::cell::Cell<Option<bool>>,
-    /// Whether [`frame_position`] agreed with the frame object's own answer
-    /// (checked on the first coroutine read this way).
+    /// [`existing_frame`] against the frame getter.
+    direct_frames: safe::CheckedRead,
+    /// [`frame_position`] against the frame object's own answer.
     #[cfg(Py_3_11)]
-    direct_positions: std::cell::Cell<Option<bool>>,
+    direct_positions: safe::CheckedRead,
 }
 
 fn module_type<'py>(py: Python<'py>, module: &CStr, name: &CStr) -> Option<*mut ffi::PyTypeObject> {
@@ -519,76 +517,60 @@ impl<'py> Asyncio<'py> {
         kind: &CoroType<'py>,
         obj: &Bound<'py, PyAny>,
     ) -> Option<Bound<'py, PyAny>> {
-        let getter = || kind.frame.as_ref()?.get(obj);
-        if self.direct_frames.get() == Some(false) {
-            return getter();
-        }
         // `obj` is exactly one of the interpreter's generator-like types
         // (`coro_type` matched its type pointer) and keeps its frame alive.
-        let ptr = unsafe { existing_frame(obj.as_ptr()) };
-        if ptr.is_null() {
-            return getter();
-        }
-        let direct = unsafe { Bound::from_borrowed_ptr(self.py, ptr) };
-        if self.direct_frames.get().is_none() {
-            // Once per capture: the struct read must agree with the getter.
-            let agrees = getter().is_some_and(|f| f.is(&direct));
-            self.direct_frames.set(Some(agrees));
-            if !agrees {
-                return getter();
-            }
-        }
-        Some(direct)
+        self.direct_frames.read(
+            || unsafe { safe::borrowed(self.py, existing_frame(obj.as_ptr())) },
+            || kind.frame.as_ref()?.get(obj),
+            |direct, got| got.as_ref().is_some_and(|f| f.is(direct)),
+        )
     }
-}
 
-impl<'py> Asyncio<'py> {
     /// Where a coroutine, generator or async generator (an exact instance
     /// of `kind`) is: its code and instruction offset (bytes), read from
     /// the interpreter frame it embeds, without a frame object. A suspended
     /// coroutine has none until something asks for one, and the getter
     /// would make one (ten thousand tasks, thirty thousand allocations left
-    /// behind in the process on the first dump). `None` when it has
-    /// finished, or when the read did not agree with the frame object the
-    /// first time it was compared this capture: the caller then uses the
-    /// frame object.
+    /// behind in the process on the first dump). Asked of the frame object
+    /// (through [`safe::CheckedRead`]) when the struct read is not trusted;
+    /// `None` when the coroutine has finished.
     #[cfg(Py_3_11)]
     pub fn frame_position(
         &self,
         kind: &CoroType<'py>,
         obj: &Bound<'py, PyAny>,
     ) -> Option<(*mut ffi::PyCodeObject, std::os::raw::c_int)> {
-        if self.direct_positions.get() == Some(false) {
-            return None;
-        }
-        // SAFETY: `obj` is exactly one of the generator-like types.
-        let position = unsafe { frame_position(self.py, obj.as_ptr()) }?;
-        if self.direct_positions.get().is_none() {
-            // Once per capture: compare with the frame object's answer.
+        // The frame object's answer: made by the getter if there is none yet.
+        let from_frame = || {
             let frame = self
                 .frame_of(kind, obj)
                 .filter(|f| unsafe { ffi::PyFrame_Check(f.as_ptr()) } != 0)?;
-            let agrees = unsafe {
+            unsafe {
                 let f = frame.as_ptr() as *mut ffi::PyFrameObject;
-                let code = safe::owned(self.py, ffi::PyFrame_GetCode(f) as *mut ffi::PyObject);
-                code.is_some_and(|c| c.as_ptr() as *mut ffi::PyCodeObject == position.0)
-                    && ffi::PyFrame_GetLasti(f) == position.1.max(-1)
-            };
-            self.direct_positions.set(Some(agrees));
-            if !agrees {
-                return None;
+                let code = safe::owned(self.py, ffi::PyFrame_GetCode(f) as *mut ffi::PyObject)?;
+                // The frame holds its code: the address outlives our reference.
+                Some((
+                    code.as_ptr() as *mut ffi::PyCodeObject,
+                    ffi::PyFrame_GetLasti(f),
+                ))
             }
-        }
-        Some(position)
+        };
+        self.direct_positions.read(
+            // SAFETY: `obj` is exactly one of the generator-like types.
+            || unsafe { frame_position(self.py, obj.as_ptr()) },
+            from_frame,
+            |&(code, lasti), got| *got == Some((code, lasti.max(-1))),
+        )
     }
 }
 
 /// Starts loading, ahead of time, the coroutines the chain walk of the
-/// task `i` places further on (in `order`, indices into `views`) will read: ten thousand tasks' coroutines
-/// are scattered over memory, and the walk otherwise waits on each load
-/// in turn. The outermost coroutine of task `i + FAR` is fetched; the one
-/// that of task `i + MID` awaits (fetched a round earlier, so its pointer
-/// is at hand), and the one below that for task `i + NEAR`. Only hints: a
+/// task `i` places further on (in `order`, indices into `views`) will
+/// read: ten thousand tasks' coroutines are scattered over memory, and the
+/// walk otherwise waits on each load in turn. The outermost coroutine of
+/// task `i + FAR` is fetched; the one that of task `i + MID` awaits
+/// (fetched a round earlier, so its pointer is at hand), and the one below
+/// that for task `i + NEAR`. Only hints: a
 /// prefetch never faults and changes nothing, and the pointers followed
 /// are read as `_PyGen_yf` reads them, from suspended frames only.
 #[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]

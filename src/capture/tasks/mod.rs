@@ -233,7 +233,6 @@ impl<'py> Backend<'py> {
         // Runs of tasks share a state: the previous word is checked first.
         let mut last_state: Option<(&'static str, Text)> = None;
         let mut stacks = Vec::with_capacity(n);
-        let no_name: Text = Text::from("");
         // The loop of the previous task: tasks of one loop come in runs.
         let mut last_loop: Option<(usize, usize)> = None;
         // Stacks are made in the order they are listed, so none is moved after.
@@ -306,8 +305,7 @@ impl<'py> Backend<'py> {
             };
             stacks.push(Stack {
                 id: crate::model::address_text("task:", addr),
-                // Moved in after the loop: `classify` may still read it.
-                name: no_name.clone(),
+                name: view.name.clone(),
                 thread,
                 state: match &last_state {
                     Some((word, text)) if std::ptr::eq(*word, state) => text.clone(),
@@ -328,9 +326,6 @@ impl<'py> Backend<'py> {
                     awaited_by,
                 }),
             });
-        }
-        for (stack, &i) in stacks.iter_mut().zip(&order) {
-            stack.name = self.views[i].name.clone();
         }
         stacks
     }
