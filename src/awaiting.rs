@@ -10,8 +10,9 @@
 #[derive(Debug, Clone, PartialEq)]
 pub struct Link {
     /// `__qualname__` of an asyncio coroutine (`Event.wait`, `sleep`); only
-    /// asyncio's names are ever read, so capture may leave others empty.
-    pub qualname: crate::model::Text,
+    /// asyncio's names are ever read, so capture leaves the others `None`
+    /// (ten thousand links then cost no reference count between them).
+    pub qualname: Option<crate::model::Text>,
     /// True when its code lives in the `asyncio` package.
     pub asyncio: bool,
 }
@@ -19,9 +20,21 @@ pub struct Link {
 impl Link {
     pub fn new(qualname: impl Into<crate::model::Text>, asyncio: bool) -> Self {
         Link {
-            qualname: qualname.into(),
+            qualname: Some(qualname.into()),
             asyncio,
         }
+    }
+
+    /// A link whose name capture did not read.
+    pub fn unnamed(asyncio: bool) -> Self {
+        Link {
+            qualname: None,
+            asyncio,
+        }
+    }
+
+    fn name(&self) -> &str {
+        self.qualname.as_deref().unwrap_or_default()
     }
 }
 
@@ -81,9 +94,9 @@ fn api(links: &[Link]) -> Option<&str> {
     let skip = run
         .iter()
         .take(run.len().saturating_sub(1))
-        .take_while(|l| l.qualname.ends_with(".__aenter__"))
+        .take_while(|l| l.name().ends_with(".__aenter__"))
         .count();
-    run.get(skip).map(|l| &*l.qualname)
+    run.get(skip).map(Link::name)
 }
 
 /// True when the description of a chain depends on what kind of future the

@@ -785,11 +785,11 @@ pub fn closure_values<'py>(obj: &Bound<'py, PyAny>) -> Vec<Bound<'py, PyAny>> {
     out
 }
 
-/// Asks the CPU to start loading the first `lines` cache lines of `obj`:
+/// Asks the CPU to start loading the first `lines` cache lines at `obj`:
 /// a hint for a loop that will read it a few iterations later. Never
 /// faults and changes nothing, whatever `obj` points at.
 #[inline]
-pub fn prefetch(obj: *const ffi::PyObject, lines: usize) {
+pub fn prefetch<T>(obj: *const T, lines: usize) {
     #[cfg(target_arch = "x86_64")]
     unsafe {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};

@@ -87,6 +87,10 @@ pub fn capture(cap: &mut Capture<'_>) -> Vec<Stack> {
         if let Some(frame) = order.get(k + 8).and_then(|&a| raws[a].frame.as_ref()) {
             prefetch_frame_data(frame);
         }
+        // ... and the frame object that points at it, eight places further.
+        if let Some(frame) = order.get(k + 16).and_then(|&a| raws[a].frame.as_ref()) {
+            safe::prefetch((frame.as_ptr() as *const *const u8).wrapping_add(3), 1);
+        }
         let ctx = Context {
             api: &api,
             gevent: &gevent,

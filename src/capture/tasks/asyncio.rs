@@ -145,7 +145,6 @@ pub struct Asyncio<'py> {
     /// Text of `str` objects already read, by address; each object is held
     /// here so its address is not reused while the capture runs.
     texts: std::cell::RefCell<AddrMap<(Bound<'py, PyAny>, Text)>>,
-    empty: Text,
     /// State words already parsed, by object (each held, so its address
     /// stays its own): futures share the same three `str` objects.
     state_words: std::cell::RefCell<Vec<(Bound<'py, PyAny>, FutState)>>,
@@ -255,7 +254,6 @@ impl<'py> Asyncio<'py> {
             cfunction_name: BuiltinAttr::resolve(py, &raw mut ffi::PyCFunction_Type, c"__name__"),
             asyncio_dir,
             texts: Default::default(),
-            empty: Text::from(""),
             state_words: Default::default(),
             direct_frames: Default::default(),
             #[cfg(Py_3_11)]
@@ -273,11 +271,6 @@ impl<'py> Asyncio<'py> {
         let text: Text = safe::str_value(&s)?.into();
         self.texts.borrow_mut().insert(key, (s, text.clone()));
         Some(text)
-    }
-
-    /// One empty text shared by every link whose name is not read.
-    pub fn empty_text(&self) -> Text {
-        self.empty.clone()
     }
 
     fn is_c_task(&self, obj: &Bound<'py, PyAny>) -> bool {
@@ -597,6 +590,10 @@ pub fn prefetch_chains(views: &[TaskView<'_>], order: &[usize], i: usize) {
     // The future the task waits on: the innermost `cr_await` returns it.
     if let Some(w) = view(i + NEAR).and_then(|v| v.waiter.as_ref()) {
         fetch(w.as_ptr());
+    }
+    // The name's reference count, which the stack's clone of it writes.
+    if let Some(v) = view(i + NEAR) {
+        safe::prefetch(std::sync::Arc::as_ptr(&v.name) as *const u8, 1);
     }
 }
 

@@ -65,16 +65,20 @@ pub fn follow<'py>(
                 _ => false,
             };
             // Only asyncio's own names are read (see `awaiting::Link`).
-            let qualname = if in_asyncio {
-                kind.qualname
+            let link = if in_asyncio {
+                match kind
+                    .qualname
                     .as_ref()
                     .and_then(|a| a.get(&obj))
                     .and_then(|q| aio.shared_text(q))
-                    .unwrap_or_default()
+                {
+                    Some(name) => Link::new(name, true),
+                    None => Link::unnamed(true),
+                }
             } else {
-                aio.empty_text()
+                Link::unnamed(false)
             };
-            chain.links.push(Link::new(qualname, in_asyncio));
+            chain.links.push(link);
             current = kind.awaits.as_ref().and_then(|a| a.get(&obj));
         } else if is_bridge(&obj) {
             current = safe::referents(&obj)
