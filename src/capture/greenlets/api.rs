@@ -224,6 +224,9 @@ pub struct Gevent<'py> {
     /// Byte range of `Greenlet`'s Cython part (its vtable pointer, then
     /// only object fields), past greenlet's own struct; see `fields_ready`.
     fields: Option<(usize, usize)>,
+    /// Offset of `spawning_stack` in that range, learnt from the first
+    /// greenlet that has one (see `learn_spawning_stack`): for prefetches only.
+    spawning_stack_at: Cell<Option<usize>>,
     /// The last type asked about and its answer: ten thousand greenlets
     /// usually share one or two types, so the MRO walks run once per run of
     /// a type rather than once per greenlet and question.
@@ -255,6 +258,7 @@ impl<'py> Gevent<'py> {
             spawning_greenlet: field_getter(c"spawning_greenlet"),
             spawning_stack: field_getter(c"spawning_stack"),
             fields,
+            spawning_stack_at: Cell::new(None),
             frame_layout,
             frame_reads: safe::CheckedRead::default(),
             f_code: getter(&frame, c"f_code"),
@@ -336,6 +340,51 @@ impl<'py> Gevent<'py> {
         (start..end)
             .step_by(std::mem::size_of::<usize>())
             .all(|at| !(*(base.add(at) as *const *mut ffi::PyObject)).is_null())
+    }
+
+    /// Remembers where in `obj`'s Cython fields the `spawning_stack` its
+    /// getter returned (`record`) lies, if at exactly one place.
+    ///
+    /// # Safety
+    /// `obj` is a live instance of `gevent.Greenlet` whose fields are set.
+    pub unsafe fn learn_spawning_stack(&self, obj: &Bound<'py, PyAny>, record: &Bound<'py, PyAny>) {
+        let Some((start, end)) = self.fields else {
+            return;
+        };
+        if self.spawning_stack_at.get().is_some() || record.is_none() {
+            return;
+        }
+        let base = obj.as_ptr() as *const u8;
+        let mut places = (start..end)
+            .step_by(std::mem::size_of::<usize>())
+            .filter(|&at| *(base.add(at) as *const *mut ffi::PyObject) == record.as_ptr());
+        if let (Some(at), None) = (places.next(), places.next()) {
+            self.spawning_stack_at.set(Some(at));
+        }
+    }
+
+    /// The first of two prefetch stages for a greenlet's spawn record: the
+    /// Cython fields of `obj` (any object: only a hint is given).
+    pub fn prefetch_fields(&self, obj: *mut ffi::PyObject) {
+        if let Some((start, end)) = self.fields {
+            let lines = (end - start).div_ceil(64) + 1;
+            safe::prefetch((obj as *const u8).wrapping_add(start), lines);
+        }
+    }
+
+    /// The second stage: the records of `obj`'s spawning stack, made one
+    /// after another when it was spawned, so mostly in consecutive blocks.
+    ///
+    /// # Safety
+    /// `obj` is a live object; the GIL is held.
+    pub unsafe fn prefetch_spawning_stack(&self, obj: &Bound<'py, PyAny>) {
+        let Some(at) = self.spawning_stack_at.get() else {
+            return;
+        };
+        if self.is_greenlet(obj) {
+            let record = *((obj.as_ptr() as *const u8).add(at) as *const *const u8);
+            safe::prefetch(record, 4);
+        }
     }
 
     fn kind(&self, obj: &Bound<'py, PyAny>) -> Kind {

@@ -91,6 +91,14 @@ pub fn capture(cap: &mut Capture<'_>) -> Vec<Stack> {
         if let Some(frame) = order.get(k + 16).and_then(|&a| raws[a].frame.as_ref()) {
             safe::prefetch((frame.as_ptr() as *const *const u8).wrapping_add(3), 1);
         }
+        // gevent's spawn records the same way: the fields, then the records.
+        if let Some(&a) = order.get(k + 16) {
+            gevent.prefetch_fields(raws[a].obj.as_ptr());
+        }
+        if let Some(&a) = order.get(k + 8) {
+            // SAFETY: `raws` holds each greenlet.
+            unsafe { gevent.prefetch_spawning_stack(&raws[a].obj) };
+        }
         let ctx = Context {
             api: &api,
             gevent: &gevent,
@@ -372,6 +380,10 @@ fn spawn_record<'py>(
     // Spawned from one place, greenlets share one frame list (the walker's).
     let mut frames = cap.walker.list();
     let mut record = field(&gevent.spawning_stack, pyo3::intern!(py, "spawning_stack"));
+    if let (true, Some(first)) = (built, &record) {
+        // SAFETY: a gevent Greenlet with every field set (checked above).
+        unsafe { gevent.learn_spawning_stack(obj, first) };
+    }
     while let Some(entry) = record.take() {
         if frames.len() >= cap.walker.max_depth() || !instance_of(&entry, gevent.frame.as_ref()) {
             break;
