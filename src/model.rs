@@ -159,7 +159,8 @@ pub struct TaskDetails {
     #[serde(rename = "loop")]
     pub event_loop: Text,
     /// What the innermost coroutine waits for, described for a person.
-    pub awaiting: Option<String>,
+    /// Shared: tasks listed one after another mostly wait alike.
+    pub awaiting: Option<Text>,
     /// Ids of the stacks waiting for this task.
     pub awaited_by: Vec<String>,
 }

@@ -346,7 +346,7 @@ impl PyStack {
     #[getter]
     fn awaiting(&self) -> Option<String> {
         match &self.inner.details {
-            StackDetails::Task(d) => d.awaiting.clone(),
+            StackDetails::Task(d) => d.awaiting.as_deref().map(str::to_owned),
             _ => None,
         }
     }

@@ -165,6 +165,9 @@ struct Backend<'py> {
     now: Option<Option<f64>>,
     /// The buffer of the last chain's links, reused by the next.
     links: Vec<crate::awaiting::Link>,
+    /// The last `awaiting` text made, handed to the next task that waits
+    /// alike (ten thousand sleeping tasks hold a few texts between them).
+    last_awaiting: Option<Text>,
 }
 
 impl<'py> Backend<'py> {
@@ -186,6 +189,7 @@ impl<'py> Backend<'py> {
             feeders: AddrMap::default(),
             now: None,
             links: Vec::new(),
+            last_awaiting: None,
         }
     }
 
@@ -477,7 +481,7 @@ impl<'py> Backend<'py> {
         event_loop: Option<usize>,
         proxied: &AddrMap<(Option<String>, Vec<String>)>,
         group_sizes: &AddrMap<usize>,
-    ) -> (Frames, u64, Option<String>) {
+    ) -> (Frames, u64, Option<Text>) {
         let Some(coro) = self.views[i].coro.clone() else {
             return (Frames::default(), 0, None);
         };
@@ -509,10 +513,22 @@ impl<'py> Backend<'py> {
                 group_sizes.get(&addr).copied()
             },
         };
-        let awaiting = awaiting::describe(&facts);
+        let awaiting = awaiting::describe(&facts).map(|text| self.shared_awaiting(text));
         // The link list's buffer serves the next task.
         self.links = facts.links;
         (chain.frames, chain.omitted, awaiting)
+    }
+
+    /// `text` as a [`Text`], the previous task's when that says the same.
+    fn shared_awaiting(&mut self, text: String) -> Text {
+        match &self.last_awaiting {
+            Some(last) if **last == *text => last.clone(),
+            _ => {
+                let shared: Text = text.into();
+                self.last_awaiting = Some(shared.clone());
+                shared
+            }
+        }
     }
 
     /// What kind of future a task is blocked on.
