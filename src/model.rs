@@ -174,7 +174,8 @@ pub fn address_id(prefix: &str, addr: usize) -> String {
     id
 }
 
-/// [`address_id`] as a [`Text`], in one allocation.
+/// [`address_id`] as a [`Text`]: held inline, no allocation, for every
+/// prefix the capture uses (`greenlet:0x7f9d47518680` is 23 bytes).
 pub fn address_text(prefix: &str, addr: usize) -> Text {
     const MAX_PREFIX: usize = 40;
     if prefix.len() > MAX_PREFIX {
@@ -217,26 +218,12 @@ fn push_address(out: &mut String, prefix: &str, addr: usize) {
     out.push_str(std::str::from_utf8(&buf[start..]).unwrap_or_default());
 }
 
-/// One shared [`Text`] per distinct word (state words, mostly), so ten
-/// thousand stacks in the same state hold one allocation between them.
-#[derive(Default)]
-pub struct SharedWords(Vec<(&'static str, Text)>);
-
-impl SharedWords {
-    pub fn get(&mut self, word: &'static str) -> Text {
-        if let Some((_, text)) = self.0.iter().find(|(w, _)| *w == word) {
-            return text.clone();
-        }
-        let text: Text = word.into();
-        self.0.push((word, text.clone()));
-        text
-    }
-}
-
-/// Shared immutable text. Thousands of frames name the same few files,
-/// functions and source lines: they share one allocation each instead of
-/// copying it (capture, clone and drop are then a reference count).
-pub type Text = std::sync::Arc<str>;
+/// Immutable text. Up to 23 bytes (state words, ids, most names) it is held
+/// inline: a clone is a copy, with no allocation and no reference count to
+/// raise on a line shared by ten thousand stacks. Longer texts (file names,
+/// source lines) share one allocation each instead of being copied (clone
+/// and drop are then a reference count).
+pub type Text = smol_str::SmolStr;
 
 /// A list of frames, outermost first. Shared: ten thousand tasks suspended
 /// at the same await hold one list between them, so building, grouping,

@@ -188,7 +188,7 @@ fn same_stack(a: &Stack, b: &Stack) -> bool {
     // Frames of one code object share their `Text`s: equal pointers settle
     // most comparisons without reading the names.
     fn same_text(x: &Text, y: &Text) -> bool {
-        Text::ptr_eq(x, y) || x == y
+        (x.len() == y.len() && std::ptr::eq(x.as_ptr(), y.as_ptr())) || x == y
     }
     let chain = |s: &'_ Stack| s.frames.len() + spawned(s).len();
     a.frames_omitted == b.frames_omitted

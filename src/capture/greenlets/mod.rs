@@ -14,7 +14,7 @@ mod scan;
 
 use crate::capture::{safe, Capture};
 use crate::fasthash::FastMap as HashMap;
-use crate::model::{Frames, GreenletDetails, SharedWords, Stack, StackDetails, Text};
+use crate::model::{Frames, GreenletDetails, Stack, StackDetails, Text};
 use api::{instance_of, read, Flags, Gevent, GreenletApi};
 use naming::Namer;
 use pyo3::ffi;
@@ -78,7 +78,6 @@ pub fn capture(cap: &mut Capture<'_>) -> Vec<Stack> {
 
     let ids = Ids::default();
     let mut namer = Namer::new(py);
-    let mut states = SharedWords::default();
     let mut stacks = Vec::with_capacity(raws.len());
     let order = tree_order(&raws, &own.root, current);
     for (k, &i) in order.iter().enumerate() {
@@ -108,7 +107,7 @@ pub fn capture(cap: &mut Capture<'_>) -> Vec<Stack> {
             index: &index,
             current,
         };
-        stacks.push(build(cap, &ctx, &mut namer, &mut states, i));
+        stacks.push(build(cap, &ctx, &mut namer, i));
         // Released while the frame is still in the cache, not in a pass at the end.
         raws[i].frame = None;
     }
@@ -240,7 +239,6 @@ fn build<'py>(
     cap: &mut Capture<'py>,
     ctx: &Context<'_, 'py>,
     namer: &mut Namer<'py>,
-    states: &mut SharedWords,
     i: usize,
 ) -> Stack {
     let raw = &ctx.raws[i];
@@ -301,7 +299,7 @@ fn build<'py>(
         id: greenlet_id(&raw.obj),
         name,
         thread,
-        state: states.get(state),
+        state: Text::new_static(state),
         frames,
         frames_omitted,
         details: StackDetails::Greenlet(GreenletDetails {
@@ -314,13 +312,12 @@ fn build<'py>(
 }
 
 /// Ids of the greenlets others point at (parents, spawners: usually a hub
-/// and a main greenlet for thousands of greenlets), kept to be shared. A
-/// stack's own id is instead made for it and moved in: no reference count
-/// to raise, and none to drop in a pass at the end.
+/// and a main greenlet for thousands of greenlets), kept so each is
+/// formatted once rather than once per child.
 #[derive(Default)]
 struct Ids {
     /// The last few handed out, newest last; an id not among them is made
-    /// again (same text, its own allocation).
+    /// again.
     recent: RefCell<Vec<(usize, Text)>>,
 }
 

@@ -591,10 +591,6 @@ pub fn prefetch_chains(views: &[TaskView<'_>], order: &[usize], i: usize) {
     if let Some(w) = view(i + NEAR).and_then(|v| v.waiter.as_ref()) {
         fetch(w.as_ptr());
     }
-    // The name's reference count, which the stack's clone of it writes.
-    if let Some(v) = view(i + NEAR) {
-        safe::prefetch(std::sync::Arc::as_ptr(&v.name) as *const u8, 1);
-    }
 }
 
 #[cfg(not(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED))))]

@@ -233,9 +233,6 @@ impl<'py> Backend<'py> {
 
         let bridged = self.bridged();
         let blocked = self.blocked_threads(cap);
-        let mut words = crate::model::SharedWords::default();
-        // Runs of tasks share a state: the previous word is checked first.
-        let mut last_state: Option<(&'static str, Text)> = None;
         let mut stacks = Vec::with_capacity(n);
         // The loop of the previous task: tasks of one loop come in runs.
         let mut last_loop: Option<(usize, usize)> = None;
@@ -311,20 +308,13 @@ impl<'py> Backend<'py> {
                 id: crate::model::address_text("task:", addr),
                 name: view.name.clone(),
                 thread,
-                state: match &last_state {
-                    Some((word, text)) if std::ptr::eq(*word, state) => text.clone(),
-                    _ => {
-                        let text = words.get(state);
-                        last_state = Some((state, text.clone()));
-                        text
-                    }
-                },
+                state: Text::new_static(state),
                 frames,
                 frames_omitted: omitted,
                 details: StackDetails::Task(TaskDetails {
                     event_loop: match event_loop {
                         Some(at) => self.loops[at].id.clone(),
-                        None => words.get("loop:none"),
+                        None => Text::new_static("loop:none"),
                     },
                     awaiting,
                     awaited_by,
