@@ -317,7 +317,10 @@ fn section<'a>(
             let _ = writeln!(out, "  {}: {names}{tail}", kind.count_noun(stacks.len()));
             let _ = writeln!(out, "    {place}");
         }
-        let source = stacks[0].frames.last().and_then(|f| f.source.as_deref());
+        let source = stacks[0]
+            .frames
+            .last()
+            .and_then(|f| f.source.get().map(|s| s.as_str()));
         if let Some(source) = source.filter(|s| !s.is_empty()) {
             let _ = writeln!(out, "      {source}");
         }
@@ -338,7 +341,7 @@ mod tests {
             frames: vec![
                 Frame::new("/srv/app.py", Some(3), "main"),
                 Frame {
-                    source: Some(format!("step_{line}()").into()),
+                    source: crate::model::Source::new(Some(format!("step_{line}()").into())),
                     ..Frame::new("/srv/app.py", Some(line), "Worker.run")
                 },
             ]

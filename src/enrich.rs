@@ -10,12 +10,18 @@ use std::time::SystemTime;
 
 /// Fills `Frame::source` from the files on disk. Files that cannot be read
 /// (frozen modules, `<string>`, deleted files, zip imports) leave it null.
-pub fn fill_sources(snapshot: &mut Snapshot) {
-    // Stacks share frame lists; each distinct list is filled once and every
-    // stack holding it gets the filled copy.
-    let mut lists: FastMap<usize, Frames> = FastMap::default();
+pub fn fill_sources(snapshot: &Snapshot) {
+    // Stacks share frame lists; each distinct list is filled once, in place
+    // (see `model::Source`), and every stack holding it sees the lines.
+    let mut lists: FastMap<usize, &Frames> = FastMap::default();
+    let mut last = None;
     for list in all_frame_lists(snapshot) {
-        lists.entry(list_key(list)).or_insert_with(|| list.clone());
+        // Stacks that share a list mostly come one after another.
+        let key = list_key(list);
+        if last != Some(key) {
+            lists.entry(key).or_insert(list);
+            last = Some(key);
+        }
     }
     // Frames of one code object share one `Text` for their file name, so a
     // (name pointer, line) pair identifies a wanted line without hashing the
@@ -54,23 +60,16 @@ pub fn fill_sources(snapshot: &mut Snapshot) {
             .get(&*names[&ptr])
             .and_then(|lines| lines.get(&n)?.clone());
     }
-    for list in lists.values_mut() {
-        let filled: Frames = list
-            .iter()
-            .map(|frame| {
-                let mut frame = frame.clone();
-                if let Some(n) = frame.lineno {
-                    let key = (frame.filename.as_ptr() as usize, n);
-                    frame.source = wanted.get(&key).cloned().flatten();
-                }
-                frame
-            })
-            .collect();
-        *list = filled;
-    }
-    for list in all_frame_lists(snapshot) {
-        if let Some(filled) = lists.get(&list_key(list)) {
-            *list = filled.clone();
+    for list in lists.values() {
+        for frame in list.iter() {
+            let found = frame
+                .lineno
+                .and_then(|n| wanted.get(&(frame.filename.as_ptr() as usize, n)))
+                .cloned()
+                .flatten();
+            if let Some(line) = found {
+                frame.source.fill(line);
+            }
         }
     }
 }
@@ -80,13 +79,13 @@ fn list_key(list: &Frames) -> usize {
     std::sync::Arc::as_ptr(list) as *const Frame as usize
 }
 
-fn all_frame_lists(snapshot: &mut Snapshot) -> impl Iterator<Item = &mut Frames> {
-    snapshot.stacks.iter_mut().flat_map(|s| {
-        let spawn = match &mut s.details {
-            StackDetails::Greenlet(d) => Some(&mut d.spawn_frames),
+fn all_frame_lists(snapshot: &Snapshot) -> impl Iterator<Item = &Frames> {
+    snapshot.stacks.iter().flat_map(|s| {
+        let spawn = match &s.details {
+            StackDetails::Greenlet(d) => Some(&d.spawn_frames),
             _ => None,
         };
-        std::iter::once(&mut s.frames).chain(spawn)
+        std::iter::once(&s.frames).chain(spawn)
     })
 }
 
@@ -283,11 +282,11 @@ mod tests {
             frames_omitted: 0,
             details: StackDetails::Thread(ThreadDetails::default()),
         });
-        fill_sources(&mut snap);
+        fill_sources(&snap);
         let sources: Vec<_> = snap.stacks[0]
             .frames
             .iter()
-            .map(|f| f.source.clone())
+            .map(|f| f.source.get().cloned())
             .collect();
         assert_eq!(
             sources,

@@ -240,7 +240,7 @@ pub struct Frame {
     /// Qualified name where the interpreter has one (`Worker.run`).
     pub function: Text,
     /// The stripped source line, or null when the file can't be read.
-    pub source: Option<Text>,
+    pub source: Source,
     /// Local variables as rendered text, when asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locals: Option<Locals>,
@@ -252,7 +252,7 @@ impl Frame {
             filename: filename.into(),
             lineno,
             function: function.into(),
-            source: None,
+            source: Source::default(),
             locals: None,
         }
     }
@@ -260,6 +260,48 @@ impl Frame {
     /// Where the frame is, ignoring source text and locals: what makes two stacks "the same".
     pub fn location(&self) -> (&str, Option<u32>, &str) {
         (&self.filename, self.lineno, &self.function)
+    }
+}
+
+/// A frame's source line, filled in once after capture, in place: every
+/// stack sharing the frame list sees it, and none is rebuilt for it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Source(std::sync::OnceLock<Text>);
+
+impl Source {
+    pub fn new(line: Option<Text>) -> Self {
+        let source = Source::default();
+        if let Some(line) = line {
+            source.fill(line);
+        }
+        source
+    }
+
+    pub fn get(&self) -> Option<&Text> {
+        self.0.get()
+    }
+
+    /// Sets the line unless it is set already.
+    pub fn fill(&self, line: Text) {
+        let _ = self.0.set(line);
+    }
+}
+
+impl std::hash::Hash for Source {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.get().hash(state);
+    }
+}
+
+impl Serialize for Source {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.get().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Source {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Option::<Text>::deserialize(deserializer).map(Source::new)
     }
 }
 

@@ -396,7 +396,7 @@ impl PyFrame {
     }
     #[getter]
     fn source(&self) -> Option<&str> {
-        self.inner.source.as_deref()
+        self.inner.source.get().map(|s| s.as_str())
     }
     #[getter]
     fn locals(&self) -> Option<Vec<(String, String)>> {

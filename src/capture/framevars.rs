@@ -89,7 +89,7 @@ impl CodeVars {
         } else {
             cellvars
         };
-        cell.extend(std::iter::repeat(true).take(own_cells.len() + freevars.len()));
+        cell.extend(std::iter::repeat_n(true, own_cells.len() + freevars.len()));
         names.extend(own_cells);
         names.extend(freevars);
         CodeVars {

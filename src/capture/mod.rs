@@ -306,7 +306,7 @@ pub fn collect(py: Python<'_>, options: CaptureOptions) -> Snapshot {
     py.detach(move || {
         enrich::fill_thread_states(&mut snapshot.stacks);
         if options.source {
-            enrich::fill_sources(&mut snapshot);
+            enrich::fill_sources(&snapshot);
         }
         snapshot
     })

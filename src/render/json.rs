@@ -44,7 +44,7 @@ mod tests {
             thread: Some(1),
             state: "running".into(),
             frames: vec![Frame {
-                source: Some("main()".into()),
+                source: crate::model::Source::new(Some("main()".into())),
                 ..Frame::new("/srv/main.py", Some(3), "<module>")
             }]
             .into(),

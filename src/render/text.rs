@@ -428,7 +428,7 @@ pub fn render_frame(
         frame.filename, frame.function
     )?;
     if options.source {
-        if let Some(source) = frame.source.as_deref().filter(|s| !s.is_empty()) {
+        if let Some(source) = frame.source.get().filter(|s| !s.is_empty()) {
             writeln!(out, "{indent}  {source}")?;
         }
     }
@@ -463,7 +463,7 @@ mod tests {
 
     fn frame(file: &str, line: u32, func: &str, src: &str) -> Frame {
         Frame {
-            source: Some(src.into()),
+            source: crate::model::Source::new(Some(src.into())),
             ..Frame::new(file, Some(line), func)
         }
     }
@@ -544,7 +544,7 @@ Thread \"MainThread\" (ident 1, native id 1001, running, current)
         s.frames_omitted = 3000;
         let first = &mut std::sync::Arc::make_mut(&mut s.frames)[0];
         first.lineno = None;
-        first.source = None;
+        first.source = crate::model::Source::default();
         first.locals = Some(Locals(vec![("x".into(), "1".into())]));
         snap.errors.push("thread 9: vanished".into());
         let text = render_to_string(&snap, &TextOptions::default());

@@ -249,7 +249,7 @@ impl<'a> Tree<'a> {
         let mut last: Option<&str> = None;
         for stack in stacks {
             if let Some(p) = parent_of(stack) {
-                if !last.is_some_and(|l| std::ptr::eq(l, p)) {
+                if !last.is_some_and(|l| same_text(l, p)) {
                     ids.insert(p, usize::MAX);
                     last = Some(p);
                 }
@@ -270,7 +270,7 @@ impl<'a> Tree<'a> {
         let mut last: Option<(&str, Option<usize>)> = None;
         for (i, stack) in stacks.iter().enumerate() {
             let parent = parent_of(stack).and_then(|p| match last {
-                Some((text, at)) if std::ptr::eq(text, p) => at,
+                Some((text, at)) if same_text(text, p) => at,
                 _ => {
                     let at = ids.get(p).copied();
                     last = Some((p, at));
