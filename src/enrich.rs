@@ -149,6 +149,9 @@ fn read_lines(filename: &str, wanted: &BTreeSet<u32>) -> Option<HashMap<u32, Opt
 /// Replaces the placeholder state of each thread with what the OS says it is
 /// doing (Linux `/proc/self/task/<tid>/stat`); the calling thread stays `running`.
 pub fn fill_thread_states(stacks: &mut [Stack]) {
+    if stacks.is_empty() {
+        return;
+    }
     let tasks = TaskDir::open();
     for stack in stacks {
         let StackDetails::Thread(details) = &mut stack.details else {

@@ -284,6 +284,8 @@ pub fn collect(py: Python<'_>, options: CaptureOptions) -> Snapshot {
         let stacks = cap.run_backend("thread", threads::capture);
         append(&mut snapshot.stacks, stacks);
     }
+    // Thread stacks come first; only they get states from the OS.
+    let threads_end = snapshot.stacks.len();
     if options.greenlets {
         let stacks = cap.run_backend("greenlet", greenlets::capture);
         append(&mut snapshot.stacks, stacks);
@@ -304,7 +306,7 @@ pub fn collect(py: Python<'_>, options: CaptureOptions) -> Snapshot {
 
     // Everything below reads files and /proc only: let other threads run.
     py.detach(move || {
-        enrich::fill_thread_states(&mut snapshot.stacks);
+        enrich::fill_thread_states(&mut snapshot.stacks[..threads_end]);
         if options.source {
             enrich::fill_sources(&snapshot);
         }
