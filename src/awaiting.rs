@@ -6,6 +6,8 @@
 //! them into the `awaiting` text. It knows nothing of PyO3, so `cargo test`
 //! checks every wording on literal facts.
 
+use std::fmt::Write;
+
 /// One coroutine (or generator, async generator) of a task's await chain.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Link {
@@ -109,10 +111,6 @@ pub fn needs_waiter(links: &[Link]) -> bool {
     )
 }
 
-fn quoted_task(name: &str) -> String {
-    format!("Task '{name}'")
-}
-
 #[cfg(test)]
 fn seconds(deadline: f64) -> String {
     let mut out = String::with_capacity(16);
@@ -125,7 +123,6 @@ fn seconds(deadline: f64) -> String {
 /// far from a rounding tie, which is what `{:.1}` would print; near a tie
 /// (or for odd values) the exact formatter decides.
 fn push_seconds(out: &mut String, deadline: f64) {
-    use std::fmt::Write;
     let x = deadline.max(0.0);
     let tenths = x * 10.0;
     // Integer truncation is `floor` here (0 < x < 1e6), without a libm call.
@@ -154,105 +151,132 @@ fn push_seconds(out: &mut String, deadline: f64) {
     }
 }
 
-/// `text` followed by ` (times out in N s)`.
-fn times_out(mut text: String, deadline: f64) -> String {
-    text.push_str(" (times out in ");
-    push_seconds(&mut text, deadline);
-    text.push(')');
-    text
+/// Appends ` (times out in N s)`.
+fn push_times_out(out: &mut String, deadline: f64) {
+    out.push_str(" (times out in ");
+    push_seconds(out, deadline);
+    out.push(')');
 }
 
-fn executor(thread: Option<u64>) -> String {
-    match thread {
-        Some(ident) => format!("to_thread / run_in_executor (thread:{ident})"),
-        None => "to_thread / run_in_executor".to_string(),
+fn push_executor(out: &mut String, thread: Option<u64>) {
+    out.push_str("to_thread / run_in_executor");
+    if let Some(ident) = thread {
+        let _ = write!(out, " (thread:{ident})");
     }
 }
 
-/// The waiter alone, for chains that are not inside a known asyncio API.
-fn describe_waiter(waiter: &Waiter) -> Option<String> {
-    Some(match waiter {
-        Waiter::Nothing | Waiter::Unexamined => return None,
-        Waiter::Task { name } => quoted_task(name),
-        Waiter::Gather { children } => format!("gather of {children}"),
-        Waiter::Executor { thread } => executor(*thread),
+fn push_quoted_task(out: &mut String, name: &str) {
+    let _ = write!(out, "Task '{name}'");
+}
+
+/// Appends the waiter alone, for chains that are not inside a known asyncio
+/// API; `false` (nothing written) when it says nothing.
+fn push_waiter(out: &mut String, waiter: &Waiter) -> bool {
+    match waiter {
+        Waiter::Nothing | Waiter::Unexamined => return false,
+        Waiter::Task { name } => push_quoted_task(out, name),
+        Waiter::Gather { children } => {
+            let _ = write!(out, "gather of {children}");
+        }
+        Waiter::Executor { thread } => push_executor(out, *thread),
         Waiter::Future {
             type_name,
             state,
             via,
             tasks,
         } => match (via.as_deref(), tasks.as_slice()) {
-            (Some("shield"), [one]) => format!("shield of {}", quoted_task(one)),
-            (Some("wait_for" | "_release_waiter"), [one]) => {
-                format!("wait_for {}", quoted_task(one))
+            (Some("shield"), [one]) => {
+                out.push_str("shield of ");
+                push_quoted_task(out, one);
             }
-            (Some("_wait" | "wait"), many) if !many.is_empty() => format!("wait on {}", many.len()),
-            _ => format!("{type_name} {}", state.to_lowercase()),
+            (Some("wait_for" | "_release_waiter"), [one]) => {
+                out.push_str("wait_for ");
+                push_quoted_task(out, one);
+            }
+            (Some("_wait" | "wait"), many) if !many.is_empty() => {
+                let _ = write!(out, "wait on {}", many.len());
+            }
+            _ => {
+                let _ = write!(out, "{type_name} {}", state.to_lowercase());
+            }
         },
-        Waiter::Other { type_name } => type_name.clone(),
-    })
+        Waiter::Other { type_name } => out.push_str(type_name),
+    }
+    true
 }
 
 /// The `awaiting` text of a suspended task, or `None` when it waits for
 /// nothing (ready to run, or not started).
 pub fn describe(facts: &Facts) -> Option<String> {
-    let waiter = describe_waiter(&facts.waiter);
-    let text = match api(&facts.links) {
+    let mut out = String::new();
+    describe_into(facts, &mut out).then_some(out)
+}
+
+/// [`describe`] written into `out` (cleared first), so that ten thousand
+/// tasks are described in one buffer; `false` when there is nothing to say.
+pub fn describe_into(facts: &Facts, out: &mut String) -> bool {
+    out.clear();
+    match api(&facts.links) {
         Some("sleep" | "__sleep0") => match (facts.deadline, &facts.waiter) {
-            (_, Waiter::Nothing) => "sleep(0)".to_string(),
+            (_, Waiter::Nothing) => out.push_str("sleep(0)"),
             (Some(d), _) => {
-                let mut text = String::with_capacity(32);
-                text.push_str("sleep (wakes in ");
-                push_seconds(&mut text, d);
-                text.push(')');
-                text
+                out.push_str("sleep (wakes in ");
+                push_seconds(out, d);
+                out.push(')');
             }
-            (None, _) => "sleep".to_string(),
+            (None, _) => out.push_str("sleep"),
         },
         Some("wait_for") => {
-            let what = match &facts.waiter {
-                Waiter::Task { name } => Some(quoted_task(name)),
-                Waiter::Future { tasks, .. } if tasks.len() == 1 => Some(quoted_task(&tasks[0])),
+            out.push_str("wait_for");
+            let one = match &facts.waiter {
+                Waiter::Task { name } => Some(name),
+                Waiter::Future { tasks, .. } if tasks.len() == 1 => Some(&tasks[0]),
                 _ => None,
             };
-            let text = match what {
-                Some(what) => format!("wait_for {what}"),
-                None => "wait_for".to_string(),
-            };
-            match facts.deadline {
-                Some(d) => times_out(text, d),
-                None => text,
+            if let Some(name) = one {
+                out.push(' ');
+                push_quoted_task(out, name);
+            }
+            if let Some(d) = facts.deadline {
+                push_times_out(out, d);
             }
         }
         Some("wait" | "_wait") => match &facts.waiter {
-            Waiter::Future { tasks, .. } if !tasks.is_empty() => format!("wait on {}", tasks.len()),
-            _ => "wait".to_string(),
+            Waiter::Future { tasks, .. } if !tasks.is_empty() => {
+                let _ = write!(out, "wait on {}", tasks.len());
+            }
+            _ => out.push_str("wait"),
         },
         Some("TaskGroup.__aexit__" | "TaskGroup._aexit") => match facts.group_size {
-            Some(n) => format!("TaskGroup of {n}"),
-            None => "TaskGroup".to_string(),
+            Some(n) => {
+                let _ = write!(out, "TaskGroup of {n}");
+            }
+            None => out.push_str("TaskGroup"),
         },
         Some("to_thread") => match &facts.waiter {
-            Waiter::Executor { thread } => executor(*thread),
-            _ => executor(None),
+            Waiter::Executor { thread } => push_executor(out, *thread),
+            _ => push_executor(out, None),
         },
         // Event.wait, Lock.acquire, Queue.get, Condition.wait, StreamReader.read, ...
         Some(other) => {
-            let text = other.to_string();
-            match facts.deadline {
-                Some(d) => times_out(text, d),
-                None => text,
+            out.push_str(other);
+            if let Some(d) = facts.deadline {
+                push_times_out(out, d);
             }
         }
         None => {
-            let text = waiter.or_else(|| facts.leaf.clone())?;
-            match facts.deadline {
-                Some(d) => times_out(text, d),
-                None => text,
+            if !push_waiter(out, &facts.waiter) {
+                match &facts.leaf {
+                    Some(leaf) => out.push_str(leaf),
+                    None => return false,
+                }
+            }
+            if let Some(d) = facts.deadline {
+                push_times_out(out, d);
             }
         }
-    };
-    Some(text)
+    }
+    true
 }
 
 #[cfg(test)]

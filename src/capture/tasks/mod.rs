@@ -168,6 +168,8 @@ struct Backend<'py> {
     /// The last `awaiting` text made, handed to the next task that waits
     /// alike (ten thousand sleeping tasks hold a few texts between them).
     last_awaiting: Option<Text>,
+    /// Where each task's `awaiting` is written before it is compared with that.
+    awaiting_buffer: String,
 }
 
 impl<'py> Backend<'py> {
@@ -190,6 +192,7 @@ impl<'py> Backend<'py> {
             now: None,
             links: Vec::new(),
             last_awaiting: None,
+            awaiting_buffer: String::new(),
         }
     }
 
@@ -503,16 +506,19 @@ impl<'py> Backend<'py> {
                 group_sizes.get(&addr).copied()
             },
         };
-        let awaiting = awaiting::describe(&facts).map(|text| self.shared_awaiting(text));
+        let mut buffer = std::mem::take(&mut self.awaiting_buffer);
+        let awaiting =
+            awaiting::describe_into(&facts, &mut buffer).then(|| self.shared_awaiting(&buffer));
+        self.awaiting_buffer = buffer;
         // The link list's buffer serves the next task.
         self.links = facts.links;
         (chain.frames, chain.omitted, awaiting)
     }
 
     /// `text` as a [`Text`], the previous task's when that says the same.
-    fn shared_awaiting(&mut self, text: String) -> Text {
+    fn shared_awaiting(&mut self, text: &str) -> Text {
         match &self.last_awaiting {
-            Some(last) if **last == *text => last.clone(),
+            Some(last) if last.as_str() == text => last.clone(),
             _ => {
                 let shared: Text = text.into();
                 self.last_awaiting = Some(shared.clone());
