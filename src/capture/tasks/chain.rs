@@ -40,15 +40,10 @@ pub fn follow<'py>(
 ) -> Chain<'py> {
     let mut frames = cap.walker.list();
     links.clear();
-    let mut chain = Chain {
-        frames: Frames::default(),
-        omitted: 0,
-        links,
-        leaf: None,
-    };
+    let mut leaf = None;
     let mut current = Some(coro.clone());
     while let Some(obj) = current.take() {
-        if chain.links.len() >= MAX_LINKS {
+        if links.len() >= MAX_LINKS {
             break;
         }
         if let Some(kind) = aio.coro_type(&obj) {
@@ -78,18 +73,25 @@ pub fn follow<'py>(
             } else {
                 Link::unnamed(false)
             };
-            chain.links.push(link);
+            links.push(link);
             current = kind.awaits.as_ref().and_then(|a| a.get(&obj));
         } else if is_bridge(&obj) {
             current = safe::referents(&obj)
                 .into_iter()
                 .find(|r| aio.coro_type(r).is_some());
         } else {
-            chain.leaf = Some(obj);
+            leaf = Some(obj);
         }
     }
-    (chain.frames, chain.omitted) = cap.walker.finish(frames, false);
-    chain
+    // Made here, not up front: an empty `Frames` placeholder is a reference
+    // count on one static shared by every task.
+    let (frames, omitted) = cap.walker.finish(frames, false);
+    Chain {
+        frames,
+        omitted,
+        links,
+        leaf,
+    }
 }
 
 /// 3.11+: the coroutine's frame pushed from its interpreter frame, without
