@@ -5,7 +5,7 @@
 use crate::fasthash::FastMap;
 use crate::model::{Frame, Frames, Snapshot, Stack, StackDetails, Text};
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::{Mutex, TryLockError};
 use std::time::SystemTime;
 
 /// Fills `Frame::source` from the files on disk. Files that cannot be read
@@ -41,9 +41,19 @@ pub fn fill_sources(snapshot: &Snapshot) {
     for &(ptr, n) in wanted.keys() {
         per_file.entry(&names[&ptr]).or_default().insert(n);
     }
-    let mut cache = SOURCE_CACHE
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    // Tried, never waited for: this runs without the GIL, so another thread
+    // may hold the cache while this one forks, and the child inherits it
+    // locked for good. A dump that finds it busy reads the files itself.
+    let mut shared = match SOURCE_CACHE.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    };
+    let mut private = None;
+    let cache = match shared.as_mut() {
+        Some(guard) => &mut **guard,
+        None => &mut private,
+    };
     if cache
         .as_ref()
         .is_some_and(|files| files.len() > SOURCE_CACHE_FILES)
@@ -52,9 +62,9 @@ pub fn fill_sources(snapshot: &Snapshot) {
     }
     let found: FastMap<&str, HashMap<u32, Option<Text>>> = per_file
         .into_iter()
-        .filter_map(|(file, lines)| Some((file, lookup(&mut cache, file, &lines)?)))
+        .filter_map(|(file, lines)| Some((file, lookup(cache, file, &lines)?)))
         .collect();
-    drop(cache);
+    drop(shared);
     for (&(ptr, n), slot) in wanted.iter_mut() {
         *slot = found
             .get(&*names[&ptr])

@@ -6,6 +6,7 @@ import _thread
 import gc
 import os
 import queue
+import subprocess
 import sys
 import threading
 import time
@@ -411,3 +412,50 @@ def test_unencodable_thread_name_is_replaced_not_raised():
         check_snapshot(snap)
     finally:
         stop.set()
+
+
+# Fork while other threads are inside a dump (reading source lines and
+# rendering without the GIL): the child must still dump. A lock held by
+# another thread at fork() stays locked in the child for good; the source
+# cache's did, and a child's dump hung on it (3 runs out of 3 before the fix).
+FORK_WHILE_DUMPING = r"""
+import os, sys, threading, warnings
+import tbcollect
+
+warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+stop = threading.Event()
+
+
+def dumper():
+    while not stop.is_set():
+        tbcollect.collect().to_json()
+
+
+threads = [threading.Thread(target=dumper, daemon=True) for _ in range(2)]
+for t in threads:
+    t.start()
+for _ in range(300):
+    pid = os.fork()
+    if pid == 0:
+        text = tbcollect.collect().to_text()
+        os._exit(0 if f"pid {os.getpid()} " in text else 3)
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        sys.exit(f"child exited with status {status}")
+stop.set()
+for t in threads:
+    t.join()
+print("forked 300 children, each dumped")
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_while_other_threads_dump_can_dump():
+    done = subprocess.run(
+        [sys.executable, "-c", FORK_WHILE_DUMPING],
+        capture_output=True,
+        text=True,
+        timeout=120,  # about a second when nothing hangs
+    )
+    assert done.returncode == 0, done.stderr
+    assert "forked 300 children, each dumped" in done.stdout
