@@ -26,3 +26,7 @@ mod python_diff;
 
 pub use error::Error;
 pub use model::{Frame, Snapshot, Stack, StackDetails, StackKind};
+
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
