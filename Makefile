@@ -62,7 +62,7 @@ bench: build  ## benchmarks side by side (threads, tasks, greenlets); prints the
 lint: $(STAMP)  ## cargo fmt --check, clippy, ruff
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
-	cargo clippy --all-targets --features python -- -D warnings
+	cargo clippy --all-targets --features python,mimalloc -- -D warnings
 	$(BIN)/ruff check python tests examples benches
 	$(BIN)/ruff format --check python tests examples benches
 	$(BIN)/python -m mypy.stubtest --ignore-disjoint-bases --allowlist tests/stubtest-allowlist.txt tbcollect._tbcollect
