@@ -131,7 +131,7 @@ fn push_seconds(out: &mut String, deadline: f64) {
     if x > 0.0 && x < 1e6 && (fraction - 0.5).abs() > 1e-6 {
         let t = whole_tenths + u64::from(fraction > 0.5);
         // Digits by hand, right to left: `write!` costs more than the rest
-        // of `describe`.
+        // of `describe_into`.
         let mut buf = [0u8; 24];
         let mut start = buf.len() - 4;
         buf[start..].copy_from_slice(&[b'.', b'0' + (t % 10) as u8, b' ', b's']);
@@ -205,15 +205,15 @@ fn push_waiter(out: &mut String, waiter: &Waiter) -> bool {
     true
 }
 
-/// The `awaiting` text of a suspended task, or `None` when it waits for
-/// nothing (ready to run, or not started).
-pub fn describe(facts: &Facts) -> Option<String> {
+#[cfg(test)]
+fn describe(facts: &Facts) -> Option<String> {
     let mut out = String::new();
     describe_into(facts, &mut out).then_some(out)
 }
 
-/// [`describe`] written into `out` (cleared first), so that ten thousand
-/// tasks are described in one buffer; `false` when there is nothing to say.
+/// Writes the `awaiting` text of a suspended task into `out` (cleared
+/// first, so that ten thousand tasks are described in one buffer); `false`
+/// when it waits for nothing (ready to run, or not started).
 pub fn describe_into(facts: &Facts, out: &mut String) -> bool {
     out.clear();
     match api(&facts.links) {

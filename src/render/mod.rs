@@ -65,6 +65,13 @@ pub fn render(snapshot: &Snapshot, format: Format, options: &RenderOptions) -> S
     }
 }
 
+/// Equal texts: the same bytes in memory (one address comparison, the usual
+/// case for texts one shared allocation holds: file names, function names,
+/// static state words), or equal bytes.
+pub(crate) fn same_text(a: &str, b: &str) -> bool {
+    (a.len() == b.len() && std::ptr::eq(a.as_ptr(), b.as_ptr())) || a == b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,7 @@
 //! editors and log tools can jump to them.
 
 use crate::fasthash::{FastHasher, FastMap};
-use crate::model::{Frame, ProbeResult, Snapshot, Stack, StackDetails, StackKind, Text};
+use crate::model::{Frame, ProbeResult, Snapshot, Stack, StackDetails, StackKind};
 use crate::render::tree;
 use itertools::Itertools;
 use std::hash::{Hash, Hasher};
@@ -187,9 +187,7 @@ fn same_stack(a: &Stack, b: &Stack) -> bool {
     let spawned = spawn_frames;
     // Frames of one code object share their `Text`s: equal pointers settle
     // most comparisons without reading the names.
-    fn same_text(x: &Text, y: &Text) -> bool {
-        (x.len() == y.len() && std::ptr::eq(x.as_ptr(), y.as_ptr())) || x == y
-    }
+    use super::same_text;
     let chain = |s: &'_ Stack| s.frames.len() + spawned(s).len();
     a.frames_omitted == b.frames_omitted
         && chain(a) == chain(b)

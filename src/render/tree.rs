@@ -1,6 +1,7 @@
 //! The shape of a program at a glance: greenlets under their parents per
 //! thread, tasks under the task that awaits them per event loop, like `pstree`.
 
+use super::same_text;
 use crate::fasthash::FastMap as HashMap;
 use crate::model::{Snapshot, Stack, StackDetails, StackKind};
 use std::io::{self, Write};
@@ -77,12 +78,6 @@ struct LabelKey<'a>(
     usize,
     Option<(&'a str, Option<u32>)>,
 );
-
-/// Equal texts: the same shared text (one address comparison, the usual
-/// case: stacks share their state word and file name), or equal bytes.
-fn same_text(a: &str, b: &str) -> bool {
-    (a.len() == b.len() && std::ptr::eq(a.as_ptr(), b.as_ptr())) || a == b
-}
 
 impl PartialEq for LabelKey<'_> {
     fn eq(&self, other: &Self) -> bool {

@@ -333,13 +333,23 @@ impl<'py> Gevent<'py> {
     /// # Safety
     /// `obj` is a live instance of `gevent.Greenlet` (or a subclass).
     pub unsafe fn fields_ready(&self, obj: &Bound<'py, PyAny>) -> bool {
-        let Some((start, end)) = self.fields else {
-            return false;
-        };
+        self.fields.is_some() && self.field_slots(obj).all(|(_, value)| !value.is_null())
+    }
+
+    /// (offset, value) of each of `obj`'s Cython fields (none without the
+    /// field range).
+    ///
+    /// # Safety
+    /// `obj` is a live instance of `gevent.Greenlet` (or a subclass).
+    unsafe fn field_slots<'a>(
+        &self,
+        obj: &'a Bound<'py, PyAny>,
+    ) -> impl Iterator<Item = (usize, *mut ffi::PyObject)> + 'a {
+        let (start, end) = self.fields.unwrap_or((0, 0));
         let base = obj.as_ptr() as *const u8;
         (start..end)
             .step_by(std::mem::size_of::<usize>())
-            .all(|at| !(*(base.add(at) as *const *mut ffi::PyObject)).is_null())
+            .map(move |at| (at, *(base.add(at) as *const *mut ffi::PyObject)))
     }
 
     /// Remembers where in `obj`'s Cython fields the `spawning_stack` its
@@ -348,17 +358,13 @@ impl<'py> Gevent<'py> {
     /// # Safety
     /// `obj` is a live instance of `gevent.Greenlet` whose fields are set.
     pub unsafe fn learn_spawning_stack(&self, obj: &Bound<'py, PyAny>, record: &Bound<'py, PyAny>) {
-        let Some((start, end)) = self.fields else {
-            return;
-        };
         if self.spawning_stack_at.get().is_some() || record.is_none() {
             return;
         }
-        let base = obj.as_ptr() as *const u8;
-        let mut places = (start..end)
-            .step_by(std::mem::size_of::<usize>())
-            .filter(|&at| *(base.add(at) as *const *mut ffi::PyObject) == record.as_ptr());
-        if let (Some(at), None) = (places.next(), places.next()) {
+        let mut places = self
+            .field_slots(obj)
+            .filter(|&(_, value)| value == record.as_ptr());
+        if let (Some((at, _)), None) = (places.next(), places.next()) {
             self.spawning_stack_at.set(Some(at));
         }
     }

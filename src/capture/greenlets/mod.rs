@@ -81,23 +81,7 @@ pub fn capture(cap: &mut Capture<'_>) -> Vec<Stack> {
     let mut stacks = Vec::with_capacity(raws.len());
     let order = tree_order(&raws, &own.root, current);
     for (k, &i) in order.iter().enumerate() {
-        // Ten thousand suspended greenlets' frames lie scattered: the frame
-        // data of the greenlet eight places on is asked for now.
-        if let Some(frame) = order.get(k + 8).and_then(|&a| raws[a].frame.as_ref()) {
-            prefetch_frame_data(frame);
-        }
-        // ... and the frame object that points at it, eight places further.
-        if let Some(frame) = order.get(k + 16).and_then(|&a| raws[a].frame.as_ref()) {
-            safe::prefetch((frame.as_ptr() as *const *const u8).wrapping_add(3), 1);
-        }
-        // gevent's spawn records the same way: the fields, then the records.
-        if let Some(&a) = order.get(k + 16) {
-            gevent.prefetch_fields(raws[a].obj.as_ptr());
-        }
-        if let Some(&a) = order.get(k + 8) {
-            // SAFETY: `raws` holds each greenlet.
-            unsafe { gevent.prefetch_spawning_stack(&raws[a].obj) };
-        }
+        prefetch_ahead(&gevent, &raws, &order, k);
         let ctx = Context {
             api: &api,
             gevent: &gevent,
@@ -174,18 +158,59 @@ fn read_greenlet<'py>(
     }
 }
 
-/// Starts loading the interpreter frame a frame object points at (3.11+:
-/// `f_frame`, the fourth word of every frame object from 3.11 to 3.13),
-/// which reading its code and line will need.
+/// Starts loading what building the stacks of the greenlets further on in
+/// `order` will read: ten thousand suspended greenlets' frames and gevent
+/// spawn records lie scattered, and each is a chain of dependent loads.
+/// Two stages: sixteen places on, the frame object's `f_frame` field and a
+/// gevent Greenlet's Cython fields; eight places on (those in the cache by
+/// now), what they point at: the interpreter frame and the first spawn
+/// records. Only hints: a prefetch never faults and changes nothing.
+fn prefetch_ahead(gevent: &Gevent<'_>, raws: &[Raw<'_>], order: &[usize], k: usize) {
+    const FAR: usize = 16;
+    const NEAR: usize = 8;
+    if let Some(raw) = order.get(k + FAR).map(|&a| &raws[a]) {
+        if let Some(frame) = &raw.frame {
+            prefetch_frame_object(frame);
+        }
+        gevent.prefetch_fields(raw.obj.as_ptr());
+    }
+    if let Some(raw) = order.get(k + NEAR).map(|&a| &raws[a]) {
+        if let Some(frame) = &raw.frame {
+            prefetch_frame_data(frame);
+        }
+        // SAFETY: `raws` holds each greenlet.
+        unsafe { gevent.prefetch_spawning_stack(&raw.obj) };
+    }
+}
+
+/// 3.11-3.13: `f_frame`, the fourth word of every frame object (header,
+/// `f_back`, then `f_frame`), points at the interpreter frame.
+#[cfg(all(Py_3_11, not(Py_3_14)))]
+const F_FRAME_WORD: usize = 3;
+
+/// The stage-one read of a frame object: the word holding `f_frame`.
+#[cfg(all(Py_3_11, not(Py_3_14)))]
+fn prefetch_frame_object(frame: &Bound<'_, PyAny>) {
+    safe::prefetch(
+        (frame.as_ptr() as *const *const u8).wrapping_add(F_FRAME_WORD),
+        1,
+    );
+}
+
+/// The stage-two read: the interpreter frame `f_frame` points at, which
+/// reading the frame's code and line will need.
 #[cfg(all(Py_3_11, not(Py_3_14)))]
 fn prefetch_frame_data(frame: &Bound<'_, PyAny>) {
     // SAFETY: `frame` is a live frame object (the caller's `gr_frame`,
-    // checked with `PyFrame_Check`): header, `f_back`, then `f_frame`.
-    let data = unsafe { *(frame.as_ptr() as *const *const ffi::PyObject).add(3) };
+    // checked with `PyFrame_Check`).
+    let data = unsafe { *(frame.as_ptr() as *const *const ffi::PyObject).add(F_FRAME_WORD) };
     safe::prefetch(data, 2);
 }
 
-/// 3.9/3.10: the frame object holds its data itself.
+/// 3.9/3.10: the frame object holds its data itself, fetched in stage two.
+#[cfg(not(all(Py_3_11, not(Py_3_14))))]
+fn prefetch_frame_object(_frame: &Bound<'_, PyAny>) {}
+
 #[cfg(not(all(Py_3_11, not(Py_3_14))))]
 fn prefetch_frame_data(frame: &Bound<'_, PyAny>) {
     safe::prefetch(frame.as_ptr(), 2);

@@ -165,11 +165,32 @@ struct Backend<'py> {
     now: Option<Option<f64>>,
     /// The buffer of the last chain's links, reused by the next.
     links: Vec<crate::awaiting::Link>,
-    /// The last `awaiting` text made, handed to the next task that waits
-    /// alike (ten thousand sleeping tasks hold a few texts between them).
-    last_awaiting: Option<Text>,
-    /// Where each task's `awaiting` is written before it is compared with that.
-    awaiting_buffer: String,
+    awaiting: AwaitingTexts,
+}
+
+/// The `awaiting` texts of a capture: each written into one buffer, and
+/// the previous task's text handed on when it says the same (ten thousand
+/// sleeping tasks hold a few texts between them).
+#[derive(Default)]
+struct AwaitingTexts {
+    buffer: String,
+    last: Option<Text>,
+}
+
+impl AwaitingTexts {
+    fn describe(&mut self, facts: &Facts) -> Option<Text> {
+        if !awaiting::describe_into(facts, &mut self.buffer) {
+            return None;
+        }
+        match &self.last {
+            Some(last) if last.as_str() == self.buffer => Some(last.clone()),
+            _ => {
+                let text: Text = self.buffer.as_str().into();
+                self.last = Some(text.clone());
+                Some(text)
+            }
+        }
+    }
 }
 
 impl<'py> Backend<'py> {
@@ -191,8 +212,7 @@ impl<'py> Backend<'py> {
             feeders: AddrMap::default(),
             now: None,
             links: Vec::new(),
-            last_awaiting: None,
-            awaiting_buffer: String::new(),
+            awaiting: AwaitingTexts::default(),
         }
     }
 
@@ -506,25 +526,10 @@ impl<'py> Backend<'py> {
                 group_sizes.get(&addr).copied()
             },
         };
-        let mut buffer = std::mem::take(&mut self.awaiting_buffer);
-        let awaiting =
-            awaiting::describe_into(&facts, &mut buffer).then(|| self.shared_awaiting(&buffer));
-        self.awaiting_buffer = buffer;
+        let awaiting = self.awaiting.describe(&facts);
         // The link list's buffer serves the next task.
         self.links = facts.links;
         (chain.frames, chain.omitted, awaiting)
-    }
-
-    /// `text` as a [`Text`], the previous task's when that says the same.
-    fn shared_awaiting(&mut self, text: &str) -> Text {
-        match &self.last_awaiting {
-            Some(last) if last.as_str() == text => last.clone(),
-            _ => {
-                let shared: Text = text.into();
-                self.last_awaiting = Some(shared.clone());
-                shared
-            }
-        }
     }
 
     /// What kind of future a task is blocked on.
@@ -738,16 +743,14 @@ fn loop_timers<'py>(aio: &Asyncio<'py>, event_loop: &Bound<'py, PyAny>) -> AddrM
     out
 }
 
-/// Loops in order of first appearance, tasks within a loop by name with
-/// numbers in numeric order (`Task-2` before `Task-10`).
-///
-/// Ten thousand tasks sort on packed integer keys: the few distinct name
-/// stems (`Task-`, `worker-`) are ranked once, so no comparison reads a
-/// string unless two names have the same stem and number.
 /// The order tasks are listed in, as indices into `views`: by loop (in
 /// order of first appearance in name order), then by name with a trailing
 /// number compared as a number (`worker-2` before `worker-10`), then by
 /// full name and address.
+///
+/// Ten thousand tasks sort on packed integer keys: the few distinct name
+/// stems (`Task-`, `worker-`) are ranked once, so no comparison reads a
+/// string unless two names have the same stem and number.
 fn listing_order(views: &[TaskView<'_>]) -> Vec<usize> {
     // `name.trim_end_matches(ascii digit)` and `digits.parse().unwrap_or(0)`,
     // byte by byte: an ASCII digit is never part of a longer UTF-8 sequence.
