@@ -1,7 +1,8 @@
 //! tbcollect: a concurrency-aware traceback collector for Python.
 //!
 //! The model ([`model`]), the renderers ([`render`]) and the post-capture
-//! steps ([`enrich`], [`output`]) are pure Rust. With the `python` feature,
+//! steps ([`enrich`], [`output`]) are pure Rust, as is the two-thread list
+//! walk the greenlet scan uses ([`split_walk`]). With the `python` feature,
 //! [`capture`] reads the interpreter and [`python`] is the extension module.
 
 pub mod awaiting;
@@ -14,6 +15,7 @@ pub mod fasthash;
 pub mod model;
 pub mod output;
 pub mod render;
+pub mod split_walk;
 
 #[cfg(feature = "python")]
 pub mod capture;

@@ -388,6 +388,35 @@ def test_gc_list_walk_finds_what_get_objects_finds():
     assert len(expected) == 56 and got == expected
 
 
+def test_a_big_heap_walked_by_two_threads_yields_each_greenlet_once():
+    # 3.9-3.11 share the oldest generation between this thread and a helper
+    # that walks it from the other end; where they meet must lose nothing
+    # and repeat nothing, whatever their speeds, so the walk runs 30 times.
+    code = (
+        "import gc, json, greenlet, tbcollect\n"
+        "def park(): greenlet.getcurrent().parent.switch()\n"
+        "heap, gs = [], []\n"
+        "for i in range(300_000):\n"
+        "    heap.append([])\n"
+        "    if i % 997 == 0:\n"
+        "        g = greenlet.greenlet(park); g.switch(); gs.append(g)\n"
+        "gc.collect()  # everything moves to the oldest generation\n"
+        "G = greenlet.greenlet\n"
+        "expected = sorted(hex(id(o)) for o in gc.get_objects() if isinstance(o, G))\n"
+        "runs = []\n"
+        "for _ in range(30):\n"
+        "    snap = tbcollect.collect(threads=False, tasks=False)\n"
+        "    runs.append([s.id.split(':')[1] for s in snap.stacks])\n"
+        "print(json.dumps([expected, runs]))\n"
+    )
+    proc = run_python(code)
+    assert proc.returncode == 0, proc.stderr
+    expected, runs = json.loads(proc.stdout)
+    assert len(expected) == 302  # 301 parked and the main greenlet
+    for got in runs:
+        assert len(got) == len(set(got)) and sorted(got) == expected
+
+
 @pytest.mark.parametrize("kind", ["greenlet", "gevent"])
 def test_a_greenlet_caught_half_built_is_left_out(kind):
     # Its C++ state (and a gevent Greenlet's Cython fields) do not exist yet:

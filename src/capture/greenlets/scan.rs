@@ -14,12 +14,16 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 
 /// Answers "is this type a greenlet type" from a small direct-mapped cache:
-/// a heap holds few types, each many times, so `PyType_IsSubtype` (an MRO
+/// a heap holds few types, each many times, so the subtype test (an MRO
 /// walk) runs about once per type instead of once per object.
 pub(crate) struct TypeFilter {
-    tp: *mut ffi::PyTypeObject,
+    /// The greenlet type's address (an address, so a filter can go to the
+    /// scan's helper thread).
+    tp: usize,
     keys: [usize; Self::SLOTS],
     hits: [bool; Self::SLOTS],
+    /// Whether this thread holds the GIL and may ask `PyType_IsSubtype`.
+    with_gil: bool,
 }
 
 impl TypeFilter {
@@ -27,27 +31,56 @@ impl TypeFilter {
 
     pub fn new(tp: *mut ffi::PyTypeObject) -> Self {
         TypeFilter {
-            tp,
+            tp: tp as usize,
             keys: [0; Self::SLOTS],
             hits: [false; Self::SLOTS],
+            with_gil: true,
+        }
+    }
+
+    /// A filter for a thread without the GIL, which calls no C API: it
+    /// follows `tp_base` instead of the MRO. The answers agree: greenlet
+    /// has an instance layout of its own, so every type with greenlet in
+    /// its MRO has it among its `tp_base`s (the layout it extends).
+    #[cfg(not(Py_3_12))]
+    fn without_gil(tp: *mut ffi::PyTypeObject) -> Self {
+        TypeFilter {
+            with_gil: false,
+            ..Self::new(tp)
         }
     }
 
     /// # Safety
-    /// `obj` is a live object and the GIL is held.
+    /// `obj` is a live object; the GIL is held, or it is held by a thread
+    /// that runs nothing while this one reads (`without_gil`).
     #[inline]
     pub unsafe fn matches(&mut self, obj: *mut ffi::PyObject) -> bool {
         let tp = ffi::Py_TYPE(obj);
-        if tp == self.tp {
+        if tp as usize == self.tp {
             return true;
         }
         // Type objects are at least 16-byte aligned: skip the zero bits.
         let slot = ((tp as usize) >> 4) % Self::SLOTS;
         if self.keys[slot] != tp as usize {
             self.keys[slot] = tp as usize;
-            self.hits[slot] = ffi::PyType_IsSubtype(tp, self.tp) != 0;
+            self.hits[slot] = self.is_subtype(tp);
         }
         self.hits[slot]
+    }
+
+    unsafe fn is_subtype(&self, tp: *mut ffi::PyTypeObject) -> bool {
+        let base = self.tp as *mut ffi::PyTypeObject;
+        if self.with_gil {
+            return ffi::PyType_IsSubtype(tp, base) != 0;
+        }
+        let mut t = tp;
+        while !t.is_null() {
+            if t == base {
+                return true;
+            }
+            t = (*t).tp_base;
+        }
+        false
     }
 }
 
@@ -277,57 +310,103 @@ mod gc_lists {
 
     /// Addresses of the greenlets on the lists, in list order.
     ///
-    /// Each list is walked from both ends at once, forwards by `next` and
-    /// backwards by `prev`, until the two meet: the walk waits on memory
-    /// (objects of different sizes live in different pools, so neighbours
-    /// are far apart) and two independent chains of loads overlap where one
-    /// would wait twice as long. `prev` holds a valid pointer whenever code
-    /// can run: the collector reuses it for reference counts only between
-    /// `update_refs` and the end of `move_unreachable`, which run no code.
+    /// The oldest generation, where a big heap lives, is shared with a
+    /// helper thread (see [`crate::split_walk`]): it walks back from the
+    /// tail, without the GIL, while this thread (which holds it, and runs
+    /// nothing that could relink an object meanwhile) walks forward. The
+    /// young generations, and the oldest when there is no second core, are
+    /// walked here from both ends at once.
     ///
     /// # Safety
     /// `heads` come from [`heads`] in this same capture; the GIL is held.
     pub unsafe fn walk(heads: &Heads, api: &GreenletApi<'_>) -> Vec<usize> {
         let mut found = Vec::new();
-        let mut tail = Vec::new();
         let mut filter = TypeFilter::new(api.tp);
+        let (young, oldest) = heads.0.split_at(GENERATIONS - 1);
+        for &head in young {
+            walk_both_ends(head, &mut filter, &mut found);
+        }
+        let oldest = oldest[0];
+        let greenlet = |filter: &mut TypeFilter, node: usize| {
+            let obj = (node as *const GcHead).add(1) as *mut ffi::PyObject;
+            filter.matches(obj).then_some(obj as usize)
+        };
+        let mut helper_filter = TypeFilter::without_gil(api.tp);
+        let shared = crate::split_walk::walk(
+            &GcLinks,
+            oldest as usize,
+            |node| greenlet(&mut filter, node),
+            move |node| greenlet(&mut helper_filter, node),
+        );
+        match shared {
+            Some(part) => found.extend(part),
+            None => walk_both_ends(oldest, &mut filter, &mut found),
+        }
+        found
+    }
+
+    /// The generation lists, for [`crate::split_walk`].
+    struct GcLinks;
+
+    // SAFETY: the walk runs inside one capture, whose thread holds the GIL
+    // and only reads until the walk is over: no object is linked, unlinked
+    // or freed while either thread follows the links.
+    unsafe impl crate::split_walk::Links for GcLinks {
+        unsafe fn next(&self, node: usize) -> usize {
+            next(node as *const GcHead) as usize
+        }
+
+        unsafe fn prev(&self, node: usize) -> usize {
+            prev(node as *const GcHead) as usize
+        }
+
+        fn prefetch(&self, node: usize, forward: bool) {
+            prefetch_ahead(node as *const GcHead, if forward { 1 } else { -1 });
+        }
+    }
+
+    /// One list, walked from both ends at once, forwards by `next` and
+    /// backwards by `prev`, until the two meet: the walk waits on memory
+    /// and two independent chains of loads overlap where one would wait
+    /// twice as long. `prev` holds a valid pointer whenever code can run:
+    /// the collector reuses it for reference counts only between
+    /// `update_refs` and the end of `move_unreachable`, which run no code.
+    unsafe fn walk_both_ends(head: *const GcHead, filter: &mut TypeFilter, found: &mut Vec<usize>) {
+        let mut tail = Vec::new();
         let mut visit = |g: *const GcHead, out: &mut Vec<usize>| {
             let obj = g.add(1) as *mut ffi::PyObject;
             if filter.matches(obj) {
                 out.push(obj as usize);
             }
         };
-        for &head in &heads.0 {
-            let mut front = next(head);
-            let mut back = prev(head);
-            if front == head || front.is_null() || back.is_null() {
-                continue;
-            }
-            loop {
-                prefetch_ahead(front, 1);
-                prefetch_ahead(back, -1);
-                visit(front, &mut found);
-                if front == back {
-                    break;
-                }
-                visit(back, &mut tail);
-                let after = next(front);
-                if after == back || after.is_null() {
-                    break;
-                }
-                let before = prev(back);
-                if after == before {
-                    visit(after, &mut found);
-                    break;
-                }
-                if before.is_null() {
-                    break;
-                }
-                front = after;
-                back = before;
-            }
-            found.extend(tail.drain(..).rev());
+        let mut front = next(head);
+        let mut back = prev(head);
+        if front == head || front.is_null() || back.is_null() {
+            return;
         }
-        found
+        loop {
+            prefetch_ahead(front, 1);
+            prefetch_ahead(back, -1);
+            visit(front, found);
+            if front == back {
+                break;
+            }
+            visit(back, &mut tail);
+            let after = next(front);
+            if after == back || after.is_null() {
+                break;
+            }
+            let before = prev(back);
+            if after == before {
+                visit(after, found);
+                break;
+            }
+            if before.is_null() {
+                break;
+            }
+            front = after;
+            back = before;
+        }
+        found.extend(tail.drain(..).rev());
     }
 }
