@@ -73,7 +73,9 @@ pub enum Waiter {
 /// Everything capture learnt about one suspended task's wait.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Facts {
-    /// The await chain, outermost first.
+    /// The await chain, outermost first. Only the links below its innermost
+    /// user coroutine are read (see [`api`]), so capture keeps one user
+    /// link for all the user code above them.
     pub links: Vec<Link>,
     pub waiter: Waiter,
     /// Type name of the innermost awaited object when it is neither a

@@ -24,6 +24,14 @@ pub struct FrameKey {
     line: Option<u32>,
 }
 
+impl FrameKey {
+    /// The code object's index, the same for every frame of one code
+    /// object in a capture: a key for facts about the code.
+    pub fn code_index(self) -> usize {
+        self.code as usize
+    }
+}
+
 /// A frame list being built, one frame at a time; [`FrameWalker::finish`]
 /// turns it into shared [`Frames`].
 pub struct FrameList {

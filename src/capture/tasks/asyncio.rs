@@ -7,6 +7,7 @@
 //! are resolved once per capture. Nothing here calls a Python-level method.
 
 use super::AddrMap;
+use crate::capture::frames::{FrameKey, FrameWalker};
 use crate::capture::safe::{self, BuiltinAttr, BuiltinMethod};
 use crate::model::Text;
 use pyo3::ffi;
@@ -141,7 +142,10 @@ pub struct Asyncio<'py> {
     partial: Option<(*mut ffi::PyTypeObject, BuiltinAttr<'py>, BuiltinAttr<'py>)>,
     cfunction_name: Option<BuiltinAttr<'py>>,
     /// `.../asyncio/`: coroutines whose code lives here are asyncio's API.
-    pub asyncio_dir: Option<String>,
+    asyncio_dir: Option<String>,
+    /// Per code object (by [`FrameKey::code_index`]): 0 not looked at yet,
+    /// 1 not asyncio's, 2 asyncio's. Thirty thousand links, a few codes.
+    asyncio_codes: std::cell::RefCell<Vec<u8>>,
     /// Text of `str` objects already read, by address; each object is held
     /// here so its address is not reused while the capture runs.
     texts: std::cell::RefCell<AddrMap<(Bound<'py, PyAny>, Text)>>,
@@ -150,6 +154,8 @@ pub struct Asyncio<'py> {
     state_words: std::cell::RefCell<Vec<(Bound<'py, PyAny>, FutState)>>,
     /// [`existing_frame`] against the frame getter.
     direct_frames: safe::CheckedRead,
+    /// [`awaited_in_place`] against `cr_await`.
+    direct_awaits: safe::CheckedRead,
     /// [`frame_position`] against the frame object's own answer.
     #[cfg(Py_3_11)]
     direct_positions: safe::CheckedRead,
@@ -253,9 +259,11 @@ impl<'py> Asyncio<'py> {
             partial,
             cfunction_name: BuiltinAttr::resolve(py, &raw mut ffi::PyCFunction_Type, c"__name__"),
             asyncio_dir,
+            asyncio_codes: Default::default(),
             texts: Default::default(),
             state_words: Default::default(),
             direct_frames: Default::default(),
+            direct_awaits: Default::default(),
             #[cfg(Py_3_11)]
             direct_positions: Default::default(),
         })
@@ -482,6 +490,43 @@ impl<'py> Asyncio<'py> {
         Some((f, a))
     }
 
+    /// Whether the frame at `key` runs code of asyncio itself.
+    pub fn is_asyncio_code(&self, walker: &FrameWalker<'py>, key: FrameKey) -> bool {
+        let Some(dir) = &self.asyncio_dir else {
+            return false;
+        };
+        let at = key.code_index();
+        let mut known = self.asyncio_codes.borrow_mut();
+        if known.len() <= at {
+            known.resize(at + 1, 0);
+        }
+        if known[at] == 0 {
+            known[at] = 1 + u8::from(walker.filename(key).starts_with(dir.as_str()));
+        }
+        known[at] == 2
+    }
+
+    /// What `obj` (an exact instance of `kind`) awaits: `cr_await`,
+    /// `gi_yieldfrom` or `ag_await`. A suspended coroutine's is read from
+    /// its frame where the layout was checked (see [`awaited_in_place`]).
+    pub fn awaited(
+        &self,
+        kind: &CoroType<'py>,
+        obj: &Bound<'py, PyAny>,
+    ) -> Option<Bound<'py, PyAny>> {
+        let getter = || kind.awaits.as_ref()?.get(obj);
+        if kind.tp != self.coroutine.tp {
+            return getter();
+        }
+        self.direct_awaits.read(
+            // SAFETY: `obj` is an exact coroutine, alive; the frame holds
+            // what it awaits.
+            || unsafe { safe::borrowed(self.py, awaited_in_place(obj.as_ptr())?) },
+            getter,
+            |direct, got| got.as_ref().is_some_and(|g| g.is(direct)),
+        )
+    }
+
     /// The coroutine-like type `obj` is exactly an instance of.
     pub fn coro_type(&self, obj: &Bound<'py, PyAny>) -> Option<&CoroType<'py>> {
         [&self.coroutine, &self.generator, &self.async_generator]
@@ -632,6 +677,36 @@ unsafe fn awaited_coroutine(obj: *mut ffi::PyObject) -> Option<*mut ffi::PyObjec
     }
     let top = *words.add(9 + stacktop as usize - 1);
     (!top.is_null() && ffi::Py_TYPE(top) == &raw mut ffi::PyCoro_Type).then_some(top)
+}
+
+/// What a suspended coroutine awaits, read as `_PyGen_yf` reads it: the
+/// top of its frame's value stack. A coroutine (unlike a generator, whose
+/// `yield` suspends it too) is only ever suspended inside an `await`, and
+/// 3.13 says so in its state (SUSPENDED_YIELD_FROM). `None` for any other
+/// state: the getter answers then. Layout as in [`awaited_coroutine`].
+///
+/// # Safety
+/// `obj` is an exact instance of `PyCoro_Type`; the GIL is held.
+#[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
+unsafe fn awaited_in_place(obj: *mut ffi::PyObject) -> Option<*mut ffi::PyObject> {
+    use std::os::raw::c_int;
+    let gen = obj as *mut ffi::PyGenObject;
+    // 3.11/3.12: SUSPENDED is -1; 3.13: SUSPENDED_YIELD_FROM is -1.
+    if (*gen).gi_frame_state != -1 {
+        return None;
+    }
+    let words = (&raw const (*gen).gi_iframe) as *const *mut ffi::PyObject;
+    let stacktop = *(words.add(8) as *const c_int);
+    if !(1..=256).contains(&stacktop) {
+        return None;
+    }
+    let top = *words.add(9 + stacktop as usize - 1);
+    (!top.is_null()).then_some(top)
+}
+
+#[cfg(not(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED))))]
+unsafe fn awaited_in_place(_obj: *mut ffi::PyObject) -> Option<*mut ffi::PyObject> {
+    None
 }
 
 /// (code, instruction offset in bytes) of a generator-like object's

@@ -21,6 +21,7 @@ pub struct Chain<'py> {
     /// `max_depth` kept.
     pub frames: Frames,
     pub omitted: u64,
+    /// The links `awaiting` reads (see [`crate::awaiting::Facts::links`]).
     pub links: Vec<Link>,
     /// The innermost awaited object that is not a coroutine (a future's
     /// iterator, an unknown awaitable), if any.
@@ -42,10 +43,12 @@ pub fn follow<'py>(
     links.clear();
     let mut leaf = None;
     let mut current = Some(coro.clone());
+    let mut followed = 0;
     while let Some(obj) = current.take() {
-        if links.len() >= MAX_LINKS {
+        if followed >= MAX_LINKS {
             break;
         }
+        followed += 1;
         if let Some(kind) = aio.coro_type(&obj) {
             let key = position(aio, cap, kind, &obj, &mut frames).or_else(|| {
                 aio.frame_of(kind, &obj)
@@ -55,13 +58,10 @@ pub fn follow<'py>(
                             .push(&mut frames, f.as_ptr() as *mut ffi::PyFrameObject)
                     })
             });
-            let in_asyncio = match (key, &aio.asyncio_dir) {
-                (Some(key), Some(dir)) => cap.walker.filename(key).starts_with(dir.as_str()),
-                _ => false,
-            };
+            let in_asyncio = key.is_some_and(|key| aio.is_asyncio_code(&cap.walker, key));
             // Only asyncio's own names are read (see `awaiting::Link`).
-            let link = if in_asyncio {
-                match kind
+            if in_asyncio {
+                let link = match kind
                     .qualname
                     .as_ref()
                     .and_then(|a| a.get(&obj))
@@ -69,12 +69,14 @@ pub fn follow<'py>(
                 {
                     Some(name) => Link::new(name, true),
                     None => Link::unnamed(true),
-                }
-            } else {
-                Link::unnamed(false)
-            };
-            links.push(link);
-            current = kind.awaits.as_ref().and_then(|a| a.get(&obj));
+                };
+                links.push(link);
+            } else if links.last().is_none_or(|l| l.asyncio) {
+                // One user link stands for all above it (see `Facts::links`).
+                links.clear();
+                links.push(Link::unnamed(false));
+            }
+            current = aio.awaited(kind, &obj);
         } else if is_bridge(&obj) {
             current = safe::referents(&obj)
                 .into_iter()

@@ -11,6 +11,7 @@ mod asyncio;
 mod chain;
 mod links;
 mod loops;
+mod timers;
 
 use crate::awaiting::{self, Facts, Waiter};
 use crate::capture::{safe, Capture};
@@ -22,6 +23,7 @@ use loops::LoopThreads;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use std::collections::HashMap;
+use timers::{loop_timers, Timers};
 
 pub(crate) type AddrMap<V> = crate::fasthash::FastMap<usize, V>;
 pub(crate) type AddrSet = crate::fasthash::FastSet<usize>;
@@ -144,7 +146,7 @@ struct LoopInfo {
     id: Text,
     thread: Option<u64>,
     /// See [`loop_timers`]; read when a task of the loop first needs a deadline.
-    timers: Option<AddrMap<f64>>,
+    timers: Option<Timers>,
 }
 
 struct Backend<'py> {
@@ -263,6 +265,16 @@ impl<'py> Backend<'py> {
         let order = listing_order(&self.views);
         for (k, &i) in order.iter().enumerate() {
             asyncio::prefetch_chains(&self.views, &order, k);
+            // The timer slot a later task's deadline reads (tasks of one
+            // loop come in runs, so this loop's timers are the likely ones).
+            if let Some(timers) = last_loop.and_then(|(_, at)| self.loops[at].timers.as_ref()) {
+                let ahead = order
+                    .get(k + 8)
+                    .and_then(|&j| self.views[j].waiter.as_ref());
+                if let Some(waiter) = ahead {
+                    timers.prefetch(waiter.as_ptr() as usize);
+                }
+            }
             let addr = self.views[i].fut.obj.as_ptr() as usize;
             let waited_by = links::awaited_by(
                 &self.aio,
@@ -638,7 +650,7 @@ impl<'py> Backend<'py> {
         };
         keys.into_iter()
             .flatten()
-            .find_map(|k| timers.get(&k))
+            .find_map(|k| timers.get(k))
             .map(|when| when - now)
     }
 
@@ -673,74 +685,6 @@ impl<'py> Backend<'py> {
             }
         })
     }
-}
-
-/// When each pending timer of a `BaseEventLoop` fires, keyed by the first
-/// argument of its callback (the future `sleep` and `wait_for` resolve) or by
-/// the task an `asyncio.timeout` will cancel. Empty for loops whose clock is
-/// not `BaseEventLoop.time` or whose timers are not `TimerHandle`s (uvloop).
-fn loop_timers<'py>(aio: &Asyncio<'py>, event_loop: &Bound<'py, PyAny>) -> AddrMap<f64> {
-    let mut out = AddrMap::default();
-    let (Some(base), Some(t)) = (aio.base_loop, aio.timers.as_ref()) else {
-        return out;
-    };
-    if !safe::is_instance(event_loop, base) {
-        return out;
-    }
-    // Both types are alive: the loop's own type and a type it inherits from.
-    let own_clock =
-        unsafe { safe::type_lookup(aio.py, ffi::Py_TYPE(event_loop.as_ptr()), c"time") };
-    let base_clock = unsafe { safe::type_lookup(aio.py, base, c"time") };
-    match (own_clock, base_clock) {
-        (Some(a), Some(b)) if a.is(&b) => {}
-        _ => return out,
-    }
-    let Some(scheduled) =
-        safe::instance_attr(event_loop, c"_scheduled").and_then(|s| safe::sequence_items(&s))
-    else {
-        return out;
-    };
-    out.reserve(scheduled.len());
-    for handle in scheduled {
-        if !safe::is_instance(&handle, t.timer_tp) {
-            continue;
-        }
-        let cancelled = t
-            .cancelled
-            .as_ref()
-            .and_then(|a| a.get(&handle))
-            .and_then(|v| safe::bool_value(&v));
-        if cancelled != Some(false) {
-            continue;
-        }
-        let Some(when) = t
-            .when
-            .as_ref()
-            .and_then(|a| a.get(&handle))
-            .and_then(|v| safe::float_value(&v))
-        else {
-            continue;
-        };
-        let first = t
-            .args
-            .as_ref()
-            .and_then(|a| a.get(&handle))
-            .and_then(|a| safe::first_item(&a))
-            .map(|first| first.as_ptr() as usize);
-        let task = t
-            .callback
-            .as_ref()
-            .and_then(|a| a.get(&handle))
-            .and_then(|c| safe::bound_method_parts(&c))
-            .and_then(|(_, this)| safe::instance_attr(&this, c"_task"))
-            .filter(|x| aio.is_task(x))
-            .map(|task| task.as_ptr() as usize);
-        for key in [first, task].into_iter().flatten() {
-            let slot = out.entry(key).or_insert(when);
-            *slot = slot.min(when);
-        }
-    }
-    out
 }
 
 /// The order tasks are listed in, as indices into `views`: by loop (in

@@ -1,0 +1,155 @@
+//! The loop timers a task's `awaiting` reads its deadline from.
+
+use super::asyncio::Asyncio;
+use crate::capture::safe;
+use pyo3::ffi;
+use pyo3::prelude::*;
+
+/// Deadlines by object address. Open addressing, so the slot a lookup
+/// will read is known before the lookup and can be fetched ahead: ten
+/// thousand sleeping tasks each look one timer up, in an order that has
+/// nothing to do with the table's, and the table falls out of the cache
+/// while their coroutines stream through it.
+#[derive(Default)]
+pub struct Timers {
+    /// (address, deadline); address 0 marks a free slot (no object lives there).
+    slots: Vec<(usize, f64)>,
+    len: usize,
+}
+
+impl Timers {
+    fn slot_of(&self, key: usize) -> usize {
+        let x = (key as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (x ^ (x >> 29)) as usize & (self.slots.len() - 1)
+    }
+
+    /// Room for `n` keys without growing (at most half the slots used).
+    pub fn reserve(&mut self, n: usize) {
+        let want = (2 * (self.len + n)).next_power_of_two().max(16);
+        if want > self.slots.len() {
+            let old = std::mem::replace(&mut self.slots, vec![(0, 0.0); want]);
+            self.len = 0;
+            for (key, when) in old.into_iter().filter(|(k, _)| *k != 0) {
+                self.insert_min(key, when);
+            }
+        }
+    }
+
+    /// Sets `key`'s deadline to `when`, or keeps the earlier one it has.
+    pub fn insert_min(&mut self, key: usize, when: f64) {
+        if key == 0 {
+            return;
+        }
+        if 2 * (self.len + 1) > self.slots.len() {
+            self.reserve(1);
+        }
+        let mask = self.slots.len() - 1;
+        let mut at = self.slot_of(key);
+        loop {
+            let slot = &mut self.slots[at];
+            if slot.0 == key {
+                slot.1 = slot.1.min(when);
+                return;
+            }
+            if slot.0 == 0 {
+                *slot = (key, when);
+                self.len += 1;
+                return;
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
+    pub fn get(&self, key: usize) -> Option<f64> {
+        if self.len == 0 || key == 0 {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let mut at = self.slot_of(key);
+        loop {
+            let (k, when) = self.slots[at];
+            if k == key {
+                return Some(when);
+            }
+            if k == 0 {
+                return None;
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
+    /// Starts loading the slot a lookup of `key` reads first.
+    pub fn prefetch(&self, key: usize) {
+        if self.len != 0 {
+            safe::prefetch(&self.slots[self.slot_of(key)], 1);
+        }
+    }
+}
+
+/// When each pending timer of a `BaseEventLoop` fires, keyed by the first
+/// argument of its callback (the future `sleep` and `wait_for` resolve) or by
+/// the task an `asyncio.timeout` will cancel. Empty for loops whose clock is
+/// not `BaseEventLoop.time` or whose timers are not `TimerHandle`s (uvloop).
+pub fn loop_timers<'py>(aio: &Asyncio<'py>, event_loop: &Bound<'py, PyAny>) -> Timers {
+    let mut out = Timers::default();
+    let (Some(base), Some(t)) = (aio.base_loop, aio.timers.as_ref()) else {
+        return out;
+    };
+    if !safe::is_instance(event_loop, base) {
+        return out;
+    }
+    // Both types are alive: the loop's own type and a type it inherits from.
+    let own_clock =
+        unsafe { safe::type_lookup(aio.py, ffi::Py_TYPE(event_loop.as_ptr()), c"time") };
+    let base_clock = unsafe { safe::type_lookup(aio.py, base, c"time") };
+    match (own_clock, base_clock) {
+        (Some(a), Some(b)) if a.is(&b) => {}
+        _ => return out,
+    }
+    let Some(scheduled) =
+        safe::instance_attr(event_loop, c"_scheduled").and_then(|s| safe::sequence_items(&s))
+    else {
+        return out;
+    };
+    // A sleep's timer is keyed once, an `asyncio.timeout`'s twice at most.
+    out.reserve(scheduled.len());
+    for handle in scheduled {
+        if !safe::is_instance(&handle, t.timer_tp) {
+            continue;
+        }
+        let cancelled = t
+            .cancelled
+            .as_ref()
+            .and_then(|a| a.get(&handle))
+            .and_then(|v| safe::bool_value(&v));
+        if cancelled != Some(false) {
+            continue;
+        }
+        let Some(when) = t
+            .when
+            .as_ref()
+            .and_then(|a| a.get(&handle))
+            .and_then(|v| safe::float_value(&v))
+        else {
+            continue;
+        };
+        let first = t
+            .args
+            .as_ref()
+            .and_then(|a| a.get(&handle))
+            .and_then(|a| safe::first_item(&a))
+            .map(|first| first.as_ptr() as usize);
+        let task = t
+            .callback
+            .as_ref()
+            .and_then(|a| a.get(&handle))
+            .and_then(|c| safe::bound_method_parts(&c))
+            .and_then(|(_, this)| safe::instance_attr(&this, c"_task"))
+            .filter(|x| aio.is_task(x))
+            .map(|task| task.as_ptr() as usize);
+        for key in [first, task].into_iter().flatten() {
+            out.insert_min(key, when);
+        }
+    }
+    out
+}
