@@ -73,6 +73,16 @@ pub struct FrameWalker<'py> {
     lists: FastMap<Box<[FrameKey]>, Frames>,
     /// The key buffer of the last finished list, reused by the next one.
     spare_keys: Vec<FrameKey>,
+    /// The two lists finished last: tasks and greenlets of one kind come in
+    /// runs, and a run's lists are equal (a greenlet's stack and its spawn
+    /// stack alternate), so most need no lookup in `lists`.
+    last: [Option<(Vec<FrameKey>, Frames)>; 2],
+    /// The entry of `last` the next new list replaces.
+    older: usize,
+    /// Positions looked up lately, in front of `positions`: the frames of
+    /// a run of alike tasks repeat the same few.
+    #[cfg(Py_3_11)]
+    recent: [((usize, std::os::raw::c_int), FrameKey); 8],
 }
 
 impl<'py> FrameWalker<'py> {
@@ -89,6 +99,17 @@ impl<'py> FrameWalker<'py> {
             locals: None,
             lists: FastMap::default(),
             spare_keys: Vec::new(),
+            last: [None, None],
+            older: 0,
+            // Code address 0 is no code object's: these slots match nothing.
+            #[cfg(Py_3_11)]
+            recent: [(
+                (0, 0),
+                FrameKey {
+                    code: 0,
+                    line: None,
+                },
+            ); 8],
         }
     }
 
@@ -258,16 +279,28 @@ impl<'py> FrameWalker<'py> {
         } else {
             keys.drain(..omitted);
         }
-        if let Some(frames) = self.lists.get(keys.as_slice()) {
+        let repeated = self.last.iter().flatten().find(|(k, _)| *k == keys);
+        if let Some((_, frames)) = repeated {
             let frames = frames.clone();
             keys.clear();
             self.spare_keys = keys;
             return (frames, omitted as u64);
         }
-        let frames: Frames = keys.iter().map(|&key| self.model_frame(key)).collect();
-        self.lists.insert(keys.as_slice().into(), frames.clone());
-        keys.clear();
-        self.spare_keys = keys;
+        let frames = match self.lists.get(keys.as_slice()) {
+            Some(frames) => frames.clone(),
+            None => {
+                let frames: Frames = keys.iter().map(|&key| self.model_frame(key)).collect();
+                self.lists.insert(keys.as_slice().into(), frames.clone());
+                frames
+            }
+        };
+        // The keys stay as the last list's; the buffer they replace serves the next.
+        let replaced = self.last[self.older].replace((keys, frames.clone()));
+        self.older = 1 - self.older;
+        if let Some((mut spare, _)) = replaced {
+            spare.clear();
+            self.spare_keys = spare;
+        }
         (frames, omitted as u64)
     }
 
@@ -335,14 +368,22 @@ impl<'py> FrameWalker<'py> {
         line: impl FnOnce() -> std::os::raw::c_int,
     ) -> FrameKey {
         let at = (code as usize, lasti.max(-1));
-        if let Some(&key) = self.positions.get(&at) {
-            return key;
+        let slot = ((at.0 >> 4) ^ at.1 as usize) % self.recent.len();
+        if self.recent[slot].0 == at {
+            return self.recent[slot].1;
         }
-        let key = FrameKey {
-            code: self.code_index(code),
-            line: u32::try_from(line()).ok(),
+        let key = match self.positions.get(&at) {
+            Some(&key) => key,
+            None => {
+                let key = FrameKey {
+                    code: self.code_index(code),
+                    line: u32::try_from(line()).ok(),
+                };
+                self.positions.insert(at, key);
+                key
+            }
         };
-        self.positions.insert(at, key);
+        self.recent[slot] = (at, key);
         key
     }
 
