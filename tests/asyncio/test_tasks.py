@@ -570,6 +570,27 @@ def test_tasks_are_listed_by_loop_then_name_in_numeric_order(lt):
     assert names == ["job-1", "job-2", "job-10"]
 
 
+@pytest.mark.parametrize("huge", [False, True], ids=["small-numbers", "number-over-32-bits"])
+def test_tasks_are_listed_by_stem_number_then_full_name(lt, huge):
+    # Numbers that need more than 32 bits take the wide sort key; both
+    # orders must agree.
+    names = ["job-10", "job-2", "job-1", "job-01", "b-1", "a-3", "plain"]
+    if huge:
+        names.append("job-5000000000")
+
+    async def start() -> None:
+        for name in names:
+            asyncio.create_task(forever(), name=name)
+        await settle()
+
+    lt.run(start())
+    snapshot = collect_tasks()
+    listed = [s.name for s in snapshot.stacks if s.kind == "task" and s.name in names]
+    expected = ["a-3", "b-1", "job-01", "job-1", "job-2", "job-10"]
+    expected += ["job-5000000000"] if huge else []
+    assert listed == expected + ["plain"]
+
+
 def test_json_carries_the_task_fields(lt):
     async def start() -> None:
         child = asyncio.create_task(forever(), name="c")

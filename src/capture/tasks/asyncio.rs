@@ -156,6 +156,10 @@ pub struct Asyncio<'py> {
     direct_frames: safe::CheckedRead,
     /// [`awaited_in_place`] against `cr_await`.
     direct_awaits: safe::CheckedRead,
+    /// [`running_in_place`] against `cr_running`.
+    direct_running: safe::CheckedRead,
+    /// The last leaf type [`Asyncio::is_bridge`] found to be no bridge.
+    plain_leaf: std::cell::Cell<usize>,
     /// [`frame_position`] against the frame object's own answer.
     #[cfg(Py_3_11)]
     direct_positions: safe::CheckedRead,
@@ -264,6 +268,8 @@ impl<'py> Asyncio<'py> {
             state_words: Default::default(),
             direct_frames: Default::default(),
             direct_awaits: Default::default(),
+            direct_running: Default::default(),
+            plain_leaf: Default::default(),
             #[cfg(Py_3_11)]
             direct_positions: Default::default(),
         })
@@ -534,12 +540,47 @@ impl<'py> Asyncio<'py> {
             .find(|t| t.is_exact(obj))
     }
 
-    /// `cr_running`/`gi_running` of a coroutine or generator.
+    /// `cr_running`/`gi_running` of a coroutine or generator; a coroutine's
+    /// read from its state where that was checked (see [`running_in_place`]).
     pub fn is_running(&self, coro: &Bound<'py, PyAny>) -> bool {
-        self.coro_type(coro)
-            .and_then(|t| t.running.as_ref()?.get(coro))
-            .and_then(|v| safe::bool_value(&v))
-            .unwrap_or(false)
+        let Some(kind) = self.coro_type(coro) else {
+            return false;
+        };
+        let getter = || {
+            kind.running
+                .as_ref()?
+                .get(coro)
+                .and_then(|v| safe::bool_value(&v))
+        };
+        let running = if kind.tp == self.coroutine.tp {
+            self.direct_running.read(
+                // SAFETY: `coro` is an exact coroutine.
+                || unsafe { running_in_place(coro.as_ptr()) },
+                getter,
+                |direct, got| *got == Some(*direct),
+            )
+        } else {
+            getter()
+        };
+        running.unwrap_or(false)
+    }
+
+    /// Whether `obj` is one of the interpreter's helper objects that stand
+    /// between two coroutines of a chain (see `chain::follow`). Ten thousand
+    /// chains end in the same kind of leaf: a type found to be none of them
+    /// is remembered (types outlive the capture: their objects are held).
+    pub fn is_bridge(&self, obj: &Bound<'py, PyAny>) -> bool {
+        let tp = unsafe { ffi::Py_TYPE(obj.as_ptr()) } as usize;
+        if self.plain_leaf.get() == tp {
+            return false;
+        }
+        let bridge = safe::is_static_type_named(obj, c"async_generator_asend")
+            || safe::is_static_type_named(obj, c"async_generator_athrow")
+            || safe::is_static_type_named(obj, c"coroutine_wrapper");
+        if !bridge {
+            self.plain_leaf.set(tp);
+        }
+        bridge
     }
 
     /// The frame of a coroutine, generator or async generator.
@@ -702,6 +743,20 @@ unsafe fn awaited_in_place(obj: *mut ffi::PyObject) -> Option<*mut ffi::PyObject
     }
     let top = *words.add(9 + stacktop as usize - 1);
     (!top.is_null()).then_some(top)
+}
+
+/// `cr_running` from a coroutine's state: EXECUTING is 0 in 3.11-3.13.
+///
+/// # Safety
+/// `obj` is an exact instance of `PyCoro_Type`; the GIL is held.
+#[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
+unsafe fn running_in_place(obj: *mut ffi::PyObject) -> Option<bool> {
+    Some((*(obj as *mut ffi::PyGenObject)).gi_frame_state == 0)
+}
+
+#[cfg(not(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED))))]
+unsafe fn running_in_place(_obj: *mut ffi::PyObject) -> Option<bool> {
+    None
 }
 
 #[cfg(not(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED))))]

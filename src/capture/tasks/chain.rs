@@ -77,7 +77,7 @@ pub fn follow<'py>(
                 links.push(Link::unnamed(false));
             }
             current = aio.awaited(kind, &obj);
-        } else if is_bridge(&obj) {
+        } else if aio.is_bridge(&obj) {
             current = safe::referents(&obj)
                 .into_iter()
                 .find(|r| aio.coro_type(r).is_some());
@@ -120,12 +120,6 @@ fn position<'py>(
         let _ = (aio, cap, kind, obj, frames);
         None
     }
-}
-
-fn is_bridge(obj: &Bound<'_, PyAny>) -> bool {
-    safe::is_static_type_named(obj, c"async_generator_asend")
-        || safe::is_static_type_named(obj, c"async_generator_athrow")
-        || safe::is_static_type_named(obj, c"coroutine_wrapper")
 }
 
 /// Every thread's frame objects, innermost first, indexed by address, built
