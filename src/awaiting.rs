@@ -6,6 +6,7 @@
 //! them into the `awaiting` text. It knows nothing of PyO3, so `cargo test`
 //! checks every wording on literal facts.
 
+use crate::model::Text;
 use std::fmt::Write;
 
 /// One coroutine (or generator, async generator) of a task's await chain.
@@ -125,32 +126,42 @@ fn seconds(deadline: f64) -> String {
 /// far from a rounding tie, which is what `{:.1}` would print; near a tie
 /// (or for odd values) the exact formatter decides.
 fn push_seconds(out: &mut String, deadline: f64) {
+    match tenths(deadline) {
+        Some(t) => {
+            // Digits by hand, right to left: `write!` costs more than the rest
+            // of `describe_into`.
+            let mut buf = [0u8; 24];
+            let mut start = buf.len() - 4;
+            buf[start..].copy_from_slice(&[b'.', b'0' + (t % 10) as u8, b' ', b's']);
+            let mut whole = t / 10;
+            loop {
+                start -= 1;
+                buf[start] = b'0' + (whole % 10) as u8;
+                whole /= 10;
+                if whole == 0 {
+                    break;
+                }
+            }
+            // Only ASCII digits, '.', ' ' and 's' were written: no UTF-8 check needed.
+            out.push_str(unsafe { std::str::from_utf8_unchecked(&buf[start..]) });
+        }
+        None => {
+            let _ = write!(out, "{:.1} s", deadline.max(0.0));
+        }
+    }
+}
+
+/// `deadline` in tenths of a second as `{:.1}` rounds it, when that is
+/// certain without the exact formatter: positive, below a million seconds,
+/// and not within a millionth of a rounding tie.
+fn tenths(deadline: f64) -> Option<u64> {
     let x = deadline.max(0.0);
     let tenths = x * 10.0;
     // Integer truncation is `floor` here (0 < x < 1e6), without a libm call.
     let whole_tenths = tenths as u64;
     let fraction = tenths - whole_tenths as f64;
-    if x > 0.0 && x < 1e6 && (fraction - 0.5).abs() > 1e-6 {
-        let t = whole_tenths + u64::from(fraction > 0.5);
-        // Digits by hand, right to left: `write!` costs more than the rest
-        // of `describe_into`.
-        let mut buf = [0u8; 24];
-        let mut start = buf.len() - 4;
-        buf[start..].copy_from_slice(&[b'.', b'0' + (t % 10) as u8, b' ', b's']);
-        let mut whole = t / 10;
-        loop {
-            start -= 1;
-            buf[start] = b'0' + (whole % 10) as u8;
-            whole /= 10;
-            if whole == 0 {
-                break;
-            }
-        }
-        // Only ASCII digits, '.', ' ' and 's' were written: no UTF-8 check needed.
-        out.push_str(unsafe { std::str::from_utf8_unchecked(&buf[start..]) });
-    } else {
-        let _ = write!(out, "{x:.1} s");
-    }
+    (x > 0.0 && x < 1e6 && (fraction - 0.5).abs() > 1e-6)
+        .then(|| whole_tenths + u64::from(fraction > 0.5))
 }
 
 /// Appends ` (times out in N s)`.
@@ -211,6 +222,63 @@ fn push_waiter(out: &mut String, waiter: &Waiter) -> bool {
 fn describe(facts: &Facts) -> Option<String> {
     let mut out = String::new();
     describe_into(facts, &mut out).then_some(out)
+}
+
+/// The `awaiting` texts of one capture. Tasks listed one after another
+/// mostly wait alike (ten thousand in one `sleep`): facts that say what the
+/// previous task's said get its text without writing it again, and a text
+/// equal to the previous one is that one, shared.
+#[derive(Default)]
+pub struct Texts {
+    buffer: String,
+    last: Option<Text>,
+    /// The facts `last` was written from, when they can be compared: the
+    /// deadline as the tenths it prints as (`None` inside: no deadline).
+    seen: Option<(Facts, Option<u64>)>,
+}
+
+impl Texts {
+    /// The text of `facts` (see [`describe_into`]).
+    pub fn describe(&mut self, facts: &Facts) -> Option<Text> {
+        let deadline = match facts.deadline {
+            None => Some(None),
+            Some(d) => tenths(d).map(Some),
+        };
+        if let (Some(deadline), Some((seen, seen_deadline))) = (deadline, &self.seen) {
+            let alike = *seen_deadline == deadline
+                && seen.links == facts.links
+                && seen.waiter == facts.waiter
+                && seen.leaf == facts.leaf
+                && seen.group_size == facts.group_size;
+            if alike {
+                return self.last.clone();
+            }
+        }
+        let text = if !describe_into(facts, &mut self.buffer) {
+            None
+        } else {
+            match &self.last {
+                Some(last) if last.as_str() == self.buffer => Some(last.clone()),
+                _ => Some(Text::from(self.buffer.as_str())),
+            }
+        };
+        self.last = text.clone();
+        match (deadline, &mut self.seen) {
+            (None, _) => self.seen = None,
+            // The previous facts' buffers take the new ones: no allocation
+            // while tasks keep to a few shapes.
+            (Some(deadline), Some((seen, seen_deadline))) => {
+                seen.links.clone_from(&facts.links);
+                seen.waiter.clone_from(&facts.waiter);
+                seen.leaf.clone_from(&facts.leaf);
+                seen.group_size = facts.group_size;
+                seen.deadline = facts.deadline;
+                *seen_deadline = deadline;
+            }
+            (Some(deadline), None) => self.seen = Some((facts.clone(), deadline)),
+        }
+        text
+    }
 }
 
 /// Writes the `awaiting` text of a suspended task into `out` (cleared
@@ -523,5 +591,61 @@ mod tests {
             .as_deref(),
             Some("Deferred")
         );
+    }
+
+    fn sleeping(deadline: Option<f64>) -> Facts {
+        Facts {
+            links: vec![user("main"), aio("sleep")],
+            waiter: Waiter::Unexamined,
+            deadline,
+            ..Facts::default()
+        }
+    }
+
+    #[test]
+    fn texts_of_alike_tasks_are_one_shared_text() {
+        let mut texts = Texts::default();
+        let first = texts.describe(&sleeping(Some(3599.81))).unwrap();
+        assert_eq!(first, "sleep (wakes in 3599.8 s)");
+        for d in [3599.8, 3599.77, 3599.849] {
+            let again = texts.describe(&sleeping(Some(d))).unwrap();
+            // Longer than an inline text: shared means the same allocation.
+            assert_eq!(again.as_str().as_ptr(), first.as_str().as_ptr());
+        }
+        assert_eq!(
+            texts.describe(&sleeping(Some(3599.86))).as_deref(),
+            Some("sleep (wakes in 3599.9 s)")
+        );
+    }
+
+    #[test]
+    fn texts_follow_every_change_of_facts() {
+        let mut texts = Texts::default();
+        let nothing = Facts {
+            links: vec![user("main")],
+            ..Facts::default()
+        };
+        let waiting_on_task = |name: &str| Facts {
+            links: vec![user("main")],
+            waiter: Waiter::Task { name: name.into() },
+            ..Facts::default()
+        };
+        let sequence = [
+            sleeping(Some(10.0)),
+            sleeping(Some(10.04)),
+            sleeping(None),
+            nothing.clone(),
+            nothing,
+            waiting_on_task("a"),
+            waiting_on_task("b"),
+            // Near a rounding tie the exact formatter decides, every time.
+            sleeping(Some(0.25)),
+            sleeping(Some(0.25)),
+            sleeping(Some(-1.0)),
+            sleeping(Some(10.0)),
+        ];
+        for facts in &sequence {
+            assert_eq!(texts.describe(facts).as_deref(), describe(facts).as_deref());
+        }
     }
 }

@@ -167,32 +167,7 @@ struct Backend<'py> {
     now: Option<Option<f64>>,
     /// The buffer of the last chain's links, reused by the next.
     links: Vec<crate::awaiting::Link>,
-    awaiting: AwaitingTexts,
-}
-
-/// The `awaiting` texts of a capture: each written into one buffer, and
-/// the previous task's text handed on when it says the same (ten thousand
-/// sleeping tasks hold a few texts between them).
-#[derive(Default)]
-struct AwaitingTexts {
-    buffer: String,
-    last: Option<Text>,
-}
-
-impl AwaitingTexts {
-    fn describe(&mut self, facts: &Facts) -> Option<Text> {
-        if !awaiting::describe_into(facts, &mut self.buffer) {
-            return None;
-        }
-        match &self.last {
-            Some(last) if last.as_str() == self.buffer => Some(last.clone()),
-            _ => {
-                let text: Text = self.buffer.as_str().into();
-                self.last = Some(text.clone());
-                Some(text)
-            }
-        }
-    }
+    awaiting: awaiting::Texts,
 }
 
 impl<'py> Backend<'py> {
@@ -214,7 +189,7 @@ impl<'py> Backend<'py> {
             feeders: AddrMap::default(),
             now: None,
             links: Vec::new(),
-            awaiting: AwaitingTexts::default(),
+            awaiting: awaiting::Texts::default(),
         }
     }
 
