@@ -506,6 +506,15 @@ impl<'py> BuiltinAttr<'py> {
     pub fn get(&self, obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
         not_none(self.0.get(obj)?)
     }
+
+    /// [`Self::get`] without the subtype check, whose MRO walk runs on
+    /// every read of a subclass instance.
+    ///
+    /// # Safety
+    /// `obj` is an instance of the owner or of a subclass of it.
+    pub unsafe fn get_unchecked(&self, obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+        not_none(self.0.get_unchecked(obj)?)
+    }
 }
 
 /// A no-argument C method (`METH_NOARGS`) of one of the interpreter's

@@ -160,6 +160,9 @@ pub struct Asyncio<'py> {
     direct_running: safe::CheckedRead,
     /// The last leaf type [`Asyncio::is_bridge`] found to be no bridge.
     plain_leaf: std::cell::Cell<usize>,
+    /// The last types [`Asyncio::is_task`] found to be a task type, and not
+    /// (types outlive the capture: their objects are held).
+    task_types: std::cell::Cell<(usize, usize)>,
     /// [`frame_position`] against the frame object's own answer.
     #[cfg(Py_3_11)]
     direct_positions: safe::CheckedRead,
@@ -270,6 +273,7 @@ impl<'py> Asyncio<'py> {
             direct_awaits: Default::default(),
             direct_running: Default::default(),
             plain_leaf: Default::default(),
+            task_types: Default::default(),
             #[cfg(Py_3_11)]
             direct_positions: Default::default(),
         })
@@ -297,8 +301,22 @@ impl<'py> Asyncio<'py> {
         self.py_task.is_some_and(|tp| safe::is_instance(obj, tp))
     }
 
+    /// Whether `obj` is an asyncio task. The answer for the last type seen
+    /// each way is kept: ten thousand tasks wait on futures of one type, each
+    /// of which would otherwise walk two MROs.
     pub fn is_task(&self, obj: &Bound<'py, PyAny>) -> bool {
-        self.is_c_task(obj) || self.is_py_task(obj)
+        let tp = unsafe { ffi::Py_TYPE(obj.as_ptr()) } as usize;
+        let (yes, no) = self.task_types.get();
+        if tp == yes {
+            return true;
+        }
+        if tp == no {
+            return false;
+        }
+        let answer = self.is_c_task(obj) || self.is_py_task(obj);
+        self.task_types
+            .set(if answer { (tp, no) } else { (yes, tp) });
+        answer
     }
 
     pub fn is_future(&self, obj: &Bound<'py, PyAny>) -> bool {

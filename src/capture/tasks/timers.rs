@@ -1,7 +1,7 @@
 //! The loop timers a task's `awaiting` reads its deadline from.
 
 use super::asyncio::Asyncio;
-use crate::capture::safe;
+use crate::capture::safe::{self, BuiltinAttr};
 use pyo3::ffi;
 use pyo3::prelude::*;
 
@@ -119,32 +119,22 @@ pub fn loop_timers<'py>(aio: &Asyncio<'py>, event_loop: &Bound<'py, PyAny>) -> T
         if !safe::is_instance(&handle, t.timer_tp) {
             continue;
         }
-        let cancelled = t
-            .cancelled
-            .as_ref()
-            .and_then(|a| a.get(&handle))
-            .and_then(|v| safe::bool_value(&v));
+        // A TimerHandle, so a Handle: the slot readers need no subtype check
+        // (four MRO walks a handle otherwise).
+        let slot = |a: &Option<BuiltinAttr<'py>>| {
+            a.as_ref().and_then(|a| unsafe { a.get_unchecked(&handle) })
+        };
+        let cancelled = slot(&t.cancelled).and_then(|v| safe::bool_value(&v));
         if cancelled != Some(false) {
             continue;
         }
-        let Some(when) = t
-            .when
-            .as_ref()
-            .and_then(|a| a.get(&handle))
-            .and_then(|v| safe::float_value(&v))
-        else {
+        let Some(when) = slot(&t.when).and_then(|v| safe::float_value(&v)) else {
             continue;
         };
-        let first = t
-            .args
-            .as_ref()
-            .and_then(|a| a.get(&handle))
+        let first = slot(&t.args)
             .and_then(|a| safe::first_item(&a))
             .map(|first| first.as_ptr() as usize);
-        let task = t
-            .callback
-            .as_ref()
-            .and_then(|a| a.get(&handle))
+        let task = slot(&t.callback)
             .and_then(|c| safe::bound_method_parts(&c))
             .and_then(|(_, this)| safe::instance_attr(&this, c"_task"))
             .filter(|x| aio.is_task(x))
