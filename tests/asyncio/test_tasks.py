@@ -558,6 +558,44 @@ def test_task_subclass_custom_factory_and_pure_python_task(lt):
     del keep
 
 
+class OwnClockLoop(asyncio.SelectorEventLoop):
+    """A loop whose clock is not `BaseEventLoop.time`: capture cannot read it."""
+
+    def time(self) -> float:
+        return super().time() + 1000.0
+
+
+def test_sleep_wake_times_come_from_each_sleeps_timer(lt):
+    # 3.11+ read a sleep's timer from the sleep's frame, other versions and
+    # other waits from the loop's timer heap: both tell the same time.
+    async def nap() -> None:
+        await asyncio.sleep(250)
+
+    async def start() -> None:
+        asyncio.create_task(asyncio.sleep(1234.5), name="bare-sleep")
+        asyncio.create_task(nap(), name="nap")
+        await settle()
+
+    lt.run(start())
+    stacks = task_stacks(collect_tasks())
+    for name, delay in [("bare-sleep", 1234.5), ("nap", 250.0)]:
+        awaiting = stacks[name].awaiting or ""
+        match = re.fullmatch(r"sleep \(wakes in (\d+\.\d) s\)", awaiting)
+        assert match and delay - 60 < float(match.group(1)) <= delay, awaiting
+
+
+def test_a_loop_with_a_clock_of_its_own_shows_no_wake_time():
+    with LoopThread(OwnClockLoop, name="own-clock") as other:
+
+        async def start() -> None:
+            asyncio.create_task(asyncio.sleep(500), name="own-clock-sleep")
+            await settle()
+
+        other.run(start())
+        stack = task_stacks(collect_tasks())["own-clock-sleep"]
+        assert stack.awaiting == "sleep"
+
+
 def test_tasks_are_listed_by_loop_then_name_in_numeric_order(lt):
     async def start() -> None:
         for n in (10, 2, 1):

@@ -121,6 +121,8 @@ pub struct TimerReaders<'py> {
     pub cancelled: Option<BuiltinAttr<'py>>,
     pub timer_tp: *mut ffi::PyTypeObject,
     pub when: Option<BuiltinAttr<'py>>,
+    /// True while the handle is in its loop's `_scheduled` heap.
+    pub scheduled: Option<BuiltinAttr<'py>>,
 }
 
 /// Everything asyncio-specific one capture reads through, resolved once.
@@ -163,6 +165,9 @@ pub struct Asyncio<'py> {
     /// The last types [`Asyncio::is_task`] found to be a task type, and not
     /// (types outlive the capture: their objects are held).
     task_types: std::cell::Cell<(usize, usize)>,
+    /// `asyncio.sleep`'s code object and the slot of its local `h`, the
+    /// timer it waits for; looked up on first use.
+    sleep_code: std::cell::OnceCell<Option<(Bound<'py, PyAny>, usize)>>,
     /// [`frame_position`] against the frame object's own answer.
     #[cfg(Py_3_11)]
     direct_positions: safe::CheckedRead,
@@ -213,6 +218,7 @@ impl<'py> Asyncio<'py> {
                 cancelled: BuiltinAttr::resolve(py, handle_tp, c"_cancelled"),
                 timer_tp,
                 when: BuiltinAttr::resolve(py, timer_tp, c"_when"),
+                scheduled: BuiltinAttr::resolve(py, timer_tp, c"_scheduled"),
             }),
             _ => None,
         };
@@ -274,6 +280,7 @@ impl<'py> Asyncio<'py> {
             direct_running: Default::default(),
             plain_leaf: Default::default(),
             task_types: Default::default(),
+            sleep_code: Default::default(),
             #[cfg(Py_3_11)]
             direct_positions: Default::default(),
         })
@@ -581,6 +588,76 @@ impl<'py> Asyncio<'py> {
             getter()
         };
         running.unwrap_or(false)
+    }
+
+    /// The timer a suspended `asyncio.sleep` coroutine waits for: its local
+    /// `h`, read from the slot of its frame (3.11-3.13: a coroutine embeds
+    /// its frame), when `coro` runs `asyncio.sleep`'s own code. Ten thousand
+    /// sleeping tasks then need no table of every timer of their loop.
+    /// `None` on other versions and for anything else: the table decides.
+    #[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
+    pub fn sleep_timer(&self, coro: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+        if !self.coroutine.is_exact(coro) {
+            return None;
+        }
+        let (code, slot) = self
+            .sleep_code
+            .get_or_init(|| self.find_sleep_code())
+            .as_ref()?;
+        unsafe {
+            let gen = coro.as_ptr() as *mut ffi::PyGenObject;
+            // SUSPENDED (3.13: SUSPENDED_YIELD_FROM): inside `await future`,
+            // so `h` is set.
+            if (*gen).gi_frame_state != -1 {
+                return None;
+            }
+            let (running, _) = frame_position(self.py, coro.as_ptr())?;
+            if !std::ptr::eq(running as *const ffi::PyObject, code.as_ptr()) {
+                return None;
+            }
+            // `localsplus` (see `awaited_coroutine`): the fast locals, in
+            // `co_varnames` order for a function without cells.
+            let words = (&raw const (*gen).gi_iframe) as *const *mut ffi::PyObject;
+            safe::borrowed(self.py, *words.add(9 + slot))
+        }
+    }
+
+    #[cfg(not(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED))))]
+    pub fn sleep_timer(&self, _coro: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+        None
+    }
+
+    /// `asyncio.tasks.sleep.__code__` and the index of `h` among its
+    /// variables, if it is a plain function whose code has no cells.
+    #[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
+    fn find_sleep_code(&self) -> Option<(Bound<'py, PyAny>, usize)> {
+        let sleep = safe::module_attr(&self.tasks_module, c"sleep")?;
+        unsafe {
+            if ffi::PyFunction_Check(sleep.as_ptr()) == 0 {
+                return None;
+            }
+            let code = safe::borrowed(self.py, ffi::PyFunction_GetCode(sleep.as_ptr()))?;
+            if ffi::PyCode_Check(code.as_ptr()) == 0 {
+                return None;
+            }
+            // `code` cannot be subclassed: these are its own descriptors.
+            let names = |attr: &str| -> Option<Vec<String>> {
+                let t = code.getattr(attr).ok()?;
+                let items = safe::sequence_items(&t)?;
+                items.iter().map(safe::str_value).collect()
+            };
+            let (varnames, cellvars, freevars) = (
+                names("co_varnames"),
+                names("co_cellvars"),
+                names("co_freevars"),
+            );
+            safe::clear_error();
+            if !cellvars?.is_empty() || !freevars?.is_empty() {
+                return None;
+            }
+            let slot = varnames?.iter().position(|n| n == "h")?;
+            Some((code, slot))
+        }
     }
 
     /// Whether `obj` is one of the interpreter's helper objects that stand

@@ -26,6 +26,9 @@ pub struct Chain<'py> {
     /// The innermost awaited object that is not a coroutine (a future's
     /// iterator, an unknown awaitable), if any.
     pub leaf: Option<Bound<'py, PyAny>>,
+    /// The innermost coroutine of asyncio named `sleep`, whose timer says
+    /// when the task wakes.
+    pub sleep: Option<Bound<'py, PyAny>>,
 }
 
 /// Follows the await chain from `coro`, filling `links` (a buffer to reuse). Only the interpreter's exact
@@ -42,6 +45,7 @@ pub fn follow<'py>(
     let mut frames = cap.walker.list();
     links.clear();
     let mut leaf = None;
+    let mut sleep = None;
     let mut current = Some(coro.clone());
     let mut followed = 0;
     while let Some(obj) = current.take() {
@@ -67,7 +71,12 @@ pub fn follow<'py>(
                     .and_then(|a| a.get(&obj))
                     .and_then(|q| aio.shared_text(q))
                 {
-                    Some(name) => Link::new(name, true),
+                    Some(name) => {
+                        if name == "sleep" {
+                            sleep = Some(obj.clone());
+                        }
+                        Link::new(name, true)
+                    }
                     None => Link::unnamed(true),
                 };
                 links.push(link);
@@ -93,6 +102,7 @@ pub fn follow<'py>(
         omitted,
         links,
         leaf,
+        sleep,
     }
 }
 

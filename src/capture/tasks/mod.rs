@@ -147,6 +147,8 @@ struct LoopInfo {
     thread: Option<u64>,
     /// See [`loop_timers`]; read when a task of the loop first needs a deadline.
     timers: Option<Timers>,
+    /// See [`timers::keeps_base_clock`]; read when first needed.
+    base_clock: Option<bool>,
 }
 
 struct Backend<'py> {
@@ -501,7 +503,7 @@ impl<'py> Backend<'py> {
             _ => None,
         };
         let addr = self.views[i].fut.obj.as_ptr() as usize;
-        let deadline = event_loop.and_then(|at| self.deadline(i, at));
+        let deadline = event_loop.and_then(|at| self.deadline(i, at, chain.sleep.as_ref()));
         let facts = Facts {
             links: chain.links,
             waiter,
@@ -608,13 +610,40 @@ impl<'py> Backend<'py> {
     /// Seconds until the loop timer that ends task `i`'s wait: a sleep's or
     /// 3.9-3.11 `wait_for`'s timer keyed by the future waited on, an
     /// `asyncio.timeout` (3.11+) keyed by the task.
-    fn deadline(&mut self, i: usize, event_loop: usize) -> Option<f64> {
+    fn deadline(
+        &mut self,
+        i: usize,
+        event_loop: usize,
+        sleep: Option<&Bound<'py, PyAny>>,
+    ) -> Option<f64> {
+        let now = self.now()?;
+        // A sleep's own timer, read from its frame, when its loop keeps the
+        // clock the table would be read for.
+        if let (Some(sleep), Some(waiter)) = (sleep, self.views[i].waiter.as_ref()) {
+            if let Some(handle) = self.aio.sleep_timer(sleep) {
+                let info = &mut self.loops[event_loop];
+                let base_clock = match info.base_clock {
+                    Some(known) => known,
+                    None => {
+                        let l = self.views[i].fut.event_loop.as_ref()?;
+                        *info
+                            .base_clock
+                            .insert(timers::keeps_base_clock(&self.aio, l))
+                    }
+                };
+                if !base_clock {
+                    return None;
+                }
+                if let Some(when) = timers::sleep_deadline(&self.aio, &handle, waiter) {
+                    return Some(when - now);
+                }
+            }
+        }
         let view = &self.views[i];
         let keys = [
             view.waiter.as_ref().map(|w| w.as_ptr() as usize),
             Some(view.fut.obj.as_ptr() as usize),
         ];
-        let now = self.now()?;
         let info = &mut self.loops[event_loop];
         let timers = match &mut info.timers {
             Some(timers) => timers,
@@ -640,6 +669,7 @@ impl<'py> Backend<'py> {
             id: format!("loop:{}", safe::address(event_loop)).into(),
             thread: self.loop_threads.thread_of(cap, event_loop),
             timers: None,
+            base_clock: None,
         });
         self.loop_at.insert(key, at);
         at

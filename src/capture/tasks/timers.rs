@@ -92,19 +92,8 @@ impl Timers {
 /// not `BaseEventLoop.time` or whose timers are not `TimerHandle`s (uvloop).
 pub fn loop_timers<'py>(aio: &Asyncio<'py>, event_loop: &Bound<'py, PyAny>) -> Timers {
     let mut out = Timers::default();
-    let (Some(base), Some(t)) = (aio.base_loop, aio.timers.as_ref()) else {
+    if !keeps_base_clock(aio, event_loop) {
         return out;
-    };
-    if !safe::is_instance(event_loop, base) {
-        return out;
-    }
-    // Both types are alive: the loop's own type and a type it inherits from.
-    let own_clock =
-        unsafe { safe::type_lookup(aio.py, ffi::Py_TYPE(event_loop.as_ptr()), c"time") };
-    let base_clock = unsafe { safe::type_lookup(aio.py, base, c"time") };
-    match (own_clock, base_clock) {
-        (Some(a), Some(b)) if a.is(&b) => {}
-        _ => return out,
     }
     let Some(scheduled) =
         safe::instance_attr(event_loop, c"_scheduled").and_then(|s| safe::sequence_items(&s))
@@ -115,32 +104,18 @@ pub fn loop_timers<'py>(aio: &Asyncio<'py>, event_loop: &Bound<'py, PyAny>) -> T
     // the timer eight on (the table is far larger than the cache lines
     // recently read).
     let mut read: Vec<(usize, f64)> = Vec::with_capacity(scheduled.len());
-    for handle in scheduled {
-        if !safe::is_instance(&handle, t.timer_tp) {
-            continue;
-        }
-        // A TimerHandle, so a Handle: the slot readers need no subtype check
-        // (four MRO walks a handle otherwise).
-        let slot = |a: &Option<BuiltinAttr<'py>>| {
-            a.as_ref().and_then(|a| unsafe { a.get_unchecked(&handle) })
-        };
-        let cancelled = slot(&t.cancelled).and_then(|v| safe::bool_value(&v));
-        if cancelled != Some(false) {
-            continue;
-        }
-        let Some(when) = slot(&t.when).and_then(|v| safe::float_value(&v)) else {
+    for handle in &scheduled {
+        let Some(timer) = pending_timer(aio, handle) else {
             continue;
         };
-        let first = slot(&t.args)
-            .and_then(|a| safe::first_item(&a))
-            .map(|first| first.as_ptr() as usize);
-        let task = slot(&t.callback)
+        let task = timer
+            .callback
             .and_then(|c| safe::bound_method_parts(&c))
             .and_then(|(_, this)| safe::instance_attr(&this, c"_task"))
             .filter(|x| aio.is_task(x))
             .map(|task| task.as_ptr() as usize);
-        for key in [first, task].into_iter().flatten() {
-            read.push((key, when));
+        for key in [timer.first, task].into_iter().flatten() {
+            read.push((key, timer.when));
         }
     }
     out.reserve(read.len());
@@ -151,4 +126,69 @@ pub fn loop_timers<'py>(aio: &Asyncio<'py>, event_loop: &Bound<'py, PyAny>) -> T
         out.insert_min(key, when);
     }
     out
+}
+
+/// Whether `event_loop` is a `BaseEventLoop` telling time with
+/// `BaseEventLoop.time` (`time.monotonic()`), the clock capture reads.
+pub fn keeps_base_clock<'py>(aio: &Asyncio<'py>, event_loop: &Bound<'py, PyAny>) -> bool {
+    let (Some(base), Some(_)) = (aio.base_loop, aio.timers.as_ref()) else {
+        return false;
+    };
+    if !safe::is_instance(event_loop, base) {
+        return false;
+    }
+    // Both types are alive: the loop's own type and a type it inherits from.
+    let own_clock =
+        unsafe { safe::type_lookup(aio.py, ffi::Py_TYPE(event_loop.as_ptr()), c"time") };
+    let base_clock = unsafe { safe::type_lookup(aio.py, base, c"time") };
+    matches!((own_clock, base_clock), (Some(a), Some(b)) if a.is(&b))
+}
+
+/// What a pending `TimerHandle` holds.
+struct PendingTimer<'py> {
+    when: f64,
+    /// Address of its callback's first argument.
+    first: Option<usize>,
+    callback: Option<Bound<'py, PyAny>>,
+}
+
+/// `handle` if it is a `TimerHandle` that is neither cancelled nor done.
+fn pending_timer<'py>(aio: &Asyncio<'py>, handle: &Bound<'py, PyAny>) -> Option<PendingTimer<'py>> {
+    let t = aio.timers.as_ref()?;
+    if !safe::is_instance(handle, t.timer_tp) {
+        return None;
+    }
+    // A TimerHandle, so a Handle: the slot readers need no subtype check
+    // (four MRO walks a handle otherwise).
+    let slot =
+        |a: &Option<BuiltinAttr<'py>>| a.as_ref().and_then(|a| unsafe { a.get_unchecked(handle) });
+    let cancelled = slot(&t.cancelled).and_then(|v| safe::bool_value(&v));
+    if cancelled != Some(false) {
+        return None;
+    }
+    let when = slot(&t.when).and_then(|v| safe::float_value(&v))?;
+    let first = slot(&t.args)
+        .and_then(|a| safe::first_item(&a))
+        .map(|first| first.as_ptr() as usize);
+    Some(PendingTimer {
+        when,
+        first,
+        callback: slot(&t.callback),
+    })
+}
+
+/// When the timer of an `asyncio.sleep` (see `Asyncio::sleep_timer`) fires,
+/// if it is one [`loop_timers`] would list for `future`: pending, still in
+/// its loop's heap (`_scheduled`), resolving `future`.
+pub fn sleep_deadline<'py>(
+    aio: &Asyncio<'py>,
+    handle: &Bound<'py, PyAny>,
+    future: &Bound<'py, PyAny>,
+) -> Option<f64> {
+    let t = aio.timers.as_ref()?;
+    let timer = pending_timer(aio, handle)?;
+    // SAFETY: `pending_timer` checked it is a TimerHandle.
+    let scheduled = unsafe { t.scheduled.as_ref()?.get_unchecked(handle) };
+    let in_heap = scheduled.and_then(|v| safe::bool_value(&v)) == Some(true);
+    (in_heap && timer.first == Some(future.as_ptr() as usize)).then_some(timer.when)
 }
