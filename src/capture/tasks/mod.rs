@@ -619,7 +619,7 @@ impl<'py> Backend<'py> {
         let now = self.now()?;
         // A sleep's own timer, read from its frame, when its loop keeps the
         // clock the table would be read for.
-        if let (Some(sleep), Some(waiter)) = (sleep, self.views[i].waiter.as_ref()) {
+        if let Some(sleep) = sleep {
             if let Some(handle) = self.aio.sleep_timer(sleep) {
                 let info = &mut self.loops[event_loop];
                 let base_clock = match info.base_clock {
@@ -634,7 +634,7 @@ impl<'py> Backend<'py> {
                 if !base_clock {
                     return None;
                 }
-                if let Some(when) = timers::sleep_deadline(&self.aio, &handle, waiter) {
+                if let Some(when) = timers::sleep_deadline(&self.aio, &handle) {
                     return Some(when - now);
                 }
             }

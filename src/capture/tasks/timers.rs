@@ -178,17 +178,21 @@ fn pending_timer<'py>(aio: &Asyncio<'py>, handle: &Bound<'py, PyAny>) -> Option<
 }
 
 /// When the timer of an `asyncio.sleep` (see `Asyncio::sleep_timer`) fires,
-/// if it is one [`loop_timers`] would list for `future`: pending, still in
-/// its loop's heap (`_scheduled`), resolving `future`.
-pub fn sleep_deadline<'py>(
-    aio: &Asyncio<'py>,
-    handle: &Bound<'py, PyAny>,
-    future: &Bound<'py, PyAny>,
-) -> Option<f64> {
+/// if it is one [`loop_timers`] would list: a `TimerHandle`, not cancelled,
+/// still in its loop's heap (`_scheduled`). That it resolves the future the
+/// task waits on is given: it is the timer `asyncio.sleep`'s own code made
+/// for the future it awaits.
+pub fn sleep_deadline<'py>(aio: &Asyncio<'py>, handle: &Bound<'py, PyAny>) -> Option<f64> {
     let t = aio.timers.as_ref()?;
-    let timer = pending_timer(aio, handle)?;
-    // SAFETY: `pending_timer` checked it is a TimerHandle.
-    let scheduled = unsafe { t.scheduled.as_ref()?.get_unchecked(handle) };
-    let in_heap = scheduled.and_then(|v| safe::bool_value(&v)) == Some(true);
-    (in_heap && timer.first == Some(future.as_ptr() as usize)).then_some(timer.when)
+    if !safe::is_instance(handle, t.timer_tp) {
+        return None;
+    }
+    // SAFETY: a TimerHandle, so a Handle.
+    let slot =
+        |a: &Option<BuiltinAttr<'py>>| a.as_ref().and_then(|a| unsafe { a.get_unchecked(handle) });
+    let flag = |a: &Option<BuiltinAttr<'py>>| slot(a).and_then(|v| safe::bool_value(&v));
+    if flag(&t.cancelled) != Some(false) || flag(&t.scheduled) != Some(true) {
+        return None;
+    }
+    slot(&t.when).and_then(|v| safe::float_value(&v))
 }
