@@ -79,6 +79,10 @@ pub struct FrameWalker<'py> {
     last: [Option<(Vec<FrameKey>, Frames)>; 2],
     /// The entry of `last` the next new list replaces.
     older: usize,
+    /// Whether [`Self::walk`] may read interpreter frames directly: `None`
+    /// until the first walk of the capture was checked against the C API.
+    #[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
+    direct_walks: Option<bool>,
     /// Positions looked up lately, in front of `positions`: the frames of
     /// a run of alike tasks repeat the same few.
     #[cfg(Py_3_11)]
@@ -100,6 +104,8 @@ impl<'py> FrameWalker<'py> {
             lists: FastMap::default(),
             spare_keys: Vec::new(),
             last: [None, None],
+            #[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
+            direct_walks: None,
             older: 0,
             // Code address 0 is no code object's: these slots match nothing.
             #[cfg(Py_3_11)]
@@ -142,6 +148,73 @@ impl<'py> FrameWalker<'py> {
     /// # Safety
     /// `top` must be a valid frame object; the GIL is held (`self.py`).
     pub unsafe fn walk(&mut self, top: *mut ffi::PyFrameObject) -> (Frames, u64) {
+        #[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
+        if self.locals.is_none() && self.direct_walks != Some(false) {
+            if let Some(direct) = self.walk_interpreter_frames(top) {
+                if self.direct_walks.is_some() {
+                    return direct;
+                }
+                // The first walk of a capture is checked against the C API.
+                let by_objects = self.walk_frame_objects(top);
+                let agrees = by_objects.1 == direct.1 && *by_objects.0 == *direct.0;
+                self.direct_walks = Some(agrees);
+                return by_objects;
+            }
+        }
+        self.walk_frame_objects(top)
+    }
+
+    /// [`Self::walk`] through the interpreter frames the frame objects
+    /// stand for (see [`crate::capture::iframe`]): one line of memory per
+    /// frame, no frame object made, fetched or counted. `None` when `top`
+    /// or a frame below it is not as expected: the C API walks it then.
+    ///
+    /// # Safety
+    /// As for [`Self::walk`].
+    #[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
+    unsafe fn walk_interpreter_frames(
+        &mut self,
+        top: *mut ffi::PyFrameObject,
+    ) -> Option<(Frames, u64)> {
+        use crate::capture::iframe;
+        // A guard against a chain that loops, as a real one cannot.
+        const MAX_FRAMES: usize = 1 << 20;
+        let mut frame = iframe::of_frame_object(top)?;
+        let mut list = self.list();
+        let mut omitted: u64 = 0;
+        let mut seen = 0;
+        while !frame.is_null() {
+            seen += 1;
+            let Some((code, lasti)) =
+                iframe::position(self.py, frame).filter(|_| seen < MAX_FRAMES)
+            else {
+                self.recycle(list);
+                return None;
+            };
+            if list.len() < self.max_depth {
+                self.push_position(&mut list, code, lasti);
+            } else {
+                omitted += 1;
+            }
+            frame = iframe::previous(frame);
+        }
+        let (frames, _) = self.finish(list, true);
+        Some((frames, omitted))
+    }
+
+    /// A list given up on: its key buffer serves the next one.
+    #[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
+    fn recycle(&mut self, list: FrameList) {
+        let mut keys = list.keys;
+        keys.clear();
+        self.spare_keys = keys;
+    }
+
+    /// [`Self::walk`] through `PyFrame_GetBack`.
+    ///
+    /// # Safety
+    /// As for [`Self::walk`].
+    unsafe fn walk_frame_objects(&mut self, top: *mut ffi::PyFrameObject) -> (Frames, u64) {
         let mut list = self.list();
         let mut omitted: u64 = 0;
         ffi::Py_INCREF(top as *mut ffi::PyObject);

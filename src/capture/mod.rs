@@ -5,6 +5,8 @@
 pub mod frames;
 pub mod framevars;
 pub mod greenlets;
+#[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
+pub mod iframe;
 pub mod locals;
 pub mod safe;
 pub mod tasks;

@@ -134,6 +134,47 @@ def test_named_threads_with_their_whole_stacks(scene):
     assert isinstance(sleeper.frames[-1].lineno, int)
 
 
+def test_stacks_through_c_calls_generators_and_comprehensions_match_traceback():
+    # 3.11+ walks interpreter frames directly; entries from C (a key function
+    # called by `sorted`, 3.12+ shim frames), a running generator and a
+    # comprehension must come out as `traceback` sees them.
+    import traceback
+
+    parked = threading.Event()
+    release = threading.Event()
+
+    def park(_item):
+        parked.set()
+        release.wait(30)
+        return 0
+
+    def generate():
+        yield park(1)
+
+    def through_c():
+        sorted([1], key=lambda item: next(generate()))
+
+    def deep(n):
+        if n:
+            return deep(n - 1)
+        return [through_c() for _ in range(1)]
+
+    t = threading.Thread(target=deep, args=(5,), name="c-boundaries", daemon=True)
+    t.start()
+    assert parked.wait(10)
+    try:
+        expected = [
+            (f.name, f.lineno) for f in traceback.extract_stack(sys._current_frames()[t.ident])
+        ]
+        for _ in range(2):  # the first walk of a capture is checked, the next trusted
+            stack = by_name(tbcollect.collect(greenlets=False, tasks=False), "c-boundaries")
+            got = [(f.function.rsplit(".", 1)[-1], f.lineno) for f in stack.frames]
+            assert got == [(name.rsplit(".", 1)[-1], line) for name, line in expected]
+    finally:
+        release.set()
+        t.join(10)
+
+
 def test_calling_thread_is_current_and_ends_at_the_call():
     snap = tbcollect.collect()
     me = [s for s in stacks_of(snap, "thread") if s.current]

@@ -167,6 +167,7 @@ pub struct Asyncio<'py> {
     task_types: std::cell::Cell<(usize, usize)>,
     /// `asyncio.sleep`'s code object and the slot of its local `h`, the
     /// timer it waits for; looked up on first use.
+    #[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
     sleep_code: std::cell::OnceCell<Option<(Bound<'py, PyAny>, usize)>>,
     /// [`frame_position`] against the frame object's own answer.
     #[cfg(Py_3_11)]
@@ -280,6 +281,7 @@ impl<'py> Asyncio<'py> {
             direct_running: Default::default(),
             plain_leaf: Default::default(),
             task_types: Default::default(),
+            #[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
             sleep_code: Default::default(),
             #[cfg(Py_3_11)]
             direct_positions: Default::default(),
@@ -860,12 +862,7 @@ unsafe fn awaited_in_place(_obj: *mut ffi::PyObject) -> Option<*mut ffi::PyObjec
 }
 
 /// (code, instruction offset in bytes) of a generator-like object's
-/// interpreter frame, from its struct (see [`existing_frame`] for the
-/// layouts). 3.12 and 3.13 have `PyUnstable_InterpreterFrame_GetCode` and
-/// `_GetLasti` for this; 3.11 has neither, so the offset is computed as
-/// they do: `prev_instr` less the start of the code's bytecode, which sits
-/// at `PyCode_Type.tp_basicsize` (`offsetof(PyCodeObject, co_code_adaptive)`)
-/// in 3.11-3.13.
+/// interpreter frame, which it embeds (see [`crate::capture::iframe`]).
 ///
 /// # Safety
 /// `obj` must be an exact instance of `PyCoro_Type`, `PyGen_Type` or
@@ -879,41 +876,10 @@ unsafe fn frame_position(
     if (*gen).gi_frame_state > 0 {
         return None;
     }
-    let iframe = &raw mut (*gen).gi_iframe;
-    #[cfg(Py_3_12)]
-    {
-        let iframe = iframe as *mut ffi::_PyInterpreterFrame;
-        let code = safe::owned(py, ffi::PyUnstable_InterpreterFrame_GetCode(iframe))?;
-        if ffi::PyCode_Check(code.as_ptr()) == 0 {
-            return None;
-        }
-        // The generator holds its code: the address outlives our reference.
-        let lasti = ffi::PyUnstable_InterpreterFrame_GetLasti(iframe);
-        Some((code.as_ptr() as *mut ffi::PyCodeObject, lasti))
-    }
-    #[cfg(not(Py_3_12))]
-    {
-        let _ = py;
-        // 3.11: f_func, f_globals, f_builtins, f_locals, f_code, frame_obj,
-        // previous, prev_instr.
-        let words = iframe as *const usize;
-        let code = *words.add(4) as *mut ffi::PyObject;
-        let prev_instr = *words.add(7);
-        if code.is_null() || ffi::PyCode_Check(code) == 0 {
-            return None;
-        }
-        let start = code as usize + (*std::ptr::addr_of!(ffi::PyCode_Type)).tp_basicsize as usize;
-        let units = (*(code as *mut ffi::PyVarObject)).ob_size as usize;
-        let offset = prev_instr as isize - start as isize;
-        // -2 (one code unit before the start) until the frame starts.
-        if offset < -2 || offset >= (units * 2) as isize {
-            return None;
-        }
-        Some((
-            code as *mut ffi::PyCodeObject,
-            offset as std::os::raw::c_int,
-        ))
-    }
+    crate::capture::iframe::position(
+        py,
+        &raw mut (*gen).gi_iframe as *mut ffi::_PyInterpreterFrame,
+    )
 }
 
 #[cfg(all(Py_3_11, any(Py_3_14, Py_GIL_DISABLED)))]
