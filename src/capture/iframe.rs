@@ -119,3 +119,35 @@ pub unsafe fn of_frame_object(
     let iframe = *(words.add(3) as *const *mut ffi::_PyInterpreterFrame);
     (!iframe.is_null()).then_some(iframe)
 }
+
+/// The top of an interpreter frame's value stack (what a frame suspended in
+/// `await` / `yield from` awaits, as `_PyGen_yf` reads it); `None` when the
+/// stack is empty or implausibly deep.
+///
+/// # Safety
+/// `iframe` is the interpreter frame of a suspended generator-like object
+/// (whose stack pointer was saved when it yielded); the GIL is held.
+pub unsafe fn stack_top(iframe: *mut ffi::_PyInterpreterFrame) -> Option<*mut ffi::PyObject> {
+    // `stacktop` follows the eight words; `localsplus` follows it (after
+    // two small fields), and `stacktop` counts from there.
+    let words = iframe as *const *mut ffi::PyObject;
+    let stacktop = *(words.add(8) as *const c_int);
+    if !(1..=256).contains(&stacktop) {
+        return None;
+    }
+    let top = *words.add(9 + stacktop as usize - 1);
+    (!top.is_null()).then_some(top)
+}
+
+/// Fast local `slot` of an interpreter frame (`localsplus[slot]`, in
+/// `co_varnames` order for code without cells); `None` while unset.
+///
+/// # Safety
+/// As for [`stack_top`]; `slot` is below the code's number of variables.
+pub unsafe fn local(
+    iframe: *mut ffi::_PyInterpreterFrame,
+    slot: usize,
+) -> Option<*mut ffi::PyObject> {
+    let value = *(iframe as *const *mut ffi::PyObject).add(9 + slot);
+    (!value.is_null()).then_some(value)
+}

@@ -16,6 +16,23 @@ use pyo3::prelude::*;
 use std::ffi::CStr;
 use std::os::raw::c_char;
 
+/// `pyo3::intern!` made safe for a fork: a `str` made once per process
+/// and kept. pyo3's own cell lets go of the GIL before it claims the cell
+/// and takes it back to fill it; a fork in that moment (by the thread that
+/// got the GIL) leaves the child a cell claimed by a thread it does not
+/// have, and the child's first dump waits for it forever. This cell is
+/// claimed and filled with the GIL held throughout, and `fork()` needs the
+/// GIL, so a child never sees it half done.
+macro_rules! interned {
+    ($py:expr, $text:expr) => {{
+        static CELL: std::sync::OnceLock<pyo3::Py<pyo3::types::PyString>> =
+            std::sync::OnceLock::new();
+        CELL.get_or_init(|| pyo3::types::PyString::intern($py, $text).unbind())
+            .bind($py)
+    }};
+}
+pub(crate) use interned;
+
 extern "C" {
     // Exported by CPython 3.9-3.13 (cpython/object.h): an MRO walk over type
     // dictionaries that calls nothing; it returns a borrowed reference.

@@ -142,7 +142,12 @@ fn read_greenlet<'py>(
     let hub = gevent.is_hub(&obj);
     let hub_thread = if hub {
         safe::instance_dict(&obj)
-            .and_then(|d| safe::dict_get_scan(&d, pyo3::intern!(obj.py(), "thread_ident").as_any()))
+            .and_then(|d| {
+                safe::dict_get_scan(
+                    &d,
+                    crate::capture::safe::interned!(obj.py(), "thread_ident").as_any(),
+                )
+            })
             .and_then(|t| safe::int_value(&t))
     } else {
         None
@@ -390,7 +395,7 @@ fn spawn_record<'py>(
     let py = obj.py();
     let spawner = field(
         &gevent.spawning_greenlet,
-        pyo3::intern!(py, "spawning_greenlet"),
+        crate::capture::safe::interned!(py, "spawning_greenlet"),
     )
     .and_then(|r| dereference(&r))
     .filter(|g| ctx.api.is_greenlet(g))
@@ -401,7 +406,10 @@ fn spawn_record<'py>(
 
     // Spawned from one place, greenlets share one frame list (the walker's).
     let mut frames = cap.walker.list();
-    let mut record = field(&gevent.spawning_stack, pyo3::intern!(py, "spawning_stack"));
+    let mut record = field(
+        &gevent.spawning_stack,
+        crate::capture::safe::interned!(py, "spawning_stack"),
+    );
     if let (true, Some(first)) = (built, &record) {
         // SAFETY: a gevent Greenlet with every field set (checked above).
         unsafe { gevent.learn_spawning_stack(obj, first) };

@@ -617,10 +617,8 @@ impl<'py> Asyncio<'py> {
             if !std::ptr::eq(running as *const ffi::PyObject, code.as_ptr()) {
                 return None;
             }
-            // `localsplus` (see `awaited_coroutine`): the fast locals, in
-            // `co_varnames` order for a function without cells.
-            let words = (&raw const (*gen).gi_iframe) as *const *mut ffi::PyObject;
-            safe::borrowed(self.py, *words.add(9 + slot))
+            let iframe = &raw mut (*gen).gi_iframe as *mut ffi::_PyInterpreterFrame;
+            safe::borrowed(self.py, crate::capture::iframe::local(iframe, *slot)?)
         }
     }
 
@@ -793,7 +791,6 @@ pub fn prefetch_chains(views: &[TaskView<'_>], order: &[usize], i: usize) {
 /// `obj` is a live object; the GIL is held.
 #[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
 unsafe fn awaited_coroutine(obj: *mut ffi::PyObject) -> Option<*mut ffi::PyObject> {
-    use std::os::raw::c_int;
     if ffi::Py_TYPE(obj) != &raw mut ffi::PyCoro_Type {
         return None;
     }
@@ -806,40 +803,26 @@ unsafe fn awaited_coroutine(obj: *mut ffi::PyObject) -> Option<*mut ffi::PyObjec
     if !suspended {
         return None;
     }
-    // `_PyInterpreterFrame`: eight pointers, then `int stacktop`, then
-    // (after two small fields) `localsplus`, in 3.11, 3.12 and 3.13.
-    let words = (&raw const (*gen).gi_iframe) as *const *mut ffi::PyObject;
-    let stacktop = *(words.add(8) as *const c_int);
-    if !(1..=256).contains(&stacktop) {
-        return None;
-    }
-    let top = *words.add(9 + stacktop as usize - 1);
-    (!top.is_null() && ffi::Py_TYPE(top) == &raw mut ffi::PyCoro_Type).then_some(top)
+    crate::capture::iframe::stack_top(&raw mut (*gen).gi_iframe as *mut ffi::_PyInterpreterFrame)
+        .filter(|&top| ffi::Py_TYPE(top) == &raw mut ffi::PyCoro_Type)
 }
 
 /// What a suspended coroutine awaits, read as `_PyGen_yf` reads it: the
 /// top of its frame's value stack. A coroutine (unlike a generator, whose
 /// `yield` suspends it too) is only ever suspended inside an `await`, and
 /// 3.13 says so in its state (SUSPENDED_YIELD_FROM). `None` for any other
-/// state: the getter answers then. Layout as in [`awaited_coroutine`].
+/// state: the getter answers then.
 ///
 /// # Safety
 /// `obj` is an exact instance of `PyCoro_Type`; the GIL is held.
 #[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
 unsafe fn awaited_in_place(obj: *mut ffi::PyObject) -> Option<*mut ffi::PyObject> {
-    use std::os::raw::c_int;
     let gen = obj as *mut ffi::PyGenObject;
     // 3.11/3.12: SUSPENDED is -1; 3.13: SUSPENDED_YIELD_FROM is -1.
     if (*gen).gi_frame_state != -1 {
         return None;
     }
-    let words = (&raw const (*gen).gi_iframe) as *const *mut ffi::PyObject;
-    let stacktop = *(words.add(8) as *const c_int);
-    if !(1..=256).contains(&stacktop) {
-        return None;
-    }
-    let top = *words.add(9 + stacktop as usize - 1);
-    (!top.is_null()).then_some(top)
+    crate::capture::iframe::stack_top(&raw mut (*gen).gi_iframe as *mut ffi::_PyInterpreterFrame)
 }
 
 /// `cr_running` from a coroutine's state: EXECUTING is 0 in 3.11-3.13.
