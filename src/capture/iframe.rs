@@ -102,6 +102,15 @@ pub unsafe fn previous(iframe: *mut ffi::_PyInterpreterFrame) -> *mut ffi::_PyIn
     prev
 }
 
+/// The word `previous` of `iframe` as it is (a shim frame not passed
+/// over), for a prefetch hint only.
+///
+/// # Safety
+/// As for [`position`].
+pub unsafe fn previous_hint(iframe: *const u8) -> *const u8 {
+    *(iframe as *const *const u8).add(PREVIOUS)
+}
+
 /// The interpreter frame a frame object stands for while it runs: its
 /// `f_frame` (header, `f_back`, then `f_frame`, in 3.11-3.13), or `None`
 /// for a frame object that outlived its frame (it has `f_back` then and
