@@ -28,6 +28,33 @@ const PREVIOUS: usize = 6;
 #[cfg(Py_3_12)]
 const PREVIOUS: usize = 1;
 
+#[cfg(not(Py_3_12))]
+const FRAME_OBJ: usize = 5;
+#[cfg(Py_3_12)]
+const FRAME_OBJ: usize = 6;
+
+/// `f_frame`, the fourth word of a frame object (header, `f_back`, then
+/// `f_frame`), points at the interpreter frame.
+pub const F_FRAME_WORD: usize = 3;
+
+/// The interpreter frame a generator, coroutine or async generator embeds
+/// (all three begin with `_PyGenObject_HEAD`).
+///
+/// # Safety
+/// `obj` is an exact instance of `PyGen_Type`, `PyCoro_Type` or
+/// `PyAsyncGen_Type`.
+pub unsafe fn of_generator(obj: *mut ffi::PyObject) -> *mut ffi::_PyInterpreterFrame {
+    &raw mut (*(obj as *mut ffi::PyGenObject)).gi_iframe as *mut ffi::_PyInterpreterFrame
+}
+
+/// The frame object an interpreter frame already has (`frame_obj`), or null.
+///
+/// # Safety
+/// As for [`position`].
+pub unsafe fn frame_object(iframe: *mut ffi::_PyInterpreterFrame) -> *mut ffi::PyObject {
+    *(iframe as *const *mut ffi::PyObject).add(FRAME_OBJ)
+}
+
 /// Byte offset of `owner` (3.12+), after the eight words, `stacktop` and
 /// `return_offset`.
 #[cfg(Py_3_12)]
@@ -122,10 +149,10 @@ pub unsafe fn of_frame_object(
     frame: *mut ffi::PyFrameObject,
 ) -> Option<*mut ffi::_PyInterpreterFrame> {
     let words = frame as *const *mut ffi::PyObject;
-    if !(*words.add(2)).is_null() {
+    if !(*words.add(F_FRAME_WORD - 1)).is_null() {
         return None;
     }
-    let iframe = *(words.add(3) as *const *mut ffi::_PyInterpreterFrame);
+    let iframe = *(words.add(F_FRAME_WORD) as *const *mut ffi::_PyInterpreterFrame);
     (!iframe.is_null()).then_some(iframe)
 }
 

@@ -12,6 +12,8 @@ mod naming;
 mod owner;
 mod scan;
 
+#[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
+use crate::capture::iframe;
 use crate::capture::{safe, Capture};
 use crate::fasthash::FastMap as HashMap;
 use crate::model::{Frames, GreenletDetails, Stack, StackDetails, Text};
@@ -184,64 +186,52 @@ fn prefetch_ahead(gevent: &Gevent<'_>, raws: &[Raw<'_>], order: &[usize], k: usi
     }
     if let Some(raw) = order.get(k + MID).map(|&a| &raws[a]) {
         if let Some(frame) = &raw.frame {
-            prefetch_frame_data(frame);
+            prefetch_frame_data(frame, false);
         }
         // SAFETY: `raws` holds each greenlet.
         unsafe { gevent.prefetch_spawning_stack(&raw.obj) };
     }
     if let Some(frame) = order.get(k + NEAR).and_then(|&a| raws[a].frame.as_ref()) {
-        prefetch_caller_frame(frame);
+        prefetch_frame_data(frame, true);
     }
 }
-
-/// The stage-three read: the interpreter frame below the one `f_frame`
-/// points at.
-#[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
-fn prefetch_caller_frame(frame: &Bound<'_, PyAny>) {
-    // SAFETY: `frame` is a live frame object whose interpreter frame is
-    // live too (the greenlet is suspended, so its data stack is kept).
-    unsafe {
-        let data = *(frame.as_ptr() as *const *const u8).add(F_FRAME_WORD);
-        if !data.is_null() {
-            safe::prefetch(crate::capture::iframe::previous_hint(data), 2);
-        }
-    }
-}
-
-#[cfg(not(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED))))]
-fn prefetch_caller_frame(_frame: &Bound<'_, PyAny>) {}
-
-/// 3.11-3.13: `f_frame`, the fourth word of every frame object (header,
-/// `f_back`, then `f_frame`), points at the interpreter frame.
-#[cfg(all(Py_3_11, not(Py_3_14)))]
-const F_FRAME_WORD: usize = 3;
 
 /// The stage-one read of a frame object: the word holding `f_frame`.
-#[cfg(all(Py_3_11, not(Py_3_14)))]
+#[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
 fn prefetch_frame_object(frame: &Bound<'_, PyAny>) {
     safe::prefetch(
-        (frame.as_ptr() as *const *const u8).wrapping_add(F_FRAME_WORD),
+        (frame.as_ptr() as *const *const u8).wrapping_add(iframe::F_FRAME_WORD),
         1,
     );
 }
 
-/// The stage-two read: the interpreter frame `f_frame` points at, which
-/// reading the frame's code and line will need.
-#[cfg(all(Py_3_11, not(Py_3_14)))]
-fn prefetch_frame_data(frame: &Bound<'_, PyAny>) {
+/// The interpreter frame `f_frame` points at (stage two), or the frame
+/// below it (stage three, `caller`: on the greenlet's own data stack, a
+/// page of its own), which reading the stack will need.
+#[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
+fn prefetch_frame_data(frame: &Bound<'_, PyAny>, caller: bool) {
     // SAFETY: `frame` is a live frame object (the caller's `gr_frame`,
-    // checked with `PyFrame_Check`).
-    let data = unsafe { *(frame.as_ptr() as *const *const ffi::PyObject).add(F_FRAME_WORD) };
-    safe::prefetch(data, 2);
+    // checked with `PyFrame_Check`) whose interpreter frame is live too
+    // (the greenlet is suspended, so its data stack is kept).
+    unsafe {
+        let data = *(frame.as_ptr() as *const *const u8).add(iframe::F_FRAME_WORD);
+        match caller {
+            false => safe::prefetch(data, 2),
+            true if !data.is_null() => safe::prefetch(iframe::previous_hint(data), 2),
+            true => {}
+        }
+    }
 }
 
 /// 3.9/3.10: the frame object holds its data itself, fetched in stage two.
-#[cfg(not(all(Py_3_11, not(Py_3_14))))]
+#[cfg(not(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED))))]
 fn prefetch_frame_object(_frame: &Bound<'_, PyAny>) {}
 
-#[cfg(not(all(Py_3_11, not(Py_3_14))))]
-fn prefetch_frame_data(frame: &Bound<'_, PyAny>) {
-    safe::prefetch(frame.as_ptr(), 2);
+#[cfg(not(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED))))]
+fn prefetch_frame_data(frame: &Bound<'_, PyAny>, caller: bool) {
+    if !caller {
+        safe::prefetch(frame.as_ptr(), 2);
+    }
 }
 
 /// Threads in order (the caller's first), each as a tree walk from its main

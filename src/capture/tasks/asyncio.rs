@@ -8,6 +8,8 @@
 
 use super::AddrMap;
 use crate::capture::frames::{FrameKey, FrameWalker};
+#[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
+use crate::capture::iframe;
 use crate::capture::safe::{self, BuiltinAttr, BuiltinMethod};
 use crate::model::Text;
 use pyo3::ffi;
@@ -607,18 +609,16 @@ impl<'py> Asyncio<'py> {
             .get_or_init(|| self.find_sleep_code())
             .as_ref()?;
         unsafe {
-            let gen = coro.as_ptr() as *mut ffi::PyGenObject;
-            // SUSPENDED (3.13: SUSPENDED_YIELD_FROM): inside `await future`,
-            // so `h` is set.
-            if (*gen).gi_frame_state != -1 {
+            // Inside `await future`, so `h` is set.
+            if !suspended_in_await(coro.as_ptr()) {
                 return None;
             }
             let (running, _) = frame_position(self.py, coro.as_ptr())?;
             if !std::ptr::eq(running as *const ffi::PyObject, code.as_ptr()) {
                 return None;
             }
-            let iframe = &raw mut (*gen).gi_iframe as *mut ffi::_PyInterpreterFrame;
-            safe::borrowed(self.py, crate::capture::iframe::local(iframe, *slot)?)
+            let frame = iframe::of_generator(coro.as_ptr());
+            safe::borrowed(self.py, iframe::local(frame, *slot)?)
         }
     }
 
@@ -803,7 +803,7 @@ unsafe fn awaited_coroutine(obj: *mut ffi::PyObject) -> Option<*mut ffi::PyObjec
     if !suspended {
         return None;
     }
-    crate::capture::iframe::stack_top(&raw mut (*gen).gi_iframe as *mut ffi::_PyInterpreterFrame)
+    iframe::stack_top(iframe::of_generator(obj))
         .filter(|&top| ffi::Py_TYPE(top) == &raw mut ffi::PyCoro_Type)
 }
 
@@ -817,12 +817,21 @@ unsafe fn awaited_coroutine(obj: *mut ffi::PyObject) -> Option<*mut ffi::PyObjec
 /// `obj` is an exact instance of `PyCoro_Type`; the GIL is held.
 #[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
 unsafe fn awaited_in_place(obj: *mut ffi::PyObject) -> Option<*mut ffi::PyObject> {
-    let gen = obj as *mut ffi::PyGenObject;
-    // 3.11/3.12: SUSPENDED is -1; 3.13: SUSPENDED_YIELD_FROM is -1.
-    if (*gen).gi_frame_state != -1 {
+    if !suspended_in_await(obj) {
         return None;
     }
-    crate::capture::iframe::stack_top(&raw mut (*gen).gi_iframe as *mut ffi::_PyInterpreterFrame)
+    iframe::stack_top(iframe::of_generator(obj))
+}
+
+/// Whether a coroutine is suspended inside an `await`, so that its stack
+/// top is what it awaits and its locals are set: SUSPENDED in 3.11/3.12,
+/// SUSPENDED_YIELD_FROM in 3.13, -1 in each.
+///
+/// # Safety
+/// `obj` is an exact instance of `PyCoro_Type`.
+#[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
+unsafe fn suspended_in_await(obj: *mut ffi::PyObject) -> bool {
+    (*(obj as *mut ffi::PyGenObject)).gi_frame_state == -1
 }
 
 /// `cr_running` from a coroutine's state: EXECUTING is 0 in 3.11-3.13.
@@ -859,10 +868,7 @@ unsafe fn frame_position(
     if (*gen).gi_frame_state > 0 {
         return None;
     }
-    crate::capture::iframe::position(
-        py,
-        &raw mut (*gen).gi_iframe as *mut ffi::_PyInterpreterFrame,
-    )
+    iframe::position(py, iframe::of_generator(obj))
 }
 
 #[cfg(all(Py_3_11, any(Py_3_14, Py_GIL_DISABLED)))]
@@ -887,22 +893,12 @@ unsafe fn frame_position(
 /// `PyAsyncGen_Type`; the GIL is held.
 #[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
 unsafe fn existing_frame(obj: *mut ffi::PyObject) -> *mut ffi::PyObject {
-    // `_PyInterpreterFrame.frame_obj` (internal/pycore_frame.h): 3.11 has
-    // f_func, f_globals, f_builtins, f_locals, f_code before it; 3.12 and
-    // 3.13 have f_code (f_executable), previous, f_funcobj, f_globals,
-    // f_builtins, f_locals.
-    #[cfg(not(Py_3_12))]
-    const FRAME_OBJ: usize = 5;
-    #[cfg(Py_3_12)]
-    const FRAME_OBJ: usize = 6;
-    let gen = obj as *mut ffi::PyGenObject;
     // CREATED, SUSPENDED (3.13: and SUSPENDED_YIELD_FROM) and EXECUTING are
     // the states <= 0 in 3.11-3.13; from COMPLETED on the frame is going.
-    if (*gen).gi_frame_state > 0 {
+    if (*(obj as *mut ffi::PyGenObject)).gi_frame_state > 0 {
         return std::ptr::null_mut();
     }
-    let iframe = (&raw const (*gen).gi_iframe) as *const *mut ffi::PyObject;
-    *iframe.add(FRAME_OBJ)
+    iframe::frame_object(iframe::of_generator(obj))
 }
 
 /// 3.9-3.10: the generator holds its frame in `gi_frame` (NULL once finished).

@@ -145,9 +145,11 @@ struct OnStack {
 struct LoopInfo {
     id: Text,
     thread: Option<u64>,
-    /// See [`loop_timers`]; read when a task of the loop first needs a deadline.
+    /// See [`loop_timers`]; read when a task of the loop first needs a
+    /// deadline that its sleep's own timer does not give.
     timers: Option<Timers>,
-    /// See [`timers::keeps_base_clock`]; read when first needed.
+    /// See [`timers::keeps_base_clock`]; read when a task of the loop first
+    /// needs a deadline.
     base_clock: Option<bool>,
 }
 
@@ -617,26 +619,25 @@ impl<'py> Backend<'py> {
         sleep: Option<&Bound<'py, PyAny>>,
     ) -> Option<f64> {
         let now = self.now()?;
-        // A sleep's own timer, read from its frame, when its loop keeps the
-        // clock the table would be read for.
-        if let Some(sleep) = sleep {
-            if let Some(handle) = self.aio.sleep_timer(sleep) {
-                let info = &mut self.loops[event_loop];
-                let base_clock = match info.base_clock {
-                    Some(known) => known,
-                    None => {
-                        let l = self.views[i].fut.event_loop.as_ref()?;
-                        *info
-                            .base_clock
-                            .insert(timers::keeps_base_clock(&self.aio, l))
-                    }
-                };
-                if !base_clock {
-                    return None;
-                }
-                if let Some(when) = timers::sleep_deadline(&self.aio, &handle) {
-                    return Some(when - now);
-                }
+        // Both the sleep's own timer and the loop's table are read only for
+        // a loop telling time with the clock `now` was read from.
+        let info = &mut self.loops[event_loop];
+        let base_clock = match info.base_clock {
+            Some(known) => known,
+            None => {
+                let l = self.views[i].fut.event_loop.as_ref()?;
+                *info
+                    .base_clock
+                    .insert(timers::keeps_base_clock(&self.aio, l))
+            }
+        };
+        if !base_clock {
+            return None;
+        }
+        // A sleep's own timer, read from its frame.
+        if let Some(handle) = sleep.and_then(|s| self.aio.sleep_timer(s)) {
+            if let Some(when) = timers::sleep_deadline(&self.aio, &handle) {
+                return Some(when - now);
             }
         }
         let view = &self.views[i];

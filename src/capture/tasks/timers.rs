@@ -88,13 +88,11 @@ impl Timers {
 
 /// When each pending timer of a `BaseEventLoop` fires, keyed by the first
 /// argument of its callback (the future `sleep` and `wait_for` resolve) or by
-/// the task an `asyncio.timeout` will cancel. Empty for loops whose clock is
-/// not `BaseEventLoop.time` or whose timers are not `TimerHandle`s (uvloop).
+/// the task an `asyncio.timeout` will cancel. For a loop that
+/// [`keeps_base_clock`] (the caller asks); empty for one whose timers are
+/// not `TimerHandle`s (uvloop).
 pub fn loop_timers<'py>(aio: &Asyncio<'py>, event_loop: &Bound<'py, PyAny>) -> Timers {
     let mut out = Timers::default();
-    if !keeps_base_clock(aio, event_loop) {
-        return out;
-    }
     let Some(scheduled) =
         safe::instance_attr(event_loop, c"_scheduled").and_then(|s| safe::sequence_items(&s))
     else {
