@@ -544,13 +544,19 @@ fn write_dump(
     })
 }
 
+/// How the greenlet heap scan lists the collector's objects (for tests).
+#[pyfunction]
+fn _heap_scan_source(py: Python<'_>) -> &'static str {
+    capture::greenlets::heap_scan_source(py)
+}
+
 #[pymodule]
 #[pyo3(name = "_tbcollect")]
 fn tbcollect_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     capture::threads::note_main_thread();
     // Capture never imports (an import can run user code and release the
     // GIL); it finds `gc` in sys.modules to pause the collector on 3.9 and
-    // to list objects on 3.9-3.11, so import it now, at our own import time.
+    // to prove the layout of its lists (or list objects), so import it now, at our own import time.
     m.py().import("gc")?;
     m.add("SCHEMA", SCHEMA)?;
     m.add("DEFAULT_REDACT", capture::locals::DEFAULT_REDACT.to_vec())?;
@@ -563,6 +569,7 @@ fn tbcollect_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(collect, m)?)?;
     m.add_function(wrap_pyfunction!(check_format, m)?)?;
     m.add_function(wrap_pyfunction!(write_dump, m)?)?;
+    m.add_function(wrap_pyfunction!(_heap_scan_source, m)?)?;
     crate::python_diff::register(m)?;
     #[cfg(unix)]
     crate::live::register(m)?;

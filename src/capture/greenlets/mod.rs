@@ -24,6 +24,7 @@ use pyo3::prelude::*;
 use std::cell::RefCell;
 
 pub use naming::MAIN_GREENLET_NAME;
+pub use scan::source as heap_scan_source;
 
 /// What one greenlet looks like before its stack is built.
 pub(crate) struct Raw<'py> {

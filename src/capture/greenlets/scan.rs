@@ -42,7 +42,7 @@ impl TypeFilter {
     /// follows `tp_base` instead of the MRO. The answers agree: greenlet
     /// has an instance layout of its own, so every type with greenlet in
     /// its MRO has it among its `tp_base`s (the layout it extends).
-    #[cfg(not(Py_3_12))]
+    #[cfg(not(any(Py_3_14, Py_GIL_DISABLED)))]
     fn without_gil(tp: *mut ffi::PyTypeObject) -> Self {
         TypeFilter {
             with_gil: false,
@@ -117,10 +117,39 @@ fn prefetch_ahead<T>(at: *const T, direction: isize) {
     crate::capture::safe::prefetch(target as *const ffi::PyObject, 1);
 }
 
+/// How the next heap scan will list objects: `"generation lists"` (read in
+/// place), `"PyUnstable_GC_VisitObjects"` or `"gc.get_objects"`. For tests
+/// that the layout proof holds on every supported version, where a miss
+/// would only show as a slower scan.
+pub fn source(py: Python<'_>) -> &'static str {
+    #[cfg(not(any(Py_3_14, Py_GIL_DISABLED)))]
+    if unsafe { gc_lists::heads(py) }.is_some() {
+        return "generation lists";
+    }
+    let _ = py;
+    if cfg!(Py_3_12) {
+        "PyUnstable_GC_VisitObjects"
+    } else {
+        "gc.get_objects"
+    }
+}
+
+/// A read-only walk of the GC's generation lists when their layout is
+/// proven (`gc_lists`: 3.9-3.13 with the GIL), else what the
+/// interpreter offers to walk them.
+fn addresses(py: Python<'_>, api: &GreenletApi<'_>) -> Result<Vec<usize>, String> {
+    #[cfg(not(any(Py_3_14, Py_GIL_DISABLED)))]
+    if let Some(heads) = unsafe { gc_lists::heads(py) } {
+        return Ok(unsafe { gc_lists::walk(&heads, api) });
+    }
+    fallback(py, api)
+}
+
 /// 3.12+: `PyUnstable_GC_VisitObjects` walks the GC lists without building a
-/// list of every object (no allocation, no reference to drop afterwards).
+/// list of every object (no allocation, no reference to drop afterwards),
+/// but with a reference-count write to each object and one chain of loads.
 #[cfg(Py_3_12)]
-fn addresses(_py: Python<'_>, api: &GreenletApi<'_>) -> Result<Vec<usize>, String> {
+fn fallback(_py: Python<'_>, api: &GreenletApi<'_>) -> Result<Vec<usize>, String> {
     use std::os::raw::{c_int, c_void};
 
     type Visit = unsafe extern "C" fn(*mut ffi::PyObject, *mut c_void) -> c_int;
@@ -148,20 +177,10 @@ fn addresses(_py: Python<'_>, api: &GreenletApi<'_>) -> Result<Vec<usize>, Strin
     Ok(state.found)
 }
 
-/// 3.9-3.11: a read-only walk of the GC's generation lists when their
-/// layout is proven (see [`gc_lists`]), else the builtin `gc.get_objects()`.
+/// 3.9-3.11: the builtin `gc.get_objects()` (checked to be the C function
+/// of the `gc` module, so no replacement of it runs), then a pointer filter.
 #[cfg(not(Py_3_12))]
-fn addresses(py: Python<'_>, api: &GreenletApi<'_>) -> Result<Vec<usize>, String> {
-    match unsafe { gc_lists::heads(py) } {
-        Some(heads) => Ok(unsafe { gc_lists::walk(&heads, api) }),
-        None => get_objects(py, api),
-    }
-}
-
-/// The builtin `gc.get_objects()` (checked to be the C function of the `gc`
-/// module, so no replacement of it runs), then a pointer filter.
-#[cfg(not(Py_3_12))]
-fn get_objects(py: Python<'_>, api: &GreenletApi<'_>) -> Result<Vec<usize>, String> {
+fn fallback(py: Python<'_>, api: &GreenletApi<'_>) -> Result<Vec<usize>, String> {
     use crate::capture::safe;
 
     let func =
@@ -190,7 +209,7 @@ fn get_objects(py: Python<'_>, api: &GreenletApi<'_>) -> Result<Vec<usize>, Stri
 }
 
 /// `gc.<name>` if it is the `gc` module's own C function.
-#[cfg(not(Py_3_12))]
+#[cfg(not(any(Py_3_14, Py_GIL_DISABLED)))]
 fn gc_builtin<'py>(py: Python<'py>, name: &std::ffi::CStr) -> Option<Bound<'py, PyAny>> {
     use crate::capture::safe;
 
@@ -203,21 +222,23 @@ fn gc_builtin<'py>(py: Python<'py>, name: &std::ffi::CStr) -> Option<Bound<'py, 
     is_builtin.then_some(func)
 }
 
-/// The collector's own lists, read in place (3.9-3.11).
+/// The collector's own lists, read in place (3.9-3.13, not free-threaded).
 ///
 /// `gc.get_objects()` builds a list holding a new reference to every tracked
 /// object: with a million objects that is a million reference-count writes
-/// and a 9 MB list, for the handful of greenlets among them. The lists it
+/// and a 9 MB list, for the handful of greenlets among them (3.12's
+/// `PyUnstable_GC_VisitObjects` writes each reference count twice and
+/// walks one chain of loads). The lists it
 /// walks are reachable without internals: a freshly tracked object is linked
 /// last into generation 0, so its `_gc_next` is that generation's list head,
-/// and CPython 3.9-3.11 keep the three heads in one array of
+/// and CPython 3.9-3.13 keep the three heads in one array of
 /// `struct gc_generation { PyGC_Head head; int threshold; int count; }`.
 /// The layout is used only once proven: the probe is the head's last
 /// element, each head's neighbours link back to it, and each generation's
 /// `threshold` equals what `gc.get_threshold()` reports. Otherwise the
-/// caller falls back to `gc.get_objects()`. The walk only reads: the GC is
+/// caller falls back (see `fallback`). The walk only reads: the GC is
 /// paused and nothing runs that could relink objects meanwhile.
-#[cfg(not(Py_3_12))]
+#[cfg(not(any(Py_3_14, Py_GIL_DISABLED)))]
 mod gc_lists {
     use super::{prefetch_ahead, GreenletApi, TypeFilter};
     use crate::capture::safe;
