@@ -1,26 +1,36 @@
-//! One pass over a long circular doubly linked list, shared by two threads:
-//! the calling thread walks forward from the head while a helper walks
-//! backward from the tail, and both stop where they meet.
+//! One pass over a circular doubly linked list: the calling thread walks it
+//! from both ends at once and, when the list is long, shares the middle
+//! with a helper thread, and every walk stops where it meets another.
 //!
-//! A walk that waits on memory gets about as far per thread as the core's
-//! outstanding loads allow; a second core doubles that. The greenlet scan
-//! uses it for the oldest GC generation, where a big heap lives.
+//! A walk that waits on memory gets about as far as its chains of dependent
+//! loads allow: two ends are two chains, overlapped on one core. The first
+//! [`SOLO_STEPS`] steps from each end are walked that way on the calling
+//! thread alone, so a short list (most of them) never pays for a thread.
+//! What is left is split: the calling thread walks on forward, and a helper
+//! walks on backward from where the backward chain stopped. The greenlet
+//! scan uses it for the oldest GC generation, where a big heap lives.
 //!
-//! How they meet without sharing a counter or writing to the list: every
-//! [`SPACING`] steps each thread publishes the node it is at (a checkpoint)
-//! and keeps the last [`WINDOW`] checkpoints of the other in view. A thread
-//! that steps on one of the other's checkpoints stops before it: the other
-//! visited that node and everything behind it, so the two walks cover the
-//! list, and what the other visited past the checkpoint is dropped by step
-//! number. A thread that gets back to the head has visited everything
-//! itself. A thread sees the other finish and stops too. Whatever the two
-//! threads' speeds, the answer is exact; at worst one walks the whole list.
+//! How the two threads meet without sharing a counter or writing to the
+//! list: every [`SPACING`] steps each publishes the node it is at (a
+//! checkpoint) and keeps the last [`WINDOW`] checkpoints of the other in
+//! view. A thread that steps on one of the other's checkpoints stops before
+//! it: the other visited that node and everything behind it, so the two
+//! walks cover the middle, and what the other visited past the checkpoint
+//! is dropped by step number. A thread that gets to the end of the middle
+//! has visited all of it itself. A thread sees the other finish and stops
+//! too. Whatever the two threads' speeds, the answer is exact; at worst one
+//! walks the whole middle.
 //!
 //! Pure Rust (no interpreter), so `cargo test` checks the meeting logic on
 //! lists of every awkward length.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+/// Steps from each end walked on the calling thread before a helper is
+/// started: lists of up to twice this many nodes are walked without one.
+/// At 5-20 ns a node, that is 0.2-0.6 ms, a few times what starting and
+/// joining a thread costs (0.1-0.2 ms, measured).
+pub const SOLO_STEPS: usize = 16_384;
 /// Steps between two checkpoints of one thread.
 const SPACING: usize = 64;
 /// Checkpoints of the other thread kept in view: the other may publish a
@@ -65,8 +75,8 @@ struct Beacon {
 enum End {
     /// Stopped before this node, a checkpoint of the other thread.
     Met(usize),
-    /// Got back to the head: visited every node.
-    Head,
+    /// Got to the end of its part: visited all of it.
+    Whole,
     /// The other thread finished first.
     Stopped,
 }
@@ -101,11 +111,16 @@ fn bit(node: usize) -> u64 {
     1 << ((node >> 6) & 63)
 }
 
+/// Walks from `start` (included) towards `stop` (excluded), forward or
+/// backward, until it gets there, steps on a checkpoint of the other
+/// thread, or sees the other finish.
+///
 /// # Safety
-/// As for [`Links`]; `head` is the list's head.
+/// As for [`Links`]; `start` and `stop` are nodes (or the head) of the list,
+/// `stop` reached from `start` in that direction.
 unsafe fn walk_half<L: Links, T>(
     links: &L,
-    head: usize,
+    (start, stop): (usize, usize),
     forward: bool,
     mine: &Beacon,
     theirs: &Beacon,
@@ -123,11 +138,11 @@ unsafe fn walk_half<L: Links, T>(
     let mut seen = usize::MAX;
     let mut watched = [0usize; WINDOW];
     let mut mask = 0u64;
-    let mut node = advance(head);
+    let mut node = start;
     let mut step = 0usize;
     let end = loop {
-        if node == head || node == 0 {
-            break End::Head;
+        if node == stop || node == 0 {
+            break End::Whole;
         }
         if step.is_multiple_of(REFRESH) {
             if theirs.done.load(Ordering::Acquire) {
@@ -184,8 +199,8 @@ fn combine<T>(front: Half<T>, back: Half<T>) -> Option<Vec<T>> {
             behind.reverse();
             out.extend(behind);
         }
-        (End::Head, _) => out = front.all().collect(),
-        (_, End::Head) => {
+        (End::Whole, _) => out = front.all().collect(),
+        (_, End::Whole) => {
             out = back.all().collect();
             out.reverse();
         }
@@ -194,40 +209,200 @@ fn combine<T>(front: Half<T>, back: Half<T>) -> Option<Vec<T>> {
     Some(out)
 }
 
-/// Whether a second thread can run at the same time as this one.
-fn has_second_core() -> bool {
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get())) >= 2
+/// What a walk from both ends on one thread found, and where it stopped.
+struct Ends<T> {
+    /// Found going forward, in list order.
+    front: Vec<T>,
+    /// Found going backward, in reverse list order.
+    back: Vec<T>,
+    /// `None` once the two ends met: every node was visited. Else the
+    /// unvisited middle: its first and last node, and the nodes visited
+    /// next to it (the head if none was).
+    middle: Option<Middle>,
 }
 
-/// Visits every node of the list once, the first part on this thread with
-/// `front`, the last part on a helper thread with `back`, and returns what
-/// the visits returned, in list order. `None` when there is no second core
-/// or no helper thread could be started: nothing was visited then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Middle {
+    first: usize,
+    last: usize,
+    before: usize,
+    after: usize,
+}
+
+/// Walks the list from both ends at once on this thread, forwards by
+/// `next` and backwards by `prev`, at most `limit` steps from each, until
+/// the two meet: two independent chains of loads overlap where one would
+/// wait twice as long.
 ///
 /// # Safety
 /// As for [`Links`]; `head` is the list's head.
-pub unsafe fn walk<L, T, F, B>(links: &L, head: usize, mut front: F, mut back: B) -> Option<Vec<T>>
+unsafe fn walk_ends<L: Links, T>(
+    links: &L,
+    head: usize,
+    limit: usize,
+    visit: &mut impl FnMut(usize) -> Option<T>,
+) -> Ends<T> {
+    let mut ends = Ends {
+        front: Vec::new(),
+        back: Vec::new(),
+        middle: None,
+    };
+    let mut front = links.next(head);
+    let mut back = links.prev(head);
+    let (mut before, mut after) = (head, head);
+    if front == head || front == 0 || back == 0 {
+        return ends;
+    }
+    for _ in 0..limit {
+        links.prefetch(front, true);
+        links.prefetch(back, false);
+        ends.front.extend(visit(front));
+        if front == back {
+            return ends;
+        }
+        ends.back.extend(visit(back));
+        let next = links.next(front);
+        if next == back || next == 0 {
+            return ends;
+        }
+        let prev = links.prev(back);
+        if next == prev {
+            ends.front.extend(visit(next));
+            return ends;
+        }
+        if prev == 0 {
+            return ends;
+        }
+        (before, after) = (front, back);
+        front = next;
+        back = prev;
+    }
+    ends.middle = Some(Middle {
+        first: front,
+        last: back,
+        before,
+        after,
+    });
+    ends
+}
+
+/// Visits every node of the list once, on this thread with `front` and,
+/// for a list longer than `2 * SOLO_STEPS`, partly on a helper thread with
+/// `back`, and returns what the visits returned, in list order.
+///
+/// # Safety
+/// As for [`Links`]; `head` is the list's head.
+pub unsafe fn walk<L, T, F, B>(links: &L, head: usize, front: F, back: B) -> Vec<T>
 where
     L: Links,
     T: Send,
     F: FnMut(usize) -> Option<T>,
     B: FnMut(usize) -> Option<T> + Send,
 {
-    if !has_second_core() {
-        return None;
-    }
+    walk_with(links, head, SOLO_STEPS, front, back).0
+}
+
+/// Visits every node of the list once, on this thread only (from both ends
+/// at once), and returns what the visits returned, in list order.
+///
+/// # Safety
+/// As for [`Links`]; `head` is the list's head.
+pub unsafe fn walk_alone<L: Links, T>(
+    links: &L,
+    head: usize,
+    mut visit: impl FnMut(usize) -> Option<T>,
+) -> Vec<T> {
+    let ends = walk_ends(links, head, usize::MAX, &mut visit);
+    joined(ends.front, None, ends.back)
+}
+
+/// [`walk`], with the steps walked alone given, and whether a helper ran.
+unsafe fn walk_with<L, T, F, B>(
+    links: &L,
+    head: usize,
+    solo_steps: usize,
+    mut front: F,
+    back: B,
+) -> (Vec<T>, bool)
+where
+    L: Links,
+    T: Send,
+    F: FnMut(usize) -> Option<T>,
+    B: FnMut(usize) -> Option<T> + Send,
+{
+    let limit = if has_second_core() {
+        solo_steps
+    } else {
+        usize::MAX
+    };
+    let ends = walk_ends(links, head, limit, &mut front);
+    let Some(middle) = ends.middle else {
+        return (joined(ends.front, None, ends.back), false);
+    };
+    let shared = split(links, middle, &mut front, back);
+    let helped = shared.is_some();
+    // Not expected (see `combine`): the middle again, on this thread alone.
+    let middle_found = shared.unwrap_or_else(|| {
+        let (mine, theirs) = (Beacon::default(), Beacon::default());
+        let part = (middle.first, middle.after);
+        walk_half(links, part, true, &mine, &theirs, &mut front)
+            .all()
+            .collect()
+    });
+    (joined(ends.front, Some(middle_found), ends.back), helped)
+}
+
+/// The middle, this thread walking forward from its first node and a helper
+/// backward from its last. `None` if no helper could be started or the two
+/// halves do not add up.
+unsafe fn split<L, T, F, B>(links: &L, middle: Middle, front: &mut F, mut back: B) -> Option<Vec<T>>
+where
+    L: Links,
+    T: Send,
+    F: FnMut(usize) -> Option<T>,
+    B: FnMut(usize) -> Option<T> + Send,
+{
     let beacons = [Beacon::default(), Beacon::default()];
     let (ahead, behind) = (&beacons[0], &beacons[1]);
     std::thread::scope(|scope| {
         let helper = spawn_quiet(scope, move || unsafe {
-            walk_half(links, head, false, behind, ahead, &mut back)
+            walk_half(
+                links,
+                (middle.last, middle.before),
+                false,
+                behind,
+                ahead,
+                &mut back,
+            )
         })
         .ok()?;
-        let first = unsafe { walk_half(links, head, true, ahead, behind, &mut front) };
+        let first = unsafe {
+            walk_half(
+                links,
+                (middle.first, middle.after),
+                true,
+                ahead,
+                behind,
+                front,
+            )
+        };
         let last = helper.join().ok()?;
         combine(first, last)
     })
+}
+
+/// The front part, the middle and the back part (found in reverse) in list order.
+fn joined<T>(mut front: Vec<T>, middle: Option<Vec<T>>, mut back: Vec<T>) -> Vec<T> {
+    front.extend(middle.into_iter().flatten());
+    back.reverse();
+    front.extend(back);
+    front
+}
+
+/// Whether a second thread can run at the same time as this one.
+fn has_second_core() -> bool {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get())) >= 2
 }
 
 /// A helper thread with every signal blocked (it inherits the mask it is
@@ -293,13 +468,17 @@ mod tests {
         }
     }
 
-    fn check(n: usize, front_delay: u32, back_delay: u32) {
+    /// Walks nodes 1..=n, keeping those not divisible by 3, and checks the
+    /// answer; `solo_steps` as `walk_with` takes it. Returns whether a
+    /// helper ran.
+    fn check_with(n: usize, solo_steps: usize, front_delay: u32, back_delay: u32) -> bool {
         let (ring, head) = Ring::new(n);
         let keep = |node: usize| (!node.is_multiple_of(3)).then_some(node);
-        let got = unsafe {
-            walk(
+        let (got, helped) = unsafe {
+            walk_with(
                 &ring,
                 head,
+                solo_steps,
                 |node| {
                     spin(front_delay);
                     keep(node)
@@ -310,12 +489,20 @@ mod tests {
                 },
             )
         };
-        let Some(got) = got else {
-            assert!(!has_second_core(), "a helper thread could not be started");
-            return;
-        };
         let want: Vec<usize> = (1..=n).filter_map(keep).collect();
-        assert_eq!(got, want, "n = {n}, delays {front_delay}/{back_delay}");
+        assert_eq!(
+            got, want,
+            "n = {n}, solo {solo_steps}, delays {front_delay}/{back_delay}"
+        );
+        helped
+    }
+
+    /// As `check_with`, the middle split from the start, so short lists are
+    /// shared too.
+    fn check(n: usize, front_delay: u32, back_delay: u32) {
+        for solo_steps in [0, 1, 5] {
+            check_with(n, solo_steps, front_delay, back_delay);
+        }
     }
 
     #[test]
@@ -347,7 +534,8 @@ mod tests {
         theirs.nodes[3].store(700, Ordering::Release);
         theirs.count.store(4, Ordering::Release);
         let mine = Beacon::default();
-        let half = unsafe { walk_half(&ring, head, true, &mine, &theirs, &mut |node| Some(node)) };
+        let part = (1, head);
+        let half = unsafe { walk_half(&ring, part, true, &mine, &theirs, &mut |node| Some(node)) };
         assert_eq!(half.end, End::Met(700));
         assert_eq!(half.all().collect::<Vec<_>>(), (1..700).collect::<Vec<_>>());
         assert!(mine.done.load(Ordering::Acquire));
@@ -363,7 +551,7 @@ mod tests {
         let half = unsafe {
             walk_half(
                 &ring,
-                head,
+                (1000, head),
                 false,
                 &Beacon::default(),
                 &theirs,
@@ -398,5 +586,50 @@ mod tests {
             end: End::Stopped,
         };
         assert_eq!(combine(half(), half()), None);
+    }
+
+    #[test]
+    fn both_ends_on_one_thread_cover_the_list_around_the_middle_left() {
+        for n in 0..=40 {
+            for limit in 0..=25 {
+                let (ring, head) = Ring::new(n);
+                let ends = unsafe { walk_ends(&ring, head, limit, &mut Some) };
+                let mut got = ends.front.clone();
+                if let Some(m) = ends.middle {
+                    assert_eq!((ring.prev[m.first], ring.next[m.last]), (m.before, m.after));
+                    // A middle left after a step holds two nodes at least.
+                    assert!(m.first < m.last || limit == 0 && m.first == m.last, "{m:?}");
+                    got.extend(m.first..=m.last);
+                }
+                got.extend(ends.back.iter().rev());
+                assert_eq!(got, (1..=n).collect::<Vec<_>>(), "n = {n}, limit {limit}");
+                // Each end walks `limit` steps, unless the two met first
+                // (a last node between them is taken in that same step).
+                let walked = ends.front.len() + ends.back.len();
+                match ends.middle {
+                    None => assert!(walked == n && n <= 2 * limit + 1, "n = {n}, limit {limit}"),
+                    Some(_) => assert_eq!(walked, 2 * limit, "n = {n}, limit {limit}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_short_list_is_walked_without_a_helper() {
+        assert!(!check_with(2 * SOLO_STEPS, SOLO_STEPS, 0, 0));
+        let long = check_with(2 * SOLO_STEPS + 2, SOLO_STEPS, 0, 0);
+        assert_eq!(long, has_second_core());
+    }
+
+    #[test]
+    fn every_node_once_around_the_solo_limit() {
+        for n in (2 * SOLO_STEPS - 2)..=(2 * SOLO_STEPS + 3) {
+            check_with(n, SOLO_STEPS, 0, 0);
+        }
+        for n in [3 * SOLO_STEPS, 100_003] {
+            check_with(n, SOLO_STEPS, 0, 0);
+            check_with(n, SOLO_STEPS, 100, 0);
+            check_with(n, SOLO_STEPS, 0, 100);
+        }
     }
 }

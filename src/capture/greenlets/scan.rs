@@ -331,38 +331,36 @@ mod gc_lists {
 
     /// Addresses of the greenlets on the lists, in list order.
     ///
-    /// The oldest generation, where a big heap lives, is shared with a
-    /// helper thread (see [`crate::split_walk`]): it walks back from the
-    /// tail, without the GIL, while this thread (which holds it, and runs
-    /// nothing that could relink an object meanwhile) walks forward. The
-    /// young generations, and the oldest when there is no second core, are
-    /// walked here from both ends at once.
+    /// Each list is walked from both ends at once. The oldest generation,
+    /// where a big heap lives, is shared with a helper thread when it is
+    /// long (see [`crate::split_walk`]): it walks part of the middle back
+    /// from the tail end, without the GIL, while this thread (which holds
+    /// it, and runs nothing that could relink an object meanwhile) walks on
+    /// forward.
     ///
     /// # Safety
     /// `heads` come from [`heads`] in this same capture; the GIL is held.
     pub unsafe fn walk(heads: &Heads, api: &GreenletApi<'_>) -> Vec<usize> {
-        let mut found = Vec::new();
-        let mut filter = TypeFilter::new(api.tp);
-        let (young, oldest) = heads.0.split_at(GENERATIONS - 1);
-        for &head in young {
-            walk_both_ends(head, &mut filter, &mut found);
-        }
-        let oldest = oldest[0];
         let greenlet = |filter: &mut TypeFilter, node: usize| {
             let obj = (node as *const GcHead).add(1) as *mut ffi::PyObject;
             filter.matches(obj).then_some(obj as usize)
         };
+        let mut filter = TypeFilter::new(api.tp);
+        let (young, oldest) = heads.0.split_at(GENERATIONS - 1);
+        let mut found = Vec::new();
+        for &head in young {
+            let part = crate::split_walk::walk_alone(&GcLinks, head as usize, |node| {
+                greenlet(&mut filter, node)
+            });
+            found.extend(part);
+        }
         let mut helper_filter = TypeFilter::without_gil(api.tp);
-        let shared = crate::split_walk::walk(
+        found.extend(crate::split_walk::walk(
             &GcLinks,
-            oldest as usize,
+            oldest[0] as usize,
             |node| greenlet(&mut filter, node),
             move |node| greenlet(&mut helper_filter, node),
-        );
-        match shared {
-            Some(part) => found.extend(part),
-            None => walk_both_ends(oldest, &mut filter, &mut found),
-        }
+        ));
         found
     }
 
@@ -377,6 +375,9 @@ mod gc_lists {
             next(node as *const GcHead) as usize
         }
 
+        // `prev` holds a valid pointer whenever code can run: the collector
+        // reuses it for reference counts only between `update_refs` and the
+        // end of `move_unreachable`, which run no code.
         unsafe fn prev(&self, node: usize) -> usize {
             prev(node as *const GcHead) as usize
         }
@@ -384,50 +385,5 @@ mod gc_lists {
         fn prefetch(&self, node: usize, forward: bool) {
             prefetch_ahead(node as *const GcHead, if forward { 1 } else { -1 });
         }
-    }
-
-    /// One list, walked from both ends at once, forwards by `next` and
-    /// backwards by `prev`, until the two meet: the walk waits on memory
-    /// and two independent chains of loads overlap where one would wait
-    /// twice as long. `prev` holds a valid pointer whenever code can run:
-    /// the collector reuses it for reference counts only between
-    /// `update_refs` and the end of `move_unreachable`, which run no code.
-    unsafe fn walk_both_ends(head: *const GcHead, filter: &mut TypeFilter, found: &mut Vec<usize>) {
-        let mut tail = Vec::new();
-        let mut visit = |g: *const GcHead, out: &mut Vec<usize>| {
-            let obj = g.add(1) as *mut ffi::PyObject;
-            if filter.matches(obj) {
-                out.push(obj as usize);
-            }
-        };
-        let mut front = next(head);
-        let mut back = prev(head);
-        if front == head || front.is_null() || back.is_null() {
-            return;
-        }
-        loop {
-            prefetch_ahead(front, 1);
-            prefetch_ahead(back, -1);
-            visit(front, found);
-            if front == back {
-                break;
-            }
-            visit(back, &mut tail);
-            let after = next(front);
-            if after == back || after.is_null() {
-                break;
-            }
-            let before = prev(back);
-            if after == before {
-                visit(after, found);
-                break;
-            }
-            if before.is_null() {
-                break;
-            }
-            front = after;
-            back = before;
-        }
-        found.extend(tail.drain(..).rev());
     }
 }
