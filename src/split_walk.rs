@@ -216,11 +216,12 @@ struct Ends<T> {
     /// Found going backward, in reverse list order.
     back: Vec<T>,
     /// `None` once the two ends met: every node was visited. Else the
-    /// unvisited middle: its first and last node, and the nodes visited
-    /// next to it (the head if none was).
+    /// unvisited middle.
     middle: Option<Middle>,
 }
 
+/// A part of the list not visited yet: its first and last node, and the
+/// nodes visited next to it (the head if none was).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Middle {
     first: usize,
@@ -229,53 +230,69 @@ struct Middle {
     after: usize,
 }
 
-/// Walks the list from both ends at once on this thread, forwards by
-/// `next` and backwards by `prev`, at most `limit` steps from each, until
-/// the two meet: two independent chains of loads overlap where one would
-/// wait twice as long.
+impl Middle {
+    /// The whole list, `None` if it is empty.
+    ///
+    /// # Safety
+    /// As for [`Links`]; `head` is the list's head.
+    unsafe fn all<L: Links>(links: &L, head: usize) -> Option<Middle> {
+        let (first, last) = (links.next(head), links.prev(head));
+        (first != head && first != 0 && last != 0).then_some(Middle {
+            first,
+            last,
+            before: head,
+            after: head,
+        })
+    }
+}
+
+/// Walks `middle` from both ends at once on this thread, forwards by `next`
+/// and backwards by `prev`, until the two meet or `pause` (asked with the
+/// step count before each step) says to stop: two independent chains of
+/// loads overlap where one would wait twice as long. What is found is
+/// added to `ends`, and `ends.middle` says what is left.
 ///
 /// # Safety
-/// As for [`Links`]; `head` is the list's head.
+/// As for [`Links`]; `middle` is a part of the list not visited yet.
 unsafe fn walk_ends<L: Links, T>(
     links: &L,
-    head: usize,
-    limit: usize,
+    middle: Middle,
+    ends: &mut Ends<T>,
     visit: &mut impl FnMut(usize) -> Option<T>,
-) -> Ends<T> {
-    let mut ends = Ends {
-        front: Vec::new(),
-        back: Vec::new(),
-        middle: None,
-    };
-    let mut front = links.next(head);
-    let mut back = links.prev(head);
-    let (mut before, mut after) = (head, head);
-    if front == head || front == 0 || back == 0 {
-        return ends;
-    }
-    for _ in 0..limit {
+    mut pause: impl FnMut(usize) -> bool,
+) {
+    let Middle {
+        first: mut front,
+        last: mut back,
+        mut before,
+        mut after,
+    } = middle;
+    ends.middle = None;
+    let mut step = 0;
+    while !pause(step) {
         links.prefetch(front, true);
         links.prefetch(back, false);
         ends.front.extend(visit(front));
         if front == back {
-            return ends;
+            return;
         }
         ends.back.extend(visit(back));
         let next = links.next(front);
         if next == back || next == 0 {
-            return ends;
+            return;
         }
         let prev = links.prev(back);
         if next == prev {
             ends.front.extend(visit(next));
-            return ends;
+            return;
         }
         if prev == 0 {
-            return ends;
+            return;
         }
         (before, after) = (front, back);
         front = next;
         back = prev;
+        step += 1;
     }
     ends.middle = Some(Middle {
         first: front,
@@ -283,23 +300,59 @@ unsafe fn walk_ends<L: Links, T>(
         before,
         after,
     });
-    ends
+}
+
+/// The thread started to walk part of a long list, joined when this is
+/// dropped (or by [`Helper::join`]). It reads nothing of the list once
+/// [`walk`] has returned: joining it later only keeps a process that forks
+/// right after a dump from forking with a thread it did not start.
+#[derive(Default)]
+pub struct Helper(Option<std::thread::JoinHandle<()>>);
+
+impl Helper {
+    /// Waits for the thread to end: at once, unless it has not run yet.
+    pub fn join(mut self) {
+        self.wait();
+    }
+
+    /// Joins the thread if it has ended (without waiting otherwise).
+    /// The earlier the better: the OS counts an ended thread among the
+    /// process's threads for a moment after it is joined.
+    pub fn join_if_done(&mut self) {
+        if self.0.as_ref().is_some_and(|h| h.is_finished()) {
+            self.wait();
+        }
+    }
+
+    fn wait(&mut self) {
+        if let Some(handle) = self.0.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        self.wait();
+    }
 }
 
 /// Visits every node of the list once, on this thread with `front` and,
 /// for a list longer than `2 * SOLO_STEPS`, partly on a helper thread with
-/// `back`, and returns what the visits returned, in list order.
+/// `back`, and returns what the visits returned, in list order, with the
+/// helper thread to join. The helper reads the list only between the two.
 ///
 /// # Safety
 /// As for [`Links`]; `head` is the list's head.
-pub unsafe fn walk<L, T, F, B>(links: &L, head: usize, front: F, back: B) -> Vec<T>
+pub unsafe fn walk<L, T, F, B>(links: &L, head: usize, front: F, back: B) -> (Vec<T>, Helper)
 where
-    L: Links,
-    T: Send,
+    L: Links + Clone + Send + 'static,
+    T: Send + 'static,
     F: FnMut(usize) -> Option<T>,
-    B: FnMut(usize) -> Option<T> + Send,
+    B: FnMut(usize) -> Option<T> + Send + 'static,
 {
-    walk_with(links, head, SOLO_STEPS, front, back).0
+    let (found, helper, _) = walk_with(links, head, SOLO_STEPS, front, back);
+    (found, helper)
 }
 
 /// Visits every node of the list once, on this thread only (from both ends
@@ -312,83 +365,161 @@ pub unsafe fn walk_alone<L: Links, T>(
     head: usize,
     mut visit: impl FnMut(usize) -> Option<T>,
 ) -> Vec<T> {
-    let ends = walk_ends(links, head, usize::MAX, &mut visit);
+    let mut ends = Ends {
+        front: Vec::new(),
+        back: Vec::new(),
+        middle: None,
+    };
+    if let Some(all) = Middle::all(links, head) {
+        walk_ends(links, all, &mut ends, &mut visit, |_| false);
+    }
     joined(ends.front, None, ends.back)
 }
 
-/// [`walk`], with the steps walked alone given, and whether a helper ran.
+/// Where the helper thread is (`Handover::state`).
+const NOT_STARTED: u8 = 0;
+/// Started, waiting to be given a part of the list.
+const WAITING: u8 = 1;
+/// Given the middle, which it walks.
+const GIVEN: u8 = 2;
+/// Not needed: it must not read the list.
+const CANCELLED: u8 = 3;
+
+/// What the calling thread and the helper share. The helper reads the list
+/// only once given a part of it, and it is given one only while it waits,
+/// so a helper that starts late, or after the walk is over, never delays
+/// the calling thread: that walks on from both ends meanwhile.
+#[derive(Default)]
+struct Handover {
+    state: std::sync::atomic::AtomicU8,
+    /// The part given: first, last, before, after.
+    middle: [AtomicUsize; 4],
+    /// The calling thread's, then the helper's.
+    beacons: [Beacon; 2],
+}
+
+impl Handover {
+    fn give(&self, m: Middle) {
+        for (slot, value) in self.middle.iter().zip([m.first, m.last, m.before, m.after]) {
+            slot.store(value, Ordering::Relaxed);
+        }
+        self.state.store(GIVEN, Ordering::Release);
+    }
+
+    fn given(&self) -> Middle {
+        let [first, last, before, after] =
+            [0, 1, 2, 3].map(|i| self.middle[i].load(Ordering::Relaxed));
+        Middle {
+            first,
+            last,
+            before,
+            after,
+        }
+    }
+
+    /// The helper: waits to be given a part or to be told it is not needed.
+    fn wait(&self) -> Option<Middle> {
+        if self
+            .state
+            .compare_exchange(NOT_STARTED, WAITING, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return None;
+        }
+        // Only briefly: the calling thread looks every REFRESH steps.
+        let mut spins = 0u32;
+        loop {
+            match self.state.load(Ordering::Acquire) {
+                WAITING if spins < 1 << 12 => {
+                    spins += 1;
+                    std::hint::spin_loop();
+                }
+                WAITING => std::thread::yield_now(),
+                GIVEN => return Some(self.given()),
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// [`walk`], with the steps walked alone given, and whether a helper took
+/// a part.
 unsafe fn walk_with<L, T, F, B>(
     links: &L,
     head: usize,
     solo_steps: usize,
     mut front: F,
-    back: B,
-) -> (Vec<T>, bool)
+    mut back: B,
+) -> (Vec<T>, Helper, bool)
 where
-    L: Links,
-    T: Send,
+    L: Links + Clone + Send + 'static,
+    T: Send + 'static,
     F: FnMut(usize) -> Option<T>,
-    B: FnMut(usize) -> Option<T> + Send,
+    B: FnMut(usize) -> Option<T> + Send + 'static,
 {
-    let limit = if has_second_core() {
+    let mut ends = Ends {
+        front: Vec::new(),
+        back: Vec::new(),
+        middle: None,
+    };
+    let none = Helper::default();
+    let Some(all) = Middle::all(links, head) else {
+        return (Vec::new(), none, false);
+    };
+    let solo = if has_second_core() {
         solo_steps
     } else {
         usize::MAX
     };
-    let ends = walk_ends(links, head, limit, &mut front);
-    let Some(middle) = ends.middle else {
-        return (joined(ends.front, None, ends.back), false);
+    walk_ends(links, all, &mut ends, &mut front, |step| step >= solo);
+    let Some(rest) = ends.middle else {
+        return (joined(ends.front, None, ends.back), none, false);
     };
-    let shared = split(links, middle, &mut front, back);
-    let helped = shared.is_some();
+
+    let handover = std::sync::Arc::new(Handover::default());
+    let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+    let spawned = {
+        let (handover, links) = (handover.clone(), links.clone());
+        spawn_quiet(move || {
+            if let Some(part) = handover.wait() {
+                let [mine, theirs] = &handover.beacons;
+                let (start, stop) = (part.last, part.before);
+                // SAFETY: given a part, this thread reads the list until it
+                // sends what it found; the calling thread waits for that.
+                let half =
+                    unsafe { walk_half(&links, (start, stop), false, theirs, mine, &mut back) };
+                let _ = sender.send(half);
+            }
+        })
+    };
+    let helper = Helper(spawned.ok());
+    let spawned = helper.0.is_some();
+    let waiting = |step: usize| {
+        spawned && step.is_multiple_of(REFRESH) && handover.state.load(Ordering::Acquire) == WAITING
+    };
+    walk_ends(links, rest, &mut ends, &mut front, waiting);
+    let Some(middle) = ends.middle else {
+        // Done alone: a helper that starts now finds nothing to do.
+        handover.state.store(CANCELLED, Ordering::Release);
+        return (joined(ends.front, None, ends.back), helper, false);
+    };
+    handover.give(middle);
+    let [mine, theirs] = &handover.beacons;
+    let part = (middle.first, middle.after);
+    let first = walk_half(links, part, true, mine, theirs, &mut front);
+    let shared = receiver.recv().ok().and_then(|last| combine(first, last));
     // Not expected (see `combine`): the middle again, on this thread alone.
     let middle_found = shared.unwrap_or_else(|| {
         let (mine, theirs) = (Beacon::default(), Beacon::default());
-        let part = (middle.first, middle.after);
         walk_half(links, part, true, &mine, &theirs, &mut front)
             .all()
             .collect()
     });
-    (joined(ends.front, Some(middle_found), ends.back), helped)
-}
-
-/// The middle, this thread walking forward from its first node and a helper
-/// backward from its last. `None` if no helper could be started or the two
-/// halves do not add up.
-unsafe fn split<L, T, F, B>(links: &L, middle: Middle, front: &mut F, mut back: B) -> Option<Vec<T>>
-where
-    L: Links,
-    T: Send,
-    F: FnMut(usize) -> Option<T>,
-    B: FnMut(usize) -> Option<T> + Send,
-{
-    let beacons = [Beacon::default(), Beacon::default()];
-    let (ahead, behind) = (&beacons[0], &beacons[1]);
-    std::thread::scope(|scope| {
-        let helper = spawn_quiet(scope, move || unsafe {
-            walk_half(
-                links,
-                (middle.last, middle.before),
-                false,
-                behind,
-                ahead,
-                &mut back,
-            )
-        })
-        .ok()?;
-        let first = unsafe {
-            walk_half(
-                links,
-                (middle.first, middle.after),
-                true,
-                ahead,
-                behind,
-                front,
-            )
-        };
-        let last = helper.join().ok()?;
-        combine(first, last)
-    })
+    (
+        joined(ends.front, Some(middle_found), ends.back),
+        helper,
+        true,
+    )
 }
 
 /// The front part, the middle and the back part (found in reverse) in list order.
@@ -407,10 +538,7 @@ fn has_second_core() -> bool {
 
 /// A helper thread with every signal blocked (it inherits the mask it is
 /// created with), so no signal meant for the program is handled on it.
-fn spawn_quiet<'scope, 'env, T: Send + 'scope>(
-    scope: &'scope std::thread::Scope<'scope, 'env>,
-    f: impl FnOnce() -> T + Send + 'scope,
-) -> std::io::Result<std::thread::ScopedJoinHandle<'scope, T>> {
+fn spawn_quiet(f: impl FnOnce() + Send + 'static) -> std::io::Result<std::thread::JoinHandle<()>> {
     let builder = std::thread::Builder::new()
         .name("tbcollect-walk".into())
         .stack_size(256 * 1024);
@@ -420,21 +548,23 @@ fn spawn_quiet<'scope, 'env, T: Send + 'scope>(
         let mut old: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
-        let spawned = builder.spawn_scoped(scope, f);
+        let spawned = builder.spawn(f);
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
         spawned
     }
     #[cfg(not(unix))]
-    builder.spawn_scoped(scope, f)
+    builder.spawn(f)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Nodes 1..=n in order, head n + 1; `slow` makes visits of the nodes
-    /// it names spin, so one thread lags.
-    struct Ring {
+    /// Nodes 1..=n in order, head n + 1, shared with a helper thread.
+    #[derive(Clone)]
+    struct Ring(std::sync::Arc<RingLinks>);
+
+    struct RingLinks {
         next: Vec<usize>,
         prev: Vec<usize>,
     }
@@ -449,16 +579,16 @@ mod tests {
                 next[node] = order[(i + 1) % order.len()];
                 prev[node] = order[(i + order.len() - 1) % order.len()];
             }
-            (Ring { next, prev }, head)
+            (Ring(std::sync::Arc::new(RingLinks { next, prev })), head)
         }
     }
 
     unsafe impl Links for Ring {
         unsafe fn next(&self, node: usize) -> usize {
-            self.next[node]
+            self.0.next[node]
         }
         unsafe fn prev(&self, node: usize) -> usize {
-            self.prev[node]
+            self.0.prev[node]
         }
     }
 
@@ -470,11 +600,11 @@ mod tests {
 
     /// Walks nodes 1..=n, keeping those not divisible by 3, and checks the
     /// answer; `solo_steps` as `walk_with` takes it. Returns whether a
-    /// helper ran.
+    /// helper thread was started.
     fn check_with(n: usize, solo_steps: usize, front_delay: u32, back_delay: u32) -> bool {
         let (ring, head) = Ring::new(n);
         let keep = |node: usize| (!node.is_multiple_of(3)).then_some(node);
-        let (got, helped) = unsafe {
+        let (got, helper, helped) = unsafe {
             walk_with(
                 &ring,
                 head,
@@ -483,18 +613,21 @@ mod tests {
                     spin(front_delay);
                     keep(node)
                 },
-                |node| {
+                move |node| {
                     spin(back_delay);
                     keep(node)
                 },
             )
         };
+        let spawned = helper.0.is_some();
+        helper.join();
         let want: Vec<usize> = (1..=n).filter_map(keep).collect();
         assert_eq!(
             got, want,
             "n = {n}, solo {solo_steps}, delays {front_delay}/{back_delay}"
         );
-        helped
+        assert!(spawned || !helped);
+        spawned
     }
 
     /// As `check_with`, the middle split from the start, so short lists are
@@ -593,10 +726,21 @@ mod tests {
         for n in 0..=40 {
             for limit in 0..=25 {
                 let (ring, head) = Ring::new(n);
-                let ends = unsafe { walk_ends(&ring, head, limit, &mut Some) };
+                let mut ends = Ends {
+                    front: Vec::new(),
+                    back: Vec::new(),
+                    middle: None,
+                };
+                if let Some(all) = unsafe { Middle::all(&ring, head) } {
+                    unsafe { walk_ends(&ring, all, &mut ends, &mut Some, |step| step >= limit) };
+                }
                 let mut got = ends.front.clone();
                 if let Some(m) = ends.middle {
-                    assert_eq!((ring.prev[m.first], ring.next[m.last]), (m.before, m.after));
+                    let links = &ring.0;
+                    assert_eq!(
+                        (links.prev[m.first], links.next[m.last]),
+                        (m.before, m.after)
+                    );
                     // A middle left after a step holds two nodes at least.
                     assert!(m.first < m.last || limit == 0 && m.first == m.last, "{m:?}");
                     got.extend(m.first..=m.last);
@@ -617,8 +761,78 @@ mod tests {
     #[test]
     fn a_short_list_is_walked_without_a_helper() {
         assert!(!check_with(2 * SOLO_STEPS, SOLO_STEPS, 0, 0));
-        let long = check_with(2 * SOLO_STEPS + 2, SOLO_STEPS, 0, 0);
-        assert_eq!(long, has_second_core());
+    }
+
+    #[test]
+    fn a_helper_that_shows_up_takes_part_of_a_long_list() {
+        // This thread goes slowly until the helper has visited a node: it
+        // takes the part it is given as soon as it starts.
+        let n = 2 * SOLO_STEPS + 50_000;
+        let (ring, head) = Ring::new(n);
+        let helped = std::sync::Arc::new(AtomicBool::new(false));
+        let seen = helped.clone();
+        let (got, helper, took_part) = unsafe {
+            walk_with(
+                &ring,
+                head,
+                SOLO_STEPS,
+                |node| {
+                    let start = std::time::Instant::now();
+                    while !seen.load(Ordering::Relaxed)
+                        && start.elapsed() < std::time::Duration::from_micros(20)
+                    {
+                        std::hint::spin_loop();
+                    }
+                    Some(node)
+                },
+                move |node| {
+                    helped.store(true, Ordering::Relaxed);
+                    Some(node)
+                },
+            )
+        };
+        assert_eq!(helper.0.is_some(), has_second_core());
+        helper.join();
+        assert_eq!(took_part, has_second_core());
+        assert_eq!(got, (1..=n).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_helper_that_comes_too_late_finds_nothing_to_do() {
+        let handover = Handover::default();
+        handover.state.store(CANCELLED, Ordering::Release);
+        assert_eq!(handover.wait(), None);
+        // Waiting, then told it is not needed.
+        let handover = std::sync::Arc::new(Handover::default());
+        let waiter = {
+            let handover = handover.clone();
+            std::thread::spawn(move || handover.wait())
+        };
+        while handover.state.load(Ordering::Acquire) != WAITING {
+            std::thread::yield_now();
+        }
+        handover.state.store(CANCELLED, Ordering::Release);
+        assert_eq!(waiter.join().unwrap(), None);
+    }
+
+    #[test]
+    fn a_waiting_helper_is_given_the_middle() {
+        let handover = std::sync::Arc::new(Handover::default());
+        let waiter = {
+            let handover = handover.clone();
+            std::thread::spawn(move || handover.wait())
+        };
+        while handover.state.load(Ordering::Acquire) != WAITING {
+            std::thread::yield_now();
+        }
+        let middle = Middle {
+            first: 3,
+            last: 9,
+            before: 2,
+            after: 10,
+        };
+        handover.give(middle);
+        assert_eq!(waiter.join().unwrap(), Some(middle));
     }
 
     #[test]

@@ -435,6 +435,37 @@ def test_a_big_heap_walked_by_two_threads_yields_each_greenlet_once():
         assert len(got) == len(set(got)) and sorted(got) == expected
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc/self/status")
+def test_the_heap_walks_helper_thread_is_gone_when_collect_returns():
+    # The helper that shares a big heap's walk is joined before collect()
+    # returns, whether it took a part, came too late for one, or is still
+    # to be scheduled: no thread of ours is left running (or waiting for
+    # work) in the program. The OS may count a thread for a moment after it
+    # is joined, hence the second look.
+    code = (
+        "import gc, json, time, greenlet, tbcollect\n"
+        "main = greenlet.getcurrent()\n"
+        "heap = [[] for _ in range(300_000)]\n"
+        "gc.collect()\n"
+        "def threads():\n"
+        "    with open('/proc/self/status') as f:\n"
+        "        return [int(l.split()[1]) for l in f if l.startswith('Threads:')][0]\n"
+        "counts = []\n"
+        "for _ in range(30):\n"
+        "    snap = tbcollect.collect(threads=False, tasks=False)\n"
+        "    assert len(snap.stacks) == 1 and not snap.errors, snap.errors\n"
+        "    n = threads()\n"
+        "    if n != 1:\n"
+        "        time.sleep(0.01)\n"
+        "        n = threads()\n"
+        "    counts.append(n)\n"
+        "print(json.dumps(counts))\n"
+    )
+    proc = run_python(code)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == [1] * 30
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_children_forked_during_another_threads_first_dump_can_dump():
     # pyo3's `intern!` cell let go of the GIL while claimed: a child forked

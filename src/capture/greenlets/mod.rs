@@ -53,13 +53,16 @@ pub fn capture(cap: &mut Capture<'_>) -> Vec<Stack> {
             return Vec::new();
         }
     };
-    let found = match scan::find_greenlets(py, &api) {
+    // The heap walk's helper thread, if any, is joined now if it is done
+    // (usually), else when this returns.
+    let (found, mut helper) = match scan::find_greenlets(py, &api) {
         Ok(found) => found,
         Err(e) => {
             cap.errors.push(e);
             return Vec::new();
         }
     };
+    helper.join_if_done();
     if found.is_empty() {
         return Vec::new();
     }

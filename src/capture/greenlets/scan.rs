@@ -10,6 +10,7 @@
 //! `GreenletApi::has_impl`) is left out: it is being built.
 
 use super::api::GreenletApi;
+use crate::split_walk::Helper;
 use pyo3::ffi;
 use pyo3::prelude::*;
 
@@ -85,19 +86,21 @@ impl TypeFilter {
 }
 
 /// Every GC-tracked greenlet (instances of `greenlet.greenlet` and its
-/// subclasses) that has its C++ state.
+/// subclasses) that has its C++ state, with the heap walk's helper thread,
+/// if it started one, to be joined (dropped) when the capture is done.
 pub fn find_greenlets<'py>(
     py: Python<'py>,
     api: &GreenletApi<'py>,
-) -> Result<Vec<Bound<'py, PyAny>>, String> {
-    let found = addresses(py, api)?;
+) -> Result<(Vec<Bound<'py, PyAny>>, Helper), String> {
+    let (found, helper) = addresses(py, api)?;
     // Nothing ran between the walk and here, so every address is still live.
-    Ok(found
+    let greenlets = found
         .into_iter()
         .map(|p| p as *mut ffi::PyObject)
         .filter(|&p| unsafe { api.has_impl(p) })
         .map(|p| unsafe { Bound::from_borrowed_ptr(py, p) })
-        .collect())
+        .collect();
+    Ok((greenlets, helper))
 }
 
 /// How far ahead of the object at hand the heap walk asks for memory.
@@ -137,12 +140,12 @@ pub fn source(py: Python<'_>) -> &'static str {
 /// A read-only walk of the GC's generation lists when their layout is
 /// proven (`gc_lists`: 3.9-3.13 with the GIL), else what the
 /// interpreter offers to walk them.
-fn addresses(py: Python<'_>, api: &GreenletApi<'_>) -> Result<Vec<usize>, String> {
+fn addresses(py: Python<'_>, api: &GreenletApi<'_>) -> Result<(Vec<usize>, Helper), String> {
     #[cfg(not(any(Py_3_14, Py_GIL_DISABLED)))]
     if let Some(heads) = unsafe { gc_lists::heads(py) } {
         return Ok(unsafe { gc_lists::walk(&heads, api) });
     }
-    fallback(py, api)
+    Ok((fallback(py, api)?, Helper::default()))
 }
 
 /// 3.12+: `PyUnstable_GC_VisitObjects` walks the GC lists without building a
@@ -240,7 +243,7 @@ fn gc_builtin<'py>(py: Python<'py>, name: &std::ffi::CStr) -> Option<Bound<'py, 
 /// paused and nothing runs that could relink objects meanwhile.
 #[cfg(not(any(Py_3_14, Py_GIL_DISABLED)))]
 mod gc_lists {
-    use super::{prefetch_ahead, GreenletApi, TypeFilter};
+    use super::{prefetch_ahead, GreenletApi, Helper, TypeFilter};
     use crate::capture::safe;
     use pyo3::ffi;
     use pyo3::prelude::*;
@@ -340,7 +343,7 @@ mod gc_lists {
     ///
     /// # Safety
     /// `heads` come from [`heads`] in this same capture; the GIL is held.
-    pub unsafe fn walk(heads: &Heads, api: &GreenletApi<'_>) -> Vec<usize> {
+    pub unsafe fn walk(heads: &Heads, api: &GreenletApi<'_>) -> (Vec<usize>, Helper) {
         let greenlet = |filter: &mut TypeFilter, node: usize| {
             let obj = (node as *const GcHead).add(1) as *mut ffi::PyObject;
             filter.matches(obj).then_some(obj as usize)
@@ -355,16 +358,18 @@ mod gc_lists {
             found.extend(part);
         }
         let mut helper_filter = TypeFilter::without_gil(api.tp);
-        found.extend(crate::split_walk::walk(
+        let (part, helper) = crate::split_walk::walk(
             &GcLinks,
             oldest[0] as usize,
             |node| greenlet(&mut filter, node),
             move |node| greenlet(&mut helper_filter, node),
-        ));
-        found
+        );
+        found.extend(part);
+        (found, helper)
     }
 
     /// The generation lists, for [`crate::split_walk`].
+    #[derive(Clone, Copy)]
     struct GcLinks;
 
     // SAFETY: the walk runs inside one capture, whose thread holds the GIL
