@@ -6,9 +6,11 @@
 //! loads allow: two ends are two chains, overlapped on one core. The first
 //! [`SOLO_STEPS`] steps from each end are walked that way on the calling
 //! thread alone, so a short list (most of them) never pays for a thread.
-//! What is left is split: the calling thread walks on forward, and a helper
-//! walks on backward from where the backward chain stopped. The greenlet
-//! scan uses it for the oldest GC generation, where a big heap lives.
+//! Then a helper is started, and the calling thread walks on from both ends
+//! until it is ready (a helper that is late never holds the walk up). What
+//! is left then is split: the calling thread walks on forward, the helper
+//! backward from where the backward chain stopped. The greenlet scan uses
+//! it for the oldest GC generation, where a big heap lives.
 //!
 //! How the two threads meet without sharing a counter or writing to the
 //! list: every [`SPACING`] steps each publishes the node it is at (a
