@@ -799,34 +799,36 @@ mod tests {
         assert_eq!(got, (1..=n).collect::<Vec<_>>());
     }
 
+    /// A thread in `Handover::wait`, once it waits.
+    fn waiting_helper() -> (
+        std::sync::Arc<Handover>,
+        std::thread::JoinHandle<Option<Middle>>,
+    ) {
+        let handover = std::sync::Arc::new(Handover::default());
+        let waiter = {
+            let handover = handover.clone();
+            std::thread::spawn(move || handover.wait())
+        };
+        while handover.state.load(Ordering::Acquire) != WAITING {
+            std::thread::yield_now();
+        }
+        (handover, waiter)
+    }
+
     #[test]
     fn a_helper_that_comes_too_late_finds_nothing_to_do() {
         let handover = Handover::default();
         handover.state.store(CANCELLED, Ordering::Release);
         assert_eq!(handover.wait(), None);
         // Waiting, then told it is not needed.
-        let handover = std::sync::Arc::new(Handover::default());
-        let waiter = {
-            let handover = handover.clone();
-            std::thread::spawn(move || handover.wait())
-        };
-        while handover.state.load(Ordering::Acquire) != WAITING {
-            std::thread::yield_now();
-        }
+        let (handover, waiter) = waiting_helper();
         handover.state.store(CANCELLED, Ordering::Release);
         assert_eq!(waiter.join().unwrap(), None);
     }
 
     #[test]
     fn a_waiting_helper_is_given_the_middle() {
-        let handover = std::sync::Arc::new(Handover::default());
-        let waiter = {
-            let handover = handover.clone();
-            std::thread::spawn(move || handover.wait())
-        };
-        while handover.state.load(Ordering::Acquire) != WAITING {
-            std::thread::yield_now();
-        }
+        let (handover, waiter) = waiting_helper();
         let middle = Middle {
             first: 3,
             last: 9,
