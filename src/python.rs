@@ -556,7 +556,8 @@ fn tbcollect_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     capture::threads::note_main_thread();
     // Capture never imports (an import can run user code and release the
     // GIL); it finds `gc` in sys.modules to pause the collector on 3.9 and
-    // to prove the layout of its lists (or list objects), so import it now, at our own import time.
+    // to prove the layout of its lists (or list objects), so import it now,
+    // at our own import time.
     m.py().import("gc")?;
     m.add("SCHEMA", SCHEMA)?;
     m.add("DEFAULT_REDACT", capture::locals::DEFAULT_REDACT.to_vec())?;

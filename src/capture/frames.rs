@@ -494,9 +494,7 @@ impl<'py> FrameWalker<'py> {
         };
         // The code objects of one module share their file name object: they
         // share one `Text` too, so later passes compare it by address.
-        let filename_obj = code
-            .getattr(crate::capture::safe::interned!(py, "co_filename"))
-            .ok();
+        let filename_obj = code.getattr(safe::interned!(py, "co_filename")).ok();
         let filename_addr = filename_obj.as_ref().map_or(0, |f| f.as_ptr() as usize);
         let filename = match self.filenames.get(&filename_addr) {
             Some(text) if filename_addr != 0 => text.clone(),
@@ -512,11 +510,11 @@ impl<'py> FrameWalker<'py> {
             }
         };
         let function = if self.has_qualname {
-            read(crate::capture::safe::interned!(py, "co_qualname"))
+            read(safe::interned!(py, "co_qualname"))
         } else {
             None
         }
-        .or_else(|| read(crate::capture::safe::interned!(py, "co_name")))
+        .or_else(|| read(safe::interned!(py, "co_name")))
         .unwrap_or_else(|| "<unknown>".to_string());
         safe::clear_error();
         CodeInfo {

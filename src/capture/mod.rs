@@ -82,6 +82,11 @@ pub struct Capture<'py> {
     /// Directory of the `tbcollect` package, whose frames are trimmed from
     /// the top of the calling thread's stack.
     own_dir: Option<String>,
+    /// The greenlet heap walk's helper thread, if it started one that had
+    /// not ended by the time the walk was done. It reads nothing any more;
+    /// it is joined once the GIL is let go, so that waiting for a thread
+    /// the OS has yet to run holds up no Python thread.
+    pub walk_helper: crate::split_walk::Helper,
 }
 
 impl<'py> Capture<'py> {
@@ -102,6 +107,7 @@ impl<'py> Capture<'py> {
             current_thread: unsafe { ffi::PyThread_get_thread_ident() } as u64,
             thread_tops,
             own_dir: own_dir(py),
+            walk_helper: Default::default(),
         }
     }
 
@@ -300,6 +306,7 @@ pub fn collect(py: Python<'_>, options: CaptureOptions) -> Snapshot {
     let mut locals_errors = cap.walker.take_errors();
     snapshot.errors.append(&mut cap.errors);
     snapshot.errors.append(&mut locals_errors);
+    let walk_helper = std::mem::take(&mut cap.walk_helper);
     drop(cap);
     safe::clear_error();
     gc.resume(py);
@@ -308,6 +315,7 @@ pub fn collect(py: Python<'_>, options: CaptureOptions) -> Snapshot {
 
     // Everything below reads files and /proc only: let other threads run.
     py.detach(move || {
+        walk_helper.join();
         enrich::fill_thread_states(&mut snapshot.stacks[..threads_end]);
         if options.source {
             enrich::fill_sources(&snapshot);

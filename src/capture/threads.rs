@@ -95,9 +95,9 @@ fn known_threads(py: Python<'_>) -> Vec<(u64, ThreadInfo)> {
                 Some(dict) => safe::dict_get_scan_many(
                     &dict,
                     [
-                        crate::capture::safe::interned!(py, "_name").as_any(),
-                        crate::capture::safe::interned!(py, "_daemonic").as_any(),
-                        crate::capture::safe::interned!(py, "_native_id").as_any(),
+                        safe::interned!(py, "_name").as_any(),
+                        safe::interned!(py, "_daemonic").as_any(),
+                        safe::interned!(py, "_native_id").as_any(),
                     ],
                 ),
                 None => [None, None, None],

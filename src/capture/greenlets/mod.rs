@@ -53,8 +53,6 @@ pub fn capture(cap: &mut Capture<'_>) -> Vec<Stack> {
             return Vec::new();
         }
     };
-    // The heap walk's helper thread, if any, is joined now if it is done
-    // (usually), else when this returns.
     let (found, mut helper) = match scan::find_greenlets(py, &api) {
         Ok(found) => found,
         Err(e) => {
@@ -62,7 +60,10 @@ pub fn capture(cap: &mut Capture<'_>) -> Vec<Stack> {
             return Vec::new();
         }
     };
+    // The heap walk's helper thread, if any, is joined now if it has ended
+    // (usually), else after capture, without the GIL.
     helper.join_if_done();
+    cap.walk_helper = helper;
     if found.is_empty() {
         return Vec::new();
     }
@@ -149,10 +150,7 @@ fn read_greenlet<'py>(
     let hub_thread = if hub {
         safe::instance_dict(&obj)
             .and_then(|d| {
-                safe::dict_get_scan(
-                    &d,
-                    crate::capture::safe::interned!(obj.py(), "thread_ident").as_any(),
-                )
+                safe::dict_get_scan(&d, safe::interned!(obj.py(), "thread_ident").as_any())
             })
             .and_then(|t| safe::int_value(&t))
     } else {
@@ -412,7 +410,7 @@ fn spawn_record<'py>(
     let py = obj.py();
     let spawner = field(
         &gevent.spawning_greenlet,
-        crate::capture::safe::interned!(py, "spawning_greenlet"),
+        safe::interned!(py, "spawning_greenlet"),
     )
     .and_then(|r| dereference(&r))
     .filter(|g| ctx.api.is_greenlet(g))
@@ -425,7 +423,7 @@ fn spawn_record<'py>(
     let mut frames = cap.walker.list();
     let mut record = field(
         &gevent.spawning_stack,
-        crate::capture::safe::interned!(py, "spawning_stack"),
+        safe::interned!(py, "spawning_stack"),
     );
     if let (true, Some(first)) = (built, &record) {
         // SAFETY: a gevent Greenlet with every field set (checked above).

@@ -79,9 +79,9 @@ impl<'py> Namer<'py> {
     ) -> Text {
         let py = self.py;
         let keys = [
-            crate::capture::safe::interned!(py, "name").as_any(),
-            crate::capture::safe::interned!(py, "_ident").as_any(),
-            crate::capture::safe::interned!(py, "_run").as_any(),
+            safe::interned!(py, "name").as_any(),
+            safe::interned!(py, "_ident").as_any(),
+            safe::interned!(py, "_run").as_any(),
         ];
         let [name, ident, run] = match safe::instance_dict(greenlet) {
             Some(dict) => safe::dict_get_scan_many(&dict, keys),

@@ -246,7 +246,7 @@ fn bootstrap_thread(top: &Bound<'_, PyAny>, bootstrap: Option<&Bound<'_, PyAny>>
         return None;
     }
     let thread = framevars::frame_var(&outer, "self")?;
-    let key = crate::capture::safe::interned!(top.py(), "_ident");
+    let key = safe::interned!(top.py(), "_ident");
     safe::instance_dict(&thread)
         .and_then(|d| safe::dict_get_scan(&d, key.as_any()))
         .and_then(|i| safe::int_value(&i))

@@ -130,11 +130,7 @@ pub fn source(py: Python<'_>) -> &'static str {
         return "generation lists";
     }
     let _ = py;
-    if cfg!(Py_3_12) {
-        "PyUnstable_GC_VisitObjects"
-    } else {
-        "gc.get_objects"
-    }
+    FALLBACK
 }
 
 /// A read-only walk of the GC's generation lists when their layout is
@@ -151,6 +147,9 @@ fn addresses(py: Python<'_>, api: &GreenletApi<'_>) -> Result<(Vec<usize>, Helpe
 /// 3.12+: `PyUnstable_GC_VisitObjects` walks the GC lists without building a
 /// list of every object (no allocation, no reference to drop afterwards),
 /// but with a reference-count write to each object and one chain of loads.
+#[cfg(Py_3_12)]
+const FALLBACK: &str = "PyUnstable_GC_VisitObjects";
+
 #[cfg(Py_3_12)]
 fn fallback(_py: Python<'_>, api: &GreenletApi<'_>) -> Result<Vec<usize>, String> {
     use std::os::raw::{c_int, c_void};
@@ -182,6 +181,9 @@ fn fallback(_py: Python<'_>, api: &GreenletApi<'_>) -> Result<Vec<usize>, String
 
 /// 3.9-3.11: the builtin `gc.get_objects()` (checked to be the C function
 /// of the `gc` module, so no replacement of it runs), then a pointer filter.
+#[cfg(not(Py_3_12))]
+const FALLBACK: &str = "gc.get_objects";
+
 #[cfg(not(Py_3_12))]
 fn fallback(py: Python<'_>, api: &GreenletApi<'_>) -> Result<Vec<usize>, String> {
     use crate::capture::safe;
@@ -231,9 +233,9 @@ fn gc_builtin<'py>(py: Python<'py>, name: &std::ffi::CStr) -> Option<Bound<'py, 
 /// object: with a million objects that is a million reference-count writes
 /// and a 9 MB list, for the handful of greenlets among them (3.12's
 /// `PyUnstable_GC_VisitObjects` writes each reference count twice and
-/// walks one chain of loads). The lists it
-/// walks are reachable without internals: a freshly tracked object is linked
-/// last into generation 0, so its `_gc_next` is that generation's list head,
+/// walks one chain of loads). The lists it walks are reachable without
+/// internals: a freshly tracked object is linked last into generation 0,
+/// so its `_gc_next` is that generation's list head,
 /// and CPython 3.9-3.13 keep the three heads in one array of
 /// `struct gc_generation { PyGC_Head head; int threshold; int count; }`.
 /// The layout is used only once proven: the probe is the head's last
