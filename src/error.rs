@@ -1,5 +1,5 @@
-//! The project's one error type, and (with the `python` feature) its one
-//! mapping onto the Python exception tree defined in `tbcollect/_errors.py`.
+//! The project's one error type. `bindings::errors` maps it onto the Python
+//! exception tree, in one place.
 //!
 //! Problems met *while collecting* are not errors: they go into
 //! `Snapshot::errors`. These are for the caller's own mistakes.
@@ -8,8 +8,11 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("unknown format '{0}' (expected one of: {names})", names = crate::render::Format::NAMES.join(", "))]
-    UnknownFormat(String),
+    #[error("unknown format '{given}' (expected one of: {})", expected.join(", "))]
+    UnknownFormat {
+        given: String,
+        expected: &'static [&'static str],
+    },
 
     #[error("invalid option {name}: {reason}")]
     InvalidOption { name: &'static str, reason: String },
@@ -28,30 +31,4 @@ pub enum Error {
 
     #[error("dump directory {}: {reason}", path.display())]
     DumpDirectory { path: PathBuf, reason: String },
-}
-
-#[cfg(feature = "python")]
-impl From<Error> for pyo3::PyErr {
-    fn from(error: Error) -> pyo3::PyErr {
-        use pyo3::prelude::*;
-        let class = match &error {
-            Error::UnknownFormat(_) => "UnknownFormatError",
-            Error::InvalidOption { .. } => "InvalidOptionError",
-            Error::Write { .. } | Error::WriteFd { .. } => "DumpWriteError",
-            Error::InvalidDump(_) => "InvalidDumpError",
-            Error::DumpDirectory { .. } => "DumpDirectoryError",
-        };
-        let message = error.to_string();
-        Python::attach(|py| {
-            match py
-                .import("tbcollect._errors")
-                .and_then(|m| m.getattr(class))
-                .and_then(|cls| cls.call1((message.clone(),)))
-            {
-                Ok(instance) => PyErr::from_value(instance),
-                // Only when the package is broken: still one clear message.
-                Err(_) => pyo3::exceptions::PyRuntimeError::new_err(message),
-            }
-        })
-    }
 }

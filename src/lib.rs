@@ -1,30 +1,22 @@
 //! tbcollect: a concurrency-aware traceback collector for Python.
 //!
-//! The model ([`model`]), the renderers ([`render`]) and the post-capture
-//! steps ([`enrich`], [`output`]) are pure Rust, as is the two-thread list
-//! walk the greenlet scan uses ([`split_walk`]). With the `python` feature,
-//! [`capture`] reads the interpreter and [`python`] is the extension module.
+//! By role:
+//! - [`model`]: the normalized stack model (pure Rust);
+//! - [`render`]: text, JSON, collapsed, SVG and diff renderers (pure Rust);
+//! - [`capture`]: all that reads the interpreter (with the `python` feature),
+//!   and its pure helpers;
+//! - [`live`]: where dumps are written, dump on signal;
+//! - `bindings`: the extension module's `#[pyfunction]`s and `#[pyclass]`es.
 
-pub mod awaiting;
-pub mod diff;
-#[cfg(unix)]
-pub mod dumpdir;
-pub mod enrich;
-pub mod error;
-pub mod fasthash;
-pub mod model;
-pub mod output;
-pub mod render;
-pub mod split_walk;
-
-#[cfg(feature = "python")]
 pub mod capture;
-#[cfg(all(feature = "python", unix))]
-mod live;
+pub mod error;
+#[cfg(unix)]
+pub mod live;
+pub mod model;
+pub mod render;
+
 #[cfg(feature = "python")]
-mod python;
-#[cfg(feature = "python")]
-mod python_diff;
+mod bindings;
 
 pub use error::Error;
 pub use model::{Frame, Snapshot, Stack, StackDetails, StackKind};

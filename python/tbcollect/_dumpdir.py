@@ -12,7 +12,7 @@ GIL) is a new file in one private directory:
   written under a hidden temporary name and linked into place when complete,
   so a reader never sees half a dump and no dump replaces another.
 
-The checks and the writing are done in Rust (``src/dumpdir.rs``), relative to
+The checks and the writing are done in Rust (``src/live/dumpdir.rs``), relative to
 a descriptor of the directory opened without following symlinks.
 """
 

@@ -3,7 +3,7 @@
 
 use crate::capture::locals::{LocalsReader, PendingReprs};
 use crate::capture::{safe, LocalsMode};
-use crate::fasthash::FastMap;
+use crate::model::fasthash::FastMap;
 use crate::model::{Frame, Frames, Locals, Text};
 use pyo3::ffi;
 use pyo3::prelude::*;

@@ -1,8 +1,8 @@
 //! The thread backend: every OS thread with a Python frame, named from
 //! `threading` where it knows the thread.
 
+use crate::capture::enrich;
 use crate::capture::{safe, Capture};
-use crate::enrich;
 use crate::model::{Stack, StackDetails, ThreadDetails};
 use pyo3::ffi;
 use pyo3::prelude::*;

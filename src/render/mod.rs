@@ -2,6 +2,7 @@
 //! knows nothing of PyO3, so `cargo test` checks them on literal snapshots.
 
 pub mod collapsed;
+pub mod diff;
 pub mod json;
 pub mod svg;
 pub mod text;
@@ -44,7 +45,10 @@ impl FromStr for Format {
             "json" => Ok(Format::Json),
             "collapsed" => Ok(Format::Collapsed),
             "svg" => Ok(Format::Svg),
-            other => Err(Error::UnknownFormat(other.to_string())),
+            other => Err(Error::UnknownFormat {
+                given: other.to_string(),
+                expected: Format::NAMES,
+            }),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! group of identical stacks), frames in exactly Python's traceback form so
 //! editors and log tools can jump to them.
 
-use crate::fasthash::{FastHasher, FastMap};
+use crate::model::fasthash::{FastHasher, FastMap};
 use crate::model::{Frame, ProbeResult, Snapshot, Stack, StackDetails, StackKind};
 use crate::render::tree;
 use itertools::Itertools;

@@ -2,7 +2,7 @@
 //! thread, tasks under the task that awaits them per event loop, like `pstree`.
 
 use super::same_text;
-use crate::fasthash::FastMap as HashMap;
+use crate::model::fasthash::FastMap as HashMap;
 use crate::model::{Snapshot, Stack, StackDetails, StackKind};
 use std::io::{self, Write};
 

@@ -15,7 +15,7 @@ mod scan;
 #[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
 use crate::capture::iframe;
 use crate::capture::{safe, Capture};
-use crate::fasthash::FastMap as HashMap;
+use crate::model::fasthash::FastMap as HashMap;
 use crate::model::{Frames, GreenletDetails, Stack, StackDetails, Text};
 use api::{instance_of, read, Flags, Gevent, GreenletApi};
 use naming::Namer;

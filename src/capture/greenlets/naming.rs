@@ -3,7 +3,7 @@
 
 use super::api::{read, Gevent, GreenletApi};
 use crate::capture::safe::{self, BuiltinGetter};
-use crate::fasthash::FastMap as HashMap;
+use crate::model::fasthash::FastMap as HashMap;
 use crate::model::Text;
 use pyo3::ffi;
 use pyo3::prelude::*;

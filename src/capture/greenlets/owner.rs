@@ -32,7 +32,7 @@
 use super::api::GreenletApi;
 use super::Raw;
 use crate::capture::{framevars, safe, Capture};
-use crate::fasthash::{FastMap as HashMap, FastSet as HashSet};
+use crate::model::fasthash::{FastMap as HashMap, FastSet as HashSet};
 use pyo3::ffi;
 use pyo3::prelude::*;
 

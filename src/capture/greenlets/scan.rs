@@ -10,7 +10,7 @@
 //! `GreenletApi::has_impl`) is left out: it is being built.
 
 use super::api::GreenletApi;
-use crate::split_walk::Helper;
+use crate::capture::split_walk::Helper;
 use pyo3::ffi;
 use pyo3::prelude::*;
 
@@ -338,7 +338,7 @@ mod gc_lists {
     ///
     /// Each list is walked from both ends at once. The oldest generation,
     /// where a big heap lives, is shared with a helper thread when it is
-    /// long (see [`crate::split_walk`]): it walks part of the middle back
+    /// long (see [`crate::capture::split_walk`]): it walks part of the middle back
     /// from the tail end, without the GIL, while this thread (which holds
     /// it, and runs nothing that could relink an object meanwhile) walks on
     /// forward.
@@ -354,13 +354,13 @@ mod gc_lists {
         let (young, oldest) = heads.0.split_at(GENERATIONS - 1);
         let mut found = Vec::new();
         for &head in young {
-            let part = crate::split_walk::walk_alone(&GcLinks, head as usize, |node| {
+            let part = crate::capture::split_walk::walk_alone(&GcLinks, head as usize, |node| {
                 greenlet(&mut filter, node)
             });
             found.extend(part);
         }
         let mut helper_filter = TypeFilter::without_gil(api.tp);
-        let (part, helper) = crate::split_walk::walk(
+        let (part, helper) = crate::capture::split_walk::walk(
             &GcLinks,
             oldest[0] as usize,
             |node| greenlet(&mut filter, node),
@@ -370,14 +370,14 @@ mod gc_lists {
         (found, helper)
     }
 
-    /// The generation lists, for [`crate::split_walk`].
+    /// The generation lists, for [`crate::capture::split_walk`].
     #[derive(Clone, Copy)]
     struct GcLinks;
 
     // SAFETY: the walk runs inside one capture, whose thread holds the GIL
     // and only reads until the walk is over: no object is linked, unlinked
     // or freed while either thread follows the links.
-    unsafe impl crate::split_walk::Links for GcLinks {
+    unsafe impl crate::capture::split_walk::Links for GcLinks {
         unsafe fn next(&self, node: usize) -> usize {
             next(node as *const GcHead) as usize
         }

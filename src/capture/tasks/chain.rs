@@ -3,7 +3,7 @@
 
 use super::asyncio::Asyncio;
 use super::AddrMap;
-use crate::awaiting::Link;
+use crate::capture::awaiting::Link;
 use crate::capture::safe;
 use crate::capture::Capture;
 use crate::model::Frames;
@@ -21,7 +21,7 @@ pub struct Chain<'py> {
     /// `max_depth` kept.
     pub frames: Frames,
     pub omitted: u64,
-    /// The links `awaiting` reads (see [`crate::awaiting::Facts::links`]).
+    /// The links `awaiting` reads (see [`crate::capture::awaiting::Facts::links`]).
     pub links: Vec<Link>,
     /// The innermost awaited object that is not a coroutine (a future's
     /// iterator, an unknown awaitable), if any.

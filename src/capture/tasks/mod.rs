@@ -13,7 +13,7 @@ mod links;
 mod loops;
 mod timers;
 
-use crate::awaiting::{self, Facts, Waiter};
+use crate::capture::awaiting::{self, Facts, Waiter};
 use crate::capture::{safe, Capture};
 use crate::model::{Frame, Frames, Stack, StackDetails, TaskDetails, Text};
 use asyncio::{Asyncio, FutState, TaskView};
@@ -25,8 +25,8 @@ use pyo3::prelude::*;
 use std::collections::HashMap;
 use timers::{loop_timers, Timers};
 
-pub(crate) type AddrMap<V> = crate::fasthash::FastMap<usize, V>;
-pub(crate) type AddrSet = crate::fasthash::FastSet<usize>;
+pub(crate) type AddrMap<V> = crate::model::fasthash::FastMap<usize, V>;
+pub(crate) type AddrSet = crate::model::fasthash::FastSet<usize>;
 
 #[cfg(not(Py_3_12))]
 const REGISTRIES: &[&std::ffi::CStr] = &[c"_all_tasks"];
@@ -170,7 +170,7 @@ struct Backend<'py> {
     feeders: AddrMap<usize>,
     now: Option<Option<f64>>,
     /// The buffer of the last chain's links, reused by the next.
-    links: Vec<crate::awaiting::Link>,
+    links: Vec<crate::capture::awaiting::Link>,
     awaiting: awaiting::Texts,
 }
 
@@ -779,7 +779,7 @@ fn listing_order(views: &[TaskView<'_>]) -> Vec<usize> {
             .as_ref()
             .map_or(0, |l| l.as_ptr() as usize)
     };
-    let mut loops: crate::fasthash::FastMap<usize, usize> = Default::default();
+    let mut loops: crate::model::fasthash::FastMap<usize, usize> = Default::default();
     let mut last: Option<(usize, usize)> = None;
     let mut ranks: Vec<usize> = Vec::with_capacity(positions.len());
     for &i in &positions {

@@ -1,8 +1,8 @@
-//! `tbcollect.diff(a, b)`: the Python face of [`crate::diff`].
+//! `tbcollect.diff(a, b)`: the Python face of [`crate::render::diff`].
 
-use crate::diff::{self, Diff};
+use super::snapshot::{to_py_dict, PySnapshot, PyStack};
 use crate::error::Error;
-use crate::python::{to_py_dict, PySnapshot, PyStack};
+use crate::render::diff::{self, Diff};
 use pyo3::prelude::*;
 
 /// How the stacks of dump B differ from those of dump A.

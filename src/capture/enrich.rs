@@ -2,7 +2,7 @@
 //! (read from disk, one read per file) and what the OS says each thread is
 //! doing. Pure Rust, so `cargo test` checks it.
 
-use crate::fasthash::FastMap;
+use crate::model::fasthash::FastMap;
 use crate::model::{Frame, Frames, Snapshot, Stack, StackDetails, Text};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Mutex, TryLockError};

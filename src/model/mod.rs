@@ -6,6 +6,8 @@
 //! carries all of that kind's fields. Nothing here knows about PyO3: the model
 //! is plain data, checked by `cargo test` without an interpreter.
 
+pub mod fasthash;
+
 use serde::ser::{SerializeMap, SerializeStruct};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;

@@ -1,10 +1,10 @@
-//! The extension module `tbcollect._tbcollect`: captures, then converts the
+//! `collect()`, `Snapshot`, `Stack` and `Frame`: captures, then converts the
 //! model into Python objects. All logic lives in the pure-Rust modules.
 
 use crate::capture::{self, CaptureOptions, LocalsMode};
 use crate::error::Error;
+use crate::live::output;
 use crate::model::{Frame, ProbeResult, Snapshot, Stack, StackDetails, SCHEMA};
-use crate::output;
 use crate::render::{self, json::JsonOptions, text::TextOptions, Format, RenderOptions};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
@@ -550,9 +550,7 @@ fn _heap_scan_source(py: Python<'_>) -> &'static str {
     capture::greenlets::heap_scan_source(py)
 }
 
-#[pymodule]
-#[pyo3(name = "_tbcollect")]
-fn tbcollect_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     capture::threads::note_main_thread();
     // Capture never imports (an import can run user code and release the
     // GIL); it finds `gc` in sys.modules to pause the collector on 3.9 and
@@ -571,8 +569,5 @@ fn tbcollect_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(check_format, m)?)?;
     m.add_function(wrap_pyfunction!(write_dump, m)?)?;
     m.add_function(wrap_pyfunction!(_heap_scan_source, m)?)?;
-    crate::python_diff::register(m)?;
-    #[cfg(unix)]
-    crate::live::register(m)?;
     Ok(())
 }

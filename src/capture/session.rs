@@ -1,0 +1,314 @@
+//! One capture: the GIL held, the GC paused, every backend run once.
+
+use super::frames::FrameWalker;
+use super::{greenlets, locals, safe, tasks, threads};
+use crate::capture::enrich;
+use crate::model::{iso8601_utc, Frame, Frames, Snapshot};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// What `collect()` was asked for.
+#[derive(Debug, Clone)]
+pub struct CaptureOptions {
+    pub threads: bool,
+    pub greenlets: bool,
+    pub tasks: bool,
+    pub source: bool,
+    pub max_depth: usize,
+    /// List tasks that are done or cancelled too (issue #3).
+    pub done_tasks: bool,
+    /// Capture each frame's local variables (issue #6).
+    pub locals: LocalsMode,
+    /// With locals: a variable or `str` dict key whose name contains one of
+    /// these (case-insensitive) is shown as `[redacted]`.
+    pub redact: Vec<String>,
+}
+
+/// How frame locals are captured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LocalsMode {
+    /// No locals (the default).
+    #[default]
+    Off,
+    /// Built-in values rendered by our own code; others as `<module.Class object at 0x...>`.
+    Safe,
+    /// As `Safe`, but other objects through their (guarded, capped) `repr()`.
+    Repr,
+}
+
+impl Default for CaptureOptions {
+    fn default() -> Self {
+        CaptureOptions {
+            threads: true,
+            greenlets: true,
+            tasks: true,
+            source: true,
+            max_depth: 1024,
+            done_tasks: false,
+            locals: LocalsMode::Off,
+            redact: locals::DEFAULT_REDACT
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        }
+    }
+}
+
+/// State shared by the backends during one capture.
+pub struct Capture<'py> {
+    pub py: Python<'py>,
+    pub options: CaptureOptions,
+    pub walker: FrameWalker<'py>,
+    /// Problems met while collecting; they end up in `Snapshot::errors`.
+    pub errors: Vec<String>,
+    /// `threading.get_ident()` of the thread that called the collector.
+    pub current_thread: u64,
+    /// `sys._current_frames()` as (ident, innermost frame), in its order:
+    /// taken once and shared (greenlets and tasks running in a thread need
+    /// it too).
+    pub thread_tops: Vec<(u64, Bound<'py, PyAny>)>,
+    /// Directory of the `tbcollect` package, whose frames are trimmed from
+    /// the top of the calling thread's stack.
+    own_dir: Option<String>,
+    /// The greenlet heap walk's helper thread, if it started one that had
+    /// not ended by the time the walk was done. It reads nothing any more;
+    /// it is joined once the GIL is let go, so that waiting for a thread
+    /// the OS has yet to run holds up no Python thread.
+    pub walk_helper: crate::capture::split_walk::Helper,
+}
+
+impl<'py> Capture<'py> {
+    fn new(py: Python<'py>, options: CaptureOptions) -> Self {
+        let mut errors = Vec::new();
+        let thread_tops = current_frames(py)
+            .map(|frames| dict_by_ident(&frames))
+            .unwrap_or_else(|e| {
+                errors.push(e);
+                Vec::new()
+            });
+        Capture {
+            py,
+            walker: FrameWalker::new(py, options.max_depth)
+                .with_locals(options.locals, &options.redact),
+            options,
+            errors,
+            current_thread: unsafe { ffi::PyThread_get_thread_ident() } as u64,
+            thread_tops,
+            own_dir: own_dir(py),
+            walk_helper: Default::default(),
+        }
+    }
+
+    /// Drops the collector's own innermost frames (`dump_all`, `collect`) so a
+    /// stack ends at the caller's line.
+    pub fn trim_own_frames(&self, frames: &mut Frames) {
+        let own = self.own_frames(frames);
+        if own > 0 {
+            *frames = frames[..frames.len() - own].into();
+        }
+    }
+
+    /// How many of the innermost `frames` are tbcollect's own.
+    pub fn own_frames(&self, frames: &[Frame]) -> usize {
+        match &self.own_dir {
+            Some(dir) => frames
+                .iter()
+                .rev()
+                .take_while(|f| f.filename.starts_with(dir.as_str()))
+                .count(),
+            None => 0,
+        }
+    }
+
+    /// The innermost frame of thread `ident`, if it runs Python code.
+    pub fn thread_top(&self, ident: u64) -> Option<Bound<'py, PyAny>> {
+        self.thread_tops
+            .iter()
+            .find(|(i, _)| *i == ident)
+            .map(|(_, top)| top.clone())
+    }
+
+    /// Runs one backend; a panic inside it becomes an error entry instead of
+    /// an exception in the host program.
+    fn run_backend(
+        &mut self,
+        name: &str,
+        backend: fn(&mut Capture<'py>) -> Vec<crate::model::Stack>,
+    ) -> Vec<crate::model::Stack> {
+        match catch_unwind(AssertUnwindSafe(|| backend(self))) {
+            Ok(stacks) => stacks,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                safe::clear_error();
+                self.errors.push(format!("{name} backend failed: {what}"));
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// `sys._current_frames()`, refusing to call it if it was replaced by
+/// something that is not the interpreter's builtin (which could run user code).
+fn current_frames(py: Python<'_>) -> Result<Bound<'_, PyAny>, String> {
+    unsafe {
+        let func = ffi::PySys_GetObject(c"_current_frames".as_ptr());
+        if func.is_null() || ffi::PyCFunction_Check(func) == 0 {
+            safe::clear_error();
+            return Err(
+                "sys._current_frames is missing or not the builtin; no thread stacks".into(),
+            );
+        }
+        let frames = safe::owned(py, ffi::PyObject_CallNoArgs(func))
+            .ok_or("sys._current_frames() failed; no thread stacks")?;
+        if ffi::PyDict_Check(frames.as_ptr()) == 0 {
+            return Err("sys._current_frames() returned no dict; no thread stacks".into());
+        }
+        Ok(frames)
+    }
+}
+
+/// The entries of an `{ident: value}` dict with exact-int keys, in order.
+fn dict_by_ident<'py>(dict: &Bound<'py, PyAny>) -> Vec<(u64, Bound<'py, PyAny>)> {
+    let mut out = Vec::new();
+    unsafe {
+        let mut pos: ffi::Py_ssize_t = 0;
+        let mut key: *mut ffi::PyObject = std::ptr::null_mut();
+        let mut value: *mut ffi::PyObject = std::ptr::null_mut();
+        while ffi::PyDict_Next(dict.as_ptr(), &mut pos, &mut key, &mut value) != 0 {
+            if let Some(ident) = safe::int_value(&Bound::from_borrowed_ptr(dict.py(), key)) {
+                out.push((ident, Bound::from_borrowed_ptr(dict.py(), value)));
+            }
+        }
+    }
+    out
+}
+
+fn own_dir(py: Python<'_>) -> Option<String> {
+    let module = safe::imported_module(py, c"tbcollect")?;
+    let file = safe::str_value(&safe::module_attr(&module, c"__file__")?)?;
+    let dir = std::path::Path::new(&file).parent()?.to_str()?.to_string();
+    Some(format!("{dir}/"))
+}
+
+/// Keeps the cyclic garbage collector off for the duration of a capture: a
+/// collection triggered by one of our allocations would run arbitrary
+/// finalizers (`__del__`, weakref callbacks) in the middle of it.
+struct GcPause {
+    was_enabled: bool,
+}
+
+impl GcPause {
+    fn new(py: Python<'_>) -> Self {
+        #[cfg(Py_3_10)]
+        {
+            let _ = py;
+            let was_enabled = unsafe { ffi::PyGC_Disable() } != 0;
+            GcPause { was_enabled }
+        }
+        #[cfg(not(Py_3_10))]
+        {
+            // 3.9 has no C API for this; the `gc` module's builtins are C.
+            let was_enabled =
+                gc_call(py, c"isenabled").is_some_and(|v| v.is_truthy().unwrap_or(false));
+            if was_enabled {
+                gc_call(py, c"disable");
+            }
+            GcPause { was_enabled }
+        }
+    }
+
+    fn resume(self, py: Python<'_>) {
+        if !self.was_enabled {
+            return;
+        }
+        #[cfg(Py_3_10)]
+        {
+            let _ = py;
+            unsafe { ffi::PyGC_Enable() };
+        }
+        #[cfg(not(Py_3_10))]
+        {
+            gc_call(py, c"enable");
+        }
+    }
+}
+
+#[cfg(not(Py_3_10))]
+fn gc_call<'py>(py: Python<'py>, name: &std::ffi::CStr) -> Option<Bound<'py, PyAny>> {
+    let gc = safe::imported_module(py, c"gc")?;
+    let func = safe::module_attr(&gc, name)?;
+    unsafe { safe::owned(py, ffi::PyObject_CallNoArgs(func.as_ptr())) }
+}
+
+fn python_version(py: Python<'_>) -> String {
+    let v = py.version_info();
+    format!("{}.{}.{}", v.major, v.minor, v.patch)
+}
+
+fn now_micros() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    now.as_micros() as i64
+}
+
+/// Moves `more` to the end of `stacks`; ten thousand stacks are handed over,
+/// not copied, when they are the first.
+fn append(stacks: &mut Vec<crate::model::Stack>, mut more: Vec<crate::model::Stack>) {
+    if stacks.is_empty() {
+        *stacks = more;
+    } else {
+        stacks.append(&mut more);
+    }
+}
+
+/// One snapshot of every thread, greenlet and task the options ask for.
+/// Never raises for what it meets: problems go into `errors`.
+pub fn collect(py: Python<'_>, options: CaptureOptions) -> Snapshot {
+    let mut snapshot = Snapshot::new(
+        std::process::id(),
+        python_version(py),
+        iso8601_utc(now_micros()),
+    );
+    let gc = GcPause::new(py);
+    let mut cap = Capture::new(py, options.clone());
+    if options.threads {
+        let stacks = cap.run_backend("thread", threads::capture);
+        append(&mut snapshot.stacks, stacks);
+    }
+    // Thread stacks come first; only they get states from the OS.
+    let threads_end = snapshot.stacks.len();
+    if options.greenlets {
+        let stacks = cap.run_backend("greenlet", greenlets::capture);
+        append(&mut snapshot.stacks, stacks);
+    }
+    if options.tasks {
+        let stacks = cap.run_backend("task", tasks::capture);
+        append(&mut snapshot.stacks, stacks);
+    }
+    let reprs = cap.walker.take_pending_reprs();
+    let mut locals_errors = cap.walker.take_errors();
+    snapshot.errors.append(&mut cap.errors);
+    snapshot.errors.append(&mut locals_errors);
+    let walk_helper = std::mem::take(&mut cap.walk_helper);
+    drop(cap);
+    safe::clear_error();
+    gc.resume(py);
+    // `locals="repr"`: the one place user code runs, after the walk is done.
+    locals::resolve_reprs(py, &mut snapshot, reprs);
+
+    // Everything below reads files and /proc only: let other threads run.
+    py.detach(move || {
+        walk_helper.join();
+        enrich::fill_thread_states(&mut snapshot.stacks[..threads_end]);
+        if options.source {
+            enrich::fill_sources(&snapshot);
+        }
+        snapshot
+    })
+}
