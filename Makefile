@@ -14,7 +14,7 @@ SUPPORTED := 3.9 3.10 3.11 3.12 3.13
 ALL_PYTHONS := $(foreach v,$(SUPPORTED),$(firstword $(wildcard $(PYENV_ROOT)/versions/$(v).*/bin/python$(v))))
 
 .DEFAULT_GOAL := help
-.PHONY: help venv build demo test test-rust test-python test-all bench lint fmt clean list-pythons
+.PHONY: help venv build demo test test-fast test-rust test-python test-all bench lint fmt clean list-pythons
 
 help:  ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -37,13 +37,17 @@ build: $(STAMP)  ## build the extension into the virtualenv
 demo: build  ## dump a demo process (threads, greenlets, tasks) as text, then JSON
 	$(BIN)/python examples/demo.py
 
-test: test-rust test-python  ## cargo test, then pytest (on the default python3)
+test: test-rust test-python  ## cargo test, then every pytest test (on the default python3)
+
+test-fast: test-rust build  ## like test, without the tests marked slow (timing-dependent)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 test-rust:  ## the pure-Rust model and renderer tests
 	cargo test --quiet
 
+# pytest's own exit 5 (no test ran) fails the target like any other failure.
 test-python: build  ## pytest over tests/ against the built extension
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 list-pythons:  ## the interpreters test-all uses
 	@for p in $(ALL_PYTHONS); do echo $$p; done

@@ -12,7 +12,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import pytest
 import tbcollect
-from conftest import check_snapshot, run_python
+
+from tests.helpers import check_snapshot, run_python
 
 PY = sys.version_info[:2]
 

@@ -10,8 +10,9 @@ from typing import Iterator, List
 
 import pytest
 import tbcollect
-from conftest import validate_json
 from tbcollect._logging import emit
+
+from tests.helpers import validate_json
 
 
 class Keep(logging.Handler):

@@ -15,7 +15,8 @@ from typing import Any, Dict, Iterator, List
 import pytest
 import tbcollect
 import tbcollect.sentry
-from conftest import run_python, stacks_of
+
+from tests.helpers import run_python, stacks_of
 
 pytest.importorskip("sentry_sdk")
 

@@ -12,9 +12,9 @@ from typing import Any, Dict
 
 import pytest
 import tbcollect
-from aio_support import HANG_GUARD, forever, settle, task_id
-from conftest import validate_json
 from tbcollect import InvalidOptionError, UnknownFormatError
+
+from tests.helpers import HANG_GUARD, forever, settle, task_id, validate_json
 
 
 def test_dump_returns_and_writes_text(tmp_path: Path):
@@ -67,6 +67,7 @@ def test_dump_rejects_bad_arguments_before_capturing():
         asyncio.run(main(colour=True))
 
 
+@pytest.mark.slow
 def test_periodic_dump_new_file_per_dump(tmp_path: Path):
     pattern = str(tmp_path / "dump-{n}.json")
 
@@ -91,6 +92,7 @@ def test_periodic_dump_new_file_per_dump(tmp_path: Path):
         assert dumper and dumper[0]["state"] == "running"
 
 
+@pytest.mark.slow
 def test_periodic_dump_replaces_one_file_and_survives_write_errors(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ):
@@ -120,6 +122,7 @@ def test_periodic_dump_replaces_one_file_and_survives_write_errors(
     assert not missing.exists()
 
 
+@pytest.mark.slow
 def test_periodic_dump_to_a_stream_appends(capsys: pytest.CaptureFixture[str]):
     async def main() -> None:
         task = asyncio.create_task(tbcollect.aio.periodic_dump(0.01, format="json", threads=False))

@@ -8,8 +8,17 @@ from typing import Any, Dict, List
 
 import pytest
 import tbcollect
-from aio_support import LoopThread, forever, loop_id, settle, short, task_id, task_stacks
-from conftest import check_snapshot
+
+from tests.helpers import (
+    LoopThread,
+    check_snapshot,
+    forever,
+    loop_id,
+    settle,
+    short,
+    task_id,
+    task_stacks,
+)
 
 
 def test_uvloop_loop_in_a_thread():

@@ -14,9 +14,11 @@ from typing import Any, Dict, List
 
 import pytest
 import tbcollect
-from aio_support import (
+
+from tests.helpers import (
     HANG_GUARD,
     LoopThread,
+    check_snapshot,
     forever,
     loop_id,
     settle,
@@ -24,7 +26,6 @@ from aio_support import (
     task_id,
     task_stacks,
 )
-from conftest import check_snapshot
 
 
 def collect_tasks(**options: Any) -> tbcollect.Snapshot:
@@ -496,6 +497,7 @@ def test_loop_not_running_has_no_thread():
         loop.close()
 
 
+@pytest.mark.slow
 def test_tasks_come_and_go_while_another_thread_collects(lt):
     stop = threading.Event()
 

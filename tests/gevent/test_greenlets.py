@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 import pytest
-from conftest import run_python, validate_json
 from tbcollect._tbcollect import MAIN_GREENLET_NAME
+
+from tests.helpers import run_python, validate_json
 
 pytest.importorskip("greenlet")
 pytest.importorskip("gevent")
@@ -205,6 +206,7 @@ def test_dump_from_a_spawned_greenlet(mode, tmp_path):
     assert "5 greenlets with this same stack" in text
 
 
+@pytest.mark.slow
 def test_spawn_and_kill_while_another_thread_collects():
     facts, lines = run_program("churn.py", "150", timeout=300)
     assert facts["errors"] == []
@@ -234,6 +236,7 @@ def test_hostile_objects_are_never_called():
     assert len(holder) == 4, "the holder thread's greenlets are tied to it through its locals"
 
 
+@pytest.mark.slow
 def test_periodic_dump(tmp_path):
     json_path, text_path = tmp_path / "dumps.jsonl", tmp_path / "dump.txt"
     facts, _ = run_program("periodic.py", str(json_path), str(text_path))
@@ -466,6 +469,7 @@ def test_the_heap_walks_helper_thread_is_gone_when_collect_returns():
     assert json.loads(proc.stdout) == [1] * 30
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_children_forked_during_another_threads_first_dump_can_dump():
     # pyo3's `intern!` cell let go of the GIL while claimed: a child forked

@@ -12,14 +12,15 @@ from pathlib import Path
 
 import pytest
 import tbcollect
-from conftest import validate_json
-from livehelp import (
+
+from tests.helpers import (
     LOOP_TARGET,
     Target,
     base_env,
     cli,
     console_script,
     dumps_of,
+    validate_json,
     wait_for_dumps,
     wait_until,
 )
@@ -125,6 +126,7 @@ def test_dump_of_a_process_that_does_not_exist(tmp_path):
     assert cli("dump", "0").returncode == 3
 
 
+@pytest.mark.slow
 def test_dump_waits_for_its_own_file_and_times_out_clearly_when_stopped(tmp_path):
     with Target(LOOP_TARGET, args=["text"], env=base_env(tmp_path)) as target:
         pid = int(target.expect("ready"))

@@ -8,8 +8,9 @@ import stat
 
 import pytest
 import tbcollect
-from conftest import validate_json
 from tbcollect import _dumpdir
+
+from tests.helpers import validate_json
 
 
 def mode(path) -> int:

@@ -12,14 +12,15 @@ import threading
 
 import pytest
 import tbcollect
-from conftest import validate_json
-from livehelp import (
+
+from tests.helpers import (
     LOOP_TARGET,
     Target,
     base_env,
     cli,
     dumps_of,
     temporaries,
+    validate_json,
     wait_for_dumps,
 )
 
@@ -141,6 +142,7 @@ def hold_library(tmp_path_factory):
     return library
 
 
+@pytest.mark.slow
 def test_raw_dump_while_main_thread_holds_the_gil_in_c(tmp_path, hold_library):
     dumps = tmp_path / "dumps"
     release_r, release_w = os.pipe()

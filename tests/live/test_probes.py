@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 import tbcollect
-from conftest import ROOT, check_snapshot, validate_json
+
+from tests.helpers import ROOT, check_snapshot, validate_json
 
 GOOD = "def probe():\n    return {'queue': [1, 2], 'ok': True}\n"
 

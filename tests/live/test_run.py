@@ -11,8 +11,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import validate_json
-from livehelp import Target, base_env, cli, console_script, dumps_of
+
+from tests.helpers import Target, base_env, cli, console_script, dumps_of, validate_json
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="POSIX signals and /proc (Linux)"

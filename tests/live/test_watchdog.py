@@ -17,7 +17,11 @@ from typing import Dict, List
 
 import pytest
 import tbcollect
-from conftest import run_python, validate_json
+
+from tests.helpers import run_python, validate_json
+
+# Every watchdog decides by elapsed time (thresholds, heartbeats, reminders).
+pytestmark = pytest.mark.slow
 
 # Common prelude of every target: logging to stdout, a hang guard helper.
 PRELUDE = """

@@ -12,7 +12,7 @@ import sys
 import pytest
 import tbcollect
 
-from tests.conftest import check_snapshot, validate_json
+from tests.helpers import check_snapshot, validate_json
 
 
 def test_dump_all_returns_text_by_default():

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.conftest import run_python, validate_json
+from tests.helpers import run_python, validate_json
 
 pytest.importorskip("gevent")
 

@@ -15,7 +15,7 @@ import weakref
 import pytest
 import tbcollect
 
-from tests.conftest import check_snapshot, functions, stacks_of
+from tests.helpers import check_snapshot, functions, stacks_of
 
 QUALNAMES = sys.version_info >= (3, 11)  # code objects carry co_qualname from 3.11
 
@@ -250,6 +250,7 @@ def test_deep_recursion_is_cut_with_an_explicit_marker(max_depth):
         sys.setrecursionlimit(old_limit)
 
 
+@pytest.mark.slow
 def test_threads_starting_and_ending_while_collecting():
     stop = threading.Event()
     spawned = 0
@@ -490,6 +491,7 @@ print("forked 300 children, each dumped")
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_child_forked_while_other_threads_dump_can_dump():
     done = subprocess.run(

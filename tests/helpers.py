@@ -1,8 +1,15 @@
-"""Helpers for the live-process tests: real target processes we can talk to,
-the CLI in a subprocess, and hang guards (never timed assertions)."""
+"""The one module of shared test helpers, imported as ``from tests.helpers import ...``.
+
+Schema validation of every JSON dump; target programs in subprocesses and the
+CLI; real event loops in real threads. Synchronization is by events, lines and
+loop turns; every timeout here is a hang guard that stops a hung test, never a
+judgement of speed.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import select
 import shutil
@@ -10,17 +17,69 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, TypeVar
+from typing import Any, Callable, Coroutine, Dict, List, Optional, Sequence, TypeVar
 
+import jsonschema
 import pytest
+import tbcollect
 from tbcollect import _dumpdir
 
-# Generous: these only stop a hung test, they never judge speed.
+# Generous: it only stops a hung test, it never judges speed.
 HANG_GUARD = 60.0
 
 T = TypeVar("T")
+
+
+# JSON dumps and snapshots
+
+SCHEMA_PATH = Path(tbcollect.__file__).with_name("schema.json")
+SCHEMA = json.loads(SCHEMA_PATH.read_text())
+VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def validate_json(text: str) -> Dict[str, Any]:
+    """Parses a JSON dump and validates it against the published schema."""
+    data = json.loads(text)
+    errors = sorted(VALIDATOR.iter_errors(data), key=lambda e: list(e.path))
+    assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors[:5])
+    return data
+
+
+def check_snapshot(snapshot: tbcollect.Snapshot) -> Dict[str, Any]:
+    """Validates a snapshot's JSON and checks it agrees with to_dict()."""
+    data = validate_json(snapshot.to_json())
+    assert data == snapshot.to_dict()
+    ids = [s["id"] for s in data["stacks"]]
+    assert len(ids) == len(set(ids)), "stack ids must be unique within a snapshot"
+    return data
+
+
+def stacks_of(snapshot: tbcollect.Snapshot, kind: str) -> List[tbcollect.Stack]:
+    return [s for s in snapshot.stacks if s.kind == kind]
+
+
+def functions(stack: tbcollect.Stack) -> List[str]:
+    return [f.function for f in stack.frames]
+
+
+def run_python(
+    code_or_path: str, *args: str, timeout: float = 60, env: Optional[Dict[str, str]] = None
+) -> subprocess.CompletedProcess:
+    """Runs a target program with this interpreter; returns the finished process."""
+    cmd = [sys.executable]
+    cmd += [code_or_path] if code_or_path.endswith(".py") else ["-c", code_or_path]
+    full_env = dict(os.environ, PYTHONFAULTHANDLER="1")
+    full_env.update(env or {})
+    return subprocess.run(
+        cmd + list(args), capture_output=True, text=True, timeout=timeout, env=full_env
+    )
+
+
+# Live processes and the CLI
 
 
 def wait_until(check: Callable[[], Optional[T]], what: str, timeout: float = HANG_GUARD) -> T:
@@ -214,3 +273,92 @@ async def serve():
 asyncio.run(serve())
 print("bye", flush=True)
 """
+
+
+# Event loops in threads (asyncio tests)
+
+
+async def settle(turns: int = 20) -> None:
+    """Lets every ready task run until it suspends: `turns` loop iterations."""
+    for _ in range(turns):
+        await asyncio.sleep(0)
+
+
+class LoopThread:
+    """An event loop running forever in a thread of its own."""
+
+    def __init__(
+        self,
+        factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop,
+        name: str = "loop-thread",
+    ) -> None:
+        self.loop = factory()
+        self._ready = threading.Event()
+        self.thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self.thread.start()
+        assert self._ready.wait(HANG_GUARD), "the loop thread did not start"
+        assert self.thread.ident is not None
+        self.ident: int = self.thread.ident
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.call_soon(self._ready.set)
+        self.loop.run_forever()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Runs `coro` on the loop and returns its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(HANG_GUARD)
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Calls `fn` in the loop's thread (outside any task) and returns its result."""
+
+        async def wrapper() -> T:
+            return fn()
+
+        return self.run(wrapper())
+
+    def close(self) -> None:
+        async def cancel_all() -> None:
+            me = asyncio.current_task()
+            tasks = [t for t in asyncio.all_tasks() if t is not me]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.loop.shutdown_asyncgens()
+
+        if self.loop.is_running():
+            self.run(cancel_all())
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(HANG_GUARD)
+        assert not self.thread.is_alive(), "the loop thread did not stop"
+        if hasattr(self.loop, "shutdown_default_executor"):
+            self.loop.run_until_complete(self.loop.shutdown_default_executor())
+        self.loop.close()
+
+    def __enter__(self) -> LoopThread:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def task_stacks(snapshot: tbcollect.Snapshot) -> Dict[str, tbcollect.Stack]:
+    """Task stacks by name (the scenarios name every task they care about)."""
+    return {s.name: s for s in snapshot.stacks if s.kind == "task"}
+
+
+def task_id(task: asyncio.Task[Any]) -> str:
+    return f"task:{id(task):#x}"
+
+
+def loop_id(loop: asyncio.AbstractEventLoop) -> str:
+    return f"loop:{id(loop):#x}"
+
+
+def short(stack: tbcollect.Stack) -> List[str]:
+    """Function names without qualification (3.9/3.10 frames have no qualname)."""
+    return [f.function.rsplit(".", 1)[-1] for f in stack.frames]
+
+
+async def forever() -> None:
+    await asyncio.sleep(3600)
