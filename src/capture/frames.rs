@@ -2,7 +2,7 @@
 //! through the C API, copying only file name, line and qualified name.
 
 use crate::capture::locals::{LocalsReader, PendingReprs};
-use crate::capture::{safe, LocalsMode};
+use crate::capture::{inert, LocalsMode};
 use crate::model::fasthash::FastMap;
 use crate::model::{Frame, Frames, Locals, Text};
 use pyo3::ffi;
@@ -230,7 +230,7 @@ impl<'py> FrameWalker<'py> {
             ffi::Py_DECREF(frame as *mut ffi::PyObject);
             frame = back;
         }
-        safe::clear_error();
+        inert::clear_error();
         let (frames, _) = self.finish(list, true);
         (frames, omitted)
     }
@@ -490,17 +490,17 @@ impl<'py> FrameWalker<'py> {
         // Code objects are of the exact builtin `code` type (it cannot be
         // subclassed), so these reads are plain member descriptors.
         let read = |name: &Bound<'py, pyo3::types::PyString>| -> Option<String> {
-            code.getattr(name).ok().and_then(|v| safe::str_value(&v))
+            code.getattr(name).ok().and_then(|v| inert::str_value(&v))
         };
         // The code objects of one module share their file name object: they
         // share one `Text` too, so later passes compare it by address.
-        let filename_obj = code.getattr(safe::interned!(py, "co_filename")).ok();
+        let filename_obj = code.getattr(inert::interned!(py, "co_filename")).ok();
         let filename_addr = filename_obj.as_ref().map_or(0, |f| f.as_ptr() as usize);
         let filename = match self.filenames.get(&filename_addr) {
             Some(text) if filename_addr != 0 => text.clone(),
             _ => {
                 let text: Text = filename_obj
-                    .and_then(|v| safe::str_value(&v))
+                    .and_then(|v| inert::str_value(&v))
                     .unwrap_or_else(|| "<unknown>".to_string())
                     .into();
                 if filename_addr != 0 {
@@ -510,13 +510,13 @@ impl<'py> FrameWalker<'py> {
             }
         };
         let function = if self.has_qualname {
-            read(safe::interned!(py, "co_qualname"))
+            read(inert::interned!(py, "co_qualname"))
         } else {
             None
         }
-        .or_else(|| read(safe::interned!(py, "co_name")))
+        .or_else(|| read(inert::interned!(py, "co_name")))
         .unwrap_or_else(|| "<unknown>".to_string());
-        safe::clear_error();
+        inert::clear_error();
         CodeInfo {
             filename,
             function: Text::from(function),

@@ -24,7 +24,7 @@
 //! 3.10 give it a second, cell slot), then `co_freevars`. A cell slot holds a
 //! cell once the frame has started; its content is the value.
 
-use crate::capture::safe;
+use crate::capture::inert;
 use pyo3::ffi;
 use pyo3::prelude::*;
 
@@ -52,7 +52,7 @@ impl CodeVars {
         // member descriptors (3.9, 3.10) or getters (3.11+).
         let tuple = |name: &str| -> Vec<(String, Py<PyAny>)> {
             let Ok(t) = code_obj.getattr(name) else {
-                safe::clear_error();
+                inert::clear_error();
                 return Vec::new();
             };
             if ffi::PyTuple_CheckExact(t.as_ptr()) == 0 {
@@ -61,16 +61,16 @@ impl CodeVars {
             (0..ffi::PyTuple_GET_SIZE(t.as_ptr()))
                 .filter_map(|i| {
                     let item = Bound::from_borrowed_ptr(py, ffi::PyTuple_GET_ITEM(t.as_ptr(), i));
-                    safe::str_value(&item).map(|s| (s, item.unbind()))
+                    inert::str_value(&item).map(|s| (s, item.unbind()))
                 })
                 .collect()
         };
         let flags = code_obj
             .getattr("co_flags")
             .ok()
-            .and_then(|v| safe::int_value(&v))
+            .and_then(|v| inert::int_value(&v))
             .unwrap_or(0);
-        safe::clear_error();
+        inert::clear_error();
         let varnames = tuple("co_varnames");
         let cellvars = tuple("co_cellvars");
         let freevars = tuple("co_freevars");
@@ -124,7 +124,7 @@ impl CodeVars {
                     if ffi::PyCell_Check(value) != 0 {
                         value = ffi::PyCell_Get(value);
                         if value.is_null() {
-                            safe::clear_error();
+                            inert::clear_error();
                             continue;
                         }
                         ffi::Py_DECREF(value); // the cell keeps it alive
@@ -150,9 +150,9 @@ impl CodeVars {
                     continue;
                 }
                 // NameError (unbound) is the common case, not a problem.
-                match safe::owned(py, ffi::PyFrame_GetVar(frame, name_obj.as_ptr())) {
+                match inert::owned(py, ffi::PyFrame_GetVar(frame, name_obj.as_ptr())) {
                     Some(value) => out.push((i, value)),
-                    None => safe::clear_error(),
+                    None => inert::clear_error(),
                 }
             }
         }
@@ -176,7 +176,7 @@ pub fn frame_values<'py>(frame: &Bound<'py, PyAny>) -> Vec<(String, Bound<'py, P
             return Vec::new();
         }
         let f = frame.as_ptr() as *mut ffi::PyFrameObject;
-        let Some(code) = safe::owned(py, ffi::PyFrame_GetCode(f) as *mut ffi::PyObject) else {
+        let Some(code) = inert::owned(py, ffi::PyFrame_GetCode(f) as *mut ffi::PyObject) else {
             return Vec::new();
         };
         let code = code.as_ptr() as *mut ffi::PyCodeObject;

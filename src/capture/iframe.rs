@@ -7,7 +7,7 @@
 //! first use. The interpreter frames they stand for lie in the thread's (or
 //! greenlet's, or coroutine's) own memory, one line each. Every caller
 //! checks what these reads give against the C API once per capture (see
-//! `safe::CheckedRead`), so a layout this build does not expect costs the
+//! `inert::CheckedRead`), so a layout this build does not expect costs the
 //! shortcut, never a wrong stack.
 //!
 //! Layouts (pointers are words):
@@ -18,7 +18,7 @@
 //!   `int stacktop`, `uint16_t return_offset`, `char owner`.
 
 #[cfg(Py_3_12)]
-use crate::capture::safe;
+use crate::capture::inert;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use std::os::raw::c_int;
@@ -81,7 +81,7 @@ pub unsafe fn position(
 ) -> Option<(*mut ffi::PyCodeObject, c_int)> {
     #[cfg(Py_3_12)]
     {
-        let code = safe::owned(py, ffi::PyUnstable_InterpreterFrame_GetCode(iframe))?;
+        let code = inert::owned(py, ffi::PyUnstable_InterpreterFrame_GetCode(iframe))?;
         if ffi::PyCode_Check(code.as_ptr()) == 0 {
             return None;
         }

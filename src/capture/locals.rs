@@ -32,7 +32,7 @@
 //! only after the capture (see [`resolve_reprs`]).
 
 use crate::capture::framevars::{CodeVars, LayoutMismatch};
-use crate::capture::{safe, LocalsMode};
+use crate::capture::{inert, LocalsMode};
 use crate::model::{Locals, Snapshot};
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -187,7 +187,7 @@ impl LocalsReader {
         } else {
             mapping_locals(py, frame, &info)
         };
-        safe::clear_error();
+        inert::clear_error();
         let vars = vars?;
         let mut out = Vec::new();
         for (name, value) in vars {
@@ -213,7 +213,7 @@ impl LocalsReader {
             }
             self.budget -= cost;
         }
-        safe::clear_error();
+        inert::clear_error();
         Some(Locals(out))
     }
 
@@ -358,7 +358,7 @@ impl LocalsReader {
             self.render(py, key, depth + 1, out);
             out.push_str(": ");
             let redacted = ffi::PyUnicode_CheckExact(key) != 0
-                && safe::str_value(&Bound::from_borrowed_ptr(py, key))
+                && inert::str_value(&Bound::from_borrowed_ptr(py, key))
                     .is_some_and(|k| self.is_redacted(&k));
             if redacted {
                 out.push_str(REDACTED);
@@ -395,7 +395,7 @@ impl LocalsReader {
             return;
         }
         // The exact set iterator walks the table in C; nothing is hashed or compared.
-        let Some(iter) = safe::owned(py, ffi::PyObject_GetIter(obj)) else {
+        let Some(iter) = inert::owned(py, ffi::PyObject_GetIter(obj)) else {
             out.push_str(open);
             out.push('…');
             out.push_str(close);
@@ -406,7 +406,7 @@ impl LocalsReader {
         loop {
             let item = ffi::PyIter_Next(iter.as_ptr());
             if item.is_null() {
-                safe::clear_error();
+                inert::clear_error();
                 break;
             }
             let item = Bound::from_owned_ptr(py, item);
@@ -431,14 +431,14 @@ impl LocalsReader {
             let name = self.type_name(py, obj as *mut ffi::PyTypeObject);
             out.push_str(&format!("<class '{name}'>"));
         } else if ffi::PyModule_Check(obj) != 0 {
-            let name = safe::owned(py, ffi::PyModule_GetNameObject(obj))
-                .and_then(|n| safe::str_value(&n))
+            let name = inert::owned(py, ffi::PyModule_GetNameObject(obj))
+                .and_then(|n| inert::str_value(&n))
                 .map(|n| clean_name(&n))
                 .unwrap_or_else(|| "?".into());
             out.push_str(&format!("<module '{name}'>"));
         } else if ffi::Py_TYPE(obj) == &raw mut ffi::PyFunction_Type {
-            let name = safe::builtin_attr(&bound, &raw mut ffi::PyFunction_Type, c"__qualname__")
-                .and_then(|n| safe::str_value(&n))
+            let name = inert::builtin_attr(&bound, &raw mut ffi::PyFunction_Type, c"__qualname__")
+                .and_then(|n| inert::str_value(&n))
                 .map(|n| clean_name(&n))
                 .unwrap_or_else(|| "?".into());
             out.push_str(&format!("<function {name} at {:#x}>", obj as usize));
@@ -456,16 +456,16 @@ impl LocalsReader {
         }
         let tp_obj = Bound::from_borrowed_ptr(py, tp as *mut ffi::PyObject);
         let read = |attr: &std::ffi::CStr| {
-            safe::builtin_attr(&tp_obj, &raw mut ffi::PyType_Type, attr)
-                .and_then(|v| safe::str_value(&v))
+            inert::builtin_attr(&tp_obj, &raw mut ffi::PyType_Type, attr)
+                .and_then(|v| inert::str_value(&v))
                 .map(|v| clean_name(&v))
         };
-        let qualname = read(c"__qualname__").unwrap_or_else(|| safe::type_name(&tp_obj));
+        let qualname = read(c"__qualname__").unwrap_or_else(|| inert::type_name(&tp_obj));
         let name = match read(c"__module__") {
             Some(module) if module != "builtins" => format!("{module}.{qualname}"),
             _ => qualname,
         };
-        safe::clear_error();
+        inert::clear_error();
         self.types.insert(tp as usize, name.clone());
         name
     }
@@ -518,7 +518,7 @@ unsafe fn dict_items<'py>(dict: &Bound<'py, PyAny>) -> Option<Vec<(String, Bound
     let (mut pos, mut key, mut value) = (0, std::ptr::null_mut(), std::ptr::null_mut());
     while ffi::PyDict_Next(dict.as_ptr(), &mut pos, &mut key, &mut value) != 0 {
         let key = Bound::from_borrowed_ptr(py, key);
-        if let Some(name) = safe::str_value(&key) {
+        if let Some(name) = inert::str_value(&key) {
             out.push((name, Bound::from_borrowed_ptr(py, value)));
         }
     }
@@ -534,7 +534,7 @@ unsafe fn mapping_locals<'py>(
 ) -> Option<Vec<(String, Bound<'py, PyAny>)>> {
     #[cfg(not(Py_3_11))]
     {
-        let mapping = safe::borrowed(py, crate::capture::framevars::layout::f_locals(frame))?;
+        let mapping = inert::borrowed(py, crate::capture::framevars::layout::f_locals(frame))?;
         dict_items(&mapping)
     }
     #[cfg(all(Py_3_11, not(Py_3_13)))]
@@ -545,12 +545,12 @@ unsafe fn mapping_locals<'py>(
         if !info.names.is_empty() {
             return None;
         }
-        let mapping = safe::owned(py, ffi::PyFrame_GetLocals(frame))?;
+        let mapping = inert::owned(py, ffi::PyFrame_GetLocals(frame))?;
         dict_items(&mapping)
     }
     #[cfg(Py_3_13)]
     {
-        let mapping = safe::owned(py, ffi::PyFrame_GetLocals(frame))?;
+        let mapping = inert::owned(py, ffi::PyFrame_GetLocals(frame))?;
         dict_items(&mapping)
     }
 }
@@ -565,7 +565,7 @@ fn clean_name(name: &str) -> String {
 }
 
 unsafe fn push_repr(py: Python<'_>, obj: *mut ffi::PyObject, out: &mut String) {
-    match safe::owned(py, ffi::PyObject_Repr(obj)).and_then(|r| safe::str_value(&r)) {
+    match inert::owned(py, ffi::PyObject_Repr(obj)).and_then(|r| inert::str_value(&r)) {
         Some(text) => out.push_str(&text),
         None => out.push_str("<?>"),
     }
@@ -576,7 +576,7 @@ unsafe fn render_str(py: Python<'_>, obj: *mut ffi::PyObject, out: &mut String) 
     if len <= MAX_STR_CHARS {
         return push_repr(py, obj, out);
     }
-    match safe::owned(
+    match inert::owned(
         py,
         ffi::PyUnicode_Substring(obj, 0, MAX_STR_CHARS as ffi::Py_ssize_t),
     ) {
@@ -594,7 +594,7 @@ unsafe fn render_bytes(py: Python<'_>, obj: *mut ffi::PyObject, out: &mut String
         return push_repr(py, obj, out);
     }
     let data = ffi::PyBytes_AsString(obj);
-    match safe::owned(
+    match inert::owned(
         py,
         ffi::PyBytes_FromStringAndSize(data, MAX_STR_CHARS as ffi::Py_ssize_t),
     ) {
@@ -613,16 +613,16 @@ unsafe fn render_int(py: Python<'_>, obj: *mut ffi::PyObject, out: &mut String) 
         out.push_str(&v.to_string());
         return;
     }
-    safe::clear_error();
+    inert::clear_error();
     // Decimal conversion is quadratic in the digits (and refused past 4300
     // on 3.11+): only ints up to float range (309 digits) are written out.
     let as_float = ffi::PyLong_AsDouble(obj);
     if as_float == -1.0 && !ffi::PyErr_Occurred().is_null() {
-        safe::clear_error();
+        inert::clear_error();
         out.push_str("<int of more than 308 digits>");
         return;
     }
-    match safe::owned(py, ffi::PyObject_Str(obj)).and_then(|s| safe::str_value(&s)) {
+    match inert::owned(py, ffi::PyObject_Str(obj)).and_then(|s| inert::str_value(&s)) {
         Some(text) => out.push_str(&text),
         None => out.push_str("<int>"),
     }
@@ -679,7 +679,7 @@ fn guarded_repr(obj: &Bound<'_, PyAny>) -> String {
     let result = unsafe { ffi::PyObject_Repr(obj.as_ptr()) };
     if result.is_null() {
         let name = PyErr::take(py)
-            .map(|e| safe::type_name(e.value(py).as_any()))
+            .map(|e| inert::type_name(e.value(py).as_any()))
             .unwrap_or_else(|| "unknown error".into());
         return format!("<repr failed: {name}>");
     }
@@ -687,17 +687,17 @@ fn guarded_repr(obj: &Bound<'_, PyAny>) -> String {
     let len = unsafe { ffi::PyUnicode_GetLength(result.as_ptr()) }.max(0) as usize;
     let text = if len > MAX_REPR_CHARS {
         let head = unsafe {
-            safe::owned(
+            inert::owned(
                 py,
                 ffi::PyUnicode_Substring(result.as_ptr(), 0, MAX_REPR_CHARS as ffi::Py_ssize_t),
             )
         };
-        head.and_then(|h| safe::str_value(&h))
+        head.and_then(|h| inert::str_value(&h))
             .map(|h| format!("{h}… ({len} chars)"))
     } else {
-        safe::str_value(&result)
+        inert::str_value(&result)
     };
-    safe::clear_error();
+    inert::clear_error();
     // A repr is user text: keep it on one line and free of markers.
     text.map(|t| {
         t.replace(['\n', '\r'], " ")

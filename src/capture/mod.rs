@@ -18,9 +18,9 @@ pub mod greenlets;
 #[cfg(all(feature = "python", Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
 pub mod iframe;
 #[cfg(feature = "python")]
-pub mod locals;
+pub mod inert;
 #[cfg(feature = "python")]
-pub mod safe;
+pub mod locals;
 #[cfg(feature = "python")]
 mod session;
 #[cfg(feature = "python")]

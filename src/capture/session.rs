@@ -1,7 +1,7 @@
 //! One capture: the GIL held, the GC paused, every backend run once.
 
 use super::frames::FrameWalker;
-use super::{greenlets, locals, safe, tasks, threads};
+use super::{greenlets, inert, locals, tasks, threads};
 use crate::capture::enrich;
 use crate::model::{iso8601_utc, Frame, Frames, Snapshot};
 use pyo3::ffi;
@@ -144,7 +144,7 @@ impl<'py> Capture<'py> {
                     .map(|s| s.to_string())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "unknown panic".into());
-                safe::clear_error();
+                inert::clear_error();
                 self.errors.push(format!("{name} backend failed: {what}"));
                 Vec::new()
             }
@@ -158,12 +158,12 @@ fn current_frames(py: Python<'_>) -> Result<Bound<'_, PyAny>, String> {
     unsafe {
         let func = ffi::PySys_GetObject(c"_current_frames".as_ptr());
         if func.is_null() || ffi::PyCFunction_Check(func) == 0 {
-            safe::clear_error();
+            inert::clear_error();
             return Err(
                 "sys._current_frames is missing or not the builtin; no thread stacks".into(),
             );
         }
-        let frames = safe::owned(py, ffi::PyObject_CallNoArgs(func))
+        let frames = inert::owned(py, ffi::PyObject_CallNoArgs(func))
             .ok_or("sys._current_frames() failed; no thread stacks")?;
         if ffi::PyDict_Check(frames.as_ptr()) == 0 {
             return Err("sys._current_frames() returned no dict; no thread stacks".into());
@@ -180,7 +180,7 @@ fn dict_by_ident<'py>(dict: &Bound<'py, PyAny>) -> Vec<(u64, Bound<'py, PyAny>)>
         let mut key: *mut ffi::PyObject = std::ptr::null_mut();
         let mut value: *mut ffi::PyObject = std::ptr::null_mut();
         while ffi::PyDict_Next(dict.as_ptr(), &mut pos, &mut key, &mut value) != 0 {
-            if let Some(ident) = safe::int_value(&Bound::from_borrowed_ptr(dict.py(), key)) {
+            if let Some(ident) = inert::int_value(&Bound::from_borrowed_ptr(dict.py(), key)) {
                 out.push((ident, Bound::from_borrowed_ptr(dict.py(), value)));
             }
         }
@@ -189,8 +189,8 @@ fn dict_by_ident<'py>(dict: &Bound<'py, PyAny>) -> Vec<(u64, Bound<'py, PyAny>)>
 }
 
 fn own_dir(py: Python<'_>) -> Option<String> {
-    let module = safe::imported_module(py, c"tbcollect")?;
-    let file = safe::str_value(&safe::module_attr(&module, c"__file__")?)?;
+    let module = inert::imported_module(py, c"tbcollect")?;
+    let file = inert::str_value(&inert::module_attr(&module, c"__file__")?)?;
     let dir = std::path::Path::new(&file).parent()?.to_str()?.to_string();
     Some(format!("{dir}/"))
 }
@@ -240,9 +240,9 @@ impl GcPause {
 
 #[cfg(not(Py_3_10))]
 fn gc_call<'py>(py: Python<'py>, name: &std::ffi::CStr) -> Option<Bound<'py, PyAny>> {
-    let gc = safe::imported_module(py, c"gc")?;
-    let func = safe::module_attr(&gc, name)?;
-    unsafe { safe::owned(py, ffi::PyObject_CallNoArgs(func.as_ptr())) }
+    let gc = inert::imported_module(py, c"gc")?;
+    let func = inert::module_attr(&gc, name)?;
+    unsafe { inert::owned(py, ffi::PyObject_CallNoArgs(func.as_ptr())) }
 }
 
 fn python_version(py: Python<'_>) -> String {
@@ -297,7 +297,7 @@ pub fn collect(py: Python<'_>, options: CaptureOptions) -> Snapshot {
     snapshot.errors.append(&mut locals_errors);
     let walk_helper = std::mem::take(&mut cap.walk_helper);
     drop(cap);
-    safe::clear_error();
+    inert::clear_error();
     gc.resume(py);
     // `locals="repr"`: the one place user code runs, after the walk is done.
     locals::resolve_reprs(py, &mut snapshot, reprs);

@@ -2,7 +2,7 @@
 //! `threading` where it knows the thread.
 
 use crate::capture::enrich;
-use crate::capture::{safe, Capture};
+use crate::capture::{inert, Capture};
 use crate::model::{Stack, StackDetails, ThreadDetails};
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -68,10 +68,10 @@ fn rekey_patched_threads(
 /// `threading._active` as ident -> info, in start order (MainThread first).
 fn known_threads(py: Python<'_>) -> Vec<(u64, ThreadInfo)> {
     let mut out = Vec::new();
-    let Some(threading) = safe::imported_module(py, c"threading") else {
+    let Some(threading) = inert::imported_module(py, c"threading") else {
         return out;
     };
-    let Some(active) = safe::module_attr(&threading, c"_active") else {
+    let Some(active) = inert::module_attr(&threading, c"_active") else {
         return out;
     };
     unsafe {
@@ -84,20 +84,20 @@ fn known_threads(py: Python<'_>) -> Vec<(u64, ThreadInfo)> {
         while ffi::PyDict_Next(active.as_ptr(), &mut pos, &mut key, &mut value) != 0 {
             let key = Bound::from_borrowed_ptr(py, key);
             let thread = Bound::from_borrowed_ptr(py, value);
-            let Some(ident) = safe::int_value(&key) else {
+            let Some(ident) = inert::int_value(&key) else {
                 continue;
             };
             // Thread attributes are read from the instance dict: `name` and
             // `daemon` are properties a subclass may override.
             // Walked, not hashed into: a foreign key sharing a hash would
             // have its `__eq__` called by a hashed lookup.
-            let [name, daemon, native_id] = match safe::instance_dict(&thread) {
-                Some(dict) => safe::dict_get_scan_many(
+            let [name, daemon, native_id] = match inert::instance_dict(&thread) {
+                Some(dict) => inert::dict_get_scan_many(
                     &dict,
                     [
-                        safe::interned!(py, "_name").as_any(),
-                        safe::interned!(py, "_daemonic").as_any(),
-                        safe::interned!(py, "_native_id").as_any(),
+                        inert::interned!(py, "_name").as_any(),
+                        inert::interned!(py, "_daemonic").as_any(),
+                        inert::interned!(py, "_native_id").as_any(),
                     ],
                 ),
                 None => [None, None, None],
@@ -105,9 +105,9 @@ fn known_threads(py: Python<'_>) -> Vec<(u64, ThreadInfo)> {
             out.push((
                 ident,
                 ThreadInfo {
-                    name: name.and_then(|v| safe::str_value(&v)),
-                    daemon: daemon.and_then(|v| safe::bool_value(&v)),
-                    native_id: native_id.and_then(|v| safe::int_value(&v)),
+                    name: name.and_then(|v| inert::str_value(&v)),
+                    daemon: daemon.and_then(|v| inert::bool_value(&v)),
+                    native_id: native_id.and_then(|v| inert::int_value(&v)),
                 },
             ));
         }

@@ -5,7 +5,7 @@
 //! `dead` getter is not used because it frees the stack of a greenlet whose
 //! thread has exited, which can run finalizers in the middle of a capture.
 
-use crate::capture::safe::{self, BuiltinGetter};
+use crate::capture::inert::{self, BuiltinGetter};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use std::cell::Cell;
@@ -54,11 +54,11 @@ pub struct Flags {
 impl<'py> GreenletApi<'py> {
     /// `Ok(None)` when greenlet was never imported: then no greenlet can exist.
     pub fn load(py: Python<'py>) -> Result<Option<Self>, String> {
-        let Some(module) = safe::imported_module(py, c"greenlet") else {
+        let Some(module) = inert::imported_module(py, c"greenlet") else {
             return Ok(None);
         };
-        let version = safe::module_attr(&module, c"__version__")
-            .and_then(|v| safe::str_value(&v))
+        let version = inert::module_attr(&module, c"__version__")
+            .and_then(|v| inert::str_value(&v))
             .unwrap_or_default();
         let major = version
             .split('.')
@@ -69,17 +69,17 @@ impl<'py> GreenletApi<'py> {
                 "greenlet {version:?} is not supported (3.x needed); no greenlets"
             ));
         }
-        let type_obj = safe::module_attr(&module, c"greenlet")
+        let type_obj = inert::module_attr(&module, c"greenlet")
             .filter(|t| unsafe { ffi::PyType_Check(t.as_ptr()) } != 0)
             .ok_or("greenlet.greenlet is not a type; no greenlets")?;
-        let capsule = safe::module_attr(&module, c"_C_API")
+        let capsule = inert::module_attr(&module, c"_C_API")
             .filter(|c| unsafe { ffi::PyCapsule_CheckExact(c.as_ptr()) } != 0)
             .ok_or("greenlet._C_API is missing; no greenlets")?;
         unsafe {
             let slots = ffi::PyCapsule_GetPointer(capsule.as_ptr(), c"greenlet._C_API".as_ptr())
                 as *const *mut c_void;
             if slots.is_null() {
-                safe::clear_error();
+                inert::clear_error();
                 return Err("greenlet._C_API is not greenlet's capsule; no greenlets".into());
             }
             let slots = std::slice::from_raw_parts(slots, SLOTS);
@@ -149,7 +149,7 @@ impl<'py> GreenletApi<'py> {
         let read = |f: Predicate| {
             let v = unsafe { f(greenlet.as_ptr()) };
             if v < 0 {
-                safe::clear_error();
+                inert::clear_error();
             }
             v > 0
         };
@@ -172,7 +172,7 @@ impl<'py> GreenletApi<'py> {
 
     pub fn parent(&self, greenlet: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
         // May return NULL with no exception set (a main greenlet has no parent).
-        unsafe { safe::owned(greenlet.py(), (self.get_parent)(greenlet.as_ptr())) }
+        unsafe { inert::owned(greenlet.py(), (self.get_parent)(greenlet.as_ptr())) }
     }
 }
 
@@ -220,7 +220,7 @@ pub struct Gevent<'py> {
     /// `_Frame` is laid out as [`FrameRecord`] (checked on the type), and
     /// reading it so checked against its getters.
     frame_layout: bool,
-    frame_reads: safe::CheckedRead,
+    frame_reads: inert::CheckedRead,
     /// Byte range of `Greenlet`'s Cython part (its vtable pointer, then
     /// only object fields), past greenlet's own struct; see `fields_ready`.
     fields: Option<(usize, usize)>,
@@ -236,8 +236,8 @@ pub struct Gevent<'py> {
 impl<'py> Gevent<'py> {
     pub fn load(py: Python<'py>, api: &GreenletApi<'py>) -> Self {
         let type_in = |module: &CStr, name: &CStr| {
-            let module = safe::imported_module(py, module)?;
-            safe::module_attr(&module, name)
+            let module = inert::imported_module(py, module)?;
+            inert::module_attr(&module, name)
                 .filter(|t| unsafe { ffi::PyType_Check(t.as_ptr()) } != 0)
         };
         let greenlet = type_in(c"gevent.greenlet", c"Greenlet");
@@ -260,7 +260,7 @@ impl<'py> Gevent<'py> {
             fields,
             spawning_stack_at: Cell::new(None),
             frame_layout,
-            frame_reads: safe::CheckedRead::default(),
+            frame_reads: inert::CheckedRead::default(),
             f_code: getter(&frame, c"f_code"),
             f_lineno: getter(&frame, c"f_lineno"),
             f_back: getter(&frame, c"f_back"),
@@ -290,7 +290,7 @@ impl<'py> Gevent<'py> {
         );
         let getters = || -> Option<Record<'py>> {
             let lineno = read(&self.f_lineno, entry)
-                .and_then(|n| safe::int_value(&n))
+                .and_then(|n| inert::int_value(&n))
                 .and_then(|n| u32::try_from(n).ok());
             let back = read(&self.f_back, entry).filter(|b| !b.is_none());
             Some((read(&self.f_code, entry), lineno, back))
@@ -304,9 +304,9 @@ impl<'py> Gevent<'py> {
             }
             unsafe {
                 let record = &*(entry.as_ptr() as *const FrameRecord);
-                let code = safe::borrowed(entry.py(), record.f_code)
+                let code = inert::borrowed(entry.py(), record.f_code)
                     .filter(|c| ffi::PyCode_Check(c.as_ptr()) != 0);
-                let back = safe::borrowed(entry.py(), record.f_back).filter(|b| !b.is_none());
+                let back = inert::borrowed(entry.py(), record.f_back).filter(|b| !b.is_none());
                 Some((code, u32::try_from(record.f_lineno).ok(), back))
             }
         };
@@ -374,7 +374,7 @@ impl<'py> Gevent<'py> {
     pub fn prefetch_fields(&self, obj: *mut ffi::PyObject) {
         if let Some((start, end)) = self.fields {
             let lines = (end - start).div_ceil(64) + 1;
-            safe::prefetch((obj as *const u8).wrapping_add(start), lines);
+            inert::prefetch((obj as *const u8).wrapping_add(start), lines);
         }
     }
 
@@ -389,7 +389,7 @@ impl<'py> Gevent<'py> {
         };
         if self.is_greenlet(obj) {
             let record = *((obj.as_ptr() as *const u8).add(at) as *const *const u8);
-            safe::prefetch(record, 4);
+            inert::prefetch(record, 4);
         }
     }
 

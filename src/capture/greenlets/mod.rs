@@ -14,7 +14,7 @@ mod scan;
 
 #[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
 use crate::capture::iframe;
-use crate::capture::{safe, Capture};
+use crate::capture::{inert, Capture};
 use crate::model::fasthash::FastMap as HashMap;
 use crate::model::{Frames, GreenletDetails, Stack, StackDetails, Text};
 use api::{instance_of, read, Flags, Gevent, GreenletApi};
@@ -144,15 +144,15 @@ fn read_greenlet<'py>(
     let stack_saved = flags.active
         && frame.is_none()
         && read(&api.stack_saved, &obj)
-            .and_then(|n| safe::int_value(&n))
+            .and_then(|n| inert::int_value(&n))
             .is_some_and(|n| n != 0);
     let hub = gevent.is_hub(&obj);
     let hub_thread = if hub {
-        safe::instance_dict(&obj)
+        inert::instance_dict(&obj)
             .and_then(|d| {
-                safe::dict_get_scan(&d, safe::interned!(obj.py(), "thread_ident").as_any())
+                inert::dict_get_scan(&d, inert::interned!(obj.py(), "thread_ident").as_any())
             })
-            .and_then(|t| safe::int_value(&t))
+            .and_then(|t| inert::int_value(&t))
     } else {
         None
     };
@@ -201,7 +201,7 @@ fn prefetch_ahead(gevent: &Gevent<'_>, raws: &[Raw<'_>], order: &[usize], k: usi
 /// The stage-one read of a frame object: the word holding `f_frame`.
 #[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
 fn prefetch_frame_object(frame: &Bound<'_, PyAny>) {
-    safe::prefetch(
+    inert::prefetch(
         (frame.as_ptr() as *const *const u8).wrapping_add(iframe::F_FRAME_WORD),
         1,
     );
@@ -218,8 +218,8 @@ fn prefetch_frame_data(frame: &Bound<'_, PyAny>, caller: bool) {
     unsafe {
         let data = *(frame.as_ptr() as *const *const u8).add(iframe::F_FRAME_WORD);
         match caller {
-            false => safe::prefetch(data, 2),
-            true if !data.is_null() => safe::prefetch(iframe::previous_hint(data), 2),
+            false => inert::prefetch(data, 2),
+            true if !data.is_null() => inert::prefetch(iframe::previous_hint(data), 2),
             true => {}
         }
     }
@@ -232,7 +232,7 @@ fn prefetch_frame_object(_frame: &Bound<'_, PyAny>) {}
 #[cfg(not(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED))))]
 fn prefetch_frame_data(frame: &Bound<'_, PyAny>, caller: bool) {
     if !caller {
-        safe::prefetch(frame.as_ptr(), 2);
+        inert::prefetch(frame.as_ptr(), 2);
     }
 }
 
@@ -404,13 +404,13 @@ fn spawn_record<'py>(
     // Cython fields are C getters; pure-Python gevent keeps them in `__dict__`.
     let field = |getter, name: &Bound<'py, pyo3::types::PyString>| {
         built.then(|| read(getter, obj)).flatten().or_else(|| {
-            safe::instance_dict(obj).and_then(|d| safe::dict_get_scan(&d, name.as_any()))
+            inert::instance_dict(obj).and_then(|d| inert::dict_get_scan(&d, name.as_any()))
         })
     };
     let py = obj.py();
     let spawner = field(
         &gevent.spawning_greenlet,
-        safe::interned!(py, "spawning_greenlet"),
+        inert::interned!(py, "spawning_greenlet"),
     )
     .and_then(|r| dereference(&r))
     .filter(|g| ctx.api.is_greenlet(g))
@@ -423,7 +423,7 @@ fn spawn_record<'py>(
     let mut frames = cap.walker.list();
     let mut record = field(
         &gevent.spawning_stack,
-        safe::interned!(py, "spawning_stack"),
+        inert::interned!(py, "spawning_stack"),
     );
     if let (true, Some(first)) = (built, &record) {
         // SAFETY: a gevent Greenlet with every field set (checked above).
@@ -450,10 +450,10 @@ fn dereference<'py>(obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
         }
         let mut target: *mut ffi::PyObject = std::ptr::null_mut();
         if ffi::compat::PyWeakref_GetRef(obj.as_ptr(), &mut target) < 0 {
-            safe::clear_error();
+            inert::clear_error();
             return None;
         }
         // 0: the referent is gone; target is NULL.
-        safe::owned(obj.py(), target)
+        inert::owned(obj.py(), target)
     }
 }

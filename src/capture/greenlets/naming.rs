@@ -2,7 +2,7 @@
 //! any property, `__repr__` or `__getattr__`.
 
 use super::api::{read, Gevent, GreenletApi};
-use crate::capture::safe::{self, BuiltinGetter};
+use crate::capture::inert::{self, BuiltinGetter};
 use crate::model::fasthash::FastMap as HashMap;
 use crate::model::Text;
 use pyo3::ffi;
@@ -37,8 +37,8 @@ pub struct Namer<'py> {
 
 impl<'py> Namer<'py> {
     pub fn new(py: Python<'py>) -> Self {
-        let partial = safe::imported_module(py, c"functools")
-            .and_then(|m| safe::module_attr(&m, c"partial"))
+        let partial = inert::imported_module(py, c"functools")
+            .and_then(|m| inert::module_attr(&m, c"partial"))
             .filter(|t| unsafe { ffi::PyType_Check(t.as_ptr()) } != 0);
         Namer {
             py,
@@ -79,16 +79,16 @@ impl<'py> Namer<'py> {
     ) -> Text {
         let py = self.py;
         let keys = [
-            safe::interned!(py, "name").as_any(),
-            safe::interned!(py, "_ident").as_any(),
-            safe::interned!(py, "_run").as_any(),
+            inert::interned!(py, "name").as_any(),
+            inert::interned!(py, "_ident").as_any(),
+            inert::interned!(py, "_run").as_any(),
         ];
-        let [name, ident, run] = match safe::instance_dict(greenlet) {
-            Some(dict) => safe::dict_get_scan_many(&dict, keys),
+        let [name, ident, run] = match inert::instance_dict(greenlet) {
+            Some(dict) => inert::dict_get_scan_many(&dict, keys),
             None => [None, None, None],
         };
         let assigned = name
-            .and_then(|n| safe::str_value(&n))
+            .and_then(|n| inert::str_value(&n))
             .filter(|n| !n.is_empty());
         if is_hub {
             return assigned.unwrap_or_else(|| "Hub".to_string()).into();
@@ -100,7 +100,7 @@ impl<'py> Namer<'py> {
             if let Some(name) = assigned {
                 return name.into();
             }
-            if let Some(ident) = ident.and_then(|i| safe::int_value(&i)) {
+            if let Some(ident) = ident.and_then(|i| inert::int_value(&i)) {
                 return format!("Greenlet-{ident}").into();
             }
             if let Some(name) = run.and_then(|run| self.callable_name(&run)) {
@@ -123,7 +123,7 @@ impl<'py> Namer<'py> {
         if let Some(function) = entry_function {
             return function.into();
         }
-        format!("<{}>", safe::type_name(greenlet)).into()
+        format!("<{}>", inert::type_name(greenlet)).into()
     }
 
     /// The qualified name of `name` when the greenlet's class (not `base`)
@@ -140,11 +140,13 @@ impl<'py> Namer<'py> {
             return known.clone();
         }
         // SAFETY: the types of live greenlets, and gevent's Greenlet class we hold.
-        let found = unsafe { safe::type_lookup(self.py, tp, name) }
+        let found = unsafe { inert::type_lookup(self.py, tp, name) }
             .filter(|f| unsafe { ffi::PyFunction_Check(f.as_ptr()) } != 0)
             .filter(|f| {
                 !base
-                    .and_then(|b| unsafe { safe::type_lookup(self.py, b.as_ptr() as *mut _, name) })
+                    .and_then(|b| unsafe {
+                        inert::type_lookup(self.py, b.as_ptr() as *mut _, name)
+                    })
                     .is_some_and(|inherited| inherited.is(f))
             })
             .and_then(|f| self.function_qualname(&f))
@@ -178,7 +180,7 @@ impl<'py> Namer<'py> {
                 return self.function_qualname(obj);
             }
             if ffi::Py_TYPE(ptr) == &raw mut PyMethod_Type {
-                let func = safe::borrowed(py, PyMethod_Function(ptr))?;
+                let func = inert::borrowed(py, PyMethod_Function(ptr))?;
                 return self.unwrap_name(&func, depth + 1);
             }
             if is_cython_function(obj) {
@@ -188,7 +190,7 @@ impl<'py> Namer<'py> {
                 let getter = self.cython_qualname.entry(tp as usize).or_insert_with(|| {
                     BuiltinGetter::new(&Bound::from_borrowed_ptr(py, tp.cast()), c"__qualname__")
                 });
-                return read(getter, obj).and_then(|q| safe::str_value(&q));
+                return read(getter, obj).and_then(|q| inert::str_value(&q));
             }
             if ffi::PyCFunction_Check(ptr) != 0 {
                 return Some(builtin_name(ptr));
@@ -206,14 +208,14 @@ impl<'py> Namer<'py> {
     }
 
     fn function_qualname(&self, func: &Bound<'py, PyAny>) -> Option<String> {
-        safe::str_value(&read(&self.function_qualname, func)?)
+        inert::str_value(&read(&self.function_qualname, func)?)
     }
 }
 
 /// Cython's `cython_function_or_method` (and its fused variant), made by the
 /// Cython runtime shared between compiled modules.
 fn is_cython_function(obj: &Bound<'_, PyAny>) -> bool {
-    let name = safe::type_name(obj);
+    let name = inert::type_name(obj);
     name == "cython_function_or_method" || name == "fused_cython_function"
 }
 

@@ -31,7 +31,7 @@
 
 use super::api::GreenletApi;
 use super::Raw;
-use crate::capture::{framevars, safe, Capture};
+use crate::capture::{framevars, inert, Capture};
 use crate::model::fasthash::{FastMap as HashMap, FastSet as HashSet};
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -219,15 +219,16 @@ fn running(raws: &[Raw<'_>], root: &[usize], exited: &[bool], current: Option<us
 /// The code object of `threading.Thread._bootstrap`, the outermost frame of
 /// every thread `threading` starts.
 fn bootstrap_code(py: Python<'_>) -> Option<Bound<'_, PyAny>> {
-    let threading = safe::imported_module(py, c"threading")?;
-    let thread = safe::module_attr(&threading, c"Thread")
+    let threading = inert::imported_module(py, c"threading")?;
+    let thread = inert::module_attr(&threading, c"Thread")
         .filter(|t| unsafe { ffi::PyType_Check(t.as_ptr()) } != 0)?;
     unsafe {
-        let func = safe::type_lookup(py, thread.as_ptr() as *mut ffi::PyTypeObject, c"_bootstrap")?;
+        let func =
+            inert::type_lookup(py, thread.as_ptr() as *mut ffi::PyTypeObject, c"_bootstrap")?;
         if ffi::PyFunction_Check(func.as_ptr()) == 0 {
             return None;
         }
-        safe::borrowed(py, ffi::PyFunction_GetCode(func.as_ptr()))
+        inert::borrowed(py, ffi::PyFunction_GetCode(func.as_ptr()))
     }
 }
 
@@ -237,7 +238,7 @@ fn bootstrap_thread(top: &Bound<'_, PyAny>, bootstrap: Option<&Bound<'_, PyAny>>
     let bootstrap = bootstrap?;
     let outer = frame_chain(top, usize::MAX).pop()?;
     let code = unsafe {
-        safe::owned(
+        inert::owned(
             top.py(),
             ffi::PyFrame_GetCode(outer.as_ptr() as *mut ffi::PyFrameObject) as *mut ffi::PyObject,
         )?
@@ -246,10 +247,10 @@ fn bootstrap_thread(top: &Bound<'_, PyAny>, bootstrap: Option<&Bound<'_, PyAny>>
         return None;
     }
     let thread = framevars::frame_var(&outer, "self")?;
-    let key = safe::interned!(top.py(), "_ident");
-    safe::instance_dict(&thread)
-        .and_then(|d| safe::dict_get_scan(&d, key.as_any()))
-        .and_then(|i| safe::int_value(&i))
+    let key = inert::interned!(top.py(), "_ident");
+    inert::instance_dict(&thread)
+        .and_then(|d| inert::dict_get_scan(&d, key.as_any()))
+        .and_then(|i| inert::int_value(&i))
 }
 
 /// `top` and its callers, innermost first, at most `limit` frames.
@@ -260,7 +261,7 @@ fn frame_chain<'py>(top: &Bound<'py, PyAny>, limit: usize) -> Vec<Bound<'py, PyA
         while ffi::PyFrame_Check(frame.as_ptr()) != 0 && out.len() < limit {
             let back = ffi::PyFrame_GetBack(frame.as_ptr() as *mut ffi::PyFrameObject);
             out.push(frame);
-            match safe::owned(top.py(), back as *mut ffi::PyObject) {
+            match inert::owned(top.py(), back as *mut ffi::PyObject) {
                 Some(b) => frame = b,
                 None => break,
             }
@@ -310,13 +311,14 @@ fn locals_pairs<'py>(
                     let v = value.as_ptr();
                     if ffi::PyList_CheckExact(v) != 0 {
                         for k in 0..ffi::PyList_GET_SIZE(v).min(LOCALS_SCAN_ITEMS) {
-                            if let Some(item) = safe::borrowed(cap.py, ffi::PyList_GET_ITEM(v, k)) {
+                            if let Some(item) = inert::borrowed(cap.py, ffi::PyList_GET_ITEM(v, k))
+                            {
                                 note(&item);
                             }
                         }
                     } else if ffi::PyTuple_CheckExact(v) != 0 {
                         for k in 0..ffi::PyTuple_GET_SIZE(v).min(LOCALS_SCAN_ITEMS) {
-                            if let Some(item) = safe::borrowed(cap.py, ffi::PyTuple_GET_ITEM(v, k))
+                            if let Some(item) = inert::borrowed(cap.py, ffi::PyTuple_GET_ITEM(v, k))
                             {
                                 note(&item);
                             }

@@ -117,7 +117,7 @@ const PREFETCH_STRIDE: usize = 4096;
 #[inline]
 fn prefetch_ahead<T>(at: *const T, direction: isize) {
     let target = (at as *const u8).wrapping_offset(direction * PREFETCH_STRIDE as isize);
-    crate::capture::safe::prefetch(target as *const ffi::PyObject, 1);
+    crate::capture::inert::prefetch(target as *const ffi::PyObject, 1);
 }
 
 /// How the next heap scan will list objects: `"generation lists"` (read in
@@ -186,12 +186,12 @@ const FALLBACK: &str = "gc.get_objects";
 
 #[cfg(not(Py_3_12))]
 fn fallback(py: Python<'_>, api: &GreenletApi<'_>) -> Result<Vec<usize>, String> {
-    use crate::capture::safe;
+    use crate::capture::inert;
 
     let func =
         gc_builtin(py, c"get_objects").ok_or("gc.get_objects is not the builtin; no greenlets")?;
     unsafe {
-        let objects = safe::owned(py, ffi::PyObject_CallNoArgs(func.as_ptr()))
+        let objects = inert::owned(py, ffi::PyObject_CallNoArgs(func.as_ptr()))
             .ok_or("gc.get_objects() failed; no greenlets")?;
         if ffi::PyList_CheckExact(objects.as_ptr()) == 0 {
             return Err("gc.get_objects() returned no list; no greenlets".into());
@@ -216,10 +216,10 @@ fn fallback(py: Python<'_>, api: &GreenletApi<'_>) -> Result<Vec<usize>, String>
 /// `gc.<name>` if it is the `gc` module's own C function.
 #[cfg(not(any(Py_3_14, Py_GIL_DISABLED)))]
 fn gc_builtin<'py>(py: Python<'py>, name: &std::ffi::CStr) -> Option<Bound<'py, PyAny>> {
-    use crate::capture::safe;
+    use crate::capture::inert;
 
-    let gc = safe::imported_module(py, c"gc")?;
-    let func = safe::module_attr(&gc, name)?;
+    let gc = inert::imported_module(py, c"gc")?;
+    let func = inert::module_attr(&gc, name)?;
     let is_builtin = unsafe {
         ffi::PyCFunction_CheckExact(func.as_ptr()) != 0
             && (*(func.as_ptr() as *mut ffi::PyCFunctionObject)).m_self == gc.as_ptr()
@@ -246,7 +246,7 @@ fn gc_builtin<'py>(py: Python<'py>, name: &std::ffi::CStr) -> Option<Bound<'py, 
 #[cfg(not(any(Py_3_14, Py_GIL_DISABLED)))]
 mod gc_lists {
     use super::{prefetch_ahead, GreenletApi, Helper, TypeFilter};
-    use crate::capture::safe;
+    use crate::capture::inert;
     use pyo3::ffi;
     use pyo3::prelude::*;
     use std::os::raw::c_int;
@@ -285,7 +285,7 @@ mod gc_lists {
     /// The GIL is held.
     pub unsafe fn heads(py: Python<'_>) -> Option<Heads> {
         let thresholds = thresholds(py)?;
-        let probe = safe::owned(py, ffi::PyList_New(0))?;
+        let probe = inert::owned(py, ffi::PyList_New(0))?;
         if ffi::PyObject_GC_IsTracked(probe.as_ptr()) == 0 {
             return None;
         }
@@ -315,7 +315,7 @@ mod gc_lists {
     /// `gc.get_threshold()` from the builtin.
     unsafe fn thresholds(py: Python<'_>) -> Option<[c_int; GENERATIONS]> {
         let func = super::gc_builtin(py, c"get_threshold")?;
-        let value = safe::owned(py, ffi::PyObject_CallNoArgs(func.as_ptr()))?;
+        let value = inert::owned(py, ffi::PyObject_CallNoArgs(func.as_ptr()))?;
         if ffi::PyTuple_CheckExact(value.as_ptr()) == 0
             || ffi::PyTuple_GET_SIZE(value.as_ptr()) != GENERATIONS as isize
         {
@@ -326,7 +326,7 @@ mod gc_lists {
             let item = ffi::PyTuple_GET_ITEM(value.as_ptr(), i as isize);
             let n = ffi::PyLong_AsLong(item);
             if n == -1 && !ffi::PyErr_Occurred().is_null() {
-                safe::clear_error();
+                inert::clear_error();
                 return None;
             }
             *slot = c_int::try_from(n).ok()?;

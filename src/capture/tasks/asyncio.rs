@@ -10,7 +10,7 @@ use super::AddrMap;
 use crate::capture::frames::{FrameKey, FrameWalker};
 #[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
 use crate::capture::iframe;
-use crate::capture::safe::{self, BuiltinAttr, BuiltinMethod};
+use crate::capture::inert::{self, BuiltinAttr, BuiltinMethod};
 use crate::model::Text;
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -157,11 +157,11 @@ pub struct Asyncio<'py> {
     /// stays its own): futures share the same three `str` objects.
     state_words: std::cell::RefCell<Vec<(Bound<'py, PyAny>, FutState)>>,
     /// [`existing_frame`] against the frame getter.
-    direct_frames: safe::CheckedRead,
+    direct_frames: inert::CheckedRead,
     /// [`awaited_in_place`] against `cr_await`.
-    direct_awaits: safe::CheckedRead,
+    direct_awaits: inert::CheckedRead,
     /// [`running_in_place`] against `cr_running`.
-    direct_running: safe::CheckedRead,
+    direct_running: inert::CheckedRead,
     /// The last leaf type [`Asyncio::is_bridge`] found to be no bridge.
     plain_leaf: std::cell::Cell<usize>,
     /// The last types [`Asyncio::is_task`] found to be a task type, and not
@@ -173,18 +173,18 @@ pub struct Asyncio<'py> {
     sleep_code: std::cell::OnceCell<Option<(Bound<'py, PyAny>, usize)>>,
     /// [`frame_position`] against the frame object's own answer.
     #[cfg(Py_3_11)]
-    direct_positions: safe::CheckedRead,
+    direct_positions: inert::CheckedRead,
 }
 
 fn module_type<'py>(py: Python<'py>, module: &CStr, name: &CStr) -> Option<*mut ffi::PyTypeObject> {
-    let module = safe::imported_module(py, module)?;
-    safe::as_type(&safe::module_attr(&module, name)?)
+    let module = inert::imported_module(py, module)?;
+    inert::as_type(&inert::module_attr(&module, name)?)
 }
 
 impl<'py> Asyncio<'py> {
     /// `None` when the program never imported asyncio: it has no tasks.
     pub fn new(py: Python<'py>) -> Option<Self> {
-        let tasks_module = safe::imported_module(py, c"asyncio.tasks")?;
+        let tasks_module = inert::imported_module(py, c"asyncio.tasks")?;
         let c_future = module_type(py, c"_asyncio", c"Future").map(|tp| CFuture {
             tp,
             state: BuiltinAttr::resolve(py, tp, c"_state"),
@@ -232,9 +232,9 @@ impl<'py> Asyncio<'py> {
                 BuiltinAttr::resolve(py, tp, c"args")?,
             ))
         });
-        let asyncio_dir = safe::imported_module(py, c"asyncio")
-            .and_then(|m| safe::module_attr(&m, c"__file__"))
-            .and_then(|f| safe::str_value(&f))
+        let asyncio_dir = inert::imported_module(py, c"asyncio")
+            .and_then(|m| inert::module_attr(&m, c"__file__"))
+            .and_then(|f| inert::str_value(&f))
             .and_then(|f| {
                 let dir = std::path::Path::new(&f).parent()?.to_str()?.to_string();
                 Some(format!("{dir}/"))
@@ -297,7 +297,7 @@ impl<'py> Asyncio<'py> {
         if let Some((_, text)) = self.texts.borrow().get(&key) {
             return Some(text.clone());
         }
-        let text: Text = safe::str_value(&s)?.into();
+        let text: Text = inert::str_value(&s)?.into();
         self.texts.borrow_mut().insert(key, (s, text.clone()));
         Some(text)
     }
@@ -305,11 +305,11 @@ impl<'py> Asyncio<'py> {
     fn is_c_task(&self, obj: &Bound<'py, PyAny>) -> bool {
         self.c_task
             .as_ref()
-            .is_some_and(|t| safe::is_instance(obj, t.tp))
+            .is_some_and(|t| inert::is_instance(obj, t.tp))
     }
 
     fn is_py_task(&self, obj: &Bound<'py, PyAny>) -> bool {
-        self.py_task.is_some_and(|tp| safe::is_instance(obj, tp))
+        self.py_task.is_some_and(|tp| inert::is_instance(obj, tp))
     }
 
     /// Whether `obj` is an asyncio task. The answer for the last type seen
@@ -333,29 +333,29 @@ impl<'py> Asyncio<'py> {
     pub fn is_future(&self, obj: &Bound<'py, PyAny>) -> bool {
         self.c_future
             .as_ref()
-            .is_some_and(|f| safe::is_instance(obj, f.tp))
-            || self.py_future.is_some_and(|tp| safe::is_instance(obj, tp))
+            .is_some_and(|f| inert::is_instance(obj, f.tp))
+            || self.py_future.is_some_and(|tp| inert::is_instance(obj, tp))
     }
 
     pub fn is_concurrent_future(&self, obj: &Bound<'py, PyAny>) -> bool {
         self.concurrent_future
-            .is_some_and(|tp| safe::is_instance(obj, tp))
+            .is_some_and(|tp| inert::is_instance(obj, tp))
     }
 
     /// `len(gathering_future._children)` for the future `gather()` returns.
     pub fn gather_size(&self, obj: &Bound<'py, PyAny>) -> Option<usize> {
-        if !self.gathering.is_some_and(|tp| safe::is_instance(obj, tp)) {
+        if !self.gathering.is_some_and(|tp| inert::is_instance(obj, tp)) {
             return None;
         }
-        safe::container_len(&safe::instance_attr(obj, c"_children")?)
+        inert::container_len(&inert::instance_attr(obj, c"_children")?)
     }
 
     /// Only the state of an asyncio future or task.
     pub fn future_state(&self, obj: &Bound<'py, PyAny>) -> Option<FutState> {
         let value = match &self.c_future {
-            Some(c) if safe::is_instance(obj, c.tp) => c.state.as_ref()?.get(obj),
-            _ if self.py_future.is_some_and(|tp| safe::is_instance(obj, tp)) => {
-                safe::instance_attr(obj, c"_state")
+            Some(c) if inert::is_instance(obj, c.tp) => c.state.as_ref()?.get(obj),
+            _ if self.py_future.is_some_and(|tp| inert::is_instance(obj, tp)) => {
+                inert::instance_attr(obj, c"_state")
             }
             _ => return None,
         };
@@ -372,7 +372,7 @@ impl<'py> Asyncio<'py> {
             return *state;
         }
         // The three state words are ASCII: a borrowed read decides.
-        let state = FutState::parse(safe::str_ref(&value));
+        let state = FutState::parse(inert::str_ref(&value));
         // A few words at most, unless some future's state is not one of the
         // shared strings: then stop remembering.
         if known.len() < 8 {
@@ -384,17 +384,17 @@ impl<'py> Asyncio<'py> {
     /// State, loop and callbacks of an asyncio future or task.
     pub fn future(&self, obj: &Bound<'py, PyAny>) -> Option<Fut<'py>> {
         let (state, event_loop, callbacks) = match &self.c_future {
-            Some(c) if safe::is_instance(obj, c.tp) => (
+            Some(c) if inert::is_instance(obj, c.tp) => (
                 c.state.as_ref().and_then(|a| a.get(obj)),
                 c.event_loop.as_ref().and_then(|a| a.get(obj)),
                 c.callbacks.as_ref().and_then(|a| a.get(obj)),
             ),
-            _ if self.py_future.is_some_and(|tp| safe::is_instance(obj, tp)) => {
-                let dict = safe::instance_dict(obj);
+            _ if self.py_future.is_some_and(|tp| inert::is_instance(obj, tp)) => {
+                let dict = inert::instance_dict(obj);
                 let get = |name| {
                     dict.as_ref()
-                        .and_then(|d| safe::dict_get_named(d, name))
-                        .and_then(safe::not_none)
+                        .and_then(|d| inert::dict_get_named(d, name))
+                        .and_then(inert::not_none)
                 };
                 (get(c"_state"), get(c"_loop"), get(c"_callbacks"))
             }
@@ -414,10 +414,10 @@ impl<'py> Asyncio<'py> {
         let state = self.state_of(state);
         // 3.9+: a list of (callback, context) pairs.
         let callbacks = callbacks
-            .and_then(|list| safe::sequence_items(&list))
+            .and_then(|list| inert::sequence_items(&list))
             .unwrap_or_default()
             .into_iter()
-            .filter_map(|pair| safe::sequence_items(&pair)?.into_iter().next())
+            .filter_map(|pair| inert::sequence_items(&pair)?.into_iter().next())
             .collect();
         Fut {
             obj: obj.clone(),
@@ -441,43 +441,43 @@ impl<'py> Asyncio<'py> {
                 .get_name
                 .as_ref()
                 .and_then(|m| m.call0_direct(obj))
-                .and_then(|n| safe::str_text(&n));
+                .and_then(|n| inert::str_text(&n));
             return Some(TaskView {
                 fut,
-                name: name.unwrap_or_else(|| safe::type_name(obj).into()),
+                name: name.unwrap_or_else(|| inert::type_name(obj).into()),
                 coro: get(&c.coro),
                 waiter: get(&c.waiter),
                 must_cancel: get(&c.must_cancel)
-                    .and_then(|v| safe::bool_value(&v))
+                    .and_then(|v| inert::bool_value(&v))
                     .unwrap_or(false),
                 cancel_requests: c
                     .cancelling
                     .as_ref()
                     .and_then(|m| m.call0_direct(obj))
-                    .and_then(|v| safe::int_value(&v))
+                    .and_then(|v| inert::int_value(&v))
                     .unwrap_or(0),
             });
         }
         if self.is_py_task(obj) {
             let fut = self.future(obj)?;
-            let dict = safe::instance_dict(obj);
+            let dict = inert::instance_dict(obj);
             let get = |name| {
                 dict.as_ref()
-                    .and_then(|d| safe::dict_get_named(d, name))
-                    .and_then(safe::not_none)
+                    .and_then(|d| inert::dict_get_named(d, name))
+                    .and_then(inert::not_none)
             };
             return Some(TaskView {
                 fut,
                 name: get(c"_name")
-                    .and_then(|n| safe::str_text(&n))
-                    .unwrap_or_else(|| safe::type_name(obj).into()),
+                    .and_then(|n| inert::str_text(&n))
+                    .unwrap_or_else(|| inert::type_name(obj).into()),
                 coro: get(c"_coro"),
                 waiter: get(c"_fut_waiter"),
                 must_cancel: get(c"_must_cancel")
-                    .and_then(|v| safe::bool_value(&v))
+                    .and_then(|v| inert::bool_value(&v))
                     .unwrap_or(false),
                 cancel_requests: get(c"_num_cancels_requested")
-                    .and_then(|v| safe::int_value(&v))
+                    .and_then(|v| inert::int_value(&v))
                     .unwrap_or(0),
             });
         }
@@ -488,21 +488,21 @@ impl<'py> Asyncio<'py> {
     /// wakeup: the C task's `task_wakeup` (3.10+ a builtin method, 3.9 a
     /// `TaskWakeupMethWrapper`), or the pure-Python task's `__wakeup`.
     pub fn woken_task(&self, callback: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
-        if let Some(this) = safe::cfunction_self(callback) {
+        if let Some(this) = inert::cfunction_self(callback) {
             let name = self
                 .cfunction_name
                 .as_ref()
                 .and_then(|a| a.get(callback))
-                .and_then(|n| safe::str_value(&n));
+                .and_then(|n| inert::str_value(&n));
             return (name.as_deref() == Some("task_wakeup") && self.is_task(&this)).then_some(this);
         }
-        if safe::is_static_type_named(callback, c"TaskWakeupMethWrapper") {
+        if inert::is_static_type_named(callback, c"TaskWakeupMethWrapper") {
             let tp = unsafe { ffi::Py_TYPE(callback.as_ptr()) };
-            let this = safe::builtin_attr(callback, tp, c"__self__")?;
+            let this = inert::builtin_attr(callback, tp, c"__self__")?;
             return self.is_task(&this).then_some(this);
         }
-        if let Some((func, this)) = safe::bound_method_parts(callback) {
-            let name = safe::function_qualname(&func)?;
+        if let Some((func, this)) = inert::bound_method_parts(callback) {
+            let name = inert::function_qualname(&func)?;
             return (name.ends_with("__wakeup") && self.is_task(&this)).then_some(this);
         }
         None
@@ -514,13 +514,13 @@ impl<'py> Asyncio<'py> {
         obj: &Bound<'py, PyAny>,
     ) -> Option<(Bound<'py, PyAny>, Vec<Bound<'py, PyAny>>)> {
         let (tp, func, args) = self.partial.as_ref()?;
-        if !safe::is_instance(obj, *tp) {
+        if !inert::is_instance(obj, *tp) {
             return None;
         }
         let f = func.get(obj)?;
         let a = args
             .get(obj)
-            .and_then(|a| safe::sequence_items(&a))
+            .and_then(|a| inert::sequence_items(&a))
             .unwrap_or_default();
         Some((f, a))
     }
@@ -556,7 +556,7 @@ impl<'py> Asyncio<'py> {
         self.direct_awaits.read(
             // SAFETY: `obj` is an exact coroutine, alive; the frame holds
             // what it awaits.
-            || unsafe { safe::borrowed(self.py, awaited_in_place(obj.as_ptr())?) },
+            || unsafe { inert::borrowed(self.py, awaited_in_place(obj.as_ptr())?) },
             getter,
             |direct, got| got.as_ref().is_some_and(|g| g.is(direct)),
         )
@@ -579,7 +579,7 @@ impl<'py> Asyncio<'py> {
             kind.running
                 .as_ref()?
                 .get(coro)
-                .and_then(|v| safe::bool_value(&v))
+                .and_then(|v| inert::bool_value(&v))
         };
         let running = if kind.tp == self.coroutine.tp {
             self.direct_running.read(
@@ -618,7 +618,7 @@ impl<'py> Asyncio<'py> {
                 return None;
             }
             let frame = iframe::of_generator(coro.as_ptr());
-            safe::borrowed(self.py, iframe::local(frame, *slot)?)
+            inert::borrowed(self.py, iframe::local(frame, *slot)?)
         }
     }
 
@@ -631,27 +631,27 @@ impl<'py> Asyncio<'py> {
     /// variables, if it is a plain function whose code has no cells.
     #[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
     fn find_sleep_code(&self) -> Option<(Bound<'py, PyAny>, usize)> {
-        let sleep = safe::module_attr(&self.tasks_module, c"sleep")?;
+        let sleep = inert::module_attr(&self.tasks_module, c"sleep")?;
         unsafe {
             if ffi::PyFunction_Check(sleep.as_ptr()) == 0 {
                 return None;
             }
-            let code = safe::borrowed(self.py, ffi::PyFunction_GetCode(sleep.as_ptr()))?;
+            let code = inert::borrowed(self.py, ffi::PyFunction_GetCode(sleep.as_ptr()))?;
             if ffi::PyCode_Check(code.as_ptr()) == 0 {
                 return None;
             }
             // `code` cannot be subclassed: these are its own descriptors.
             let names = |attr: &str| -> Option<Vec<String>> {
                 let t = code.getattr(attr).ok()?;
-                let items = safe::sequence_items(&t)?;
-                items.iter().map(safe::str_value).collect()
+                let items = inert::sequence_items(&t)?;
+                items.iter().map(inert::str_value).collect()
             };
             let (varnames, cellvars, freevars) = (
                 names("co_varnames"),
                 names("co_cellvars"),
                 names("co_freevars"),
             );
-            safe::clear_error();
+            inert::clear_error();
             if !cellvars?.is_empty() || !freevars?.is_empty() {
                 return None;
             }
@@ -669,9 +669,9 @@ impl<'py> Asyncio<'py> {
         if self.plain_leaf.get() == tp {
             return false;
         }
-        let bridge = safe::is_static_type_named(obj, c"async_generator_asend")
-            || safe::is_static_type_named(obj, c"async_generator_athrow")
-            || safe::is_static_type_named(obj, c"coroutine_wrapper");
+        let bridge = inert::is_static_type_named(obj, c"async_generator_asend")
+            || inert::is_static_type_named(obj, c"async_generator_athrow")
+            || inert::is_static_type_named(obj, c"coroutine_wrapper");
         if !bridge {
             self.plain_leaf.set(tp);
         }
@@ -694,7 +694,7 @@ impl<'py> Asyncio<'py> {
         // `obj` is exactly one of the interpreter's generator-like types
         // (`coro_type` matched its type pointer) and keeps its frame alive.
         self.direct_frames.read(
-            || unsafe { safe::borrowed(self.py, existing_frame(obj.as_ptr())) },
+            || unsafe { inert::borrowed(self.py, existing_frame(obj.as_ptr())) },
             || kind.frame.as_ref()?.get(obj),
             |direct, got| got.as_ref().is_some_and(|f| f.is(direct)),
         )
@@ -706,7 +706,7 @@ impl<'py> Asyncio<'py> {
     /// coroutine has none until something asks for one, and the getter
     /// would make one (ten thousand tasks, thirty thousand allocations left
     /// behind in the process on the first dump). Asked of the frame object
-    /// (through [`safe::CheckedRead`]) when the struct read is not trusted;
+    /// (through [`inert::CheckedRead`]) when the struct read is not trusted;
     /// `None` when the coroutine has finished.
     #[cfg(Py_3_11)]
     pub fn frame_position(
@@ -721,7 +721,7 @@ impl<'py> Asyncio<'py> {
                 .filter(|f| unsafe { ffi::PyFrame_Check(f.as_ptr()) } != 0)?;
             unsafe {
                 let f = frame.as_ptr() as *mut ffi::PyFrameObject;
-                let code = safe::owned(self.py, ffi::PyFrame_GetCode(f) as *mut ffi::PyObject)?;
+                let code = inert::owned(self.py, ffi::PyFrame_GetCode(f) as *mut ffi::PyObject)?;
                 // The frame holds its code: the address outlives our reference.
                 Some((
                     code.as_ptr() as *mut ffi::PyCodeObject,
@@ -755,7 +755,7 @@ pub fn prefetch_chains(views: &[TaskView<'_>], order: &[usize], i: usize) {
     let view = |at: usize| order.get(at).map(|&v| &views[v]);
     let coro = |at: usize| view(at)?.coro.as_ref().map(|c| c.as_ptr());
     // The generator header, its interpreter frame and the stack top.
-    let fetch = |obj: *mut ffi::PyObject| safe::prefetch(obj, 4);
+    let fetch = |obj: *mut ffi::PyObject| inert::prefetch(obj, 4);
     if let Some(c) = coro(i + FAR) {
         fetch(c);
     }
@@ -778,7 +778,7 @@ pub fn prefetch_chains(views: &[TaskView<'_>], order: &[usize], i: usize) {
 pub fn prefetch_chains(views: &[TaskView<'_>], order: &[usize], i: usize) {
     // 3.9/3.10: the coroutine, then its frame object (a separate block).
     if let Some(c) = order.get(i + 8).and_then(|&v| views[v].coro.as_ref()) {
-        safe::prefetch(c.as_ptr(), 2);
+        inert::prefetch(c.as_ptr(), 2);
     }
 }
 

@@ -4,7 +4,7 @@
 use super::asyncio::Asyncio;
 use super::AddrMap;
 use crate::capture::awaiting::Link;
-use crate::capture::safe;
+use crate::capture::inert;
 use crate::capture::Capture;
 use crate::model::Frames;
 use pyo3::ffi;
@@ -87,7 +87,7 @@ pub fn follow<'py>(
             }
             current = aio.awaited(kind, &obj);
         } else if aio.is_bridge(&obj) {
-            current = safe::referents(&obj)
+            current = inert::referents(&obj)
                 .into_iter()
                 .find(|r| aio.coro_type(r).is_some());
         } else {
@@ -160,7 +160,7 @@ impl<'py> ThreadStacks<'py> {
                         .insert(frame.as_ptr() as usize, (ident, stack.len()));
                     let back = ffi::PyFrame_GetBack(frame.as_ptr() as *mut ffi::PyFrameObject);
                     stack.push(frame);
-                    match safe::owned(cap.py, back as *mut ffi::PyObject) {
+                    match inert::owned(cap.py, back as *mut ffi::PyObject) {
                         Some(b) => frame = b,
                         None => break,
                     }

@@ -9,7 +9,7 @@
 
 use super::asyncio::{Asyncio, Fut};
 use super::{AddrMap, AddrSet};
-use crate::capture::safe;
+use crate::capture::inert;
 use pyo3::prelude::*;
 use std::collections::VecDeque;
 
@@ -38,9 +38,9 @@ pub fn parents<'py>(aio: &Asyncio<'py>, fut: &Fut<'py>) -> Vec<Parent<'py>> {
             out.push(Parent::Task(task.as_ptr() as usize));
             continue;
         }
-        if let Some((_, this)) = safe::bound_method_parts(callback) {
+        if let Some((_, this)) = inert::bound_method_parts(callback) {
             // TaskGroup._on_task_done: the group knows its parent task.
-            if let Some(parent) = safe::instance_attr(&this, c"_parent_task") {
+            if let Some(parent) = inert::instance_attr(&this, c"_parent_task") {
                 if aio.is_task(&parent) {
                     out.push(Parent::Group(parent.as_ptr() as usize));
                 }
@@ -51,8 +51,8 @@ pub fn parents<'py>(aio: &Asyncio<'py>, fut: &Fut<'py>) -> Vec<Parent<'py>> {
             Some((func, args)) => (func, args),
             None => (callback.clone(), Vec::new()),
         };
-        let via = safe::function_qualname(&func).map(|q| helper_name(&q));
-        values.extend(safe::closure_values(&func));
+        let via = inert::function_qualname(&func).map(|q| helper_name(&q));
+        values.extend(inert::closure_values(&func));
         for value in values {
             // Tasks a closure holds are never what waits: only a task's
             // wakeup says that (shield's outer callback holds the inner task).
@@ -141,7 +141,7 @@ impl Waiters {
             // Ten thousand futures scattered over memory: their types are
             // fetched sixteen ahead, not waited for one by one.
             if let Some((_, ahead)) = all.get(i + 16) {
-                safe::prefetch(ahead.as_ptr(), 1);
+                inert::prefetch(ahead.as_ptr(), 1);
             }
             if aio.is_task(waiter) {
                 on_tasks.push((task, waiter.as_ptr() as usize));

@@ -7,7 +7,7 @@
 //! returns, kept per thread state.
 
 use super::AddrMap;
-use crate::capture::safe;
+use crate::capture::inert;
 use crate::capture::Capture;
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -30,10 +30,10 @@ impl LoopThreads {
         if let Some(known) = self.known.get(&key) {
             return *known;
         }
-        let found = match safe::instance_dict(event_loop)
-            .and_then(|d| safe::dict_get_named(&d, c"_thread_id"))
+        let found = match inert::instance_dict(event_loop)
+            .and_then(|d| inert::dict_get_named(&d, c"_thread_id"))
         {
-            Some(ident) => safe::int_value(&ident),
+            Some(ident) => inert::int_value(&ident),
             None => self
                 .running
                 .get_or_insert_with(|| running_loops(cap))
@@ -86,7 +86,7 @@ fn running_loops(cap: &Capture<'_>) -> AddrMap<u64> {
             }
             ts = ffi::PyThreadState_Next(ts);
         }
-        safe::clear_error();
+        inert::clear_error();
     }
     out
 }
@@ -102,15 +102,15 @@ extern "C" {
 /// (`PyObject_HEAD; PyObject *rl_loop; ...`).
 #[cfg(not(Py_3_13))]
 unsafe fn running_loop_ptr(py: Python<'_>, ts: *mut ffi::PyThreadState) -> Option<usize> {
-    let dict = safe::borrowed(py, _PyThreadState_GetDict(ts))?;
-    let value = safe::dict_get_named(&dict, c"__asyncio_running_event_loop__")?;
+    let dict = inert::borrowed(py, _PyThreadState_GetDict(ts))?;
+    let value = inert::dict_get_named(&dict, c"__asyncio_running_event_loop__")?;
     if value.is_none() {
         return None;
     }
     if cfg!(Py_3_12) {
         return Some(value.as_ptr() as usize);
     }
-    if !safe::is_static_type_named(&value, c"_RunningLoopHolder") {
+    if !inert::is_static_type_named(&value, c"_RunningLoopHolder") {
         return None;
     }
     let tp = ffi::Py_TYPE(value.as_ptr());

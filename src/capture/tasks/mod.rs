@@ -14,7 +14,7 @@ mod loops;
 mod timers;
 
 use crate::capture::awaiting::{self, Facts, Waiter};
-use crate::capture::{safe, Capture};
+use crate::capture::{inert, Capture};
 use crate::model::{Frame, Frames, Stack, StackDetails, TaskDetails, Text};
 use asyncio::{Asyncio, FutState, TaskView};
 use chain::ThreadStacks;
@@ -43,13 +43,13 @@ pub fn capture<'py>(cap: &mut Capture<'py>) -> Vec<Stack> {
     for (i, obj) in tasks.iter().enumerate() {
         // A task's fields span its first four cache lines.
         if let Some(ahead) = tasks.get(i + 8) {
-            safe::prefetch(ahead.as_ptr(), 4);
+            inert::prefetch(ahead.as_ptr(), 4);
         }
         match aio.task(obj) {
             Some(view) => views.push(view),
             None => cap.errors.push(format!(
                 "the asyncio task registry holds a {} that is not an asyncio Task; left out",
-                safe::type_name(obj)
+                inert::type_name(obj)
             )),
         }
     }
@@ -64,7 +64,7 @@ pub fn capture<'py>(cap: &mut Capture<'py>) -> Vec<Stack> {
 /// each loop is executing right now.
 fn current_tasks<'py>(aio: &Asyncio<'py>) -> AddrMap<Bound<'py, PyAny>> {
     let mut out = AddrMap::default();
-    let Some(dict) = safe::module_attr(&aio.tasks_module, c"_current_tasks") else {
+    let Some(dict) = inert::module_attr(&aio.tasks_module, c"_current_tasks") else {
         return out;
     };
     unsafe {
@@ -91,7 +91,7 @@ fn registered_tasks<'py>(
     let mut out = Vec::new();
     let mut sources = 0;
     for name in REGISTRIES {
-        let Some(registry) = safe::module_attr(&aio.tasks_module, name) else {
+        let Some(registry) = inert::module_attr(&aio.tasks_module, name) else {
             cap.errors.push(format!(
                 "asyncio.tasks.{} is missing; its tasks are not listed",
                 name.to_string_lossy()
@@ -99,19 +99,20 @@ fn registered_tasks<'py>(
             continue;
         };
         // A plain set holds tasks; a WeakSet keeps weak references in `data`.
-        let members = match safe::set_items(&registry) {
+        let members = match inert::set_items(&registry) {
             Some(tasks) => tasks,
-            None => match safe::instance_attr(&registry, c"data").and_then(|d| safe::set_items(&d))
-            {
-                Some(refs) => refs.iter().filter_map(safe::weakref_target).collect(),
-                None => {
-                    cap.errors.push(format!(
+            None => {
+                match inert::instance_attr(&registry, c"data").and_then(|d| inert::set_items(&d)) {
+                    Some(refs) => refs.iter().filter_map(inert::weakref_target).collect(),
+                    None => {
+                        cap.errors.push(format!(
                         "asyncio.tasks.{} is neither a set nor a WeakSet; its tasks are not listed",
                         name.to_string_lossy()
                     ));
-                    continue;
+                        continue;
+                    }
                 }
-            },
+            }
         };
         if !members.is_empty() {
             sources += 1;
@@ -370,7 +371,7 @@ impl<'py> Backend<'py> {
                 .aio
                 .partial_parts(callback)
                 .unwrap_or_else(|| (callback.clone(), Vec::new()));
-            values.extend(safe::closure_values(&func));
+            values.extend(inert::closure_values(&func));
             out.extend(
                 values
                     .into_iter()
@@ -501,7 +502,7 @@ impl<'py> Backend<'py> {
             None => Waiter::Nothing,
         };
         let leaf = match (&waiter, &chain.leaf) {
-            (Waiter::Nothing, Some(leaf)) => Some(safe::type_name(leaf)),
+            (Waiter::Nothing, Some(leaf)) => Some(inert::type_name(leaf)),
             _ => None,
         };
         let addr = self.views[i].fut.obj.as_ptr() as usize;
@@ -545,13 +546,13 @@ impl<'py> Backend<'py> {
                 None => self
                     .aio
                     .task(waiter)
-                    .map_or_else(|| safe::type_name(waiter), |t| t.name.to_string()),
+                    .map_or_else(|| inert::type_name(waiter), |t| t.name.to_string()),
             };
             return Waiter::Task { name };
         }
         let Some(state) = self.aio.future_state(waiter) else {
             return Waiter::Other {
-                type_name: safe::type_name(waiter),
+                type_name: inert::type_name(waiter),
             };
         };
         if let Some(children) = self.aio.gather_size(waiter) {
@@ -570,7 +571,7 @@ impl<'py> Backend<'py> {
         }
         let (via, tasks) = proxied.get(&addr).cloned().unwrap_or_default();
         Waiter::Future {
-            type_name: safe::type_name(waiter),
+            type_name: inert::type_name(waiter),
             state: state.word().to_string(),
             via,
             tasks,
@@ -595,8 +596,8 @@ impl<'py> Backend<'py> {
                         continue;
                     }
                     let item = crate::capture::framevars::frame_var(&frame, "self")
-                        .filter(|s| safe::is_instance(s, work_item));
-                    if let Some(future) = item.and_then(|s| safe::instance_attr(&s, c"future")) {
+                        .filter(|s| inert::is_instance(s, work_item));
+                    if let Some(future) = item.and_then(|s| inert::instance_attr(&s, c"future")) {
                         workers.insert(future.as_ptr() as usize, ident);
                     }
                 }
@@ -667,7 +668,7 @@ impl<'py> Backend<'py> {
         }
         let at = self.loops.len();
         self.loops.push(LoopInfo {
-            id: format!("loop:{}", safe::address(event_loop)).into(),
+            id: format!("loop:{}", inert::address(event_loop)).into(),
             thread: self.loop_threads.thread_of(cap, event_loop),
             timers: None,
             base_clock: None,
@@ -680,14 +681,15 @@ impl<'py> Backend<'py> {
     /// here through the `time` module's builtin.
     fn now(&mut self) -> Option<f64> {
         *self.now.get_or_insert_with(|| {
-            let time = safe::imported_module(self.aio.py, c"time")?;
-            let monotonic = safe::module_attr(&time, c"monotonic")?;
+            let time = inert::imported_module(self.aio.py, c"time")?;
+            let monotonic = inert::module_attr(&time, c"monotonic")?;
             unsafe {
                 if ffi::PyCFunction_Check(monotonic.as_ptr()) == 0 {
                     return None;
                 }
-                let value = safe::owned(self.aio.py, ffi::PyObject_CallNoArgs(monotonic.as_ptr()))?;
-                safe::float_value(&value)
+                let value =
+                    inert::owned(self.aio.py, ffi::PyObject_CallNoArgs(monotonic.as_ptr()))?;
+                inert::float_value(&value)
             }
         })
     }

@@ -1,7 +1,7 @@
 //! The loop timers a task's `awaiting` reads its deadline from.
 
 use super::asyncio::Asyncio;
-use crate::capture::safe::{self, BuiltinAttr};
+use crate::capture::inert::{self, BuiltinAttr};
 use pyo3::ffi;
 use pyo3::prelude::*;
 
@@ -81,7 +81,7 @@ impl Timers {
     /// Starts loading the slot a lookup (or insertion) of `key` reads first.
     pub fn prefetch(&self, key: usize) {
         if !self.slots.is_empty() {
-            safe::prefetch(&self.slots[self.slot_of(key)], 1);
+            inert::prefetch(&self.slots[self.slot_of(key)], 1);
         }
     }
 }
@@ -94,7 +94,7 @@ impl Timers {
 pub fn loop_timers<'py>(aio: &Asyncio<'py>, event_loop: &Bound<'py, PyAny>) -> Timers {
     let mut out = Timers::default();
     let Some(scheduled) =
-        safe::instance_attr(event_loop, c"_scheduled").and_then(|s| safe::sequence_items(&s))
+        inert::instance_attr(event_loop, c"_scheduled").and_then(|s| inert::sequence_items(&s))
     else {
         return out;
     };
@@ -108,8 +108,8 @@ pub fn loop_timers<'py>(aio: &Asyncio<'py>, event_loop: &Bound<'py, PyAny>) -> T
         };
         let task = timer
             .callback
-            .and_then(|c| safe::bound_method_parts(&c))
-            .and_then(|(_, this)| safe::instance_attr(&this, c"_task"))
+            .and_then(|c| inert::bound_method_parts(&c))
+            .and_then(|(_, this)| inert::instance_attr(&this, c"_task"))
             .filter(|x| aio.is_task(x))
             .map(|task| task.as_ptr() as usize);
         for key in [timer.first, task].into_iter().flatten() {
@@ -132,13 +132,13 @@ pub fn keeps_base_clock<'py>(aio: &Asyncio<'py>, event_loop: &Bound<'py, PyAny>)
     let (Some(base), Some(_)) = (aio.base_loop, aio.timers.as_ref()) else {
         return false;
     };
-    if !safe::is_instance(event_loop, base) {
+    if !inert::is_instance(event_loop, base) {
         return false;
     }
     // Both types are alive: the loop's own type and a type it inherits from.
     let own_clock =
-        unsafe { safe::type_lookup(aio.py, ffi::Py_TYPE(event_loop.as_ptr()), c"time") };
-    let base_clock = unsafe { safe::type_lookup(aio.py, base, c"time") };
+        unsafe { inert::type_lookup(aio.py, ffi::Py_TYPE(event_loop.as_ptr()), c"time") };
+    let base_clock = unsafe { inert::type_lookup(aio.py, base, c"time") };
     matches!((own_clock, base_clock), (Some(a), Some(b)) if a.is(&b))
 }
 
@@ -153,20 +153,20 @@ struct PendingTimer<'py> {
 /// `handle` if it is a `TimerHandle` that is neither cancelled nor done.
 fn pending_timer<'py>(aio: &Asyncio<'py>, handle: &Bound<'py, PyAny>) -> Option<PendingTimer<'py>> {
     let t = aio.timers.as_ref()?;
-    if !safe::is_instance(handle, t.timer_tp) {
+    if !inert::is_instance(handle, t.timer_tp) {
         return None;
     }
     // A TimerHandle, so a Handle: the slot readers need no subtype check
     // (four MRO walks a handle otherwise).
     let slot =
         |a: &Option<BuiltinAttr<'py>>| a.as_ref().and_then(|a| unsafe { a.get_unchecked(handle) });
-    let cancelled = slot(&t.cancelled).and_then(|v| safe::bool_value(&v));
+    let cancelled = slot(&t.cancelled).and_then(|v| inert::bool_value(&v));
     if cancelled != Some(false) {
         return None;
     }
-    let when = slot(&t.when).and_then(|v| safe::float_value(&v))?;
+    let when = slot(&t.when).and_then(|v| inert::float_value(&v))?;
     let first = slot(&t.args)
-        .and_then(|a| safe::first_item(&a))
+        .and_then(|a| inert::first_item(&a))
         .map(|first| first.as_ptr() as usize);
     Some(PendingTimer {
         when,
@@ -182,15 +182,15 @@ fn pending_timer<'py>(aio: &Asyncio<'py>, handle: &Bound<'py, PyAny>) -> Option<
 /// for the future it awaits.
 pub fn sleep_deadline<'py>(aio: &Asyncio<'py>, handle: &Bound<'py, PyAny>) -> Option<f64> {
     let t = aio.timers.as_ref()?;
-    if !safe::is_instance(handle, t.timer_tp) {
+    if !inert::is_instance(handle, t.timer_tp) {
         return None;
     }
     // SAFETY: a TimerHandle, so a Handle.
     let slot =
         |a: &Option<BuiltinAttr<'py>>| a.as_ref().and_then(|a| unsafe { a.get_unchecked(handle) });
-    let flag = |a: &Option<BuiltinAttr<'py>>| slot(a).and_then(|v| safe::bool_value(&v));
+    let flag = |a: &Option<BuiltinAttr<'py>>| slot(a).and_then(|v| inert::bool_value(&v));
     if flag(&t.cancelled) != Some(false) || flag(&t.scheduled) != Some(true) {
         return None;
     }
-    slot(&t.when).and_then(|v| safe::float_value(&v))
+    slot(&t.when).and_then(|v| inert::float_value(&v))
 }

@@ -1,4 +1,5 @@
-//! Reads of Python objects that run no user code.
+//! Inert reads: reads of Python objects that run no user code (no
+//! property, no `__getattr__`, no `__repr__`, no metaclass hook).
 //!
 //! Capture looks at arbitrary heap objects (threads, greenlets, tasks and
 //! whatever they await). A plain `getattr` can run a property, a
