@@ -60,7 +60,7 @@ test-all: test-rust  ## pytest on every supported Python that pyenv has (3.9-3.1
 	    $(MAKE) --no-print-directory test-python PYTHON=$$py VENV=.venv-$$v CARGO_TARGET_DIR=$(CURDIR)/target/py$$v; \
 	done
 
-bench: build  ## benchmarks side by side (threads, tasks, greenlets); prints the README table
+bench: build  ## benchmarks side by side (import, threads, tasks, greenlets); writes docs/performance.md
 	$(BIN)/python benches/run.py
 
 lint: $(STAMP)  ## cargo fmt --check, clippy, ruff

@@ -1,13 +1,17 @@
-"""Runs every benchmark side by side and writes the tables into README.md
-between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->` markers.
+"""Runs every benchmark side by side and writes the tables into
+docs/performance.md between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->`
+markers, with the date and the machine they were measured on.
 
-    make bench                     # all, README updated
+    make bench                     # all, docs/performance.md updated
     python benches/run.py threads  # one, printed only
 """
 
 from __future__ import annotations
 
+import datetime
 import importlib
+import os
+import platform
 import re
 import sys
 from pathlib import Path
@@ -15,13 +19,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-BENCHES = ["threads", "tasks", "greenlets"]
+BENCHES = ["import", "threads", "tasks", "greenlets"]
+TARGET = ROOT / "docs" / "performance.md"
+
+
+def machine() -> str:
+    """The date and the machine, for the tables that follow."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        f"Measured {today} on {cpu}, {os.cpu_count()} CPUs, {platform.system()} "
+        f"{platform.release()}, Python {platform.python_version()}."
+    )
 
 
 def main(argv: list) -> int:
     names = argv or BENCHES
-    readme = ROOT / "README.md"
-    text = readme.read_text()
+    text = TARGET.read_text()
     for name in names:
         try:
             module = importlib.import_module(f"benches.bench_{name}")
@@ -34,7 +53,9 @@ def main(argv: list) -> int:
         if not argv and marker.search(text):
             text = marker.sub(lambda m, r=result: m.group(1) + r + "\n" + m.group(2), text)
     if not argv:
-        readme.write_text(text)
+        marker = re.compile(r"(<!-- bench:machine -->\n).*?(<!-- /bench:machine -->)", re.S)
+        text = marker.sub(lambda m: m.group(1) + machine() + "\n" + m.group(2), text)
+        TARGET.write_text(text)
     return 0
 
 

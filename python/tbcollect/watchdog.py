@@ -24,7 +24,7 @@ two numbers.
 Fork: the watcher thread does not survive ``os.fork()``. In the child every
 watchdog inherited from the parent is stopped and its watches are inert
 (``beat()`` still does nothing harmful); a child that wants watchdogs creates
-its own (for gunicorn, in a ``post_fork`` hook).
+its own (for gunicorn, in a ``post_worker_init`` hook).
 
 gevent: the watcher is always a real OS thread, even when gevent has
 monkey-patched ``threading``, so a blocked hub cannot block its own watchdog.
