@@ -2,10 +2,13 @@
 //! copies code/line/ids into the model, runs no user code and keeps no
 //! reference to any Python object once it returns.
 //!
-//! The pure parts ([`awaiting`], [`enrich`], [`split_walk`]) build without
+//! The pure parts ([`awaiting`], [`cpython`], [`elf`], [`enrich`], [`split_walk`]) build without
 //! the `python` feature, so `cargo test` checks them without libpython.
 
 pub mod awaiting;
+pub mod cpython;
+#[cfg(target_os = "linux")]
+pub mod elf;
 pub mod enrich;
 pub mod split_walk;
 

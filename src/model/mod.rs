@@ -80,6 +80,14 @@ impl StackKind {
     }
 }
 
+/// See [`Snapshot::coverage`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coverage {
+    Complete,
+    Incomplete,
+    NotCaptured,
+}
+
 impl fmt::Display for StackKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -430,6 +438,25 @@ impl Snapshot {
         })
     }
 
+    /// Whether every stack of `kind` could be captured, as the backends
+    /// say in `errors`: an entry beginning `tasks not captured:` (a backend
+    /// that cannot read this interpreter) or `tasks incomplete:` (one that
+    /// left some out).
+    pub fn coverage(&self, kind: StackKind) -> Coverage {
+        let not_captured = format!("{}s not captured:", kind.as_str());
+        let incomplete = format!("{}s incomplete:", kind.as_str());
+        let mut out = Coverage::Complete;
+        for error in &self.errors {
+            if error.starts_with(&not_captured) {
+                return Coverage::NotCaptured;
+            }
+            if error.starts_with(&incomplete) {
+                out = Coverage::Incomplete;
+            }
+        }
+        out
+    }
+
     pub fn stack(&self, id: &str) -> Option<&Stack> {
         self.stacks.iter().find(|s| &*s.id == id)
     }
@@ -502,6 +529,19 @@ mod tests {
             "2026-11-22T00:38:31.500000Z"
         );
         assert_eq!(iso8601_utc(-1), "1969-12-31T23:59:59.999999Z");
+    }
+
+    #[test]
+    fn coverage_follows_the_backends_errors() {
+        let mut snap = Snapshot::new(1, "3.14", "t");
+        assert_eq!(snap.coverage(StackKind::Task), Coverage::Complete);
+        snap.errors.push("tasks incomplete: some left out".into());
+        snap.errors.push("thread 9: vanished".into());
+        assert_eq!(snap.coverage(StackKind::Task), Coverage::Incomplete);
+        assert_eq!(snap.coverage(StackKind::Thread), Coverage::Complete);
+        snap.errors.push("tasks not captured: CPython 3.99".into());
+        assert_eq!(snap.coverage(StackKind::Task), Coverage::NotCaptured);
+        assert_eq!(snap.coverage(StackKind::Greenlet), Coverage::Complete);
     }
 
     #[test]

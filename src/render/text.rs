@@ -3,7 +3,7 @@
 //! editors and log tools can jump to them.
 
 use crate::model::fasthash::{FastHasher, FastMap};
-use crate::model::{Frame, ProbeResult, Snapshot, Stack, StackDetails, StackKind};
+use crate::model::{Coverage, Frame, ProbeResult, Snapshot, Stack, StackDetails, StackKind};
 use crate::render::tree;
 use itertools::Itertools;
 use std::hash::{Hash, Hasher};
@@ -92,12 +92,21 @@ fn render_probe(probe: &ProbeResult, out: &mut dyn Write) -> io::Result<()> {
     Ok(())
 }
 
-/// `tbcollect: pid 42 at <time>, Python 3.11.7: 5 threads, 0 greenlets, 2 tasks`
+/// `tbcollect: pid 42 at <time>, Python 3.11.7: 5 threads, 0 greenlets, 2 tasks`;
+/// a kind a backend could not (fully) read says so after its count:
+/// `0 tasks (tasks NOT CAPTURED, see errors)`.
 pub fn header_line(snapshot: &Snapshot) -> String {
     let counts = snapshot
         .counts()
         .iter()
-        .map(|(kind, n)| kind.count_noun(*n))
+        .map(|(kind, n)| {
+            let count = kind.count_noun(*n);
+            match snapshot.coverage(*kind) {
+                Coverage::Complete => count,
+                Coverage::Incomplete => format!("{count} ({kind}s INCOMPLETE, see errors)"),
+                Coverage::NotCaptured => format!("{count} ({kind}s NOT CAPTURED, see errors)"),
+            }
+        })
         .join(", ");
     format!(
         "tbcollect: pid {} at {}, Python {}: {counts}",
@@ -500,6 +509,20 @@ mod tests {
         assert_eq!(
             header_line(&snapshot()),
             "tbcollect: pid 42 at 2026-11-22T00:00:00.000000Z, Python 3.11.7: 3 threads, 0 greenlets, 0 tasks"
+        );
+    }
+
+    #[test]
+    fn header_says_which_kinds_are_missing() {
+        let mut snap = snapshot();
+        snap.errors
+            .push("tasks not captured: CPython 3.99 is not one this tbcollect knows".into());
+        snap.errors
+            .push("greenlets incomplete: a list was cut".into());
+        assert_eq!(
+            header_line(&snap),
+            "tbcollect: pid 42 at 2026-11-22T00:00:00.000000Z, Python 3.11.7: 3 threads, \
+             0 greenlets (greenlets INCOMPLETE, see errors), 0 tasks (tasks NOT CAPTURED, see errors)"
         );
     }
 

@@ -102,6 +102,10 @@ def test_three_deep_chain_shows_every_coroutine(lt):
 @pytest.mark.skipif(
     sys.version_info < (3, 11), reason="before 3.11 every coroutine has a frame object"
 )
+@pytest.mark.xfail(
+    sys.version_info >= (3, 14),
+    reason="3.14+: coroutine frames are read through the getter, which makes frame objects",
+)
 def test_capture_makes_no_frame_objects_for_suspended_coroutines(lt):
     # From 3.11 a suspended coroutine has no frame object until something
     # asks for one, and once made it stays. Capture reads the interpreter
@@ -414,6 +418,13 @@ def test_done_and_cancelled_tasks_only_when_asked(lt):
     keep = lt.run(start())
     names = set(task_stacks(collect_tasks()))
     assert "finished" not in names and "cancelled" not in names
+    if sys.version_info >= (3, 14):
+        # The interpreter unlinks a native task once done: nothing lists it.
+        snapshot = tbcollect.collect(greenlets=False, done_tasks=True)
+        assert "finished" not in task_stacks(snapshot)
+        assert any(e.startswith("tasks incomplete: CPython 3.14+") for e in snapshot.errors)
+        assert "(tasks INCOMPLETE, see errors)" in snapshot.to_text().splitlines()[0]
+        return
     stacks = task_stacks(collect_tasks(done_tasks=True))
     assert stacks["finished"].state == "done"
     assert stacks["cancelled"].state == "cancelled"

@@ -137,9 +137,15 @@ unsafe fn running_loop_ptr(_py: Python<'_>, ts: *mut ffi::PyThreadState) -> Opti
     (value != 0).then_some(value)
 }
 
-#[cfg(all(
-    Py_3_13,
-    not(all(not(Py_3_14), not(Py_GIL_DISABLED), target_pointer_width = "64"))
+/// 3.14+: where the interpreter says (`.AsyncioDebug`'s thread-state offsets).
+#[cfg(all(Py_3_14, not(Py_GIL_DISABLED)))]
+unsafe fn running_loop_ptr(py: Python<'_>, ts: *mut ffi::PyThreadState) -> Option<usize> {
+    super::native::running_loop_ptr(py, ts)
+}
+
+#[cfg(any(
+    all(Py_3_13, Py_GIL_DISABLED),
+    all(Py_3_13, not(Py_3_14), not(target_pointer_width = "64"))
 ))]
 unsafe fn running_loop_ptr(_py: Python<'_>, _ts: *mut ffi::PyThreadState) -> Option<usize> {
     None

@@ -11,6 +11,8 @@ mod asyncio;
 mod chain;
 mod links;
 mod loops;
+#[cfg(all(Py_3_14, not(Py_GIL_DISABLED)))]
+mod native;
 mod timers;
 
 use crate::capture::awaiting::{self, Facts, Waiter};
@@ -37,8 +39,39 @@ pub fn capture<'py>(cap: &mut Capture<'py>) -> Vec<Stack> {
     let Some(aio) = Asyncio::new(cap.py) else {
         return Vec::new();
     };
-    let current = current_tasks(&aio);
-    let tasks = registered_tasks(&aio, cap, &current);
+    let v = cap.py.version_info();
+    let version = crate::capture::cpython::running_version((v.major, v.minor));
+    if let Some(why) = crate::capture::cpython::unreadable(version, cfg!(Py_GIL_DISABLED)) {
+        cap.errors.push(format!("tasks not captured: {why}"));
+        return Vec::new();
+    }
+    #[allow(unused_mut)]
+    let mut current = current_tasks(&aio);
+    #[allow(unused_mut)]
+    let mut sources = Sources::default();
+    #[cfg(all(Py_3_14, not(Py_GIL_DISABLED)))]
+    match native::collect(cap.py, &mut cap.errors) {
+        Ok(found) => {
+            if cap.options.done_tasks {
+                cap.errors.push(
+                    "tasks incomplete: CPython 3.14+ unlinks an _asyncio.Task once it is done; \
+                     done and cancelled ones are not listed"
+                        .into(),
+                );
+            }
+            for (task, event_loop) in found.running {
+                if let Some(event_loop) = event_loop {
+                    current.insert(task.as_ptr() as usize, event_loop);
+                }
+            }
+            sources.tasks = found.tasks;
+            sources.registries = found.registries;
+        }
+        Err(why) => cap.errors.push(format!(
+            "tasks not captured: the interpreter's task lists were not read: {why}"
+        )),
+    }
+    let tasks = registered_tasks(&aio, cap, &current, sources);
     let mut views: Vec<TaskView<'py>> = Vec::with_capacity(tasks.len());
     for (i, obj) in tasks.iter().enumerate() {
         // A task's fields span its first four cache lines.
@@ -81,23 +114,42 @@ fn current_tasks<'py>(aio: &Asyncio<'py>) -> AddrMap<Bound<'py, PyAny>> {
     out
 }
 
+/// Where else tasks are kept (3.14+: the interpreter's task lists and the
+/// `_asyncio` module state's sets).
+#[derive(Default)]
+struct Sources<'py> {
+    tasks: Vec<Bound<'py, PyAny>>,
+    registries: Vec<(&'static str, Bound<'py, PyAny>)>,
+}
+
 /// Every task in the registries (plus the running ones), each once, alive
 /// and strongly held until the capture ends.
 fn registered_tasks<'py>(
     aio: &Asyncio<'py>,
     cap: &mut Capture<'py>,
     current: &AddrMap<Bound<'py, PyAny>>,
+    more: Sources<'py>,
 ) -> Vec<Bound<'py, PyAny>> {
-    let mut out = Vec::new();
-    let mut sources = 0;
-    for name in REGISTRIES {
-        let Some(registry) = inert::module_attr(&aio.tasks_module, name) else {
+    let mut out = more.tasks;
+    let mut sources = usize::from(!out.is_empty());
+    let named = REGISTRIES.iter().filter_map(|name| {
+        let found = inert::module_attr(&aio.tasks_module, name);
+        if found.is_none() {
             cap.errors.push(format!(
                 "asyncio.tasks.{} is missing; its tasks are not listed",
                 name.to_string_lossy()
             ));
-            continue;
-        };
+        }
+        Some((format!("asyncio.tasks.{}", name.to_string_lossy()), found?))
+    });
+    let named: Vec<(String, Bound<'py, PyAny>)> = named
+        .chain(
+            more.registries
+                .into_iter()
+                .map(|(name, set)| (format!("_asyncio's {name} non-native tasks"), set)),
+        )
+        .collect();
+    for (name, registry) in named {
         // A plain set holds tasks; a WeakSet keeps weak references in `data`.
         let members = match inert::set_items(&registry) {
             Some(tasks) => tasks,
@@ -106,9 +158,8 @@ fn registered_tasks<'py>(
                     Some(refs) => refs.iter().filter_map(inert::weakref_target).collect(),
                     None => {
                         cap.errors.push(format!(
-                        "asyncio.tasks.{} is neither a set nor a WeakSet; its tasks are not listed",
-                        name.to_string_lossy()
-                    ));
+                            "{name} is neither a set nor a WeakSet; its tasks are not listed"
+                        ));
                         continue;
                     }
                 }

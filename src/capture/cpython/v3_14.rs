@@ -1,0 +1,28 @@
+//! CPython 3.14: where things are in the offsets the interpreter publishes.
+//!
+//! `_Py_DebugOffsets` is a struct of `u64`s whose fields grow from version
+//! to version; these are the indices (in `u64`s) of the fields the capture
+//! checks its other sources against. Counted from 3.14's
+//! `Include/internal/pycore_debug_offsets.h`.
+
+use super::published::DebugLayout;
+
+pub const DEBUG_LAYOUT: DebugLayout = DebugLayout {
+    words: 95,
+    interpreter_state_size: 6,
+    thread_state_size: 22,
+    llist_next: 87,
+    llist_prev: 88,
+};
+
+/// `asyncio_state` of `Modules/_asynciomodule.c` (the `_asyncio` module's
+/// state), in pointers: `FutureIterType, TaskStepMethWrapper_Type,
+/// FutureType, TaskType, asyncio_mod, context_kwname, non_asyncio_tasks,
+/// non_asyncio_eager_tasks, ...`. The two sets hold the tasks that are not
+/// `_asyncio.Task`s (pure-Python `_PyTask`, third-party task types).
+pub const MODULE_STATE: super::published::ModuleStateLayout = super::published::ModuleStateLayout {
+    future_type: 2,
+    task_type: 3,
+    non_native_tasks: 6,
+    non_native_eager_tasks: 7,
+};
