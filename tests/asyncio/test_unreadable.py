@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import run_python
+from tests.helpers import run_python
 
 TARGET = r"""
 import asyncio, json, threading
