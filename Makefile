@@ -63,18 +63,20 @@ test-all: test-rust  ## pytest on every supported Python that pyenv has (3.9-3.1
 bench: build  ## benchmarks side by side (import, threads, tasks, greenlets); writes docs/performance.md
 	$(BIN)/python benches/run.py
 
-lint: $(STAMP)  ## cargo fmt --check, clippy, ruff
+lint: $(STAMP)  ## cargo fmt --check, clippy, ruff, mypy --strict, stubtest, third-party notices
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --all-targets --features python,mimalloc -- -D warnings
-	$(BIN)/ruff check python tests examples benches
-	$(BIN)/ruff format --check python tests examples benches
+	$(BIN)/ruff check python tests examples benches scripts
+	$(BIN)/ruff format --check python tests examples benches scripts
+	$(BIN)/mypy --strict python/tbcollect
+	$(BIN)/python scripts/third_party_notices.py --check
 	$(BIN)/python -m mypy.stubtest --ignore-disjoint-bases --allowlist tests/stubtest-allowlist.txt tbcollect._tbcollect
 
 fmt: $(STAMP)  ## format Rust and Python
 	cargo fmt
-	$(BIN)/ruff format python tests examples benches
-	$(BIN)/ruff check --fix python tests examples benches
+	$(BIN)/ruff format python tests examples benches scripts
+	$(BIN)/ruff check --fix python tests examples benches scripts
 
 clean:  ## remove builds and virtualenvs
 	rm -rf target .venv .venv-3.* .pytest_cache

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import os
-from typing import IO, TYPE_CHECKING, Any, List, Union
 
 from tbcollect._errors import (
     DumpDirectoryError,
@@ -25,9 +24,6 @@ from tbcollect._errors import (
     UnknownFormatError,
     UnsafeProbesError,
 )
-from tbcollect._live import install, installed, uninstall
-from tbcollect._probes import check_probes as _check_probes
-from tbcollect._probes import run_probes
 from tbcollect._tbcollect import (
     DEFAULT_REDACT,
     FORMATS,
@@ -41,7 +37,22 @@ from tbcollect._tbcollect import (
     diff,
     write_dump,
 )
-from tbcollect.watchdog import Heartbeat, Watch, Watchdog, heartbeat, watchdog
+
+# `import tbcollect` loads only the native module and the exceptions (a few
+# ms); `typing`, `logging`, the signal handler, the watchdog and every
+# integration load on first use, through __getattr__ below (PEP 562).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import IO, Any, List, Union
+
+    from tbcollect import aio
+    from tbcollect import gevent as gevent
+    from tbcollect import sentry as sentry
+    from tbcollect._live import install, installed, uninstall
+    from tbcollect._probes import run_probes
+    from tbcollect.watchdog import Heartbeat, Watch, Watchdog, heartbeat, watchdog
+
+    DumpTarget = Union[str, "os.PathLike[str]", IO[str], int, None]
 
 __all__ = [
     "FORMATS",
@@ -51,6 +62,7 @@ __all__ = [
     "DumpDirectoryError",
     "DumpWriteError",
     "Frame",
+    "Heartbeat",
     "InstallError",
     "InvalidDumpError",
     "InvalidOptionError",
@@ -60,36 +72,44 @@ __all__ = [
     "Stack",
     "TbcollectError",
     "UnknownFormatError",
-    "aio",
     "UnsafeProbesError",
-    "Heartbeat",
     "Watch",
     "Watchdog",
+    "__version__",
+    "aio",
     "collect",
     "diff",
     "dump_all",
     "heartbeat",
-    "load",
-    "run_probes",
-    "watchdog",
     "install",
     "installed",
     "load",
+    "run_probes",
     "uninstall",
+    "watchdog",
 ]
 
-if TYPE_CHECKING:  # imported lazily at run time, see __getattr__ below
-    from tbcollect import aio
-
-__version__ = "0.1.0"
+# Names loaded on first use, and the module each comes from.
+_LAZY_NAMES = {
+    "install": "tbcollect._live",
+    "installed": "tbcollect._live",
+    "uninstall": "tbcollect._live",
+    "run_probes": "tbcollect._probes",
+    "Heartbeat": "tbcollect.watchdog",
+    "Watch": "tbcollect.watchdog",
+    "Watchdog": "tbcollect.watchdog",
+    "heartbeat": "tbcollect.watchdog",
+}
+# Public submodules, reachable as attributes (`tbcollect.sentry.capture()`)
+# without an import of their own. `tbcollect.watchdog` is the submodule, and
+# calling it makes a watchdog (`tbcollect.watchdog(reminder=60)`).
+_SUBMODULES = ("aio", "celery", "gevent", "gunicorn", "sentry", "watchdog", "web")
 
 #: With ``collect(locals=...)``: a variable or ``str`` dict key whose name
 #: contains one of these (case-insensitive) is shown as ``[redacted]``. Extend
 #: it for the whole program (``tbcollect.REDACT.append("ssn")``) or per call
 #: (``collect(locals=True, redact=["ssn"])``).
 REDACT: List[str] = list(DEFAULT_REDACT)
-
-DumpTarget = Union[str, "os.PathLike[str]", IO[str], int, None]
 
 # Options of ``dump_all`` that shape the rendering rather than the capture.
 _RENDER_OPTIONS = ("group", "indent")
@@ -115,7 +135,9 @@ def dump_all(
     """
     check_format(format)  # an unknown format fails before anything is captured
     if probes is not None:
-        _check_probes(probes)  # so does an unsafe probes directory, before any probe runs
+        from tbcollect._probes import check_probes, run_probes
+
+        check_probes(probes)  # so does an unsafe probes directory, before any probe runs
     render = {k: options.pop(k) for k in _RENDER_OPTIONS if k in options}
     snapshot = collect(**options)
     if probes is not None:
@@ -153,12 +175,12 @@ def _write(text: str, file: DumpTarget) -> None:
 def load(source: Union[str, os.PathLike[str], IO[str]]) -> Snapshot:
     """Read a JSON dump back into a ``Snapshot`` (path, file object, or the JSON text)."""
     if hasattr(source, "read"):
-        text = source.read()  # type: ignore[union-attr]
+        text = source.read()
     elif isinstance(source, str) and source.lstrip().startswith("{"):
         text = source
     else:
         try:
-            with open(os.fspath(source), encoding="utf-8") as f:  # type: ignore[arg-type]
+            with open(os.fspath(source), encoding="utf-8") as f:
                 text = f.read()
         except OSError as e:
             raise InvalidDumpError(f"cannot read dump {source}: {e.strerror or e}") from None
@@ -166,9 +188,33 @@ def load(source: Union[str, os.PathLike[str], IO[str]]) -> Snapshot:
 
 
 def __getattr__(name: str) -> Any:
-    # `tbcollect.aio` imports asyncio: only when it is used.
-    if name == "aio":
-        import importlib
+    import importlib
 
-        return importlib.import_module("tbcollect.aio")
-    raise AttributeError(f"module 'tbcollect' has no attribute {name!r}")
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            value: Any = version("tbcollect")
+        except PackageNotFoundError:  # a source tree without metadata
+            value = "0+unknown"
+    elif name == "DumpTarget":  # for the annotations of aio and gevent
+        from typing import IO, Union
+
+        value = Union[str, "os.PathLike[str]", IO[str], int, None]
+    elif name in _LAZY_NAMES:
+        value = getattr(importlib.import_module(_LAZY_NAMES[name]), name)
+    elif name in _SUBMODULES:
+        try:
+            value = importlib.import_module(f"tbcollect.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"tbcollect.{name}":
+                raise
+            raise AttributeError(f"module 'tbcollect' has no attribute {name!r}") from None
+    else:
+        raise AttributeError(f"module 'tbcollect' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,8 +1,8 @@
 """The ``tbcollect`` command line (also ``python -m tbcollect``).
 
 - ``tbcollect dump PID``: ask a running process for a dump and print it;
-- ``tbcollect run [options] script.py args...`` / ``run -m module args...``:
-  run a program with the dump handler installed;
+- ``tbcollect run [options] [--] program args...``: run a program with the
+  dump handler installed (``script.py``, ``-m module`` or ``python ...``);
 - ``tbcollect render DUMP.json``: re-render a saved JSON dump.
 """
 
@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Set, Tuple
 
 import tbcollect
 from tbcollect import _dumpdir, _procinfo
 from tbcollect._live import DEFAULT_RAW_TIMEOUT, DEFAULT_SIGNAL, parse_signal
+from tbcollect._tbcollect import write_dump
 
 # Exit codes of `tbcollect dump` (argparse uses 2 for usage errors).
 EXIT_ERROR = 1
@@ -60,7 +62,7 @@ def _emit(text: str, output: Optional[str]) -> None:
     if output is None or output == "-":
         sys.stdout.write(text)
     else:
-        tbcollect.write_dump(text, path=output)
+        write_dump(text, path=output)
 
 
 def _render(args: argparse.Namespace) -> int:
@@ -81,7 +83,7 @@ def _diff(args: argparse.Namespace) -> int:
 
 
 def _wait_for_dump(
-    target: _procinfo.Process, directory: Path, before: set, timeout: float
+    target: _procinfo.Process, directory: Path, before: Set[Path], timeout: float
 ) -> Optional[Path]:
     deadline = time.monotonic() + timeout
     delay = 0.02
@@ -138,8 +140,6 @@ def _check_may_signal(pid: int, uid: int, sig: int = 0) -> None:
 
 
 def _dump(args: argparse.Namespace) -> int:
-    if args.timeout <= 0:
-        raise CliError(f"--timeout must be positive, got {args.timeout}", 2)
     asked = parse_signal(args.signal) if args.signal else None
     target = _procinfo.Process(args.pid)
     if not Path("/proc/self/status").exists():
@@ -222,44 +222,48 @@ def _dump(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------
 # run
 
-
-def _run_usage(parser: argparse.ArgumentParser, message: str) -> int:
-    parser.print_usage(sys.stderr)
-    print(f"tbcollect run: error: {message}", file=sys.stderr)
-    return 2
+# `run -- python app.py` (py-spy's convention) names the interpreter: ours,
+# since the program runs in this process.
+_PYTHON_NAME = re.compile(r"python(?:(\d)(?:\.(\d+))?)?")
 
 
-def _run(argv: Sequence[str]) -> int:
-    """``run [options] (script.py | -m module) [args...]``: everything after
-    the script or module belongs to the program, as with ``python``."""
-    parser = _run_parser()
-    options: List[str] = []
-    script = module = None
-    rest: List[str] = []
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg == "-m":
-            if i + 1 >= len(argv):
-                return _run_usage(parser, "-m needs a module name")
-            module, rest = argv[i + 1], list(argv[i + 2 :])
-            break
-        if arg == "--":
-            if i + 1 < len(argv):
-                script, rest = argv[i + 1], list(argv[i + 2 :])
-            break
-        if arg.startswith("-"):
-            options.append(arg)
-            if arg in _RUN_VALUE_OPTIONS and i + 1 < len(argv):
-                options.append(argv[i + 1])
-                i += 1
-        else:
-            script, rest = arg, list(argv[i + 1 :])
-            break
-        i += 1
-    opts = parser.parse_args(options)
-    if script is None and module is None:
-        return _run_usage(parser, "give a script or -m module to run")
+def _program(args: argparse.Namespace) -> Tuple[Optional[str], Optional[str], List[str]]:
+    """(script, module, the program's arguments) from ``run``'s command line."""
+    if args.module:
+        return None, args.module[0], list(args.module[1:])
+    words = list(args.program)
+    if words[:1] == ["--"]:
+        words = words[1:]
+    python = _PYTHON_NAME.fullmatch(os.path.basename(words[0])) if words else None
+    if python is not None:
+        major, minor = python.groups()
+        if (major and int(major) != sys.version_info[0]) or (
+            minor and int(minor) != sys.version_info[1]
+        ):
+            args.parser.error(
+                f"argument program: {words[0]} is not this interpreter "
+                f"(Python {sys.version_info[0]}.{sys.version_info[1]}); "
+                f"run tbcollect with {words[0]} instead"
+            )
+        words = words[1:]
+        if words[:1] == ["-m"]:
+            if len(words) < 2:
+                args.parser.error("argument -m: expected one argument")
+            return None, words[1], words[2:]
+        if words and words[0].startswith("-"):
+            args.parser.error(
+                f"argument program: the python option {words[0]} is not supported "
+                "(give a script or -m module)"
+            )
+    if not words:
+        args.parser.error("give a program to run: script.py, -m module or python script.py")
+    return words[0], None, words[1:]
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Runs the program as ``python script.py args`` or ``python -m module
+    args`` would, in this process, with the handler installed."""
+    script, module, rest = _program(args)
 
     import runpy
 
@@ -279,10 +283,10 @@ def _run(argv: Sequence[str]) -> int:
             raise CliError(f"cannot run -m {module}: {why}")
 
     tbcollect.install(
-        opts.signal,
-        directory=opts.directory,
-        format=opts.format,
-        raw_timeout=None if opts.raw_timeout == 0 else opts.raw_timeout,
+        args.signal,
+        directory=args.directory,
+        format=args.format,
+        raw_timeout=None if args.raw_timeout == 0 else args.raw_timeout,
     )
     if module is not None:
         sys.argv = [module, *rest]
@@ -297,27 +301,50 @@ def _run(argv: Sequence[str]) -> int:
     return 0
 
 
-_RUN_VALUE_OPTIONS = {"--signal", "--format", "--directory", "--raw-timeout"}
+def _signal_arg(value: str) -> str:
+    """argparse type of --signal: a catchable signal's name or number."""
+    try:
+        return parse_signal(value).name
+    except tbcollect.InvalidOptionError as e:
+        raise argparse.ArgumentTypeError(str(e).replace("invalid option signum: ", "")) from None
 
 
-def _run_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tbcollect run",
-        usage="tbcollect run [options] (script.py | -m module) [args ...]",
-        description="Run a Python program with the dump handler installed "
-        "(then `tbcollect dump PID` or `kill -QUIT PID` dumps it).",
-    )
-    _add_install_options(parser)
-    return parser
+def _raw_timeout_arg(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not 0 <= seconds < 86400:
+        raise argparse.ArgumentTypeError("must be 0 (no raw dumps) or up to 86400 seconds")
+    return seconds
+
+
+def _timeout_arg(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {value}")
+    return seconds
 
 
 def _add_install_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--signal", default="SIGQUIT", help="signal to dump on (default SIGQUIT)")
-    parser.add_argument("--format", default="text", help="text or json (default: text)")
-    parser.add_argument("--directory", default=None, help="dump directory (default: see README)")
+    parser.add_argument(
+        "--signal",
+        default=DEFAULT_SIGNAL,
+        type=_signal_arg,
+        help="signal to dump on (default SIGQUIT)",
+    )
+    parser.add_argument(
+        "--format", default="text", choices=["text", "json"], help="dump format (default: text)"
+    )
+    parser.add_argument(
+        "--directory", default=None, help="dump directory (default: see docs/operations.md)"
+    )
     parser.add_argument(
         "--raw-timeout",
-        type=float,
+        type=_raw_timeout_arg,
         default=DEFAULT_RAW_TIMEOUT,
         help="seconds to wait for the GIL before a raw dump (0: never; "
         f"default {DEFAULT_RAW_TIMEOUT:g})",
@@ -332,7 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tbcollect",
         description="What is every thread, greenlet and asyncio task doing right now?",
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"tbcollect {tbcollect.__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     dump = commands.add_parser(
         "dump",
@@ -348,13 +376,16 @@ def build_parser() -> argparse.ArgumentParser:
         choices=tbcollect.FORMATS,
         help="text or json (default: as the process writes it)",
     )
-    dump.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (default 10)")
+    dump.add_argument(
+        "--timeout", type=_timeout_arg, default=10.0, help="seconds to wait (default 10)"
+    )
     dump.add_argument(
         "--directory", default=None, help="the process's dump directory (default: its own rule)"
     )
     dump.add_argument(
         "--signal",
         default=None,
+        type=_signal_arg,
         help="signal it dumps on (default: the one its handler advertises, else SIGQUIT)",
     )
     dump.set_defaults(run=_dump)
@@ -362,10 +393,24 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run",
         help="run a program with the dump handler installed",
-        usage="tbcollect run [options] (script.py | -m module) [args ...]",
+        usage="tbcollect run [options] [--] (script.py | -m module | python ...) [args ...]",
+        description="Run a Python program in this process, as python would, with the dump "
+        "handler installed (then `tbcollect dump PID` or `kill -QUIT PID` dumps it).",
     )
     _add_install_options(run)
-    run.add_argument("program", nargs=argparse.REMAINDER, help="script.py or -m module, and args")
+    run.add_argument(
+        "-m",
+        dest="module",
+        nargs=argparse.REMAINDER,
+        metavar="module",
+        help="run a module as python -m does; what follows is its arguments",
+    )
+    run.add_argument(
+        "program",
+        nargs=argparse.REMAINDER,
+        help="script.py and its arguments, or python script.py / python -m module ...",
+    )
+    run.set_defaults(run=_run, parser=run)
 
     render = commands.add_parser("render", help="re-render a saved JSON dump")
     render.add_argument("dump", help="path of a tbcollect/1 JSON dump")
@@ -399,10 +444,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
     try:
-        if argv and argv[0] == "run":
-            return _run(argv[1:])
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 0
         return int(args.run(args))
     except CliError as e:
         print(f"tbcollect: error: {e}", file=sys.stderr)

@@ -131,7 +131,7 @@ def _original_thread_primitives() -> tuple[Any, Any, Any]:
     gevent or eventlet has monkey-patched threading, else Nones."""
     monkey = sys.modules.get("gevent.monkey")
     if monkey is not None and monkey.is_module_patched("threading"):
-        return tuple(  # type: ignore[return-value]
+        return tuple(
             monkey.get_original("_thread", name)
             for name in ("start_new_thread", "allocate_lock", "get_ident")
         )

@@ -44,7 +44,9 @@ def probes_directory(probes: Optional[PathArg] = None) -> Optional[Path]:
     return Path(env) if env else None
 
 
-def _refuse_unsafe(what: str, path: str, st: os.stat_result, *, trusted_owners: Tuple[int, ...]):
+def _refuse_unsafe(
+    what: str, path: str, st: os.stat_result, *, trusted_owners: Tuple[int, ...]
+) -> None:
     if stat.S_ISLNK(st.st_mode):
         raise UnsafeProbesError(f"refusing probes: {what} {path} is a symlink")
     if st.st_uid not in trusted_owners:
@@ -126,7 +128,7 @@ def _read(entry: str, path: str, dir_fd: int) -> bytes:
         _refuse_unsafe("file", path, st, trusted_owners=(os.geteuid(),))
         if not stat.S_ISREG(st.st_mode):
             raise UnsafeProbesError(f"refusing probes: file {path} is not a regular file")
-        chunks = []
+        chunks: List[bytes] = []
         while True:
             chunk = os.read(fd, 1 << 16)
             if not chunk:

@@ -27,10 +27,10 @@ from tbcollect import (
     DumpTarget,
     InvalidOptionError,
     TbcollectError,
-    check_format,
     collect,
     dump_all,
 )
+from tbcollect._tbcollect import check_format
 
 __all__ = ["DUMPER_NAME", "periodic_dump"]
 

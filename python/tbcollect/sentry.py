@@ -33,7 +33,7 @@ _TITLES = {"thread": "Thread", "greenlet": "Greenlet", "task": "Task"}
 
 # ModuleType's own `__dict__` getter: reads a module's namespace without
 # going through a lazy module's `__getattribute__` (which would import it).
-_MODULE_DICT = types.ModuleType.__dict__["__dict__"]
+_MODULE_DICT: Any = vars(types.ModuleType)["__dict__"]
 
 
 def _sentry_sdk() -> Any:

@@ -39,6 +39,7 @@ import math
 import os
 import sys
 import time
+import types
 import weakref
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
@@ -115,10 +116,10 @@ def _check_threshold(name: str, value: Any) -> float:
         raise InvalidOptionError(
             f"invalid option {name}: must be a number of seconds, got {value!r}"
         )
-    value = float(value)
-    if not (value > 0 and math.isfinite(value)):
+    seconds = float(value)
+    if not (seconds > 0 and math.isfinite(seconds)):
         raise InvalidOptionError(f"invalid option {name}: must be a positive number, got {value!r}")
-    return value
+    return seconds
 
 
 class _Gone(Exception):
@@ -519,11 +520,12 @@ class Watchdog:
 
                 name = threading.current_thread().name
         else:
-            ident = getattr(thread, "ident", None)
-            if not isinstance(ident, int):
+            maybe_ident = getattr(thread, "ident", None)
+            if not isinstance(maybe_ident, int):
                 raise InvalidOptionError(
                     f"invalid option thread: {thread!r} is not a started thread"
                 )
+            ident = maybe_ident
             if name is None:
                 name = str(getattr(thread, "name", "") or ident)
         beat = Heartbeat(self, threshold, ident, name)
@@ -847,3 +849,30 @@ if hasattr(os, "register_at_fork"):
 import atexit  # noqa: E402  (kept beside its one use)
 
 atexit.register(_stop_all_at_exit)
+
+
+class _CallableModule(types.ModuleType):
+    """``tbcollect.watchdog`` is this module, loaded on first use, and
+    ``tbcollect.watchdog(...)`` starts a watchdog, however it was imported."""
+
+    def __call__(
+        self,
+        *,
+        directory: Optional[PathArg] = None,
+        format: str = "text",
+        files: bool = True,
+        log: Optional[logging.Logger] = None,
+        reminder: Optional[float] = None,
+        probes: Optional[PathArg] = None,
+    ) -> Watchdog:
+        return watchdog(
+            directory=directory,
+            format=format,
+            files=files,
+            log=log,
+            reminder=reminder,
+            probes=probes,
+        )
+
+
+sys.modules[__name__].__class__ = _CallableModule

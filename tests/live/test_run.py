@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import tbcollect
 
 from tests.helpers import Target, base_env, cli, console_script, dumps_of, validate_json
 
@@ -124,6 +125,73 @@ def test_run_console_script(tmp_path, program):
         assert target.finish()[0] == 3
 
 
+@pytest.mark.parametrize(
+    "words",
+    [
+        ["--", "python", "{program}", "a", "--signal", "x"],
+        ["python", "{program}", "a", "--signal", "x"],
+        ["--signal", "USR2", "--", "{program}", "a", "--signal", "x"],
+        ["--", "python{major}", "-m", "program", "a", "--signal", "x"],
+    ],
+    ids=["dashdash-python", "python", "dashdash-script", "python-m"],
+)
+def test_run_accepts_python_and_a_double_dash(tmp_path, program, words):
+    major = sys.version_info[0]
+    words = [w.format(program=program, major=major) for w in words]
+    argv = [sys.executable, "-m", "tbcollect", "run", *words]
+    with run_target(argv, base_env(tmp_path), cwd=program.parent) as target:
+        assert target.expect("name") == "__main__"
+        assert target.expect("argv") == repr([str(program), "a", "--signal", "x"])
+        pid = int(target.expect("pid"))
+        assert check_dump(tmp_path, pid).startswith(f"tbcollect: pid {pid} at ")
+        target.send("exit 4")
+        assert target.finish()[0] == 4
+
+
+@pytest.mark.parametrize(
+    "words, option",
+    [
+        (["--signal", "KILL", "x.py"], "--signal"),
+        (["--signal", "NOPE", "x.py"], "--signal"),
+        (["--format", "yaml", "x.py"], "--format"),
+        (["--raw-timeout", "soon", "x.py"], "--raw-timeout"),
+        (["--raw-timeout", "-1", "x.py"], "--raw-timeout"),
+        (["--bogus", "x.py"], "--bogus"),
+        (["python", "-u", "x.py"], "-u"),
+        (["python2.7", "x.py"], "python2.7"),
+        (["-m"], "-m"),
+    ],
+)
+def test_run_usage_errors_exit_2_naming_the_option(words, option):
+    result = cli("run", *words)
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(("tbcollect run: error:", "tbcollect: error:")), result.stderr
+    assert option in last, result.stderr
+
+
+def test_dump_usage_errors_exit_2_naming_the_option():
+    for words, option in [
+        (["--timeout", "0", "1"], "--timeout"),
+        (["--signal", "STOP", "1"], "--signal"),
+        (["notapid"], "pid"),
+    ]:
+        result = cli("dump", *words)
+        assert result.returncode == 2, result.stderr
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("tbcollect dump: error:") and option in last, result.stderr
+
+
+def test_bare_command_prints_help_and_version_prints_the_version():
+    bare = cli()
+    assert bare.returncode == 0, bare.stderr
+    assert bare.stdout.startswith("usage: tbcollect")
+    assert all(word in bare.stdout for word in ("dump", "run", "render", "diff", "--version"))
+    version = cli("--version")
+    assert version.returncode == 0, version.stderr
+    assert version.stdout == f"tbcollect {tbcollect.__version__}\n"
+
+
 def test_run_errors(tmp_path):
     missing = cli("run", str(tmp_path / "nope.py"))
     assert missing.returncode == 2
@@ -133,9 +201,7 @@ def test_run_errors(tmp_path):
     assert no_module.stderr.startswith("tbcollect: error: cannot run -m tbcollect_no_such_module")
     nothing = cli("run")
     assert nothing.returncode == 2
-    assert "give a script or -m module to run" in nothing.stderr
-    bad_signal = cli("run", "--signal", "KILL", str(tmp_path / "x.py"))
-    assert bad_signal.returncode in (1, 2)
+    assert "give a program to run" in nothing.stderr
 
 
 def test_run_propagates_exceptions_like_python(tmp_path):

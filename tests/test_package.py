@@ -1,0 +1,80 @@
+"""The package's Python face: what `import tbcollect` loads, and every public
+submodule reachable as an attribute (PEP 562), loaded on first use."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import tbcollect
+
+from tests.helpers import run_python
+
+
+def loaded_by(code: str) -> list:
+    """The modules `code` adds to sys.modules, in a fresh interpreter."""
+    proc = run_python(
+        "import json, sys\n"
+        "before = set(sys.modules)\n"
+        f"{code}\n"
+        "print(json.dumps(sorted(set(sys.modules) - before)))"
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def test_import_loads_only_the_native_module_and_the_exceptions():
+    # __future__ is the annotations switch of our own modules; gc is built in,
+    # imported by the native module so that capture never imports.
+    loaded = set(loaded_by("import tbcollect")) - {"__future__", "gc"}
+    assert loaded == {"tbcollect", "tbcollect._errors", "tbcollect._tbcollect"}
+
+
+@pytest.mark.parametrize(
+    "name, attribute",
+    [("aio", "dump"), ("sentry", "capture"), ("watchdog", "Watchdog"), ("gevent", "periodic_dump")],
+)
+def test_public_submodules_are_attributes_loaded_on_first_use(name, attribute):
+    loaded = loaded_by(f"import tbcollect\nassert callable(tbcollect.{name}.{attribute})")
+    assert f"tbcollect.{name}" in loaded
+
+
+def test_lazy_names_are_the_real_objects():
+    from tbcollect._live import install
+    from tbcollect.watchdog import Watchdog, heartbeat
+
+    assert tbcollect.install is install
+    assert tbcollect.Watchdog is Watchdog
+    assert tbcollect.heartbeat is heartbeat
+    assert set(tbcollect.__all__) <= set(dir(tbcollect))
+    with pytest.raises(AttributeError, match="no_such_thing"):
+        tbcollect.no_such_thing  # noqa: B018
+
+
+def test_watchdog_is_callable_however_it_was_imported(tmp_path):
+    code = (
+        "import tbcollect.watchdog\n"
+        "import tbcollect\n"
+        f"wd = tbcollect.watchdog(directory={str(tmp_path)!r}, files=False)\n"
+        "print(type(wd).__name__, wd.running)\n"
+        "wd.stop()\n"
+    )
+    proc = run_python(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["Watchdog", "True"]
+
+
+def test_version_comes_from_the_package_metadata():
+    from importlib.metadata import version
+
+    assert tbcollect.__version__ == version("tbcollect")
+    assert tbcollect.__version__.count(".") >= 2
+
+
+def test_every_name_in_all_is_importable_with_star():
+    namespace: dict = {}
+    exec("from tbcollect import *", namespace)
+    missing = [n for n in tbcollect.__all__ if n not in namespace]
+    assert not missing
+    assert sys.modules["tbcollect"] is tbcollect
