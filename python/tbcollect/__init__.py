@@ -35,6 +35,7 @@ from tbcollect._tbcollect import (
     check_format,
     collect,
     diff,
+    keep_history,
     write_dump,
 )
 
@@ -83,6 +84,7 @@ __all__ = [
     "heartbeat",
     "install",
     "installed",
+    "keep_history",
     "load",
     "run_probes",
     "uninstall",

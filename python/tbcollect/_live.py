@@ -306,6 +306,8 @@ def install(
         chain_python=callable(handler.previous),
     )
     _installation = inst
+    # Each dump then says which stacks are unchanged since an earlier one.
+    _tbcollect.keep_history(True)
     inst.start(handle)
     if not _hooks_registered:
         os.register_at_fork(after_in_child=_after_fork_in_child)

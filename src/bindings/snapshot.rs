@@ -157,6 +157,22 @@ impl PySnapshot {
         Ok(PySnapshot { inner })
     }
 
+    /// Each cycle of stacks waiting for one another: lists of stack ids,
+    /// each waiting for the next and the last for the first.
+    #[getter]
+    fn deadlocks(&self) -> Vec<Vec<String>> {
+        self.inner.deadlocks.clone()
+    }
+
+    /// What is wrong, as data: `findings` (deadlocks, lock waits, unchanged
+    /// stacks, each with `kind`, `text`, `stacks`), `counts` by kind and
+    /// state, the largest `groups`, and how many stacks are tbcollect's `own`.
+    #[getter]
+    fn diagnosis<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let diagnosis = render::summary::diagnosis_of(&self.inner);
+        to_py_dict(py, &*diagnosis)
+    }
+
     /// The header line of the text dump (pid, time, Python, counts).
     fn summary(&self) -> String {
         render::text::header_line(&self.inner)
@@ -345,10 +361,7 @@ impl PyStack {
     }
     #[getter]
     fn awaiting(&self) -> Option<String> {
-        match &self.inner.details {
-            StackDetails::Task(d) => d.awaiting.as_deref().map(str::to_owned),
-            _ => None,
-        }
+        self.inner.facts.awaiting.as_deref().map(str::to_owned)
     }
     #[getter]
     fn awaited_by(&self) -> Option<Vec<String>> {
@@ -356,6 +369,52 @@ impl PyStack {
             StackDetails::Task(d) => Some(d.awaited_by.clone()),
             _ => None,
         }
+    }
+
+    /// Ids of the stacks it waits for (a lock's holder, a task, a thread, a greenlet).
+    #[getter]
+    fn waiting_for(&self) -> Vec<String> {
+        self.inner
+            .facts
+            .waiting_for
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+    /// The locks it holds that others can be seen waiting for.
+    #[getter]
+    fn holds(&self) -> Vec<String> {
+        self.inner
+            .facts
+            .holds
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+    /// UTC time of the earliest earlier dump in which it was already exactly
+    /// the same (None on a first sighting, or without `keep_history()`).
+    #[getter]
+    fn unchanged_since(&self) -> Option<String> {
+        self.inner
+            .facts
+            .unchanged_since
+            .as_deref()
+            .map(str::to_owned)
+    }
+    /// The registered labels set in its context, name -> rendered value.
+    #[getter]
+    fn labels(&self) -> Vec<(String, String)> {
+        self.inner
+            .facts
+            .labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+    /// True for tbcollect's own threads (dumper, watcher, watchdog).
+    #[getter]
+    fn own(&self) -> bool {
+        self.inner.facts.own
     }
 
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -417,6 +476,18 @@ impl PyFrame {
             self.inner.filename, self.inner.function
         )
     }
+}
+
+/// From now on, every `collect()` in this process marks each stack
+/// `unchanged_since` the earliest earlier dump in which it was already the
+/// same (a fingerprint per stack, no reference to anything). `False` stops
+/// and forgets. Returns whether history was kept before.
+#[pyfunction]
+#[pyo3(signature = (enabled = true))]
+fn keep_history(enabled: bool) -> bool {
+    let before = capture::keeping_history();
+    capture::keep_history(enabled);
+    before
 }
 
 /// Captures every thread, greenlet and asyncio task. Never raises for what
@@ -566,6 +637,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyStack>()?;
     m.add_class::<PyFrame>()?;
     m.add_function(wrap_pyfunction!(collect, m)?)?;
+    m.add_function(wrap_pyfunction!(keep_history, m)?)?;
     m.add_function(wrap_pyfunction!(check_format, m)?)?;
     m.add_function(wrap_pyfunction!(write_dump, m)?)?;
     m.add_function(wrap_pyfunction!(_heap_scan_source, m)?)?;

@@ -281,6 +281,7 @@ mod tests {
         let name = file.to_str().unwrap();
         let mut snap = Snapshot::new(1, "3.11", "t");
         snap.stacks.push(Stack {
+            facts: Default::default(),
             id: "thread:1".into(),
             name: "t".into(),
             thread: Some(1),

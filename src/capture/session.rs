@@ -3,10 +3,12 @@
 use super::frames::FrameWalker;
 use super::{greenlets, inert, locals, tasks, threads};
 use crate::capture::enrich;
-use crate::model::{iso8601_utc, Frame, Frames, Snapshot};
+use crate::model::history::History;
+use crate::model::{analysis, iso8601_utc, Frame, Frames, Snapshot};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Mutex;
 
 /// What `collect()` was asked for.
 #[derive(Debug, Clone)]
@@ -309,6 +311,61 @@ pub fn collect(py: Python<'_>, options: CaptureOptions) -> Snapshot {
         if options.source {
             enrich::fill_sources(&snapshot);
         }
+        observe_history(&mut snapshot);
+        analysis::analyze(&mut snapshot);
         snapshot
     })
+}
+
+/// Fingerprints of the stacks of earlier dumps, kept from `keep_history()`
+/// on: plain data, no reference into the interpreter.
+static HISTORY: Mutex<Option<History>> = Mutex::new(None);
+
+/// Starts (or stops, forgetting what was seen) marking stacks
+/// `unchanged_since` an earlier dump.
+pub fn keep_history(on: bool) {
+    let mut history = HISTORY
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    match (on, history.is_some()) {
+        (true, false) => *history = Some(History::default()),
+        (false, _) => *history = None,
+        (true, true) => {}
+    }
+}
+
+/// True while history is kept.
+pub fn keeping_history() -> bool {
+    HISTORY
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .is_some()
+}
+
+fn observe_history(snapshot: &mut Snapshot) {
+    // Two dumps at once (a signal and a watchdog) take turns; a lock held
+    // across a fork by a thread the child does not have is given up on
+    // rather than waited for forever.
+    for _ in 0..200 {
+        match HISTORY.try_lock() {
+            Ok(mut history) => {
+                if let Some(history) = history.as_mut() {
+                    history.observe(snapshot);
+                }
+                return;
+            }
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => {
+                if let Some(history) = poisoned.into_inner().as_mut() {
+                    history.observe(snapshot);
+                }
+                return;
+            }
+            Err(std::sync::TryLockError::WouldBlock) => {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+    }
+    snapshot
+        .errors
+        .push("history: busy for 200 ms; unchanged_since not filled".into());
 }

@@ -138,6 +138,7 @@ pub fn capture<'py>(cap: &mut Capture<'py>) -> Vec<Stack> {
             cap.trim_own_frames(&mut frames);
         }
         stacks.push(Stack {
+            facts: Default::default(),
             id: format!("thread:{ident}").into(),
             name: info
                 .and_then(|i| i.name.clone())

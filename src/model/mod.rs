@@ -6,7 +6,9 @@
 //! carries all of that kind's fields. Nothing here knows about PyO3: the model
 //! is plain data, checked by `cargo test` without an interpreter.
 
+pub mod analysis;
 pub mod fasthash;
+pub mod history;
 
 use serde::ser::{SerializeMap, SerializeStruct};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -34,6 +36,15 @@ pub struct Snapshot {
     /// Left out of the JSON when empty, so dumps without probes read as before.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub probes: Vec<ProbeResult>,
+    /// Each cycle of stacks waiting for one another (ids, in the order each
+    /// waits for the next; the last waits for the first). Filled by
+    /// [`analysis::analyze`]; absent from dumps older than it.
+    #[serde(default)]
+    pub deadlocks: Vec<Vec<String>>,
+    /// What is wrong, in plain words and as data: counts, deadlocks, lock
+    /// pile-ups, the largest groups. Filled by [`analysis::analyze`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<analysis::Diagnosis>,
 }
 
 /// One probe script's outcome: its JSON result, or why there is none.
@@ -111,6 +122,35 @@ pub struct Stack {
     pub frames_omitted: u64,
     /// The fields only this kind of stack has; the variant is the kind.
     pub details: StackDetails,
+    /// What it waits on and holds, its labels, since when it is unchanged.
+    pub facts: StackFacts,
+}
+
+/// What a stack waits on and holds, and what else is known of it beyond its
+/// frames. Every kind has them; all are optional in the JSON.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StackFacts {
+    /// What it waits for, described for a person (`RLock.acquire (held by
+    /// Thread "w")`, `sleep (wakes in 3.0 s)`). Shared: tasks listed one
+    /// after another mostly wait alike.
+    pub awaiting: Option<Text>,
+    /// Ids of the stacks it waits for (a lock's holder, the task it awaits,
+    /// the thread running its executor job, the greenlet it joins): the
+    /// edges deadlocks are found on. Empty when it waits for nobody known.
+    pub waiting_for: Vec<Text>,
+    /// The locks it holds that others can be seen waiting for (`RLock
+    /// registry_lock`).
+    pub holds: Vec<Text>,
+    /// UTC time of the earliest earlier dump of this process in which the
+    /// stack was already exactly the same; `None` on a first sighting or
+    /// without history (see [`history`]).
+    pub unchanged_since: Option<Text>,
+    /// The registered context variables set in its context, name -> value
+    /// rendered like a local.
+    pub labels: Vec<(Text, Text)>,
+    /// True for tbcollect's own threads (dumper, watcher, watchdog): left out
+    /// of counts, "stuck?" and the diagnosis.
+    pub own: bool,
 }
 
 impl Stack {
@@ -168,9 +208,6 @@ pub struct TaskDetails {
     /// Id of the event loop the task belongs to (`"loop:<addr>"`).
     #[serde(rename = "loop")]
     pub event_loop: Text,
-    /// What the innermost coroutine waits for, described for a person.
-    /// Shared: tasks listed one after another mostly wait alike.
-    pub awaiting: Option<Text>,
     /// Ids of the stacks waiting for this task.
     pub awaited_by: Vec<String>,
 }
@@ -358,12 +395,27 @@ impl<'de> Deserialize<'de> for Locals {
 // name, ... frames last) while the kind-specific fields stay flat beside them.
 impl Serialize for Stack {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("Stack", 12)?;
+        let mut s = serializer.serialize_struct("Stack", 18)?;
         s.serialize_field("kind", &self.kind())?;
         s.serialize_field("id", &self.id)?;
         s.serialize_field("name", &self.name)?;
         s.serialize_field("thread", &self.thread)?;
         s.serialize_field("state", &self.state)?;
+        let facts = &self.facts;
+        s.serialize_field("awaiting", &facts.awaiting)?;
+        if !facts.waiting_for.is_empty() {
+            s.serialize_field("waiting_for", &facts.waiting_for)?;
+        }
+        if !facts.holds.is_empty() {
+            s.serialize_field("holds", &facts.holds)?;
+        }
+        s.serialize_field("unchanged_since", &facts.unchanged_since)?;
+        if !facts.labels.is_empty() {
+            s.serialize_field("labels", &LabelsRef(&facts.labels))?;
+        }
+        if facts.own {
+            s.serialize_field("own", &true)?;
+        }
         match &self.details {
             StackDetails::Thread(d) => {
                 s.serialize_field("native_id", &d.native_id)?;
@@ -378,7 +430,6 @@ impl Serialize for Stack {
             }
             StackDetails::Task(d) => {
                 s.serialize_field("loop", &d.event_loop)?;
-                s.serialize_field("awaiting", &d.awaiting)?;
                 s.serialize_field("awaited_by", &d.awaited_by)?;
             }
         }
@@ -399,6 +450,18 @@ impl<'de> Deserialize<'de> for Stack {
             frames: Frames,
             #[serde(default)]
             frames_omitted: u64,
+            #[serde(default)]
+            awaiting: Option<Text>,
+            #[serde(default)]
+            waiting_for: Vec<Text>,
+            #[serde(default)]
+            holds: Vec<Text>,
+            #[serde(default)]
+            unchanged_since: Option<Text>,
+            #[serde(default)]
+            labels: std::collections::BTreeMap<String, String>,
+            #[serde(default)]
+            own: bool,
             #[serde(flatten)]
             details: StackDetails,
         }
@@ -411,7 +474,32 @@ impl<'de> Deserialize<'de> for Stack {
             frames: r.frames,
             frames_omitted: r.frames_omitted,
             details: r.details,
+            facts: StackFacts {
+                awaiting: r.awaiting,
+                waiting_for: r.waiting_for,
+                holds: r.holds,
+                unchanged_since: r.unchanged_since,
+                labels: r
+                    .labels
+                    .into_iter()
+                    .map(|(k, v)| (k.into(), v.into()))
+                    .collect(),
+                own: r.own,
+            },
         })
+    }
+}
+
+/// Labels in their order, as a JSON object.
+struct LabelsRef<'a>(&'a [(Text, Text)]);
+
+impl Serialize for LabelsRef<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, value) in self.0 {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
     }
 }
 
@@ -425,6 +513,8 @@ impl Snapshot {
             stacks: Vec::new(),
             errors: Vec::new(),
             probes: Vec::new(),
+            deadlocks: Vec::new(),
+            diagnosis: None,
         }
     }
 
@@ -563,6 +653,7 @@ mod tests {
                 frames: Frames::default(),
                 frames_omitted: 0,
                 details,
+                facts: Default::default(),
             });
         }
         assert_eq!(

@@ -79,6 +79,7 @@ mod tests {
 
     fn task(i: usize, frames: Vec<Frame>) -> Stack {
         Stack {
+            facts: Default::default(),
             id: format!("task:{i:#x}").into(),
             name: format!("Task-{i}").into(),
             thread: Some(1),
@@ -106,6 +107,7 @@ mod tests {
             snap.stacks.push(task(i, waiting()));
         }
         snap.stacks.push(Stack {
+            facts: Default::default(),
             id: "thread:7".into(),
             name: "MainThread".into(),
             thread: Some(7),

@@ -334,6 +334,7 @@ mod tests {
 
     fn thread(ident: u64, name: &str, line: u32) -> Stack {
         Stack {
+            facts: Default::default(),
             id: format!("thread:{ident}").into(),
             name: name.into(),
             thread: Some(ident),
@@ -353,6 +354,7 @@ mod tests {
 
     fn task(addr: u64, name: &str, line: u32) -> Stack {
         Stack {
+            facts: Default::default(),
             id: format!("task:{addr:#x}").into(),
             name: name.into(),
             thread: Some(1),

@@ -39,6 +39,7 @@ mod tests {
     fn snapshot() -> Snapshot {
         let mut snap = Snapshot::new(42, "3.11.7", "2026-11-22T00:00:00.000000Z");
         snap.stacks.push(Stack {
+            facts: Default::default(),
             id: "thread:1".into(),
             name: "MainThread".into(),
             thread: Some(1),
@@ -56,6 +57,10 @@ mod tests {
             }),
         });
         snap.stacks.push(Stack {
+            facts: StackFacts {
+                awaiting: Some("sleep (wakes in 3.0 s)".into()),
+                ..Default::default()
+            },
             id: "task:0x10".into(),
             name: "Task-1".into(),
             thread: None,
@@ -64,11 +69,11 @@ mod tests {
             frames_omitted: 2,
             details: StackDetails::Task(TaskDetails {
                 event_loop: "loop:0x20".into(),
-                awaiting: Some("sleep (wakes in 3.0 s)".into()),
                 awaited_by: vec!["task:0x11".into()],
             }),
         });
         snap.stacks.push(Stack {
+            facts: Default::default(),
             id: "greenlet:0x30".into(),
             name: "run".into(),
             thread: Some(1),
@@ -93,7 +98,8 @@ mod tests {
             value["stacks"][0],
             json!({
                 "kind": "thread", "id": "thread:1", "name": "MainThread", "thread": 1,
-                "state": "running", "native_id": 99, "daemon": false, "current": true,
+                "state": "running", "awaiting": null, "unchanged_since": null,
+                "native_id": 99, "daemon": false, "current": true,
                 "frames_omitted": 0,
                 "frames": [{"filename": "/srv/main.py", "lineno": 3, "function": "<module>", "source": "main()"}]
             })
@@ -103,6 +109,42 @@ mod tests {
         assert_eq!(value["stacks"][1]["thread"], Value::Null);
         assert_eq!(value["stacks"][2]["parent"], "greenlet:0x31");
         assert_eq!(value["errors"], json!(["boom"]));
+        assert_eq!(value["deadlocks"], json!([]));
+    }
+
+    #[test]
+    fn diagnostic_fields_round_trip_and_are_optional() {
+        let mut snap = snapshot();
+        snap.stacks[0].facts = StackFacts {
+            awaiting: Some("RLock.acquire (held by Thread \"w\")".into()),
+            waiting_for: vec!["thread:2".into()],
+            holds: vec!["RLock a".into()],
+            unchanged_since: Some("2026-11-22T00:00:00.000000Z".into()),
+            labels: vec![("request_id".into(), "'7f3a'".into())],
+            own: true,
+        };
+        crate::model::analysis::analyze(&mut snap);
+        let text = render_to_string(&snap, &JsonOptions::default());
+        let value: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            value["stacks"][0]["labels"],
+            json!({"request_id": "'7f3a'"})
+        );
+        assert_eq!(value["stacks"][0]["own"], true);
+        assert_eq!(value["diagnosis"]["own"], 1);
+        assert_eq!(parse(&text).unwrap(), snap);
+        // A dump from before these fields loads with them empty.
+        let mut old: Value =
+            serde_json::from_str(&render_to_string(&snapshot(), &JsonOptions::default())).unwrap();
+        for stack in old["stacks"].as_array_mut().unwrap() {
+            let stack = stack.as_object_mut().unwrap();
+            stack.remove("awaiting");
+            stack.remove("unchanged_since");
+        }
+        old.as_object_mut().unwrap().remove("deadlocks");
+        let back = parse(&old.to_string()).unwrap();
+        assert!(back.deadlocks.is_empty() && back.diagnosis.is_none());
+        assert_eq!(back.stacks[0].facts, StackFacts::default());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod collapsed;
 pub mod diff;
 pub mod json;
+pub mod summary;
 pub mod svg;
 pub mod text;
 pub mod tree;

@@ -156,6 +156,7 @@ mod tests {
     fn snapshot() -> Snapshot {
         let mut snap = Snapshot::new(42, "3.12.1", "2026-11-22T00:00:00.000000Z");
         snap.stacks.push(Stack {
+            facts: Default::default(),
             id: "thread:1".into(),
             name: "MainThread".into(),
             thread: Some(1),
@@ -170,6 +171,7 @@ mod tests {
         });
         for i in 0..500 {
             snap.stacks.push(Stack {
+                facts: Default::default(),
                 id: format!("task:{i:#x}").into(),
                 name: format!("Task-{i}").into(),
                 thread: Some(1),

@@ -2,6 +2,7 @@
 //! group of identical stacks), frames in exactly Python's traceback form so
 //! editors and log tools can jump to them.
 
+use crate::model::analysis;
 use crate::model::fasthash::{FastHasher, FastMap};
 use crate::model::{Coverage, Frame, ProbeResult, Snapshot, Stack, StackDetails, StackKind};
 use crate::render::tree;
@@ -31,7 +32,14 @@ impl Default for TextOptions {
 
 pub fn render(snapshot: &Snapshot, options: &TextOptions, out: &mut dyn Write) -> io::Result<()> {
     writeln!(out, "{}", header_line(snapshot))?;
+    super::summary::render(snapshot, out)?;
     let refs = Refs::new(snapshot);
+    let deadlocked: FastMap<&str, ()> = snapshot
+        .deadlocks
+        .iter()
+        .flatten()
+        .map(|id| (id.as_str(), ()))
+        .collect();
     for kind in StackKind::ALL {
         let stacks: Vec<&Stack> = snapshot
             .stacks
@@ -44,7 +52,13 @@ pub fn render(snapshot: &Snapshot, options: &TextOptions, out: &mut dyn Write) -
         if kind != StackKind::Thread {
             tree::render(snapshot, kind, &stacks, out)?;
         }
-        for group in groups(&stacks, options.group) {
+        let mut groups = groups(&stacks, options.group);
+        // The interesting first: deadlocked, waiting for a lock's holder,
+        // unchanged the longest, in the user's code; idle library waits last.
+        let interest =
+            |s: &Stack| analysis::interest(s, deadlocked.contains_key(&*s.id), &snapshot.created);
+        groups.sort_by_cached_key(|g| g.iter().map(|s| interest(s)).min());
+        for group in groups {
             writeln!(out)?;
             render_group(&refs, &group, options, out)?;
         }
@@ -373,7 +387,7 @@ fn header(refs: &Refs<'_>, stack: &Stack) -> String {
                 Some(ident) => facts.push(format!("{} in thread {ident}", d.event_loop)),
                 None => facts.push(d.event_loop.to_string()),
             }
-            if let Some(awaiting) = &d.awaiting {
+            if let Some(awaiting) = &stack.facts.awaiting {
                 facts.push(format!("awaiting {awaiting}"));
             }
             if !d.awaited_by.is_empty() {
@@ -454,6 +468,7 @@ mod tests {
 
     fn thread(ident: u64, name: &str, frames: Vec<Frame>) -> Stack {
         Stack {
+            facts: Default::default(),
             id: format!("thread:{ident}").into(),
             name: name.into(),
             thread: Some(ident),
@@ -532,6 +547,11 @@ mod tests {
         let expected = "\
 tbcollect: pid 42 at 2026-11-22T00:00:00.000000Z, Python 3.11.7: 3 threads, 0 greenlets, 0 tasks
 
+Diagnosis: no deadlock, no lock wait with a known holder.
+States: threads 2 sleeping, 1 running
+Largest groups:
+  - 2 threads in Worker.run
+
 Thread \"MainThread\" (ident 1, native id 1001, running, current)
   File \"/srv/main.py\", line 3, in <module>
     dump()
@@ -555,7 +575,7 @@ Thread \"MainThread\" (ident 1, native id 1001, running, current)
         };
         let text = render_to_string(&snapshot(), &options);
         assert!(!text.contains("with this same stack"));
-        assert_eq!(text.matches("in Worker.run").count(), 2);
+        assert_eq!(text.matches(", in Worker.run").count(), 2);
     }
 
     #[test]
@@ -651,6 +671,7 @@ Errors while collecting (1):
 
     fn greenlet(id: &str, name: &str, spawned_at: u32) -> Stack {
         Stack {
+            facts: Default::default(),
             id: id.into(),
             name: name.into(),
             thread: Some(1),
@@ -788,6 +809,7 @@ Greenlet \"worker-0\" (greenlet:0x0, suspended, thread 1, parent Greenlet \"Hub\
 
     fn task(id: &str, name: &str, thread: Option<u64>, details: TaskDetails) -> Stack {
         Stack {
+            facts: Default::default(),
             id: id.into(),
             name: name.into(),
             thread,
@@ -807,10 +829,10 @@ Greenlet \"worker-0\" (greenlet:0x0, suspended, thread 1, parent Greenlet \"Hub\
             Some(5),
             TaskDetails {
                 event_loop: "loop:0x1".into(),
-                awaiting: Some("gather of 2".into()),
                 awaited_by: vec![],
             },
         );
+        main.facts.awaiting = Some("gather of 2".into());
         main.state = "running".into();
         main.frames = vec![frame("/srv/app.py", 3, "main", "dump()")].into();
         snap.stacks.push(main);
@@ -821,10 +843,10 @@ Greenlet \"worker-0\" (greenlet:0x0, suspended, thread 1, parent Greenlet \"Hub\
                 Some(5),
                 TaskDetails {
                     event_loop: "loop:0x1".into(),
-                    awaiting: Some("sleep (wakes in 29.9 s)".into()),
                     awaited_by: vec!["task:0x10".into(), "task:0xdead".into()],
                 },
             ));
+            snap.stacks.last_mut().unwrap().facts.awaiting = Some("sleep (wakes in 29.9 s)".into());
         }
         snap.stacks.push(task(
             "task:0x40",
@@ -832,13 +854,17 @@ Greenlet \"worker-0\" (greenlet:0x0, suspended, thread 1, parent Greenlet \"Hub\
             None,
             TaskDetails {
                 event_loop: "loop:0x2".into(),
-                awaiting: None,
                 awaited_by: vec![],
             },
         ));
         let text = render_to_string(&snap, &TextOptions::default());
         let expected = "\
 tbcollect: pid 7 at t, Python 3.12.1: 0 threads, 0 greenlets, 4 tasks
+
+Diagnosis: no deadlock, no lock wait with a known holder.
+States: tasks 3 pending, 1 running
+Largest groups:
+  - 2 tasks in child, awaiting sleep
 
 Task tree of loop:0x1 (thread 5):
   \"main\" [task:0x10] (running, awaiting gather of 2, at app.py:3)

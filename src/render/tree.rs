@@ -117,7 +117,7 @@ impl std::hash::Hash for LabelKey<'_> {
 fn label_key(stack: &Stack) -> LabelKey<'_> {
     let (hub, awaiting, awaiters) = match &stack.details {
         StackDetails::Greenlet(d) => (d.hub, None, 0),
-        StackDetails::Task(d) => (false, d.awaiting.as_deref(), d.awaited_by.len()),
+        StackDetails::Task(d) => (false, stack.facts.awaiting.as_deref(), d.awaited_by.len()),
         StackDetails::Thread(_) => (false, None, 0),
     };
     // The whole file name: cheaper to hash than to cut, and as exact.
@@ -130,7 +130,7 @@ fn facts(stack: &Stack) -> String {
     match &stack.details {
         StackDetails::Greenlet(d) if d.hub => facts.push("hub".into()),
         StackDetails::Task(d) => {
-            if let Some(awaiting) = &d.awaiting {
+            if let Some(awaiting) = &stack.facts.awaiting {
                 facts.push(format!("awaiting {awaiting}"));
             }
             if d.awaited_by.len() > 1 {
@@ -409,6 +409,7 @@ mod tests {
 
     fn task(id: &str, name: &str, awaited_by: &[&str]) -> Stack {
         Stack {
+            facts: Default::default(),
             id: id.into(),
             name: name.into(),
             thread: Some(7),
@@ -417,7 +418,6 @@ mod tests {
             frames_omitted: 0,
             details: StackDetails::Task(TaskDetails {
                 event_loop: "loop:0x1".into(),
-                awaiting: None,
                 awaited_by: awaited_by.iter().map(|s| s.to_string()).collect(),
             }),
         }
@@ -466,6 +466,7 @@ Task tree of loop:0x1 (thread 7):
 
     fn greenlet(id: &str, name: &str, parent: Option<&str>, state: &str, line: u32) -> Stack {
         Stack {
+            facts: Default::default(),
             id: id.into(),
             name: name.into(),
             thread: Some(7),
@@ -491,6 +492,7 @@ Task tree of loop:0x1 (thread 7):
     fn greenlets_hang_under_the_hub_and_identical_leaves_collapse() {
         let mut snap = Snapshot::new(1, "3.11", "t");
         snap.stacks.push(Stack {
+            facts: Default::default(),
             id: "thread:7".into(),
             name: "MainThread".into(),
             thread: Some(7),
@@ -608,9 +610,7 @@ Greenlet tree of no thread:
             snap.stacks
                 .push(task(&format!("task:{}", i + 10), "fetch", &["task:1"]));
         }
-        if let StackDetails::Task(d) = &mut snap.stacks[3].details {
-            d.awaiting = Some("Future pending".into());
-        }
+        snap.stacks[3].facts.awaiting = Some("Future pending".into());
         let text = tree_text(&snap, StackKind::Task);
         assert!(
             text.contains("├─ \"fetch\" [task:10] (pending, at app.py:3)\n"),

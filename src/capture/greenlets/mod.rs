@@ -341,6 +341,7 @@ fn build<'py>(
     );
     let (spawned_by, spawn_frames) = spawn_record(cap, ctx, &raw.obj);
     Stack {
+        facts: Default::default(),
         id: greenlet_id(&raw.obj),
         name,
         thread,

@@ -17,7 +17,7 @@ mod timers;
 
 use crate::capture::awaiting::{self, Facts, Waiter};
 use crate::capture::{inert, Capture};
-use crate::model::{Frame, Frames, Stack, StackDetails, TaskDetails, Text};
+use crate::model::{Frame, Frames, Stack, StackDetails, StackFacts, TaskDetails, Text};
 use asyncio::{Asyncio, FutState, TaskView};
 use chain::ThreadStacks;
 use links::{Parent, Waiters};
@@ -371,6 +371,10 @@ impl<'py> Backend<'py> {
                 FutState::Pending => "pending",
             };
             stacks.push(Stack {
+                facts: StackFacts {
+                    awaiting,
+                    ..Default::default()
+                },
                 id: crate::model::address_text("task:", addr),
                 name: view.name.clone(),
                 thread,
@@ -382,7 +386,6 @@ impl<'py> Backend<'py> {
                         Some(at) => self.loops[at].id.clone(),
                         None => Text::new_static("loop:none"),
                     },
-                    awaiting,
                     awaited_by,
                 }),
             });

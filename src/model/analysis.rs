@@ -1,0 +1,743 @@
+//! What is wrong with a snapshot, found from its stacks alone: cycles of
+//! stacks waiting for one another (deadlocks), pile-ups behind a lock's
+//! holder, stacks unchanged since earlier dumps, the largest groups of
+//! stacks in one place, counts by kind and state. Pure data in, pure data
+//! out: the text renderer prints it at the top, the JSON carries it as
+//! `diagnosis`, and `cargo test` checks it on literal snapshots.
+
+use super::fasthash::FastMap;
+use super::{Frame, Snapshot, Stack, StackDetails, StackKind};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// How many of the largest groups the diagnosis lists.
+const GROUPS_SHOWN: usize = 5;
+/// How many member ids a finding or group carries (the count says the rest).
+const IDS_KEPT: usize = 20;
+
+/// The facts a person reads first, in the order they read them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Diagnosis {
+    /// What is wrong, most urgent first: deadlocks, then stacks waiting for
+    /// a lock's holder, then stacks unchanged since earlier dumps.
+    pub findings: Vec<Finding>,
+    /// Stacks by kind, then by state (tbcollect's own left out).
+    pub counts: BTreeMap<String, BTreeMap<String, usize>>,
+    /// The largest groups of two or more stacks in one place, largest first.
+    pub groups: Vec<Group>,
+    /// tbcollect's own stacks, left out of everything above.
+    #[serde(default)]
+    pub own: usize,
+}
+
+/// One thing that is wrong, in words and as the stacks it is about.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    /// `deadlock`, `lock_wait` or `unchanged`.
+    pub kind: String,
+    /// The finding in plain words.
+    pub text: String,
+    /// Ids of the stacks it is about (a deadlock's cycle in order; the
+    /// holder first, then up to twenty waiters, for a lock wait).
+    pub stacks: Vec<String>,
+}
+
+/// Stacks of one kind in the same place, waiting for the same kind of thing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Group {
+    pub kind: StackKind,
+    pub count: usize,
+    /// The innermost user function, then the innermost function (`handle →
+    /// recv`); one name when they are the same frame.
+    #[serde(rename = "where")]
+    pub place: String,
+    /// What they wait for, without the numbers that differ (`sleep`).
+    pub awaiting: Option<String>,
+    /// The first member ids.
+    pub stacks: Vec<String>,
+}
+
+/// True for a file of the standard library or an installed package: a
+/// frame there is not the user's line.
+pub fn is_library_file(filename: &str) -> bool {
+    filename.starts_with('<')
+        || filename.contains("/lib/python")
+        || filename.contains("/lib64/python")
+        || filename.contains("site-packages")
+        || filename.contains("dist-packages")
+        || filename.contains("\\Lib\\")
+}
+
+/// The innermost frame outside the standard library and site-packages.
+pub fn user_frame(frames: &[Frame]) -> Option<&Frame> {
+    frames.iter().rev().find(|f| !is_library_file(&f.filename))
+}
+
+/// An `awaiting` text without its varying parts: `sleep (wakes in 3.0 s)`
+/// and `sleep (wakes in 3.2 s)` are both `sleep`.
+pub fn awaiting_kind(awaiting: &str) -> &str {
+    awaiting.split(" (").next().unwrap_or(awaiting)
+}
+
+/// Fills `snapshot.deadlocks` and `snapshot.diagnosis`.
+pub fn analyze(snapshot: &mut Snapshot) {
+    snapshot.deadlocks = deadlocks(snapshot);
+    snapshot.diagnosis = Some(diagnose(snapshot, &snapshot.deadlocks));
+}
+
+/// Every edge "a waits for b": `waiting_for`, and tasks' `awaited_by` turned round.
+fn edges(snapshot: &Snapshot) -> Vec<(&str, &str)> {
+    let mut out = Vec::new();
+    for stack in &snapshot.stacks {
+        for target in &stack.facts.waiting_for {
+            out.push((&*stack.id, &**target));
+        }
+        if let StackDetails::Task(d) = &stack.details {
+            for waiter in &d.awaited_by {
+                out.push((waiter.as_str(), &*stack.id));
+            }
+        }
+    }
+    out
+}
+
+/// Each cycle of the "waits for" graph once, as stack ids in the order each
+/// waits for the next, starting at the member captured first.
+pub fn deadlocks(snapshot: &Snapshot) -> Vec<Vec<String>> {
+    let edges = edges(snapshot);
+    if edges.is_empty() {
+        return Vec::new();
+    }
+    let order: FastMap<&str, usize> = snapshot
+        .stacks
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (&*s.id, i))
+        .collect();
+    // Only edges between stacks of this snapshot count: an awaiter that is
+    // not a stack here (a foreign future) ends no cycle.
+    let mut next: Vec<Vec<usize>> = vec![Vec::new(); snapshot.stacks.len()];
+    for (from, to) in edges {
+        if let (Some(&a), Some(&b)) = (order.get(from), order.get(to)) {
+            if !next[a].contains(&b) {
+                next[a].push(b);
+            }
+        }
+    }
+    let sccs = strongly_connected(&next);
+    let mut cycles = Vec::new();
+    for scc in sccs {
+        let single = scc.len() == 1;
+        if single && !next[scc[0]].contains(&scc[0]) {
+            continue;
+        }
+        let start = *scc.iter().min().expect("a component is never empty");
+        let inside = |i: usize| scc.contains(&i);
+        // Follow edges inside the component until a member repeats: the
+        // repeated part is one cycle.
+        let mut path = vec![start];
+        let mut at = start;
+        while let Some(&step) = next[at].iter().filter(|&&n| inside(n)).min() {
+            if let Some(pos) = path.iter().position(|&p| p == step) {
+                path.drain(..pos);
+                break;
+            }
+            path.push(step);
+            at = step;
+        }
+        let first = path
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, &i)| i)
+            .map_or(0, |(k, _)| k);
+        path.rotate_left(first);
+        cycles.push(
+            path.into_iter()
+                .map(|i| snapshot.stacks[i].id.to_string())
+                .collect(),
+        );
+    }
+    cycles.sort();
+    cycles
+}
+
+/// Tarjan's strongly connected components, without recursion (ten thousand
+/// tasks awaiting one another in a chain must not exhaust the stack).
+fn strongly_connected(next: &[Vec<usize>]) -> Vec<Vec<usize>> {
+    const UNSEEN: usize = usize::MAX;
+    let n = next.len();
+    let mut index = vec![UNSEEN; n];
+    let mut low = vec![0usize; n];
+    let mut on_stack = vec![false; n];
+    let mut stack: Vec<usize> = Vec::new();
+    let mut out = Vec::new();
+    let mut counter = 0;
+    for root in 0..n {
+        if index[root] != UNSEEN || next[root].is_empty() {
+            continue;
+        }
+        // (node, position in its edge list)
+        let mut work: Vec<(usize, usize)> = vec![(root, 0)];
+        index[root] = counter;
+        low[root] = counter;
+        counter += 1;
+        stack.push(root);
+        on_stack[root] = true;
+        while let Some(&mut (node, ref mut pos)) = work.last_mut() {
+            if let Some(&succ) = next[node].get(*pos) {
+                *pos += 1;
+                if index[succ] == UNSEEN {
+                    index[succ] = counter;
+                    low[succ] = counter;
+                    counter += 1;
+                    stack.push(succ);
+                    on_stack[succ] = true;
+                    work.push((succ, 0));
+                } else if on_stack[succ] {
+                    low[node] = low[node].min(index[succ]);
+                }
+                continue;
+            }
+            work.pop();
+            if let Some(&(parent, _)) = work.last() {
+                low[parent] = low[parent].min(low[node]);
+            }
+            if low[node] == index[node] {
+                let mut component = Vec::new();
+                while let Some(member) = stack.pop() {
+                    on_stack[member] = false;
+                    component.push(member);
+                    if member == node {
+                        break;
+                    }
+                }
+                out.push(component);
+            }
+        }
+    }
+    out
+}
+
+/// `Thread "worker-3"`, or the id of a stack this snapshot does not have.
+pub fn describe(snapshot: &Snapshot, by_id: &FastMap<&str, &Stack>, id: &str) -> String {
+    let _ = snapshot;
+    match by_id.get(id) {
+        Some(s) => {
+            let title = match s.kind() {
+                StackKind::Thread => "Thread",
+                StackKind::Greenlet => "Greenlet",
+                StackKind::Task => "Task",
+            };
+            format!("{title} {:?}", s.name)
+        }
+        None => id.to_string(),
+    }
+}
+
+/// The findings, counts and groups of a snapshot whose cycles are `cycles`.
+pub fn diagnose(snapshot: &Snapshot, cycles: &[Vec<String>]) -> Diagnosis {
+    let mut diagnosis = Diagnosis::default();
+    let mut by_id: FastMap<&str, &Stack> = FastMap::default();
+    // The index is needed only when something refers to another stack.
+    let refers = cycles.is_empty()
+        && snapshot
+            .stacks
+            .iter()
+            .all(|s| s.facts.waiting_for.is_empty());
+    if !refers {
+        by_id = snapshot.stacks.iter().map(|s| (&*s.id, s)).collect();
+    }
+    for cycle in cycles {
+        let mut text = String::from("Deadlock: ");
+        for (i, id) in cycle.iter().enumerate() {
+            match i {
+                0 => {}
+                1 => text.push_str(" waits for "),
+                _ => text.push_str(", which waits for "),
+            }
+            text.push_str(&describe(snapshot, &by_id, id));
+            let waits = by_id
+                .get(id.as_str())
+                .and_then(|s| s.facts.awaiting.as_deref())
+                .map(awaiting_kind);
+            if let Some(waits) = waits {
+                text.push_str(&format!(" ({waits})"));
+            }
+        }
+        let back = if cycle.len() == 1 {
+            " waits for "
+        } else {
+            ", which waits for "
+        };
+        text.push_str(back);
+        text.push_str(&describe(snapshot, &by_id, &cycle[0]));
+        diagnosis.findings.push(Finding {
+            kind: "deadlock".into(),
+            text,
+            stacks: cycle.clone(),
+        });
+    }
+    lock_waits(snapshot, &by_id, &mut diagnosis);
+    unchanged(snapshot, &mut diagnosis);
+    let (counts, own) = counts(snapshot);
+    diagnosis.counts = counts;
+    diagnosis.own = own;
+    diagnosis.groups = groups(snapshot);
+    diagnosis
+}
+
+/// One finding per holder that others wait for: `50 threads wait for
+/// Thread "holder", which holds RLock registry_lock`.
+fn lock_waits(snapshot: &Snapshot, by_id: &FastMap<&str, &Stack>, diagnosis: &mut Diagnosis) {
+    let mut waiters: Vec<(&str, Vec<&Stack>)> = Vec::new();
+    for stack in &snapshot.stacks {
+        if stack.facts.own {
+            continue;
+        }
+        for target in &stack.facts.waiting_for {
+            let holds = by_id
+                .get(&**target)
+                .is_some_and(|h| !h.facts.holds.is_empty());
+            if !holds {
+                continue;
+            }
+            match waiters.iter_mut().find(|(t, _)| *t == &**target) {
+                Some((_, list)) => list.push(stack),
+                None => waiters.push((target, vec![stack])),
+            }
+        }
+    }
+    waiters.sort_by_key(|(_, list)| std::cmp::Reverse(list.len()));
+    for (holder_id, list) in waiters {
+        let holder = by_id[holder_id];
+        let mut kinds: Vec<StackKind> = list.iter().map(|s| s.kind()).collect();
+        kinds.dedup();
+        let who = if kinds.len() == 1 {
+            kinds[0].count_noun(list.len())
+        } else {
+            format!("{} stacks", list.len())
+        };
+        let verb = if list.len() == 1 { "waits" } else { "wait" };
+        let what = list[0]
+            .facts
+            .awaiting
+            .as_deref()
+            .map(awaiting_kind)
+            .unwrap_or("a lock");
+        let mut stacks = vec![holder_id.to_string()];
+        stacks.extend(list.iter().take(IDS_KEPT).map(|s| s.id.to_string()));
+        diagnosis.findings.push(Finding {
+            kind: "lock_wait".into(),
+            text: format!(
+                "{who} {verb} in {what} for {}, which holds {}",
+                describe(snapshot, by_id, holder_id),
+                holder.facts.holds.join(", ")
+            ),
+            stacks,
+        });
+    }
+}
+
+/// Seconds between two of our ISO-8601 UTC times (`b - a`), if both parse.
+pub fn seconds_between(a: &str, b: &str) -> Option<f64> {
+    Some((parse_iso8601(b)? - parse_iso8601(a)?) as f64 / 1e6)
+}
+
+/// Microseconds since the epoch of `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
+fn parse_iso8601(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[10] != b'T' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| text.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let micros = match text.get(19..20) {
+        Some(".") => {
+            let frac = text.get(20..)?.trim_end_matches('Z');
+            let digits: String = frac.chars().take(6).collect();
+            format!("{digits:0<6}").parse::<i64>().ok()?
+        }
+        _ => 0,
+    };
+    // Howard Hinnant's days-from-civil.
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 86_400 + h * 3600 + mi * 60 + s) * 1_000_000) + micros)
+}
+
+/// `4 min 12 s`, `2 h 3 min`, `12.5 s`.
+pub fn duration_words(seconds: f64) -> String {
+    let s = seconds.max(0.0);
+    if s < 60.0 {
+        return format!("{s:.1} s");
+    }
+    let whole = s as u64;
+    let (h, m, sec) = (whole / 3600, (whole % 3600) / 60, whole % 60);
+    if h > 0 {
+        format!("{h} h {m} min")
+    } else {
+        format!("{m} min {sec} s")
+    }
+}
+
+fn unchanged(snapshot: &Snapshot, diagnosis: &mut Diagnosis) {
+    let mut list: Vec<(&Stack, f64)> = snapshot
+        .stacks
+        .iter()
+        .filter(|s| !s.facts.own)
+        .filter_map(|s| {
+            let since = s.facts.unchanged_since.as_deref()?;
+            Some((s, seconds_between(since, &snapshot.created).unwrap_or(0.0)))
+        })
+        .collect();
+    if list.is_empty() {
+        return;
+    }
+    list.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let (longest, secs) = list[0];
+    let n = list.len();
+    let subject = if n == 1 {
+        "1 stack is".to_string()
+    } else {
+        format!("{n} stacks are")
+    };
+    diagnosis.findings.push(Finding {
+        kind: "unchanged".into(),
+        text: format!(
+            "{subject} unchanged since an earlier dump, the longest for {} ({} {:?})",
+            duration_words(secs),
+            longest.kind(),
+            longest.name
+        ),
+        stacks: list
+            .iter()
+            .take(IDS_KEPT)
+            .map(|(s, _)| s.id.to_string())
+            .collect(),
+    });
+}
+
+fn counts(snapshot: &Snapshot) -> (BTreeMap<String, BTreeMap<String, usize>>, usize) {
+    let mut out: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+    let mut own = 0;
+    // Runs of one kind and state are counted without a map lookup each.
+    let mut run: Option<(StackKind, &str, usize)> = None;
+    let add = |out: &mut BTreeMap<String, BTreeMap<String, usize>>,
+               kind: StackKind,
+               state: &str,
+               n: usize| {
+        *out.entry(kind.as_str().to_string())
+            .or_default()
+            .entry(state.to_string())
+            .or_default() += n;
+    };
+    for stack in &snapshot.stacks {
+        if stack.facts.own {
+            own += 1;
+            continue;
+        }
+        match &mut run {
+            Some((kind, state, n)) if *kind == stack.kind() && *state == &*stack.state => {
+                *n += 1;
+            }
+            _ => {
+                if let Some((kind, state, n)) = run {
+                    add(&mut out, kind, state, n);
+                }
+                run = Some((stack.kind(), &stack.state, 1));
+            }
+        }
+    }
+    if let Some((kind, state, n)) = run {
+        add(&mut out, kind, state, n);
+    }
+    (out, own)
+}
+
+/// `handle → recv`: the innermost user function, then the innermost function.
+pub fn place(frames: &[Frame]) -> String {
+    let Some(last) = frames.last() else {
+        return "(no Python frames)".into();
+    };
+    match user_frame(frames) {
+        Some(user) if !std::ptr::eq(user, last) => {
+            format!("{} → {}", user.function, last.function)
+        }
+        _ => last.function.to_string(),
+    }
+}
+
+fn groups(snapshot: &Snapshot) -> Vec<Group> {
+    // Stacks sharing one frame list are in one place: the place is worked
+    // out once per list, not once per stack.
+    let mut by_list: FastMap<(StackKind, usize, Option<&str>), usize> = FastMap::default();
+    let mut by_place: FastMap<(StackKind, String, Option<&str>), usize> = FastMap::default();
+    let mut groups: Vec<Group> = Vec::new();
+    for stack in &snapshot.stacks {
+        if stack.facts.own || stack.frames.is_empty() {
+            continue;
+        }
+        let awaiting = stack.facts.awaiting.as_deref().map(awaiting_kind);
+        let list = (stack.kind(), stack.frames.as_ptr() as usize, awaiting);
+        let g = match by_list.get(&list) {
+            Some(&g) => g,
+            None => {
+                let key = (stack.kind(), place(&stack.frames), awaiting);
+                let g = *by_place.entry(key.clone()).or_insert_with(|| {
+                    groups.push(Group {
+                        kind: key.0,
+                        count: 0,
+                        place: key.1,
+                        awaiting: key.2.map(str::to_string),
+                        stacks: Vec::new(),
+                    });
+                    groups.len() - 1
+                });
+                by_list.insert(list, g);
+                g
+            }
+        };
+        let group = &mut groups[g];
+        group.count += 1;
+        if group.stacks.len() < IDS_KEPT {
+            group.stacks.push(stack.id.to_string());
+        }
+    }
+    groups.retain(|g| g.count >= 2);
+    // Largest first; equal sizes keep capture order.
+    groups.sort_by_key(|g| std::cmp::Reverse(g.count));
+    groups.truncate(GROUPS_SHOWN);
+    groups
+}
+
+/// Where a stack goes in the text dump, lower first: deadlocked, waiting
+/// for a lock's holder, unchanged the longest, then in the user's own
+/// code; stacks only in library code (pool workers idling) last.
+pub fn interest(stack: &Stack, deadlocked: bool, snapshot_created: &str) -> (u8, i64) {
+    if deadlocked {
+        return (0, 0);
+    }
+    if !stack.facts.waiting_for.is_empty() && stack.kind() == StackKind::Thread {
+        return (1, 0);
+    }
+    if let Some(since) = stack.facts.unchanged_since.as_deref() {
+        let secs = seconds_between(since, snapshot_created).unwrap_or(0.0);
+        return (2, -(secs * 1e3) as i64);
+    }
+    if user_frame(&stack.frames).is_some() {
+        (3, 0)
+    } else {
+        (4, 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::*;
+
+    fn stack(id: &str, name: &str, details: StackDetails, frames: &[(&str, &str)]) -> Stack {
+        Stack {
+            id: id.into(),
+            name: name.into(),
+            thread: None,
+            state: "sleeping".into(),
+            frames: frames
+                .iter()
+                .enumerate()
+                .map(|(i, (file, func))| Frame::new(*file, Some(i as u32 + 1), *func))
+                .collect(),
+            frames_omitted: 0,
+            details,
+            facts: Default::default(),
+        }
+    }
+
+    fn thread(id: &str, name: &str) -> Stack {
+        stack(
+            id,
+            name,
+            StackDetails::Thread(ThreadDetails::default()),
+            &[
+                ("/usr/lib/python3.11/threading.py", "_bootstrap"),
+                ("/srv/app.py", "work"),
+            ],
+        )
+    }
+
+    fn task(id: &str, name: &str, awaited_by: &[&str]) -> Stack {
+        stack(
+            id,
+            name,
+            StackDetails::Task(TaskDetails {
+                event_loop: "loop:0x1".into(),
+                awaited_by: awaited_by.iter().map(|s| s.to_string()).collect(),
+            }),
+            &[("/srv/app.py", "handler")],
+        )
+    }
+
+    #[test]
+    fn two_threads_over_two_locks_are_one_deadlock() {
+        let mut snap = Snapshot::new(1, "3.11", "2026-01-01T00:00:10.000000Z");
+        let mut a = thread("thread:1", "a");
+        let mut b = thread("thread:2", "b");
+        a.facts.awaiting = Some("RLock.acquire (held by Thread \"b\")".into());
+        a.facts.waiting_for = vec!["thread:2".into()];
+        a.facts.holds = vec!["RLock first".into()];
+        b.facts.awaiting = Some("RLock.acquire (held by Thread \"a\")".into());
+        b.facts.waiting_for = vec!["thread:1".into()];
+        b.facts.holds = vec!["RLock second".into()];
+        snap.stacks = vec![thread("thread:0", "main"), b, a];
+        analyze(&mut snap);
+        assert_eq!(snap.deadlocks, vec![vec!["thread:2", "thread:1"]]);
+        let d = snap.diagnosis.unwrap();
+        assert_eq!(d.findings[0].kind, "deadlock");
+        assert_eq!(
+            d.findings[0].text,
+            "Deadlock: Thread \"b\" (RLock.acquire) waits for Thread \"a\" (RLock.acquire), which waits for Thread \"b\""
+        );
+        // Each also waits for a holder: two lock waits follow the deadlock.
+        assert_eq!(
+            d.findings.iter().filter(|f| f.kind == "lock_wait").count(),
+            2
+        );
+    }
+
+    #[test]
+    fn tasks_awaiting_each_other_and_a_thread_cycle() {
+        let mut snap = Snapshot::new(1, "3.11", "2026-01-01T00:00:10.000000Z");
+        // x awaits y, y awaits x; z awaits x (blocked, not in the cycle).
+        snap.stacks = vec![
+            task("task:x", "x", &["task:y", "task:z"]),
+            task("task:y", "y", &["task:x"]),
+            task("task:z", "z", &[]),
+        ];
+        // A thread waiting for task w, which waits for the thread.
+        let mut t = thread("thread:9", "worker");
+        t.facts.waiting_for = vec!["task:w".into()];
+        let mut w = task("task:w", "w", &[]);
+        w.facts.waiting_for = vec!["thread:9".into()];
+        snap.stacks.push(t);
+        snap.stacks.push(w);
+        analyze(&mut snap);
+        assert_eq!(
+            snap.deadlocks,
+            vec![vec!["task:x", "task:y"], vec!["thread:9", "task:w"]]
+        );
+    }
+
+    #[test]
+    fn a_long_chain_without_a_cycle_is_no_deadlock() {
+        let mut snap = Snapshot::new(1, "3.11", "2026-01-01T00:00:10.000000Z");
+        for i in 0..100_000 {
+            let by = format!("task:{}", i + 1);
+            snap.stacks
+                .push(task(&format!("task:{i}"), "t", &[by.as_str()]));
+        }
+        analyze(&mut snap);
+        assert!(snap.deadlocks.is_empty());
+    }
+
+    #[test]
+    fn a_pile_up_names_its_holder_and_counts_waiters() {
+        let mut snap = Snapshot::new(1, "3.11", "2026-01-01T00:00:10.000000Z");
+        let mut holder = thread("thread:1", "holder");
+        holder.facts.holds = vec!["RLock registry_lock".into()];
+        snap.stacks.push(holder);
+        for i in 0..50 {
+            let mut w = thread(&format!("thread:{}", 100 + i), "waiter");
+            w.facts.awaiting = Some("RLock.acquire (held by Thread \"holder\")".into());
+            w.facts.waiting_for = vec!["thread:1".into()];
+            snap.stacks.push(w);
+        }
+        let mut own = thread("thread:7", "tbcollect-dumper");
+        own.facts.own = true;
+        snap.stacks.push(own);
+        analyze(&mut snap);
+        let d = snap.diagnosis.unwrap();
+        assert!(snap.deadlocks.is_empty());
+        assert_eq!(
+            d.findings[0].text,
+            "50 threads wait in RLock.acquire for Thread \"holder\", which holds RLock registry_lock"
+        );
+        assert_eq!(d.findings[0].stacks[0], "thread:1");
+        assert_eq!(d.findings[0].stacks.len(), 1 + IDS_KEPT);
+        assert_eq!(d.counts["thread"]["sleeping"], 51);
+        assert_eq!(d.own, 1);
+        assert_eq!(d.groups[0].count, 50);
+        assert_eq!(d.groups[0].place, "work");
+    }
+
+    #[test]
+    fn groups_ignore_wake_times_and_name_the_user_function() {
+        let mut snap = Snapshot::new(1, "3.11", "2026-01-01T00:00:10.000000Z");
+        for i in 0..4 {
+            let mut t = stack(
+                &format!("task:{i}"),
+                "t",
+                StackDetails::Task(TaskDetails::default()),
+                &[
+                    ("/srv/app.py", "handle"),
+                    ("/usr/lib/python3.11/asyncio/tasks.py", "sleep"),
+                ],
+            );
+            t.facts.awaiting = Some(format!("sleep (wakes in 56.{i} s)").into());
+            snap.stacks.push(t);
+        }
+        analyze(&mut snap);
+        let g = &snap.diagnosis.unwrap().groups[0];
+        assert_eq!(
+            (g.count, g.place.as_str(), g.awaiting.as_deref()),
+            (4, "handle → sleep", Some("sleep"))
+        );
+    }
+
+    #[test]
+    fn unchanged_stacks_say_for_how_long() {
+        let mut snap = Snapshot::new(1, "3.11", "2026-01-01T00:04:12.500000Z");
+        let mut a = thread("thread:1", "stuck");
+        a.facts.unchanged_since = Some("2026-01-01T00:00:00.000000Z".into());
+        let mut b = thread("thread:2", "newer");
+        b.facts.unchanged_since = Some("2026-01-01T00:04:00.000000Z".into());
+        snap.stacks = vec![b, a];
+        analyze(&mut snap);
+        let d = snap.diagnosis.unwrap();
+        assert_eq!(
+            d.findings[0].text,
+            "2 stacks are unchanged since an earlier dump, the longest for 4 min 12 s (thread \"stuck\")"
+        );
+        assert_eq!(d.findings[0].stacks, vec!["thread:1", "thread:2"]);
+    }
+
+    #[test]
+    fn times_and_durations() {
+        assert_eq!(
+            seconds_between("2026-02-28T23:59:59.000000Z", "2026-03-01T00:00:01.250000Z"),
+            Some(2.25)
+        );
+        assert_eq!(
+            parse_iso8601(&iso8601_utc(1_795_307_911_500_001)),
+            Some(1_795_307_911_500_001)
+        );
+        assert_eq!(seconds_between("garbage", "2026-03-01T00:00:01Z"), None);
+        assert_eq!(duration_words(12.25), "12.2 s");
+        assert_eq!(duration_words(3723.0), "1 h 2 min");
+    }
+
+    #[test]
+    fn library_files() {
+        assert!(is_library_file("/usr/lib/python3.11/threading.py"));
+        assert!(is_library_file(
+            "/v/lib/python3.12/site-packages/gevent/hub.py"
+        ));
+        assert!(is_library_file("<frozen runpy>"));
+        assert!(!is_library_file("/srv/app/handlers.py"));
+    }
+}
