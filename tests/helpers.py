@@ -362,3 +362,126 @@ def short(stack: tbcollect.Stack) -> List[str]:
 
 async def forever() -> None:
     await asyncio.sleep(3600)
+
+
+# Servers (gunicorn, uvicorn, celery) in subprocesses, on loopback
+
+APPS = ROOT / "tests" / "integrations" / "apps"
+
+
+def free_port() -> int:
+    """A loopback port free right now (the server binds it a moment later)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """A server in a subprocess, in a process group of its own, its output in
+    ``log``; the whole group is stopped (TERM, then KILL) after the ``with``
+    block. HOME is ``home``, so nothing lands in the real home directory
+    (gunicorn 25+ puts a control socket there)."""
+
+    def __init__(
+        self, argv: Sequence[str], *, log: Path, home: Path, env: Dict[str, str], cwd: Path = APPS
+    ) -> None:
+        self.log = log
+        home.mkdir(parents=True, exist_ok=True)
+        env = dict(env, HOME=str(home))
+        env.pop("XDG_RUNTIME_DIR", None)
+        with open(log, "wb") as out:
+            self.proc = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
+            )
+        self.pid = self.proc.pid
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                self.proc.wait(10)
+                # Workers may outlive the master for a moment.
+                os.killpg(self.pid, signal.SIGKILL)
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                continue
+            return
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for(self, pattern: str, what: str, count: int = 1) -> List[str]:
+        """The first group (or whole match) of the first ``count`` matches of
+        ``pattern`` in the output, once there are that many."""
+        import re
+
+        regex = re.compile(pattern)
+
+        def found() -> Optional[List[str]]:
+            if self.proc.poll() is not None and len(regex.findall(self.output())) < count:
+                pytest.fail(f"the server exited ({self.proc.returncode}):\n{self.output()[-3000:]}")
+            matches = [
+                m.group(1) if m.groups() else m.group(0) for m in regex.finditer(self.output())
+            ]
+            return matches[:count] if len(matches) >= count else None
+
+        return wait_until(found, what)
+
+    def gunicorn_workers(self, count: int = 1) -> List[int]:
+        return [int(p) for p in self.wait_for(r"Booting worker with pid: (\d+)", "workers", count)]
+
+
+def http_get(
+    port: int, path: str, headers: Optional[Dict[str, str]] = None, timeout: float = HANG_GUARD
+) -> tuple[int, Dict[str, str], bytes]:
+    """(status, headers, body) of a GET on loopback."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+def wait_http(port: int, path: str = "/ping") -> None:
+    """Waits until the server answers ``path``."""
+
+    def answers() -> bool:
+        try:
+            return http_get(port, path, timeout=5)[0] == 200
+        except OSError:
+            return False
+
+    wait_until(answers, f"an answer on port {port}")
+
+
+def open_requests(port: int, path: str, count: int) -> List[Any]:
+    """Sends ``count`` GET requests without reading the answers; the sockets
+    stay open (in flight) until closed."""
+    import socket
+
+    socks = []
+    for _ in range(count):
+        s = socket.create_connection(("127.0.0.1", port), timeout=HANG_GUARD)
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        socks.append(s)
+    return socks

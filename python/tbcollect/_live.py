@@ -246,6 +246,9 @@ def install(
     probes: Union[str, os.PathLike[str], None] = None,
     log: Union[logging.Logger, str, None] = None,
     raw_timeout: Optional[float] = DEFAULT_RAW_TIMEOUT,
+    abort: bool = False,
+    keep: Optional[int] = None,
+    max_age_days: Optional[float] = None,
 ) -> Path:
     """Dump every thread, greenlet and task to a new file on ``signum``
     (default SIGQUIT: ``kill -QUIT PID`` or ``tbcollect dump PID``); the
@@ -256,7 +259,13 @@ def install(
     ``"json"``. ``probes``: a probes directory (default ``$TBCOLLECT_PROBES``)
     whose results go into each dump. ``log``: a logger (or logger name) told
     where each dump went. ``raw_timeout``: seconds to wait for the GIL before
-    a raw dump is written without it (None: never).
+    a raw dump is written without it (None: never). ``abort``: also write a
+    raw dump when the process gets SIGABRT (a gunicorn worker past its
+    ``--timeout``, a C ``abort()``), then hand the signal to the handler that
+    was there before (needs ``raw_timeout``). ``keep`` and ``max_age_days``:
+    the retention rule applied after every dump (default
+    ``$TBCOLLECT_KEEP``, else 50 dumps per process; ``$TBCOLLECT_MAX_AGE_DAYS``,
+    else 7 days; 0 turns a limit off).
 
     Calling it again replaces the previous installation. Must be called from
     the main thread; the previous handler of the signal is chained to and put
@@ -278,6 +287,12 @@ def install(
                 f"got {raw_timeout}"
             )
         raw_timeout = float(raw_timeout)
+    if abort and raw_timeout is None:
+        raise InvalidOptionError(
+            "invalid option abort: the abort dump is written by the raw-dump path, "
+            "which raw_timeout=None turns off"
+        )
+    keep, max_age_days = retention_options(keep, max_age_days)
     if isinstance(log, str):
         import logging
 
@@ -309,11 +324,48 @@ def install(
     # Each dump then says which stacks are unchanged since an earlier one.
     _tbcollect.keep_history(True)
     inst.start(handle)
+    _tbcollect.set_retention(keep=keep, max_age_days=max_age_days)
+    if abort:
+        _tbcollect.abort_install(directory=str(path))
     if not _hooks_registered:
         os.register_at_fork(after_in_child=_after_fork_in_child)
         atexit.register(_at_exit)
         _hooks_registered = True
     return path
+
+
+def retention_options(keep: Any, max_age_days: Any) -> tuple[int, float]:
+    """``keep`` and ``max_age_days`` checked, defaults from ``$TBCOLLECT_KEEP``
+    and ``$TBCOLLECT_MAX_AGE_DAYS`` (InvalidOptionError names the bad one)."""
+    if keep is None:
+        keep = _from_env("TBCOLLECT_KEEP", "keep", _DEFAULT_KEEP)
+    if max_age_days is None:
+        max_age_days = _from_env("TBCOLLECT_MAX_AGE_DAYS", "max_age_days", _DEFAULT_MAX_AGE_DAYS)
+    if isinstance(keep, bool) or not isinstance(keep, int) or not 0 <= keep < 2**32:
+        raise InvalidOptionError(f"invalid option keep: {keep!r} is not a number of dumps (0: all)")
+    if (
+        isinstance(max_age_days, bool)
+        or not isinstance(max_age_days, (int, float))
+        or not 0 <= max_age_days <= 36500
+    ):
+        raise InvalidOptionError(
+            f"invalid option max_age_days: {max_age_days!r} is not a number of days (0: any age)"
+        )
+    return keep, float(max_age_days)
+
+
+_DEFAULT_KEEP = 50
+_DEFAULT_MAX_AGE_DAYS = 7.0
+
+
+def _from_env(variable: str, option: str, default: Any) -> Any:
+    text = os.environ.get(variable, "").strip()
+    if not text:
+        return default
+    try:
+        return int(text) if option == "keep" else float(text)
+    except ValueError:
+        raise InvalidOptionError(f"invalid option {option}: ${variable} is {text!r}") from None
 
 
 def uninstall() -> bool:
@@ -327,6 +379,7 @@ def uninstall() -> bool:
     from tbcollect import _tbcollect
 
     _installation = None
+    _tbcollect.abort_uninstall()
     removed: bool = _tbcollect.live_uninstall()
     inst.stop()
     return removed

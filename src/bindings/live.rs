@@ -271,6 +271,58 @@ fn live_after_fork_child(_py: Python<'_>) -> PyResult<Option<LiveHandle>> {
     Ok(Some(LiveHandle { shared }))
 }
 
+/// Puts the SIGABRT handler in place: a raw dump (faulthandler's stacks of
+/// the dump signal, without the GIL) into `directory` when the process is
+/// aborted, then the handler it replaced. Needs an installation with a raw
+/// timeout (faulthandler registered on its signal).
+#[pyfunction]
+#[pyo3(signature = (*, directory))]
+fn abort_install(directory: PathBuf) -> PyResult<()> {
+    let Some(signum) = current().as_ref().map(|inst| inst.config.signum) else {
+        return Err(PyRuntimeError::new_err(
+            "tbcollect: the abort handler needs install() first",
+        ));
+    };
+    crate::live::abort::install(&directory, signum).map_err(|e| os_error("sigaction", e))
+}
+
+/// Puts back the SIGABRT handler `abort_install` replaced; False when it
+/// was not installed.
+#[pyfunction]
+fn abort_uninstall() -> PyResult<bool> {
+    crate::live::abort::uninstall().map_err(|e| os_error("sigaction", e))
+}
+
+/// Whether our SIGABRT handler is the one installed.
+#[pyfunction]
+fn abort_active() -> bool {
+    crate::live::abort::active()
+}
+
+/// Sets the retention rule applied after every dump file this process
+/// writes: keep the newest `keep` dumps of this process (0: all) and none
+/// older than `max_age_days` (0: any age).
+#[pyfunction]
+#[pyo3(signature = (*, keep, max_age_days))]
+fn set_retention(keep: u64, max_age_days: f64) -> Result<(), Error> {
+    if !(max_age_days.is_finite() && (0.0..=36_500.0).contains(&max_age_days)) {
+        return Err(Error::InvalidOption {
+            name: "max_age_days",
+            reason: format!("must be between 0 and 36500 days, got {max_age_days}"),
+        });
+    }
+    let age = (max_age_days > 0.0).then(|| Duration::from_secs_f64(max_age_days * 86_400.0));
+    crate::live::dumpdir::set_retention(keep, age);
+    Ok(())
+}
+
+/// The retention rule in force: (dumps kept per process, maximum age in days; 0 for no limit).
+#[pyfunction]
+fn retention() -> (u64, f64) {
+    let (keep, age) = crate::live::dumpdir::retention();
+    (keep, age.map_or(0.0, |a| a.as_secs_f64() / 86_400.0))
+}
+
 /// Whether this process has a dump handler installed and still in place
 /// (other code may have replaced it with `signal.signal`).
 #[pyfunction]
@@ -290,5 +342,10 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(live_install, m)?)?;
     m.add_function(wrap_pyfunction!(live_uninstall, m)?)?;
     m.add_function(wrap_pyfunction!(live_after_fork_child, m)?)?;
+    m.add_function(wrap_pyfunction!(abort_install, m)?)?;
+    m.add_function(wrap_pyfunction!(abort_uninstall, m)?)?;
+    m.add_function(wrap_pyfunction!(abort_active, m)?)?;
+    m.add_function(wrap_pyfunction!(set_retention, m)?)?;
+    m.add_function(wrap_pyfunction!(retention, m)?)?;
     Ok(())
 }

@@ -15,7 +15,7 @@
 //! the GIL.
 
 use crate::error::Error;
-use crate::model::iso8601_utc;
+use crate::model::civil_from_days;
 use std::ffi::{CStr, CString};
 use std::fs;
 use std::io;
@@ -33,7 +33,7 @@ pub const DIR_MODE: u32 = 0o700;
 
 /// Numbers the dumps of this process in the order they were made; shared by
 /// every writer (full dumps, raw dumps, watchdog reports).
-static SEQUENCE: AtomicU64 = AtomicU64::new(1);
+pub(crate) static SEQUENCE: AtomicU64 = AtomicU64::new(1);
 
 /// How many names are tried before giving up (only reached when something
 /// keeps creating files with our names).
@@ -48,12 +48,30 @@ pub fn current_uid() -> u32 {
 /// `tbcollect-<pid>-<YYYYmmddTHHMMSSZ>-<seq>.<ext>`: sortable by time, then
 /// by sequence, and free of characters any shell or filesystem minds.
 pub fn dump_file_name(pid: u32, unix_micros: i64, seq: u64, extension: &str) -> String {
-    let iso = iso8601_utc(unix_micros); // 2026-11-22T00:18:31.123456Z
-    let compact: String = iso[..19]
-        .chars()
-        .filter(|c| *c != '-' && *c != ':')
-        .collect();
-    format!("tbcollect-{pid}-{compact}Z-{seq:04}.{extension}")
+    let mut name = String::new();
+    write_dump_file_name(&mut name, pid, unix_micros, seq, extension).expect("a String takes it");
+    name
+}
+
+/// [`dump_file_name`] into any writer, without allocating: the abort handler
+/// names its dump from inside a signal handler.
+pub fn write_dump_file_name(
+    out: &mut impl std::fmt::Write,
+    pid: u32,
+    unix_micros: i64,
+    seq: u64,
+    extension: &str,
+) -> std::fmt::Result {
+    let secs = unix_micros.div_euclid(1_000_000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (year, month, day) = civil_from_days(days);
+    write!(
+        out,
+        "tbcollect-{pid}-{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z-{seq:04}.{extension}",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
 }
 
 fn now_micros() -> i64 {
@@ -242,6 +260,157 @@ fn create_private_dir(path: &Path) -> io::Result<()> {
     }
 }
 
+/// The retention rule, on by default: a directory keeps the newest
+/// [`DEFAULT_KEEP`] dumps of each process and no dump older than
+/// [`DEFAULT_MAX_AGE_DAYS`] days. 0 turns either limit off.
+pub const DEFAULT_KEEP: u64 = 50;
+pub const DEFAULT_MAX_AGE_DAYS: u64 = 7;
+static KEEP: AtomicU64 = AtomicU64::new(DEFAULT_KEEP);
+static MAX_AGE_SECS: AtomicU64 = AtomicU64::new(DEFAULT_MAX_AGE_DAYS * 86_400);
+
+/// Sets the retention rule applied after every dump this process writes.
+pub fn set_retention(keep: u64, max_age: Option<std::time::Duration>) {
+    KEEP.store(keep, Ordering::Relaxed);
+    MAX_AGE_SECS.store(max_age.map_or(0, |d| d.as_secs().max(1)), Ordering::Relaxed);
+}
+
+/// The retention rule in force: (dumps kept per process, 0 for all; the
+/// oldest age kept, None for any).
+pub fn retention() -> (u64, Option<std::time::Duration>) {
+    let age = MAX_AGE_SECS.load(Ordering::Relaxed);
+    (
+        KEEP.load(Ordering::Relaxed),
+        (age > 0).then(|| std::time::Duration::from_secs(age)),
+    )
+}
+
+/// (pid, time, sequence) of a finished dump's file name, None for any other name.
+fn parse_dump_name(name: &[u8]) -> Option<(u32, [u8; 16], u64)> {
+    let name = std::str::from_utf8(name).ok()?;
+    let rest = name.strip_prefix("tbcollect-")?;
+    let stem = rest
+        .strip_suffix(".txt")
+        .or_else(|| rest.strip_suffix(".json"))?;
+    let mut parts = stem.splitn(3, '-');
+    let pid = parts.next()?;
+    let time = parts.next()?;
+    let seq = parts.next()?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(pid) || !digits(seq) || time.len() != 16 {
+        return None;
+    }
+    let mut stamp = [0u8; 16];
+    stamp.copy_from_slice(time.as_bytes());
+    Some((pid.parse().ok()?, stamp, seq.parse().ok()?))
+}
+
+impl DumpDir {
+    /// Removes the dumps the retention rule no longer keeps: of process
+    /// `pid`, all but the newest `keep` (0: all kept); of any process, those
+    /// last modified more than `max_age` before `now`. Only regular files
+    /// with a dump's name are touched, relative to the checked descriptor.
+    /// Returns how many were removed.
+    pub fn prune(
+        &self,
+        pid: u32,
+        keep: u64,
+        max_age: Option<std::time::Duration>,
+        now: std::time::SystemTime,
+    ) -> io::Result<usize> {
+        if keep == 0 && max_age.is_none() {
+            return Ok(0);
+        }
+        let now = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let cutoff = max_age.map(|age| now - age.as_secs() as i64);
+        let dirfd = self.fd.as_raw_fd();
+        let mut ours: Vec<([u8; 16], u64, CString)> = Vec::new();
+        let mut removed = 0;
+        for name in self.entries()? {
+            let Some((owner, stamp, seq)) = parse_dump_name(name.to_bytes()) else {
+                continue;
+            };
+            let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();
+            // SAFETY: valid descriptor and name; `st` is filled on success.
+            if unsafe {
+                libc::fstatat(
+                    dirfd,
+                    name.as_ptr(),
+                    st.as_mut_ptr(),
+                    libc::AT_SYMLINK_NOFOLLOW,
+                )
+            } != 0
+            {
+                continue;
+            }
+            // SAFETY: fstatat succeeded.
+            let st = unsafe { st.assume_init() };
+            if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+                continue;
+            }
+            // time_t is 32 bits on some targets.
+            #[allow(clippy::useless_conversion)]
+            let mtime = i64::from(st.st_mtime);
+            if cutoff.is_some_and(|c| mtime < c) {
+                // SAFETY: as above; removes the name in this directory only.
+                if unsafe { libc::unlinkat(dirfd, name.as_ptr(), 0) } == 0 {
+                    removed += 1;
+                }
+                continue;
+            }
+            if owner == pid {
+                ours.push((stamp, seq, name));
+            }
+        }
+        if keep > 0 && ours.len() as u64 > keep {
+            ours.sort();
+            let excess = ours.len() - keep as usize;
+            for (_, _, name) in &ours[..excess] {
+                // SAFETY: as above.
+                if unsafe { libc::unlinkat(dirfd, name.as_ptr(), 0) } == 0 {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The names in the directory, read through its descriptor.
+    fn entries(&self) -> io::Result<Vec<CString>> {
+        // SAFETY: duplicates our descriptor; fdopendir takes the copy.
+        let copy = unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+        if copy < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `copy` is ours; on success the DIR owns it.
+        let dir = unsafe { libc::fdopendir(copy) };
+        if dir.is_null() {
+            let e = io::Error::last_os_error();
+            // SAFETY: fdopendir failed, so the copy is still ours to close.
+            unsafe { libc::close(copy) };
+            return Err(e);
+        }
+        // A duplicate shares the offset of the original: start from the top.
+        // SAFETY: a valid DIR.
+        unsafe { libc::rewinddir(dir) };
+        let mut names = Vec::new();
+        loop {
+            // SAFETY: a valid DIR; the entry is copied before the next call.
+            let entry = unsafe { libc::readdir(dir) };
+            if entry.is_null() {
+                break;
+            }
+            // SAFETY: d_name is NUL-terminated.
+            let name = unsafe { CStr::from_ptr((*entry).d_name.as_ptr()) };
+            names.push(name.to_owned());
+        }
+        // SAFETY: closes the DIR and the copy it owns.
+        unsafe { libc::closedir(dir) };
+        Ok(names)
+    }
+}
+
 /// A dump being written under a hidden name; removed again unless published.
 #[derive(Debug)]
 pub struct TempDump<'a> {
@@ -273,7 +442,22 @@ impl TempDump<'_> {
 
     /// Syncs the file and links it into place under a new dump name (never
     /// replacing an existing file); returns the final path.
-    pub fn publish(mut self, extension: &str) -> Result<PathBuf, Error> {
+    /// Then applies the retention rule ([`set_retention`]) to the directory.
+    pub fn publish(self, extension: &str) -> Result<PathBuf, Error> {
+        let dir = self.dir;
+        let path = self.link_into_place(extension)?;
+        let (keep, max_age) = retention();
+        // Best effort: a dump that is written is never undone by a failed clean-up.
+        let _ = dir.prune(
+            std::process::id(),
+            keep,
+            max_age,
+            std::time::SystemTime::now(),
+        );
+        Ok(path)
+    }
+
+    fn link_into_place(mut self, extension: &str) -> Result<PathBuf, Error> {
         // SAFETY: our own open descriptor.
         if unsafe { libc::fsync(self.fd.as_raw_fd()) } != 0 {
             return Err(self.dir.write_error(&self.name, io::Error::last_os_error()));
@@ -385,6 +569,57 @@ mod tests {
             .collect();
         assert_eq!(names.len(), 2, "no temporary left behind: {names:?}");
         fs::remove_dir_all(dir.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn prune_keeps_the_newest_of_a_process_and_drops_old_files() {
+        let dir = scratch("prune");
+        let dd = DumpDir::open(&dir, true, current_uid()).unwrap();
+        let names = [
+            "tbcollect-7-20260101T000000Z-0001.txt",
+            "tbcollect-7-20260101T000000Z-0002.json",
+            "tbcollect-7-20260102T000000Z-0003.txt",
+            "tbcollect-8-20260101T000000Z-0001.txt",
+            "notes.txt",
+            ".tbcollect-7-4.tmp",
+        ];
+        for name in names {
+            fs::write(dir.join(name), b"x").unwrap();
+        }
+        let now = std::time::SystemTime::now();
+        assert_eq!(dd.prune(7, 2, None, now).unwrap(), 1);
+        assert!(!dir.join(names[0]).exists(), "the oldest of pid 7 goes");
+        for kept in &names[1..] {
+            assert!(dir.join(kept).exists(), "{kept}");
+        }
+        // A day from now, files a day old are past a 1-second age limit;
+        // only dump names are touched.
+        let later = now + std::time::Duration::from_secs(86_400);
+        let age = Some(std::time::Duration::from_secs(1));
+        assert_eq!(dd.prune(7, 0, age, later).unwrap(), 3);
+        assert!(dir.join("notes.txt").exists());
+        assert!(dir.join(".tbcollect-7-4.tmp").exists());
+        assert_eq!(
+            dd.prune(7, 0, None, later).unwrap(),
+            0,
+            "no limits, nothing removed"
+        );
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn dump_names_parse_back() {
+        let name = dump_file_name(42, 1_795_307_911_500_000, 7, "txt");
+        let (pid, stamp, seq) = parse_dump_name(name.as_bytes()).unwrap();
+        assert_eq!((pid, &stamp, seq), (42, b"20261122T003831Z", 7));
+        for other in [
+            "tbcollect-x-20261122T003831Z-0007.txt",
+            "tbcollect-42-2026-0007.txt",
+            "tbcollect-42-20261122T003831Z-0007.svg",
+            ".tbcollect-42-7.tmp",
+        ] {
+            assert!(parse_dump_name(other.as_bytes()).is_none(), "{other}");
+        }
     }
 
     #[test]

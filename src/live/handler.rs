@@ -35,7 +35,7 @@ pub struct Chained {
 }
 
 impl Chained {
-    const fn new() -> Self {
+    pub const fn new() -> Self {
         Chained {
             address: AtomicUsize::new(0),
             siginfo: AtomicBool::new(false),
@@ -52,9 +52,19 @@ impl Chained {
         self.address.store(0, Ordering::Release);
     }
 
+    /// Whether a handler to call is set (not SIG_DFL, SIG_IGN or cleared).
+    pub fn is_set(&self) -> bool {
+        !is_default_or_ignore(self.address.load(Ordering::Acquire))
+    }
+
+    /// Whether the handler is SIG_DFL (also when cleared).
+    pub fn is_default(&self) -> bool {
+        self.address.load(Ordering::Acquire) == libc::SIG_DFL
+    }
+
     /// Calls the handler unless it is SIG_DFL or SIG_IGN: a default action
     /// (SIGQUIT's is to dump core) must never run because we chained.
-    fn call(&self, signum: c_int, info: *mut siginfo_t, context: *mut c_void) {
+    pub fn call(&self, signum: c_int, info: *mut siginfo_t, context: *mut c_void) {
         let address = self.address.load(Ordering::Acquire);
         if is_default_or_ignore(address) {
             return;

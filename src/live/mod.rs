@@ -7,6 +7,8 @@ pub mod dumpdir;
 pub mod output;
 
 #[cfg(feature = "python")]
+pub mod abort;
+#[cfg(feature = "python")]
 mod handler;
 #[cfg(feature = "python")]
 pub mod signals;
