@@ -78,3 +78,40 @@ def test_every_name_in_all_is_importable_with_star():
     missing = [n for n in tbcollect.__all__ if n not in namespace]
     assert not missing
     assert sys.modules["tbcollect"] is tbcollect
+
+
+def test_exceptions_are_declared_once_and_raised_without_importing_the_package():
+    from tbcollect import _tbcollect
+
+    assert tbcollect.InvalidOptionError is _tbcollect.InvalidOptionError
+    assert issubclass(tbcollect.InvalidOptionError, (tbcollect.TbcollectError, ValueError))
+    assert issubclass(tbcollect.UnsafeProbesError, (tbcollect.ProbesError, PermissionError))
+    assert tbcollect.DumpWriteError.__module__ == "tbcollect"
+    # With the Python modules made unimportable, the native module still
+    # raises its own classes and reads its own REDACT.
+    code = (
+        "import sys, tbcollect\n"
+        "from tbcollect import _tbcollect\n"
+        "for name in [m for m in sys.modules if m.startswith('tbcollect') and m != "
+        "'tbcollect._tbcollect']:\n"
+        "    sys.modules[name] = None\n"
+        "try:\n"
+        "    _tbcollect.collect(max_depth=0)\n"
+        "except _tbcollect.InvalidOptionError as e:\n"
+        "    print('raised', type(e).__name__)\n"
+        "_tbcollect.REDACT = 'token'\n"
+        "try:\n"
+        "    _tbcollect.collect(locals=True)\n"
+        "except ValueError as e:\n"
+        "    print('redact', 'tbcollect.REDACT' in str(e))\n"
+    )
+    proc = run_python(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["raised", "InvalidOptionError", "redact", "True"]
+
+
+def test_redact_is_the_native_modules_list():
+    from tbcollect import _tbcollect
+
+    assert tbcollect.REDACT is _tbcollect.REDACT
+    assert "password" in tbcollect.REDACT

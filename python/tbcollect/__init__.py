@@ -11,7 +11,9 @@
 from __future__ import annotations
 
 import os
+import sys
 
+from tbcollect import _tbcollect
 from tbcollect._errors import (
     DumpDirectoryError,
     DumpWriteError,
@@ -25,7 +27,6 @@ from tbcollect._errors import (
     UnsafeProbesError,
 )
 from tbcollect._tbcollect import (
-    DEFAULT_REDACT,
     FORMATS,
     SCHEMA,
     Diff,
@@ -44,6 +45,7 @@ from tbcollect._tbcollect import (
 # integration load on first use, through __getattr__ below (PEP 562).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from types import ModuleType
     from typing import IO, Any, List, Union
 
     from tbcollect import aio
@@ -54,6 +56,9 @@ if TYPE_CHECKING:
     from tbcollect.watchdog import Heartbeat, Watch, Watchdog, heartbeat, watchdog
 
     DumpTarget = Union[str, "os.PathLike[str]", IO[str], int, None]
+    REDACT: List[str]
+else:
+    ModuleType = type(sys)
 
 __all__ = [
     "FORMATS",
@@ -107,11 +112,26 @@ _LAZY_NAMES = {
 # calling it makes a watchdog (`tbcollect.watchdog(reminder=60)`).
 _SUBMODULES = ("aio", "celery", "gevent", "gunicorn", "sentry", "watchdog", "web")
 
-#: With ``collect(locals=...)``: a variable or ``str`` dict key whose name
-#: contains one of these (case-insensitive) is shown as ``[redacted]``. Extend
-#: it for the whole program (``tbcollect.REDACT.append("ssn")``) or per call
-#: (``collect(locals=True, redact=["ssn"])``).
-REDACT: List[str] = list(DEFAULT_REDACT)
+
+class _Package(ModuleType):
+    """The package's module type: ``tbcollect.REDACT`` is the native module's
+    list, so the capture reads it without importing this package."""
+
+    @property
+    def REDACT(self) -> List[str]:
+        """With ``collect(locals=...)``: a variable or ``str`` dict key whose name
+        contains one of these (case-insensitive) is shown as ``[redacted]``. Extend
+        it for the whole program (``tbcollect.REDACT.append("ssn")``) or per call
+        (``collect(locals=True, redact=["ssn"])``)."""
+        names: List[str] = _tbcollect.REDACT
+        return names
+
+    @REDACT.setter
+    def REDACT(self, names: List[str]) -> None:
+        _tbcollect.REDACT = names
+
+
+sys.modules[__name__].__class__ = _Package
 
 # Options of ``dump_all`` that shape the rendering rather than the capture.
 _RENDER_OPTIONS = ("group", "indent")

@@ -18,8 +18,41 @@ SCHEMA: str
 DIFF_SCHEMA: str
 FORMATS: List[str]
 DEFAULT_REDACT: List[str]
+REDACT: List[str]
 UNKNOWN_THREAD_NAME: str
 MAIN_GREENLET_NAME: str
+
+class TbcollectError(Exception):
+    """Base class of every error tbcollect raises."""
+
+class InvalidOptionError(TbcollectError, ValueError):
+    """An option has a value it cannot take (``max_depth=0``)."""
+
+class UnknownFormatError(TbcollectError, ValueError):
+    """A format name that no renderer knows."""
+
+class DumpWriteError(TbcollectError, OSError):
+    """The dump could not be written; nothing was left half-written."""
+
+class InvalidDumpError(TbcollectError, ValueError):
+    """A file or string that is not a ``tbcollect/1`` JSON dump."""
+
+class MissingDependencyError(TbcollectError, ImportError):
+    """An optional integration's package (e.g. ``sentry-sdk``) is not installed."""
+
+class ProbesError(TbcollectError, OSError):
+    """The probes directory cannot be read (missing, not a directory)."""
+
+class UnsafeProbesError(ProbesError, PermissionError):
+    """A probes directory or file that someone else could change; nothing was run."""
+
+class DumpDirectoryError(TbcollectError, OSError):
+    """The dump directory cannot be used: missing and not creatable, a symlink,
+    owned by another user, or writable by group or others."""
+
+class InstallError(TbcollectError, RuntimeError):
+    """``install()`` or ``uninstall()`` cannot be done here (not the main thread,
+    or a platform without POSIX signals)."""
 
 _StackKind = Literal["thread", "greenlet", "task"]
 

@@ -13,6 +13,7 @@ use pyo3::prelude::*;
 #[pymodule]
 #[pyo3(name = "_tbcollect")]
 fn tbcollect_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    errors::register(m)?;
     snapshot::register(m)?;
     diff::register(m)?;
     #[cfg(unix)]

@@ -548,13 +548,17 @@ fn locals_mode(value: Option<&Bound<'_, PyAny>>) -> Result<LocalsMode, Error> {
     }
 }
 
+/// This module, for the names to redact that the program configured: its
+/// `REDACT` attribute, which `tbcollect.REDACT` reads and sets (a property
+/// of the package). The module never imports the package that wraps it.
+static OWN_MODULE: pyo3::sync::PyOnceLock<Py<PyModule>> = pyo3::sync::PyOnceLock::new();
+
 /// The names to redact: `tbcollect.REDACT` (the defaults unless the program
 /// changed it) plus this call's `redact=`.
 fn redact_names(py: Python<'_>, extra: Option<&Bound<'_, PyAny>>) -> Result<Vec<String>, Error> {
-    let configured = py
-        .import("tbcollect")
-        .ok()
-        .and_then(|m| m.getattr("REDACT").ok());
+    let configured = OWN_MODULE
+        .get(py)
+        .and_then(|m| m.bind(py).getattr("REDACT").ok());
     let mut names = match configured {
         Some(value) => name_list(&value, "tbcollect.REDACT")?,
         None => capture::locals::DEFAULT_REDACT
@@ -630,6 +634,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.py().import("gc")?;
     m.add("SCHEMA", SCHEMA)?;
     m.add("DEFAULT_REDACT", capture::locals::DEFAULT_REDACT.to_vec())?;
+    m.add("REDACT", capture::locals::DEFAULT_REDACT.to_vec())?;
+    let _ = OWN_MODULE.set(m.py(), m.clone().unbind());
     m.add("FORMATS", Format::NAMES.to_vec())?;
     m.add("UNKNOWN_THREAD_NAME", capture::threads::UNKNOWN_THREAD_NAME)?;
     m.add("MAIN_GREENLET_NAME", capture::greenlets::MAIN_GREENLET_NAME)?;
