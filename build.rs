@@ -1,9 +1,32 @@
-// Emits pyo3's `Py_3_x` cfgs so version-specific capture code is chosen at
-// compile time for the interpreter maturin builds against.
+// Emits pyo3's `Py_3_x` cfgs, and one `tbc_*` alias per family of CPython
+// layouts, so that code reading a layout names the family it needs
+// (`#[cfg(tbc_iframe)]`) instead of spelling out versions and build flags.
+// A new CPython version joins a family here, once its file in
+// `src/capture/cpython/` describes it.
 fn main() {
+    println!("cargo::rustc-check-cfg=cfg(Py_3_9, Py_3_10, Py_3_11, Py_3_12, Py_3_13, Py_3_14, Py_3_15, Py_GIL_DISABLED, Py_LIMITED_API, PyPy, GraalPy)");
+    println!("cargo::rustc-check-cfg=cfg(tbc_iframe, tbc_gc_lists, tbc_frame_prefix)");
     #[cfg(feature = "python")]
     {
         pyo3_build_config::use_pyo3_cfgs();
+        let config = pyo3_build_config::get();
+        let version = config.version();
+        let minor = if version.major == 3 { version.minor } else { 0 };
+        let gil = !config.is_free_threaded();
+        for (alias, on) in [
+            // `_PyInterpreterFrame`s (and the generators that embed one)
+            // read in place: 3.11-3.13 with the GIL.
+            ("tbc_iframe", gil && (11..=13).contains(&minor)),
+            // The collector's generation lists read in place: 3.9-3.13
+            // with the GIL (3.14 has an incremental collector; a
+            // free-threaded build has no lists).
+            ("tbc_gc_lists", gil && (9..=13).contains(&minor)),
+            // The public `PyFrameObject` prefix with `f_valuestack`: 3.9, 3.10.
+            ("tbc_frame_prefix", (9..=10).contains(&minor)),
+        ] {
+            if on {
+                println!("cargo::rustc-cfg={alias}");
+            }
+        }
     }
-    println!("cargo::rustc-check-cfg=cfg(Py_3_9, Py_3_10, Py_3_11, Py_3_12, Py_3_13, Py_3_14, Py_3_15, Py_GIL_DISABLED, Py_LIMITED_API, PyPy, GraalPy)");
 }

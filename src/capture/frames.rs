@@ -81,7 +81,7 @@ pub struct FrameWalker<'py> {
     older: usize,
     /// Whether [`Self::walk`] may read interpreter frames directly: `None`
     /// until the first walk of the capture was checked against the C API.
-    #[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
+    #[cfg(tbc_iframe)]
     direct_walks: Option<bool>,
     /// Positions looked up lately, in front of `positions`: the frames of
     /// a run of alike tasks repeat the same few.
@@ -104,7 +104,7 @@ impl<'py> FrameWalker<'py> {
             lists: FastMap::default(),
             spare_keys: Vec::new(),
             last: [None, None],
-            #[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
+            #[cfg(tbc_iframe)]
             direct_walks: None,
             older: 0,
             // Code address 0 is no code object's: these slots match nothing.
@@ -148,8 +148,11 @@ impl<'py> FrameWalker<'py> {
     /// # Safety
     /// `top` must be a valid frame object; the GIL is held (`self.py`).
     pub unsafe fn walk(&mut self, top: *mut ffi::PyFrameObject) -> (Frames, u64) {
-        #[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
-        if self.locals.is_none() && self.direct_walks != Some(false) {
+        #[cfg(tbc_iframe)]
+        if self.locals.is_none()
+            && self.direct_walks != Some(false)
+            && crate::capture::fastpaths::on()
+        {
             if let Some(direct) = self.walk_interpreter_frames(top) {
                 if self.direct_walks.is_some() {
                     return direct;
@@ -171,7 +174,7 @@ impl<'py> FrameWalker<'py> {
     ///
     /// # Safety
     /// As for [`Self::walk`].
-    #[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
+    #[cfg(tbc_iframe)]
     unsafe fn walk_interpreter_frames(
         &mut self,
         top: *mut ffi::PyFrameObject,
@@ -179,14 +182,13 @@ impl<'py> FrameWalker<'py> {
         use crate::capture::iframe;
         // A guard against a chain that loops, as a real one cannot.
         const MAX_FRAMES: usize = 1 << 20;
-        let mut frame = iframe::of_frame_object(top)?;
+        let mut frame = Some(iframe::of_frame_object(top)?);
         let mut list = self.list();
         let mut omitted: u64 = 0;
         let mut seen = 0;
-        while !frame.is_null() {
+        while let Some(at) = frame {
             seen += 1;
-            let Some((code, lasti)) =
-                iframe::position(self.py, frame).filter(|_| seen < MAX_FRAMES)
+            let Some((code, lasti)) = iframe::position(self.py, at).filter(|_| seen < MAX_FRAMES)
             else {
                 self.recycle(list);
                 return None;
@@ -196,14 +198,14 @@ impl<'py> FrameWalker<'py> {
             } else {
                 omitted += 1;
             }
-            frame = iframe::previous(frame);
+            frame = iframe::previous(at);
         }
         let (frames, _) = self.finish(list, true);
         Some((frames, omitted))
     }
 
     /// A list given up on: its key buffer serves the next one.
-    #[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
+    #[cfg(tbc_iframe)]
     fn recycle(&mut self, list: FrameList) {
         let mut keys = list.keys;
         keys.clear();

@@ -194,29 +194,18 @@ pub fn frame_values<'py>(frame: &Bound<'py, PyAny>) -> Vec<(String, Bound<'py, P
     }
 }
 
-#[cfg(not(Py_3_11))]
+#[cfg(tbc_frame_prefix)]
 pub mod layout {
-    //! The public `PyFrameObject` of 3.9 and 3.10, up to the last field both share.
+    //! The fast slots of a 3.9/3.10 frame object (`cpython::current::FrameObject`).
+    use crate::capture::cpython::current::FrameObject;
     use pyo3::ffi;
-
-    #[repr(C)]
-    struct FramePrefix {
-        ob_base: ffi::PyVarObject,
-        f_back: *mut ffi::PyObject,
-        f_code: *mut ffi::PyCodeObject,
-        f_builtins: *mut ffi::PyObject,
-        f_globals: *mut ffi::PyObject,
-        f_locals: *mut ffi::PyObject,
-        /// Points just past the fast slots (locals, cells, free variables).
-        f_valuestack: *mut *mut ffi::PyObject,
-    }
 
     /// The frame's namespace mapping (borrowed; NULL for most function frames).
     ///
     /// # Safety
     /// `frame` is a live frame object; the GIL is held.
     pub unsafe fn f_locals(frame: *mut ffi::PyFrameObject) -> *mut ffi::PyObject {
-        (*(frame as *mut FramePrefix)).f_locals
+        (*(frame as *const FrameObject)).f_locals
     }
 
     /// The first of the `n` fast slots of `frame`, after checking that the
@@ -230,11 +219,11 @@ pub mod layout {
         code: *mut ffi::PyCodeObject,
         n: usize,
     ) -> Option<*mut *mut ffi::PyObject> {
-        let prefix = frame as *mut FramePrefix;
-        if (*prefix).f_code != code || (*prefix).f_valuestack.is_null() {
+        let prefix = &*(frame as *const FrameObject);
+        if prefix.f_code != code || prefix.f_valuestack.is_null() {
             return None;
         }
-        let slots = (*prefix).f_valuestack.sub(n);
+        let slots = prefix.f_valuestack.sub(n);
         let basic = (*std::ptr::addr_of_mut!(ffi::PyFrame_Type)).tp_basicsize as usize;
         let expected = (frame as usize) + basic - std::mem::size_of::<*mut ffi::PyObject>();
         (slots as usize == expected && n <= (*frame.cast::<ffi::PyVarObject>()).ob_size as usize)
@@ -244,33 +233,11 @@ pub mod layout {
 
 #[cfg(all(Py_3_11, not(Py_3_12)))]
 mod layout {
-    //! 3.11's frame object and `_PyInterpreterFrame` (`internal/pycore_frame.h`),
-    //! up to the slots.
+    //! The fast slots of a 3.11 frame, in the interpreter frame it stands
+    //! for (`cpython::current::{FrameObject, InterpreterFrame}`).
+    use crate::capture::cpython::current::FrameObject;
+    use crate::capture::cpython::InterpreterFrame;
     use pyo3::ffi;
-    use std::os::raw::{c_char, c_int};
-
-    #[repr(C)]
-    struct FrameObject {
-        ob_base: ffi::PyObject,
-        f_back: *mut ffi::PyObject,
-        f_frame: *mut InterpreterFrame,
-    }
-
-    #[repr(C)]
-    struct InterpreterFrame {
-        f_func: *mut ffi::PyObject,
-        f_globals: *mut ffi::PyObject,
-        f_builtins: *mut ffi::PyObject,
-        f_locals: *mut ffi::PyObject,
-        f_code: *mut ffi::PyCodeObject,
-        frame_obj: *mut ffi::PyFrameObject,
-        previous: *mut InterpreterFrame,
-        prev_instr: *mut u16,
-        stacktop: c_int,
-        is_entry: bool,
-        owner: c_char,
-        localsplus: [*mut ffi::PyObject; 1],
-    }
 
     /// The first fast slot of `frame`, once its interpreter frame is shown
     /// to be laid out as expected (`n` is unused: 3.11 keeps no slot count
@@ -283,10 +250,12 @@ mod layout {
         code: *mut ffi::PyCodeObject,
         _n: usize,
     ) -> Option<*mut *mut ffi::PyObject> {
-        let iframe = (*(frame as *mut FrameObject)).f_frame;
-        if iframe.is_null() || (*iframe).frame_obj != frame || (*iframe).f_code != code {
+        let iframe = (*(frame as *const FrameObject)).f_frame.as_ref()?;
+        if iframe.frame_obj() != frame as *mut ffi::PyObject
+            || iframe.executable() != code as *mut ffi::PyObject
+        {
             return None;
         }
-        Some((&raw mut (*iframe).localsplus) as *mut *mut ffi::PyObject)
+        Some(iframe.localsplus() as *mut *mut ffi::PyObject)
     }
 }

@@ -290,7 +290,7 @@ impl CheckedRead {
         getter: impl Fn() -> Option<T>,
         same: impl FnOnce(&T, &Option<T>) -> bool,
     ) -> Option<T> {
-        if self.0.get() == Some(false) {
+        if self.0.get() == Some(false) || !crate::capture::fastpaths::on() {
             return getter();
         }
         let Some(value) = direct() else {
@@ -817,7 +817,11 @@ pub fn closure_values<'py>(obj: &Bound<'py, PyAny>) -> Vec<Bound<'py, PyAny>> {
 /// faults and changes nothing, whatever `obj` points at.
 #[inline]
 pub fn prefetch<T>(obj: *const T, lines: usize) {
+    if !crate::capture::fastpaths::on() {
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint that never faults, whatever the address.
     unsafe {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
         for line in 0..lines {

@@ -532,7 +532,7 @@ unsafe fn mapping_locals<'py>(
     frame: *mut ffi::PyFrameObject,
     info: &CodeVars,
 ) -> Option<Vec<(String, Bound<'py, PyAny>)>> {
-    #[cfg(not(Py_3_11))]
+    #[cfg(tbc_frame_prefix)]
     {
         let mapping = inert::borrowed(py, crate::capture::framevars::layout::f_locals(frame))?;
         dict_items(&mapping)

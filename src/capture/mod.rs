@@ -10,15 +10,18 @@ pub mod cpython;
 #[cfg(target_os = "linux")]
 pub mod elf;
 pub mod enrich;
+pub mod fastpaths;
 pub mod split_walk;
 
+#[cfg(feature = "python")]
+pub mod cpython;
 #[cfg(feature = "python")]
 pub mod frames;
 #[cfg(feature = "python")]
 pub mod framevars;
 #[cfg(feature = "python")]
 pub mod greenlets;
-#[cfg(all(feature = "python", Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
+#[cfg(all(feature = "python", tbc_iframe))]
 pub mod iframe;
 #[cfg(feature = "python")]
 pub mod inert;

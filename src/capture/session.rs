@@ -277,6 +277,7 @@ pub fn collect(py: Python<'_>, options: CaptureOptions) -> Snapshot {
         python_version(py),
         iso8601_utc(now_micros()),
     );
+    crate::capture::fastpaths::refresh();
     let gc = GcPause::new(py);
     let mut cap = Capture::new(py, options.clone());
     if options.threads {

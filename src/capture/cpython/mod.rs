@@ -1,10 +1,26 @@
-//! What the capture knows of CPython's internals, one place per version.
+//! What the capture knows of CPython's internals, one place per version:
+//! every struct layout it reads in place, and where to find what in the
+//! offsets the interpreter publishes.
+//!
+//! `v3_9.rs` .. `v3_15.rs` each describe one minor version, complete on
+//! its own (a new version starts as a copy of the previous file; see
+//! docs/design.md, "Per-version layouts"). [`current`] is the file of the
+//! version this build was compiled for; each offers the same names for what
+//! it has. Which families of layouts a version has is decided in `build.rs`
+//! (`tbc_iframe`, `tbc_gc_lists`, `tbc_frame_prefix`), so code that reads a
+//! layout says `#[cfg(tbc_iframe)]`, never a list of versions.
 //!
 //! 3.13 and later publish their own offsets for debuggers: `_PyRuntime`
 //! begins with `_Py_DebugOffsets` (3.13+), and the `_asyncio` extension
 //! carries `Py_AsyncioModuleDebugOffsets` in its `.AsyncioDebug` section
-//! (3.14+). Where they exist they are preferred over compiled-in layouts;
-//! the per-version files say where to find what in them.
+//! (3.14+). Where they exist they are preferred over compiled-in layouts,
+//! or checked against them before those are used.
+//!
+//! Nothing here decides whether a read is right for a given object: the
+//! callers check types first, and compare their reads with the C API once
+//! per capture (`inert::CheckedRead`). Layouts of extension modules
+//! (greenlet, gevent), the same on every CPython version, are in
+//! [`greenlet`].
 
 pub mod published;
 pub mod v3_14;
@@ -83,4 +99,94 @@ mod tests {
         assert_eq!(parse_version("3"), None);
         assert_eq!(parse_version("x.y"), None);
     }
+}
+
+#[cfg(feature = "python")]
+pub mod greenlet;
+
+#[cfg(all(feature = "python", Py_3_9, not(Py_3_10)))]
+pub mod v3_9;
+#[cfg(all(Py_3_9, not(Py_3_10)))]
+pub use v3_9 as current;
+
+#[cfg(all(feature = "python", Py_3_10, not(Py_3_11)))]
+pub mod v3_10;
+#[cfg(all(Py_3_10, not(Py_3_11)))]
+pub use v3_10 as current;
+
+#[cfg(all(feature = "python", Py_3_11, not(Py_3_12)))]
+pub mod v3_11;
+#[cfg(all(Py_3_11, not(Py_3_12)))]
+pub use v3_11 as current;
+
+#[cfg(all(feature = "python", Py_3_12, not(Py_3_13)))]
+pub mod v3_12;
+#[cfg(all(Py_3_12, not(Py_3_13)))]
+pub use v3_12 as current;
+
+#[cfg(all(feature = "python", Py_3_13, not(Py_3_14)))]
+pub mod v3_13;
+#[cfg(all(Py_3_13, not(Py_3_14)))]
+pub use v3_13 as current;
+
+#[cfg(all(Py_3_14, not(Py_3_15)))]
+pub use v3_14 as current;
+#[cfg(Py_3_15)]
+pub use v3_15 as current;
+
+/// What the capture reads of a `_PyInterpreterFrame` (3.11+), whichever
+/// version's struct it is. Implemented by `current::InterpreterFrame`, a
+/// `#[repr(C)]` mirror; a reference to one is made only from a frame the
+/// interpreter handed over (a thread's, a generator's), with the GIL held.
+#[cfg(feature = "python")]
+pub trait InterpreterFrame {
+    /// The code object it runs (`f_code`; 3.13's `f_executable`, which may
+    /// be something else): not checked to be code.
+    fn executable(&self) -> *mut pyo3::ffi::PyObject;
+    /// The frame that called it, shim frames included.
+    fn previous(&self) -> *mut Self;
+    /// The frame object made for it, or null.
+    fn frame_obj(&self) -> *mut pyo3::ffi::PyObject;
+    /// The instruction pointer the interpreter keeps (3.11/3.12 `prev_instr`,
+    /// 3.13 `instr_ptr`), as an address.
+    fn instr(&self) -> usize;
+    /// Whether it is a shim frame an entry from C pushes (3.12+
+    /// `FRAME_OWNED_BY_CSTACK`), which is no Python frame.
+    fn is_shim(&self) -> bool;
+    /// The value stack's depth past `localsplus` (`stacktop`), as saved
+    /// when the frame was suspended.
+    fn stack_depth(&self) -> std::os::raw::c_int;
+    /// The first of the fast slots and value stack (`localsplus`).
+    fn localsplus(&self) -> *const *mut pyo3::ffi::PyObject;
+}
+
+/// The state of a generator, coroutine or async generator (3.11+
+/// `gi_frame_state`), as the capture needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GenState {
+    Created,
+    /// Suspended at a `yield` (a generator's) or inside an `await` /
+    /// `yield from` (`in_await`: its stack top is what it awaits).
+    Suspended {
+        in_await: bool,
+    },
+    Running,
+    /// Completed or cleared: its frame is going.
+    Done,
+}
+
+/// Where `_asyncio` records each thread's running loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunningLoopRecord {
+    /// 3.9-3.11: `__asyncio_running_event_loop__` in the thread state's dict,
+    /// inside a `_RunningLoopHolder` (`current::RunningLoopHolder`).
+    HolderInThreadDict,
+    /// 3.12: the loop itself, under the same key of the thread state's dict.
+    LoopInThreadDict,
+    /// 3.13: a field this many bytes into the thread state.
+    ThreadStateField(usize),
+    /// 3.14+: where `.AsyncioDebug` says (see `tasks::native`).
+    AsyncioDebug,
+    /// Not known for this build.
+    Unknown,
 }

@@ -26,3 +26,13 @@ pub const MODULE_STATE: super::published::ModuleStateLayout = super::published::
     non_native_tasks: 6,
     non_native_eager_tasks: 7,
 };
+
+/// Each thread's running loop: a thread-state field `.AsyncioDebug` names
+/// (`tasks::native`); none a free-threaded build's capture may read.
+pub fn running_loop_record() -> super::RunningLoopRecord {
+    if cfg!(Py_GIL_DISABLED) {
+        super::RunningLoopRecord::Unknown
+    } else {
+        super::RunningLoopRecord::AsyncioDebug
+    }
+}

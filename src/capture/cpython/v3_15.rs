@@ -17,3 +17,6 @@ pub const DEBUG_LAYOUT: DebugLayout = DebugLayout {
 
 /// Unchanged from 3.14.
 pub const MODULE_STATE: super::published::ModuleStateLayout = super::v3_14::MODULE_STATE;
+
+/// As 3.14.
+pub use super::v3_14::running_loop_record;

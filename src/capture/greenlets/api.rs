@@ -10,18 +10,12 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use std::cell::Cell;
 use std::ffi::CStr;
-use std::os::raw::{c_int, c_void};
+use std::os::raw::c_void;
 
-type Predicate = unsafe extern "C" fn(*mut ffi::PyObject) -> c_int;
-type GetParent = unsafe extern "C" fn(*mut ffi::PyObject) -> *mut ffi::PyObject;
-
-// Indices into the capsule's pointer array (greenlet.h, stable since greenlet 1.0).
-const TYPE_SLOT: usize = 0;
-const MAIN_SLOT: usize = 8;
-const STARTED_SLOT: usize = 9;
-const ACTIVE_SLOT: usize = 10;
-const GET_PARENT_SLOT: usize = 11;
-const SLOTS: usize = 12;
+use crate::capture::cpython::greenlet::{
+    self as layout, GetParent, GreenletObject, Predicate, CAPSULE_ACTIVE, CAPSULE_GET_PARENT,
+    CAPSULE_MAIN, CAPSULE_SLOTS, CAPSULE_STARTED, CAPSULE_TYPE,
+};
 
 /// The oldest greenlet whose C API and getters this backend was written against.
 const MIN_GREENLET_MAJOR: u32 = 3;
@@ -82,19 +76,24 @@ impl<'py> GreenletApi<'py> {
                 inert::clear_error();
                 return Err("greenlet._C_API is not greenlet's capsule; no greenlets".into());
             }
-            let slots = std::slice::from_raw_parts(slots, SLOTS);
+            let slots = std::slice::from_raw_parts(slots, CAPSULE_SLOTS);
             // The type in slot 0 must be the module's: proof the layout is the one we know.
-            if slots[TYPE_SLOT] != type_obj.as_ptr() as *mut c_void {
+            if slots[CAPSULE_TYPE] != type_obj.as_ptr() as *mut c_void {
                 return Err(
                     "greenlet's C API does not match greenlet.greenlet; no greenlets".into(),
                 );
             }
-            let wanted = [MAIN_SLOT, STARTED_SLOT, ACTIVE_SLOT, GET_PARENT_SLOT];
+            let wanted = [
+                CAPSULE_MAIN,
+                CAPSULE_STARTED,
+                CAPSULE_ACTIVE,
+                CAPSULE_GET_PARENT,
+            ];
             if wanted.iter().any(|&i| slots[i].is_null()) {
                 return Err("greenlet's C API is incomplete; no greenlets".into());
             }
             let tp = type_obj.as_ptr() as *mut ffi::PyTypeObject;
-            if !layout_is_known(tp) {
+            if !layout::greenlet_layout_known(&*tp) {
                 return Err(
                     "greenlet.greenlet's object layout is not the one known; no greenlets".into(),
                 );
@@ -106,10 +105,12 @@ impl<'py> GreenletApi<'py> {
                 stack_saved: BuiltinGetter::new(&type_obj, c"_stack_saved"),
                 run: BuiltinGetter::new(&type_obj, c"run"),
                 _type_obj: type_obj,
-                main: std::mem::transmute::<*mut c_void, Predicate>(slots[MAIN_SLOT]),
-                started: std::mem::transmute::<*mut c_void, Predicate>(slots[STARTED_SLOT]),
-                active: std::mem::transmute::<*mut c_void, Predicate>(slots[ACTIVE_SLOT]),
-                get_parent: std::mem::transmute::<*mut c_void, GetParent>(slots[GET_PARENT_SLOT]),
+                main: std::mem::transmute::<*mut c_void, Predicate>(slots[CAPSULE_MAIN]),
+                started: std::mem::transmute::<*mut c_void, Predicate>(slots[CAPSULE_STARTED]),
+                active: std::mem::transmute::<*mut c_void, Predicate>(slots[CAPSULE_ACTIVE]),
+                get_parent: std::mem::transmute::<*mut c_void, GetParent>(
+                    slots[CAPSULE_GET_PARENT],
+                ),
             }))
         }
     }
@@ -136,7 +137,7 @@ impl<'py> GreenletApi<'py> {
     /// without it in the heap.
     ///
     /// # Safety
-    /// `obj` is a live instance of greenlet's type (checked by [`layout_is_known`]).
+    /// `obj` is a live instance of greenlet's type (checked by [`layout::greenlet_layout_known`]).
     #[inline]
     pub unsafe fn has_impl(&self, obj: *mut ffi::PyObject) -> bool {
         !(*(obj as *const GreenletObject)).pimpl.is_null()
@@ -176,23 +177,6 @@ impl<'py> GreenletApi<'py> {
     }
 }
 
-/// `PyGreenlet` (greenlet.h, unchanged since greenlet 2.0).
-#[repr(C)]
-struct GreenletObject {
-    ob_base: ffi::PyObject,
-    weakreflist: *mut ffi::PyObject,
-    dict: *mut ffi::PyObject,
-    pimpl: *mut c_void,
-}
-
-/// Proof that `tp` lays out its instances as [`GreenletObject`]: the size
-/// and the two offsets the type itself reports.
-unsafe fn layout_is_known(tp: *mut ffi::PyTypeObject) -> bool {
-    (*tp).tp_basicsize == std::mem::size_of::<GreenletObject>() as isize
-        && (*tp).tp_weaklistoffset == std::mem::offset_of!(GreenletObject, weakreflist) as isize
-        && (*tp).tp_dictoffset == std::mem::offset_of!(GreenletObject, dict) as isize
-}
-
 /// Which of gevent's classes a type derives from.
 #[derive(Debug, Clone, Copy, Default)]
 struct Kind {
@@ -217,7 +201,7 @@ pub struct Gevent<'py> {
     pub f_code: Option<BuiltinGetter<'py>>,
     pub f_lineno: Option<BuiltinGetter<'py>>,
     pub f_back: Option<BuiltinGetter<'py>>,
-    /// `_Frame` is laid out as [`FrameRecord`] (checked on the type), and
+    /// `_Frame` is laid out as [`layout::FrameRecord`] (checked on the type), and
     /// reading it so checked against its getters.
     frame_layout: bool,
     frame_reads: inert::CheckedRead,
@@ -247,10 +231,10 @@ impl<'py> Gevent<'py> {
         };
         let fields = greenlet
             .as_ref()
-            .and_then(|tp| unsafe { cython_fields(tp, api.tp) });
+            .and_then(|tp| unsafe { layout::cython_fields(&*type_ptr(tp), &*api.tp) });
         let frame_layout = frame
             .as_ref()
-            .is_some_and(|tp| unsafe { frame_layout_is_known(tp) });
+            .is_some_and(|tp| unsafe { layout::frame_record_layout_known(&*type_ptr(tp)) });
         // Without the field range no instance can be proven built, so
         // the Cython getters are not used at all.
         let field_getter = |name: &CStr| fields.and_then(|_| getter(&greenlet, name));
@@ -303,7 +287,7 @@ impl<'py> Gevent<'py> {
                 return None;
             }
             unsafe {
-                let record = &*(entry.as_ptr() as *const FrameRecord);
+                let record = &*(entry.as_ptr() as *const layout::FrameRecord);
                 let code = inert::borrowed(entry.py(), record.f_code)
                     .filter(|c| ffi::PyCode_Check(c.as_ptr()) != 0);
                 let back = inert::borrowed(entry.py(), record.f_back).filter(|b| !b.is_none());
@@ -416,49 +400,9 @@ impl<'py> Gevent<'py> {
     }
 }
 
-/// gevent's `_Frame` (`cdef readonly CodeType f_code; cdef readonly int
-/// f_lineno; cdef readonly _Frame f_back`, unchanged since gevent 1.3).
-#[repr(C)]
-struct FrameRecord {
-    ob_base: ffi::PyObject,
-    f_code: *mut ffi::PyObject,
-    f_lineno: std::os::raw::c_int,
-    f_back: *mut ffi::PyObject,
-}
-
-/// Whether `tp` is a static type of exactly [`FrameRecord`]'s size, with
-/// no instance dict or weak references, deriving from `object` alone.
-unsafe fn frame_layout_is_known(tp: &Bound<'_, PyAny>) -> bool {
-    let tp = tp.as_ptr() as *mut ffi::PyTypeObject;
-    (*tp).tp_flags & ffi::Py_TPFLAGS_HEAPTYPE == 0
-        && (*tp).tp_basicsize == std::mem::size_of::<FrameRecord>() as isize
-        && (*tp).tp_dictoffset == 0
-        && (*tp).tp_weaklistoffset == 0
-        && (*tp).tp_base == &raw mut ffi::PyBaseObject_Type
-}
-
-/// The byte range of the fields a Cython class adds to greenlet's struct,
-/// when `tp` is a static (Cython) type deriving directly from greenlet whose
-/// added part is whole pointers. `None` for pure-Python gevent (fields in
-/// `__dict__`) or any other shape.
-unsafe fn cython_fields(
-    tp: &Bound<'_, PyAny>,
-    greenlet: *mut ffi::PyTypeObject,
-) -> Option<(usize, usize)> {
-    let tp = tp.as_ptr() as *mut ffi::PyTypeObject;
-    let word = std::mem::size_of::<usize>();
-    let start = usize::try_from((*greenlet).tp_basicsize).ok()?;
-    let end = usize::try_from((*tp).tp_basicsize).ok()?;
-    let is_static = (*tp).tp_flags & ffi::Py_TPFLAGS_HEAPTYPE == 0;
-    let plain = (*tp).tp_dictoffset <= 0 || (*tp).tp_dictoffset as usize <= start;
-    let weak = (*tp).tp_weaklistoffset <= 0 || (*tp).tp_weaklistoffset as usize <= start;
-    (is_static
-        && plain
-        && weak
-        && (*tp).tp_base == greenlet
-        && end > start
-        && (end - start) % word == 0)
-        .then_some((start, end))
+/// The type object `tp` (checked to be a type by the caller) is.
+fn type_ptr(tp: &Bound<'_, PyAny>) -> *const ffi::PyTypeObject {
+    tp.as_ptr() as *const ffi::PyTypeObject
 }
 
 /// Reads an optional getter.

@@ -12,7 +12,7 @@ mod naming;
 mod owner;
 mod scan;
 
-#[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
+#[cfg(tbc_iframe)]
 use crate::capture::iframe;
 use crate::capture::{inert, Capture};
 use crate::model::fasthash::FastMap as HashMap;
@@ -180,6 +180,9 @@ fn prefetch_ahead(gevent: &Gevent<'_>, raws: &[Raw<'_>], order: &[usize], k: usi
     const FAR: usize = 16;
     const MID: usize = 8;
     const NEAR: usize = 4;
+    if !crate::capture::fastpaths::on() {
+        return;
+    }
     if let Some(raw) = order.get(k + FAR).map(|&a| &raws[a]) {
         if let Some(frame) = &raw.frame {
             prefetch_frame_object(frame);
@@ -199,37 +202,33 @@ fn prefetch_ahead(gevent: &Gevent<'_>, raws: &[Raw<'_>], order: &[usize], k: usi
 }
 
 /// The stage-one read of a frame object: the word holding `f_frame`.
-#[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
+#[cfg(tbc_iframe)]
 fn prefetch_frame_object(frame: &Bound<'_, PyAny>) {
-    inert::prefetch(
-        (frame.as_ptr() as *const *const u8).wrapping_add(iframe::F_FRAME_WORD),
-        1,
-    );
+    inert::prefetch(iframe::f_frame_field(frame.as_ptr()), 1);
 }
 
 /// The interpreter frame `f_frame` points at (stage two), or the frame
 /// below it (stage three, `caller`: on the greenlet's own data stack, a
 /// page of its own), which reading the stack will need.
-#[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
+#[cfg(tbc_iframe)]
 fn prefetch_frame_data(frame: &Bound<'_, PyAny>, caller: bool) {
     // SAFETY: `frame` is a live frame object (the caller's `gr_frame`,
     // checked with `PyFrame_Check`) whose interpreter frame is live too
     // (the greenlet is suspended, so its data stack is kept).
-    unsafe {
-        let data = *(frame.as_ptr() as *const *const u8).add(iframe::F_FRAME_WORD);
-        match caller {
-            false => inert::prefetch(data, 2),
-            true if !data.is_null() => inert::prefetch(iframe::previous_hint(data), 2),
-            true => {}
-        }
+    let data = unsafe { *iframe::f_frame_field(frame.as_ptr()) };
+    match caller {
+        false => inert::prefetch(data, 2),
+        // SAFETY: as above.
+        true if !data.is_null() => inert::prefetch(unsafe { iframe::previous_hint(data) }, 2),
+        true => {}
     }
 }
 
 /// 3.9/3.10: the frame object holds its data itself, fetched in stage two.
-#[cfg(not(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED))))]
+#[cfg(not(tbc_iframe))]
 fn prefetch_frame_object(_frame: &Bound<'_, PyAny>) {}
 
-#[cfg(not(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED))))]
+#[cfg(not(tbc_iframe))]
 fn prefetch_frame_data(frame: &Bound<'_, PyAny>, caller: bool) {
     if !caller {
         inert::prefetch(frame.as_ptr(), 2);

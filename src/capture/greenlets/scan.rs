@@ -43,7 +43,7 @@ impl TypeFilter {
     /// follows `tp_base` instead of the MRO. The answers agree: greenlet
     /// has an instance layout of its own, so every type with greenlet in
     /// its MRO has it among its `tp_base`s (the layout it extends).
-    #[cfg(not(any(Py_3_14, Py_GIL_DISABLED)))]
+    #[cfg(tbc_gc_lists)]
     fn without_gil(tp: *mut ffi::PyTypeObject) -> Self {
         TypeFilter {
             with_gil: false,
@@ -125,8 +125,9 @@ fn prefetch_ahead<T>(at: *const T, direction: isize) {
 /// that the layout proof holds on every supported version, where a miss
 /// would only show as a slower scan.
 pub fn source(py: Python<'_>) -> &'static str {
-    #[cfg(not(any(Py_3_14, Py_GIL_DISABLED)))]
-    if unsafe { gc_lists::heads(py) }.is_some() {
+    crate::capture::fastpaths::refresh();
+    #[cfg(tbc_gc_lists)]
+    if crate::capture::fastpaths::on() && unsafe { gc_lists::heads(py) }.is_some() {
         return "generation lists";
     }
     let _ = py;
@@ -137,8 +138,11 @@ pub fn source(py: Python<'_>) -> &'static str {
 /// proven (`gc_lists`: 3.9-3.13 with the GIL), else what the
 /// interpreter offers to walk them.
 fn addresses(py: Python<'_>, api: &GreenletApi<'_>) -> Result<(Vec<usize>, Helper), String> {
-    #[cfg(not(any(Py_3_14, Py_GIL_DISABLED)))]
-    if let Some(heads) = unsafe { gc_lists::heads(py) } {
+    #[cfg(tbc_gc_lists)]
+    if let Some(heads) = crate::capture::fastpaths::on()
+        .then(|| unsafe { gc_lists::heads(py) })
+        .flatten()
+    {
         return Ok(unsafe { gc_lists::walk(&heads, api) });
     }
     Ok((fallback(py, api)?, Helper::default()))
@@ -214,7 +218,7 @@ fn fallback(py: Python<'_>, api: &GreenletApi<'_>) -> Result<Vec<usize>, String>
 }
 
 /// `gc.<name>` if it is the `gc` module's own C function.
-#[cfg(not(any(Py_3_14, Py_GIL_DISABLED)))]
+#[cfg(tbc_gc_lists)]
 fn gc_builtin<'py>(py: Python<'py>, name: &std::ffi::CStr) -> Option<Bound<'py, PyAny>> {
     use crate::capture::inert;
 
@@ -237,37 +241,22 @@ fn gc_builtin<'py>(py: Python<'py>, name: &std::ffi::CStr) -> Option<Bound<'py, 
 /// internals: a freshly tracked object is linked last into generation 0,
 /// so its `_gc_next` is that generation's list head,
 /// and CPython 3.9-3.13 keep the three heads in one array of
-/// `struct gc_generation { PyGC_Head head; int threshold; int count; }`.
+/// `struct gc_generation` (`cpython::current::Generation`).
 /// The layout is used only once proven: the probe is the head's last
 /// element, each head's neighbours link back to it, and each generation's
 /// `threshold` equals what `gc.get_threshold()` reports. Otherwise the
 /// caller falls back (see `fallback`). The walk only reads: the GC is
 /// paused and nothing runs that could relink objects meanwhile.
-#[cfg(not(any(Py_3_14, Py_GIL_DISABLED)))]
+#[cfg(tbc_gc_lists)]
 mod gc_lists {
     use super::{prefetch_ahead, GreenletApi, Helper, TypeFilter};
+    use crate::capture::cpython::current::{
+        GcHead, Generation, GC_NEXT_MASK as NEXT_MASK, GC_PREV_MASK as PREV_MASK, GENERATIONS,
+    };
     use crate::capture::inert;
     use pyo3::ffi;
     use pyo3::prelude::*;
     use std::os::raw::c_int;
-
-    #[repr(C)]
-    struct GcHead {
-        next: usize,
-        prev: usize,
-    }
-
-    #[repr(C)]
-    struct Generation {
-        head: GcHead,
-        threshold: c_int,
-        count: c_int,
-    }
-
-    // Low bits of the links are flags (`_PyGC_PREV_MASK`, `NEXT_MASK_UNREACHABLE`).
-    const PREV_MASK: usize = !3;
-    const NEXT_MASK: usize = !1;
-    const GENERATIONS: usize = 3;
 
     pub struct Heads([*const GcHead; GENERATIONS]);
 

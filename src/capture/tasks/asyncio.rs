@@ -8,9 +8,9 @@
 
 use super::AddrMap;
 use crate::capture::frames::{FrameKey, FrameWalker};
-#[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
-use crate::capture::iframe;
 use crate::capture::inert::{self, BuiltinAttr, BuiltinMethod};
+#[cfg(tbc_iframe)]
+use crate::capture::{cpython::GenState, iframe};
 use crate::model::Text;
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -169,7 +169,7 @@ pub struct Asyncio<'py> {
     task_types: std::cell::Cell<(usize, usize)>,
     /// `asyncio.sleep`'s code object and the slot of its local `h`, the
     /// timer it waits for; looked up on first use.
-    #[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
+    #[cfg(tbc_iframe)]
     sleep_code: std::cell::OnceCell<Option<(Bound<'py, PyAny>, usize)>>,
     /// [`frame_position`] against the frame object's own answer.
     #[cfg(Py_3_11)]
@@ -283,7 +283,7 @@ impl<'py> Asyncio<'py> {
             direct_running: Default::default(),
             plain_leaf: Default::default(),
             task_types: Default::default(),
-            #[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
+            #[cfg(tbc_iframe)]
             sleep_code: Default::default(),
             #[cfg(Py_3_11)]
             direct_positions: Default::default(),
@@ -599,37 +599,41 @@ impl<'py> Asyncio<'py> {
     /// its frame), when `coro` runs `asyncio.sleep`'s own code. Ten thousand
     /// sleeping tasks then need no table of every timer of their loop.
     /// `None` on other versions and for anything else: the table decides.
-    #[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
+    #[cfg(tbc_iframe)]
     pub fn sleep_timer(&self, coro: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
-        if !self.coroutine.is_exact(coro) {
+        if !crate::capture::fastpaths::on() || !self.coroutine.is_exact(coro) {
             return None;
         }
         let (code, slot) = self
             .sleep_code
             .get_or_init(|| self.find_sleep_code())
             .as_ref()?;
-        unsafe {
-            // Inside `await future`, so `h` is set.
-            if !suspended_in_await(coro.as_ptr()) {
-                return None;
-            }
-            let (running, _) = frame_position(self.py, coro.as_ptr())?;
-            if !std::ptr::eq(running as *const ffi::PyObject, code.as_ptr()) {
-                return None;
-            }
-            let frame = iframe::of_generator(coro.as_ptr());
-            inert::borrowed(self.py, iframe::local(frame, *slot)?)
+        // SAFETY: `coro` is an exact coroutine (checked above), held.
+        let gen = unsafe { iframe::generator(coro.as_ptr()) };
+        // Inside `await future`, so `h` is set.
+        if iframe::state(gen) != (GenState::Suspended { in_await: true }) {
+            return None;
         }
+        // SAFETY: as above.
+        let (running, _) = unsafe { frame_position(self.py, coro.as_ptr()) }?;
+        if !std::ptr::eq(running as *const ffi::PyObject, code.as_ptr()) {
+            return None;
+        }
+        let frame = iframe::of_generator(gen)?;
+        // SAFETY: the frame is suspended and runs `sleep`'s code, which has
+        // more than `slot` variables (found in its `co_varnames`); the slot
+        // holds a live object or NULL.
+        unsafe { inert::borrowed(self.py, iframe::local(frame, *slot)?) }
     }
 
-    #[cfg(not(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED))))]
+    #[cfg(not(tbc_iframe))]
     pub fn sleep_timer(&self, _coro: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
         None
     }
 
     /// `asyncio.tasks.sleep.__code__` and the index of `h` among its
     /// variables, if it is a plain function whose code has no cells.
-    #[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
+    #[cfg(tbc_iframe)]
     fn find_sleep_code(&self) -> Option<(Bound<'py, PyAny>, usize)> {
         let sleep = inert::module_attr(&self.tasks_module, c"sleep")?;
         unsafe {
@@ -747,7 +751,7 @@ impl<'py> Asyncio<'py> {
 /// that for task `i + NEAR`. Only hints: a
 /// prefetch never faults and changes nothing, and the pointers followed
 /// are read as `_PyGen_yf` reads them, from suspended frames only.
-#[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
+#[cfg(tbc_iframe)]
 pub fn prefetch_chains(views: &[TaskView<'_>], order: &[usize], i: usize) {
     const FAR: usize = 12;
     const MID: usize = 8;
@@ -774,7 +778,7 @@ pub fn prefetch_chains(views: &[TaskView<'_>], order: &[usize], i: usize) {
     }
 }
 
-#[cfg(not(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED))))]
+#[cfg(not(tbc_iframe))]
 pub fn prefetch_chains(views: &[TaskView<'_>], order: &[usize], i: usize) {
     // 3.9/3.10: the coroutine, then its frame object (a separate block).
     if let Some(c) = order.get(i + 8).and_then(|&v| views[v].coro.as_ref()) {
@@ -784,71 +788,56 @@ pub fn prefetch_chains(views: &[TaskView<'_>], order: &[usize], i: usize) {
 
 /// The coroutine a suspended coroutine awaits, for a prefetch: the top of
 /// its frame's value stack when that is an exact coroutine. Reads the
-/// frame's `stacktop` and that slot, nothing else, and only of a frame
+/// frame's stack depth and that slot, nothing else, and only of a frame
 /// suspended (whose stack pointer the interpreter saved when it yielded).
 ///
 /// # Safety
 /// `obj` is a live object; the GIL is held.
-#[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
+#[cfg(tbc_iframe)]
 unsafe fn awaited_coroutine(obj: *mut ffi::PyObject) -> Option<*mut ffi::PyObject> {
     if ffi::Py_TYPE(obj) != &raw mut ffi::PyCoro_Type {
         return None;
     }
-    let gen = obj as *mut ffi::PyGenObject;
-    // 3.11/3.12: SUSPENDED is -1; 3.13: SUSPENDED -2, SUSPENDED_YIELD_FROM -1.
-    #[cfg(not(Py_3_13))]
-    let suspended = (*gen).gi_frame_state == -1;
-    #[cfg(Py_3_13)]
-    let suspended = matches!((*gen).gi_frame_state, -2 | -1);
-    if !suspended {
+    let gen = iframe::generator(obj);
+    if !matches!(iframe::state(gen), GenState::Suspended { .. }) {
         return None;
     }
-    iframe::stack_top(iframe::of_generator(obj))
+    iframe::stack_top(iframe::of_generator(gen)?)
         .filter(|&top| ffi::Py_TYPE(top) == &raw mut ffi::PyCoro_Type)
 }
 
 /// What a suspended coroutine awaits, read as `_PyGen_yf` reads it: the
 /// top of its frame's value stack. A coroutine (unlike a generator, whose
-/// `yield` suspends it too) is only ever suspended inside an `await`, and
-/// 3.13 says so in its state (SUSPENDED_YIELD_FROM). `None` for any other
-/// state: the getter answers then.
+/// `yield` suspends it too) is only ever suspended inside an `await`
+/// (3.13 says so in its state). `None` for any other state: the getter
+/// answers then.
 ///
 /// # Safety
 /// `obj` is an exact instance of `PyCoro_Type`; the GIL is held.
-#[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
+#[cfg(tbc_iframe)]
 unsafe fn awaited_in_place(obj: *mut ffi::PyObject) -> Option<*mut ffi::PyObject> {
-    if !suspended_in_await(obj) {
+    let gen = iframe::generator(obj);
+    if iframe::state(gen) != (GenState::Suspended { in_await: true }) {
         return None;
     }
-    iframe::stack_top(iframe::of_generator(obj))
+    iframe::stack_top(iframe::of_generator(gen)?)
 }
 
-/// Whether a coroutine is suspended inside an `await`, so that its stack
-/// top is what it awaits and its locals are set: SUSPENDED in 3.11/3.12,
-/// SUSPENDED_YIELD_FROM in 3.13, -1 in each.
-///
-/// # Safety
-/// `obj` is an exact instance of `PyCoro_Type`.
-#[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
-unsafe fn suspended_in_await(obj: *mut ffi::PyObject) -> bool {
-    (*(obj as *mut ffi::PyGenObject)).gi_frame_state == -1
-}
-
-/// `cr_running` from a coroutine's state: EXECUTING is 0 in 3.11-3.13.
+/// `cr_running` from a coroutine's state.
 ///
 /// # Safety
 /// `obj` is an exact instance of `PyCoro_Type`; the GIL is held.
-#[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
+#[cfg(tbc_iframe)]
 unsafe fn running_in_place(obj: *mut ffi::PyObject) -> Option<bool> {
-    Some((*(obj as *mut ffi::PyGenObject)).gi_frame_state == 0)
+    Some(iframe::state(iframe::generator(obj)) == GenState::Running)
 }
 
-#[cfg(not(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED))))]
+#[cfg(not(tbc_iframe))]
 unsafe fn running_in_place(_obj: *mut ffi::PyObject) -> Option<bool> {
     None
 }
 
-#[cfg(not(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED))))]
+#[cfg(not(tbc_iframe))]
 unsafe fn awaited_in_place(_obj: *mut ffi::PyObject) -> Option<*mut ffi::PyObject> {
     None
 }
@@ -859,19 +848,19 @@ unsafe fn awaited_in_place(_obj: *mut ffi::PyObject) -> Option<*mut ffi::PyObjec
 /// # Safety
 /// `obj` must be an exact instance of `PyCoro_Type`, `PyGen_Type` or
 /// `PyAsyncGen_Type`; the GIL is held.
-#[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
+#[cfg(tbc_iframe)]
 unsafe fn frame_position(
     py: Python<'_>,
     obj: *mut ffi::PyObject,
 ) -> Option<(*mut ffi::PyCodeObject, std::os::raw::c_int)> {
-    let gen = obj as *mut ffi::PyGenObject;
-    if (*gen).gi_frame_state > 0 {
+    let gen = iframe::generator(obj);
+    if iframe::state(gen) == GenState::Done {
         return None;
     }
-    iframe::position(py, iframe::of_generator(obj))
+    iframe::position(py, iframe::of_generator(gen)?)
 }
 
-#[cfg(all(Py_3_11, any(Py_3_14, Py_GIL_DISABLED)))]
+#[cfg(all(Py_3_11, not(tbc_iframe)))]
 unsafe fn frame_position(
     _py: Python<'_>,
     _obj: *mut ffi::PyObject,
@@ -891,23 +880,23 @@ unsafe fn frame_position(
 /// # Safety
 /// `obj` must be an exact instance of `PyCoro_Type`, `PyGen_Type` or
 /// `PyAsyncGen_Type`; the GIL is held.
-#[cfg(all(Py_3_11, not(Py_3_14), not(Py_GIL_DISABLED)))]
+#[cfg(tbc_iframe)]
 unsafe fn existing_frame(obj: *mut ffi::PyObject) -> *mut ffi::PyObject {
-    // CREATED, SUSPENDED (3.13: and SUSPENDED_YIELD_FROM) and EXECUTING are
-    // the states <= 0 in 3.11-3.13; from COMPLETED on the frame is going.
-    if (*(obj as *mut ffi::PyGenObject)).gi_frame_state > 0 {
+    // From COMPLETED on, the frame is going.
+    let gen = iframe::generator(obj);
+    if iframe::state(gen) == GenState::Done {
         return std::ptr::null_mut();
     }
-    iframe::frame_object(iframe::of_generator(obj))
+    iframe::of_generator(gen).map_or(std::ptr::null_mut(), iframe::frame_object)
 }
 
 /// 3.9-3.10: the generator holds its frame in `gi_frame` (NULL once finished).
-#[cfg(not(Py_3_11))]
+#[cfg(tbc_frame_prefix)]
 unsafe fn existing_frame(obj: *mut ffi::PyObject) -> *mut ffi::PyObject {
-    (*(obj as *mut ffi::PyGenObject)).gi_frame as *mut ffi::PyObject
+    (*(obj as *const crate::capture::cpython::current::GenObject)).gi_frame as *mut ffi::PyObject
 }
 
-#[cfg(all(Py_3_11, any(Py_3_14, Py_GIL_DISABLED)))]
+#[cfg(not(any(tbc_iframe, tbc_frame_prefix)))]
 unsafe fn existing_frame(_obj: *mut ffi::PyObject) -> *mut ffi::PyObject {
     std::ptr::null_mut()
 }

@@ -7,6 +7,7 @@
 //! returns, kept per thread state.
 
 use super::AddrMap;
+use crate::capture::cpython::{self, RunningLoopRecord};
 use crate::capture::inert;
 use crate::capture::Capture;
 use pyo3::ffi;
@@ -97,56 +98,45 @@ extern "C" {
     fn _PyThreadState_GetDict(tstate: *mut ffi::PyThreadState) -> *mut ffi::PyObject;
 }
 
-/// 3.9-3.12: `_asyncio` keeps the running loop in the thread state's dict,
-/// 3.12 as the loop itself, 3.9-3.11 inside a `_RunningLoopHolder`
-/// (`PyObject_HEAD; PyObject *rl_loop; ...`).
-#[cfg(not(Py_3_13))]
+/// The address of the loop `_asyncio` records as running in thread state
+/// `ts`, wherever this version keeps it (see [`RunningLoopRecord`]). Only
+/// compared, never followed: a wrong guess finds nothing.
+///
+/// # Safety
+/// `ts` is a live thread state of this interpreter; the GIL is held.
 unsafe fn running_loop_ptr(py: Python<'_>, ts: *mut ffi::PyThreadState) -> Option<usize> {
-    let dict = inert::borrowed(py, _PyThreadState_GetDict(ts))?;
-    let value = inert::dict_get_named(&dict, c"__asyncio_running_event_loop__")?;
-    if value.is_none() {
-        return None;
-    }
-    if cfg!(Py_3_12) {
-        return Some(value.as_ptr() as usize);
-    }
-    if !inert::is_static_type_named(&value, c"_RunningLoopHolder") {
-        return None;
-    }
-    let tp = ffi::Py_TYPE(value.as_ptr());
-    let head = std::mem::size_of::<ffi::PyObject>();
-    if ((*tp).tp_basicsize as usize) < head + std::mem::size_of::<usize>() {
-        return None;
-    }
-    let rl_loop = *((value.as_ptr() as *const u8).add(head) as *const usize);
-    (rl_loop != 0).then_some(rl_loop)
-}
-
-/// 3.13 keeps it in `_PyThreadStateImpl.asyncio_running_loop`, the first
-/// field after the public `PyThreadState` (304 bytes on 64-bit builds with
-/// the GIL). Only compared, never followed: a wrong guess finds nothing.
-#[cfg(all(
-    Py_3_13,
-    not(Py_3_14),
-    not(Py_GIL_DISABLED),
-    target_pointer_width = "64"
-))]
-unsafe fn running_loop_ptr(_py: Python<'_>, ts: *mut ffi::PyThreadState) -> Option<usize> {
-    const ASYNCIO_RUNNING_LOOP: usize = 304;
-    let value = *((ts as *const u8).add(ASYNCIO_RUNNING_LOOP) as *const usize);
+    let value = match cpython::current::running_loop_record() {
+        #[cfg(not(Py_3_13))]
+        RunningLoopRecord::HolderInThreadDict | RunningLoopRecord::LoopInThreadDict => {
+            let dict = inert::borrowed(py, _PyThreadState_GetDict(ts))?;
+            let value = inert::dict_get_named(&dict, c"__asyncio_running_event_loop__")?;
+            if value.is_none() {
+                return None;
+            }
+            #[cfg(not(Py_3_12))]
+            {
+                if !inert::is_static_type_named(&value, c"_RunningLoopHolder") {
+                    return None;
+                }
+                use crate::capture::cpython::current::RunningLoopHolder;
+                let tp = ffi::Py_TYPE(value.as_ptr());
+                if ((*tp).tp_basicsize as usize) < std::mem::size_of::<RunningLoopHolder>() {
+                    return None;
+                }
+                (*(value.as_ptr() as *const RunningLoopHolder)).rl_loop as usize
+            }
+            #[cfg(Py_3_12)]
+            {
+                value.as_ptr() as usize
+            }
+        }
+        RunningLoopRecord::ThreadStateField(offset) => {
+            let _ = py;
+            *((ts as *const u8).add(offset) as *const usize)
+        }
+        #[cfg(all(Py_3_14, not(Py_GIL_DISABLED)))]
+        RunningLoopRecord::AsyncioDebug => return super::native::running_loop_ptr(py, ts),
+        _ => return None,
+    };
     (value != 0).then_some(value)
-}
-
-/// 3.14+: where the interpreter says (`.AsyncioDebug`'s thread-state offsets).
-#[cfg(all(Py_3_14, not(Py_GIL_DISABLED)))]
-unsafe fn running_loop_ptr(py: Python<'_>, ts: *mut ffi::PyThreadState) -> Option<usize> {
-    super::native::running_loop_ptr(py, ts)
-}
-
-#[cfg(any(
-    all(Py_3_13, Py_GIL_DISABLED),
-    all(Py_3_13, not(Py_3_14), not(target_pointer_width = "64"))
-))]
-unsafe fn running_loop_ptr(_py: Python<'_>, _ts: *mut ffi::PyThreadState) -> Option<usize> {
-    None
 }

@@ -295,7 +295,9 @@ impl<'py> Backend<'py> {
         // Stacks are made in the order they are listed, so none is moved after.
         let order = listing_order(&self.views);
         for (k, &i) in order.iter().enumerate() {
-            asyncio::prefetch_chains(&self.views, &order, k);
+            if crate::capture::fastpaths::on() {
+                asyncio::prefetch_chains(&self.views, &order, k);
+            }
             // The timer slot a later task's deadline reads (tasks of one
             // loop come in runs, so this loop's timers are the likely ones).
             if let Some(timers) = last_loop.and_then(|(_, at)| self.loops[at].timers.as_ref()) {

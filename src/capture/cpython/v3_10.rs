@@ -1,0 +1,64 @@
+//! CPython 3.10: `cpython/frameobject.h`, `cpython/genobject.h`,
+//! `internal/pycore_gc.h` and `Modules/_asynciomodule.c`.
+
+use super::RunningLoopRecord;
+use pyo3::ffi;
+use std::os::raw::c_int;
+
+/// The public `PyFrameObject`, up to `f_valuestack`, which points just
+/// past the fast slots (locals, cells, free variables) at the end of the
+/// object (`f_localsplus`).
+#[repr(C)]
+pub struct FrameObject {
+    ob_base: ffi::PyVarObject,
+    pub f_back: *mut ffi::PyObject,
+    pub f_code: *mut ffi::PyCodeObject,
+    f_builtins: *mut ffi::PyObject,
+    f_globals: *mut ffi::PyObject,
+    pub f_locals: *mut ffi::PyObject,
+    pub f_valuestack: *mut *mut ffi::PyObject,
+}
+
+/// `_PyGenObject_HEAD` (generators, coroutines and async generators alike),
+/// up to the frame object it holds (NULL once finished).
+#[repr(C)]
+pub struct GenObject {
+    ob_base: ffi::PyObject,
+    pub gi_frame: *mut ffi::PyFrameObject,
+}
+
+const _: () = assert!(
+    std::mem::offset_of!(GenObject, gi_frame) == std::mem::offset_of!(ffi::PyGenObject, gi_frame)
+);
+
+/// `_RunningLoopHolder` (`PyObject_HEAD; PyObject *rl_loop; pid_t rl_pid`).
+#[repr(C)]
+pub struct RunningLoopHolder {
+    ob_base: ffi::PyObject,
+    pub rl_loop: *mut ffi::PyObject,
+}
+
+pub fn running_loop_record() -> RunningLoopRecord {
+    RunningLoopRecord::HolderInThreadDict
+}
+
+/// `PyGC_Head`: two words, whose low bits are flags.
+#[repr(C)]
+pub struct GcHead {
+    pub next: usize,
+    pub prev: usize,
+}
+
+/// `struct gc_generation`; the interpreter's GC state holds three in a row.
+#[repr(C)]
+pub struct Generation {
+    pub head: GcHead,
+    pub threshold: c_int,
+    pub count: c_int,
+}
+
+pub const GENERATIONS: usize = 3;
+/// `_PyGC_PREV_MASK`: `_gc_prev` keeps two flag bits.
+pub const GC_PREV_MASK: usize = !3;
+/// `NEXT_MASK_UNREACHABLE`, the flag bit of `_gc_next`.
+pub const GC_NEXT_MASK: usize = !1;

@@ -1,0 +1,131 @@
+//! CPython 3.12: `internal/pycore_frame.h`, `cpython/genobject.h`,
+//! `cpython/frameobject.h` (private part in `internal/pycore_frame.h`),
+//! `internal/pycore_gc.h` and `Modules/_asynciomodule.c`.
+
+use super::{GenState, RunningLoopRecord};
+use pyo3::ffi;
+use std::os::raw::{c_char, c_int};
+
+/// `_PyInterpreterFrame`.
+#[repr(C)]
+pub struct InterpreterFrame {
+    f_code: *mut ffi::PyCodeObject,
+    previous: *mut InterpreterFrame,
+    f_funcobj: *mut ffi::PyObject,
+    f_globals: *mut ffi::PyObject,
+    f_builtins: *mut ffi::PyObject,
+    f_locals: *mut ffi::PyObject,
+    frame_obj: *mut ffi::PyObject,
+    prev_instr: *mut u16,
+    stacktop: c_int,
+    return_offset: u16,
+    owner: c_char,
+    localsplus: [*mut ffi::PyObject; 1],
+}
+
+/// `FRAME_OWNED_BY_CSTACK`: the shim frame an entry from C pushes.
+const FRAME_OWNED_BY_CSTACK: c_char = 3;
+
+impl super::InterpreterFrame for InterpreterFrame {
+    fn executable(&self) -> *mut ffi::PyObject {
+        self.f_code as *mut ffi::PyObject
+    }
+    fn previous(&self) -> *mut Self {
+        self.previous
+    }
+    fn frame_obj(&self) -> *mut ffi::PyObject {
+        self.frame_obj
+    }
+    fn instr(&self) -> usize {
+        self.prev_instr as usize
+    }
+    fn is_shim(&self) -> bool {
+        self.owner == FRAME_OWNED_BY_CSTACK
+    }
+    fn stack_depth(&self) -> c_int {
+        self.stacktop
+    }
+    fn localsplus(&self) -> *const *mut ffi::PyObject {
+        self.localsplus.as_ptr()
+    }
+}
+
+/// `PyFrameObject` (private since 3.11), up to the interpreter frame it
+/// stands for while that runs (`f_frame`, pointing into the thread's stack).
+#[repr(C)]
+pub struct FrameObject {
+    ob_base: ffi::PyObject,
+    pub f_back: *mut ffi::PyObject,
+    pub f_frame: *mut InterpreterFrame,
+}
+
+/// `_PyGenObject_HEAD` (generators, coroutines and async generators alike):
+/// the state and the interpreter frame the object embeds.
+#[repr(C)]
+pub struct GenObject {
+    ob_base: ffi::PyObject,
+    gi_weakreflist: *mut ffi::PyObject,
+    gi_name: *mut ffi::PyObject,
+    gi_qualname: *mut ffi::PyObject,
+    gi_exc_state: [*mut ffi::PyObject; 2],
+    gi_origin_or_finalizer: *mut ffi::PyObject,
+    gi_hooks_inited: c_char,
+    gi_closed: c_char,
+    gi_running_async: c_char,
+    gi_frame_state: i8,
+    pub gi_iframe: InterpreterFrame,
+}
+
+impl GenObject {
+    /// `FRAME_CREATED` -2, `SUSPENDED` -1, `EXECUTING` 0, then
+    /// `COMPLETED` 1 and `CLEARED` 4. One suspended state for `yield` and
+    /// `await` alike.
+    pub fn state(&self) -> GenState {
+        match self.gi_frame_state {
+            -2 => GenState::Created,
+            -1 => GenState::Suspended { in_await: true },
+            0 => GenState::Running,
+            _ => GenState::Done,
+        }
+    }
+}
+
+// The interpreter's own header, as pyo3 mirrors it, agrees.
+const _: () = assert!(
+    std::mem::offset_of!(GenObject, gi_frame_state)
+        == std::mem::offset_of!(ffi::PyGenObject, gi_frame_state)
+);
+const _: () = assert!(
+    std::mem::offset_of!(GenObject, gi_iframe) == std::mem::offset_of!(ffi::PyGenObject, gi_iframe)
+);
+
+pub fn running_loop_record() -> RunningLoopRecord {
+    RunningLoopRecord::LoopInThreadDict
+}
+
+/// Whether [`InterpreterFrame`] may be read in place: this version
+/// publishes no offsets to check it against.
+pub fn frames_agree() -> bool {
+    true
+}
+
+/// `PyGC_Head`: two words, whose low bits are flags.
+#[repr(C)]
+pub struct GcHead {
+    pub next: usize,
+    pub prev: usize,
+}
+
+/// `struct gc_generation`; the interpreter's GC state holds three in a row.
+#[repr(C)]
+pub struct Generation {
+    pub head: GcHead,
+    pub threshold: c_int,
+    pub count: c_int,
+}
+
+pub const GENERATIONS: usize = 3;
+/// `_PyGC_PREV_MASK`: `_gc_prev` keeps two flag bits.
+pub const GC_PREV_MASK: usize = !3;
+/// `NEXT_MASK_UNREACHABLE`, the flag bit of `_gc_next`.
+pub const GC_NEXT_MASK: usize = !1;
