@@ -14,7 +14,7 @@ SUPPORTED := 3.9 3.10 3.11 3.12 3.13
 ALL_PYTHONS := $(foreach v,$(SUPPORTED),$(firstword $(wildcard $(PYENV_ROOT)/versions/$(v).*/bin/python$(v))))
 
 .DEFAULT_GOAL := help
-.PHONY: help venv build wheel demo test test-fast test-rust test-python test-all bench lint fmt clean list-pythons
+.PHONY: help venv build wheel demo test test-fast test-rust test-python test-nofast test-all bench lint fmt clean list-pythons
 
 help:  ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -58,7 +58,7 @@ demo: $(DEMO_VENV)/.stamp  ## a demo process (threads, greenlets, tasks) dumps i
 	    $(DEMO_VENV)/bin/maturin develop $(MATURIN_FLAGS) --quiet
 	$(DEMO_VENV)/bin/python examples/demo.py
 
-test: test-rust test-python  ## cargo test, then every pytest test (on the default python3)
+test: test-rust test-python test-nofast  ## cargo test, then every pytest test, then again with the fast paths off
 
 test-fast: test-rust build  ## like test, without the tests marked slow (timing-dependent)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
@@ -69,6 +69,11 @@ test-rust:  ## the pure-Rust model and renderer tests
 # pytest's own exit 5 (no test ran) fails the target like any other failure.
 test-python: build  ## pytest over tests/ against the built extension
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The same suite with every fast path off (src/capture/fastpaths.rs): the
+# answers must not change. Tests of a fast path itself are left out.
+test-nofast: build  ## pytest with TBCOLLECT_FASTPATHS=0
+	TBCOLLECT_FASTPATHS=0 $(BIN)/python -m pytest -m "not fast_paths_only" $(PYTEST_ARGS)
 
 list-pythons:  ## the interpreters test-all uses
 	@for p in $(ALL_PYTHONS); do echo $$p; done

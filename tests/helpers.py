@@ -96,7 +96,12 @@ def wait_until(check: Callable[[], Optional[T]], what: str, timeout: float = HAN
 
 
 def base_env(directory: Optional[Path] = None, **extra: str) -> Dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TBCOLLECT")}
+    # TBCOLLECT_FASTPATHS stays: `make test-nofast` runs the targets without them too.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("TBCOLLECT") or k == "TBCOLLECT_FASTPATHS"
+    }
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONFAULTHANDLER"] = "1"
     if directory is not None:

@@ -368,6 +368,7 @@ def test_periodic_dump_rejects_bad_arguments():
         tbgevent.periodic_dump(1, file=3.5)
 
 
+@pytest.mark.fast_paths_only
 @pytest.mark.skipif(
     sys.version_info >= (3, 14) or not getattr(sys, "_is_gil_enabled", lambda: True)(),
     reason="3.14+ and free-threaded builds list objects with PyUnstable_GC_VisitObjects",
