@@ -4,6 +4,7 @@ markers, with the date and the machine they were measured on.
 
     make bench                     # all, docs/performance.md updated
     python benches/run.py threads  # one, printed only
+    python benches/run.py --write import   # one, printed and written
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def machine() -> str:
 
 
 def main(argv: list) -> int:
-    names = argv or BENCHES
+    write = not argv or "--write" in argv
+    names = [a for a in argv if a != "--write"] or BENCHES
     text = TARGET.read_text()
     for name in names:
         try:
@@ -50,11 +52,13 @@ def main(argv: list) -> int:
         result = module.run()
         print(result, end="\n\n", flush=True)
         marker = re.compile(rf"(<!-- bench:{name} -->\n).*?(<!-- /bench:{name} -->)", re.S)
-        if not argv and marker.search(text):
+        if write and marker.search(text):
+            result += f"\n\n_{machine()}_"
             text = marker.sub(lambda m, r=result: m.group(1) + r + "\n" + m.group(2), text)
-    if not argv:
+    if not argv:  # every table is new: say once where and when
         marker = re.compile(r"(<!-- bench:machine -->\n).*?(<!-- /bench:machine -->)", re.S)
         text = marker.sub(lambda m: m.group(1) + machine() + "\n" + m.group(2), text)
+    if write:
         TARGET.write_text(text)
     return 0
 
