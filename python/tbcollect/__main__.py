@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import List, Optional, Set, Tuple
 
 import tbcollect
-from tbcollect import _dumpdir, _procinfo
+from tbcollect import _dumpdir, _procinfo, _request
 from tbcollect._live import DEFAULT_RAW_TIMEOUT, DEFAULT_SIGNAL, parse_signal
 from tbcollect._tbcollect import write_dump
 
@@ -27,6 +27,8 @@ EXIT_NO_PROCESS = 3
 EXIT_NOT_PERMITTED = 4
 EXIT_NO_HANDLER = 5
 EXIT_DIRECTORY = 6
+EXIT_TIMEOUT = 7
+EXIT_REMOTE = 8
 
 INSTALL_HINT = (
     "install the handler with tbcollect.install() in the program, "
@@ -106,24 +108,19 @@ def _wait_for_dump(
         delay = min(delay * 1.5, 0.25)
 
 
-def _print_dump(path: Path, wanted: Optional[str]) -> None:
-    text = path.read_text(encoding="utf-8", errors="replace")
-    written = "json" if path.suffix == ".json" else "text"
-    if wanted is None or wanted == written or _dumpdir.is_raw_dump(path):
-        # A raw dump exists in one form only (it is faulthandler's).
-        sys.stdout.write(text)
-        return
-    if written == "text":
-        raise CliError(
-            f"the process writes text dumps, not JSON (install it with format='json' "
-            f"or TBCOLLECT_FORMAT=json); this one is in {path}"
-        )
-    snapshot = tbcollect.load(path)
-    rendered = snapshot.render("text")
-    reason = _dumpdir.reason_of(text)
-    if reason:
-        rendered = _dumpdir.with_reason(rendered, "text", reason)
-    sys.stdout.write(rendered if rendered.endswith("\n") else rendered + "\n")
+def _write_out(text: str, fmt: str) -> None:
+    """Prints what a target sent, its control characters escaped."""
+    text = _request.printable(text, fmt)
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    sys.stdout.flush()
+
+
+def _print_dump(path: Path, owner: int, timeout: float) -> None:
+    try:
+        data = _request.read_dump_file(str(path), owner, timeout)
+    except OSError as e:
+        raise CliError(f"refusing to read the dump: {e.strerror or e}", EXIT_DIRECTORY) from None
+    _write_out(data.decode("utf-8", "replace"), "json" if path.suffix == ".json" else "text")
 
 
 def _check_may_signal(pid: int, uid: int, sig: int = 0) -> None:
@@ -139,50 +136,186 @@ def _check_may_signal(pid: int, uid: int, sig: int = 0) -> None:
         ) from None
 
 
-def _dump(args: argparse.Namespace) -> int:
-    asked = parse_signal(args.signal) if args.signal else None
-    target = _procinfo.Process(args.pid)
+def _status(target: _procinfo.Process) -> _procinfo.Status:
     if not Path("/proc/self/status").exists():
-        raise CliError(
-            "cannot check whether the process catches the signal: this system has no "
-            "/proc (Linux only); signal it yourself with kill if you are sure"
-        )
+        raise CliError("tbcollect dump reads /proc, which this system does not have (Linux only)")
     try:
         status = target.status()
     except PermissionError:
-        raise CliError(f"not permitted to inspect process {args.pid}", EXIT_NOT_PERMITTED) from None
-    if status is None:
-        raise CliError(f"no such process: {args.pid}", EXIT_NO_PROCESS)
-    _check_may_signal(args.pid, status.uid)
-
-    # An installed handler advertises itself (signal and directory). Without
-    # that, a process that catches the signal for its own purposes (gunicorn
-    # stops a worker on SIGQUIT) would be signalled for nothing, or worse.
-    beacons = target.beacons()
-    if beacons == []:
         raise CliError(
-            f"process {args.pid} has no tbcollect handler installed; nothing was sent. "
-            "To fix: " + INSTALL_HINT,
+            f"not permitted to inspect process {target.pid}", EXIT_NOT_PERMITTED
+        ) from None
+    if status is None:
+        raise CliError(f"no such process: {target.pid}", EXIT_NO_PROCESS)
+    return status
+
+
+def _not_permitted(pid: int, uid: int) -> CliError:
+    return CliError(
+        f"not permitted to ask process {pid} (uid {uid}) for a dump: run as its user or as root",
+        EXIT_NOT_PERMITTED,
+    )
+
+
+def _ask(pid: int, args: argparse.Namespace, fmt: Optional[str]) -> Tuple[str, str, bool]:
+    """One process's dump as (text, format, raw): through its channel, else
+    (3.14+) through ``sys.remote_exec``."""
+    target = _procinfo.Process(pid)
+    status = _status(target)
+    if status.uid != os.geteuid() and os.geteuid() != 0:
+        raise _not_permitted(pid, status.uid)
+    try:
+        name = _request.find_channel(pid, target.own_pid)
+    except PermissionError:
+        raise _not_permitted(pid, status.uid) from None
+    except FileNotFoundError:
+        raise CliError(f"no such process: {pid}", EXIT_NO_PROCESS) from None
+    if name is not None:
+        try:
+            answer = _request.request_dump(pid, name, fmt, args.timeout)
+        except _request.RequestError as e:
+            code = {
+                "denied": EXIT_NOT_PERMITTED,
+                "timeout": EXIT_TIMEOUT,
+                "gone": EXIT_NO_PROCESS if not target.alive() else EXIT_ERROR,
+            }.get(e.kind, EXIT_ERROR)
+            raise CliError(f"process {pid}: {e}", code) from None
+        except OSError as e:
+            if not target.alive():
+                raise CliError(f"process {pid} exited", EXIT_NO_PROCESS) from None
+            raise CliError(f"process {pid}: the channel failed: {e}") from None
+        return answer.data.decode("utf-8", "replace"), answer.format, answer.raw
+
+    beacons = target.beacons() or []
+    from tbcollect import _remote
+
+    version = _remote.target_version(pid)
+    if version is not None and version >= (3, 14) and not args.no_remote:
+        try:
+            text = _remote.remote_dump(target, status.uid, fmt or "text", args.timeout)
+        except _remote.RemoteError as e:
+            raise CliError(f"process {pid}: {e}", e.code) from None
+        return text, fmt or "text", False
+    if beacons:
+        sig = beacons[-1].signal
+        raise CliError(
+            f"process {pid} has a tbcollect handler on {sig} but no request channel (an older "
+            f"tbcollect?); nothing was sent. To signal it anyway: tbcollect dump {pid} "
+            f"--signal {sig}",
             EXIT_NO_HANDLER,
         )
-    beacon = beacons[-1] if beacons else None
-    if beacon is not None:
-        sig = parse_signal(beacon.signal)
-        if asked is not None and asked != sig:
+    where = (
+        f" (it runs Python {version[0]}.{version[1]}: on 3.14+ tbcollect dumps it without "
+        "preparation)"
+        if version is not None and version < (3, 14)
+        else ""
+    )
+    if version is not None and version >= (3, 14):
+        where = " (--no-remote: not dumped through sys.remote_exec)"
+    raise CliError(
+        f"process {pid} has no tbcollect channel{where}; nothing was sent. To fix: " + INSTALL_HINT,
+        EXIT_NO_HANDLER,
+    )
+
+
+def _label(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return f"pid {pid}"
+    command = " ".join(os.fsdecode(a) for a in raw.split(b"\0") if a)
+    return f"pid {pid}: {_request.printable(command[:200])}"
+
+
+def _dump(args: argparse.Namespace) -> int:
+    if not 0 < args.timeout <= 3600:
+        raise CliError(f"--timeout must be between 0 and 3600 seconds, got {args.timeout}", 2)
+    if args.signal is not None:
+        if args.children or args.no_remote or args.format is not None:
             raise CliError(
-                f"process {args.pid} dumps on {sig.name}, not {asked.name}; nothing was sent",
-                EXIT_NO_HANDLER,
+                "--signal sends a signal and prints the file the process writes, as it writes "
+                "it: it cannot be combined with --format, --children or --no-remote, which ask "
+                "through the channel",
+                2,
             )
-    else:
-        sig = asked or parse_signal(DEFAULT_SIGNAL)
+        return _dump_by_signal(args)
+    if args.directory is not None:
+        raise CliError("--directory only goes with --signal (the channel writes no file)", 2)
+    fmt = args.format
+    if not args.children:
+        text, got, raw = _ask(args.pid, args, fmt)
+        _write_out(text, got)
+        if raw:
+            print(
+                f"tbcollect: raw dump of process {args.pid}: a thread holds the GIL, so only "
+                "faulthandler's stacks could be read",
+                file=sys.stderr,
+            )
+        return 0
+
+    # The root first: its errors (no such process, not permitted) are the command's.
+    pids = [args.pid, *_procinfo.descendants(args.pid)]
+    failures = 0
+    for i, pid in enumerate(pids):
+        try:
+            text, got, raw = _ask(pid, args, fmt)
+        except CliError as e:
+            if i == 0:
+                raise
+            if e.code in (EXIT_NO_HANDLER, EXIT_NO_PROCESS):
+                # Only descendants with a channel are dumped (a shell, a
+                # helper process that exited meanwhile).
+                continue
+            failures += 1
+            print(f"tbcollect: error: {e}", file=sys.stderr)
+            continue
+        if got in ("text", "collapsed") or raw:
+            sys.stdout.write(f"==> {_label(pid)} <==\n")
+        elif i:
+            sys.stdout.write("\n")
+        _write_out(text, got)
+        if raw:
+            print(f"tbcollect: raw dump of process {pid}: a thread holds the GIL", file=sys.stderr)
+    return EXIT_ERROR if failures else 0
+
+
+def _dump_by_signal(args: argparse.Namespace) -> int:
+    """The old way, for a process whose tbcollect has no channel: signal it
+    and read the file it writes. Refused unless the process advertises a
+    tbcollect handler on that very signal."""
+    asked = parse_signal(args.signal)
+    target = _procinfo.Process(args.pid)
+    status = _status(target)
+    _check_may_signal(args.pid, status.uid)
+    beacons = target.beacons()
+    if beacons is None:
+        raise _not_permitted(args.pid, status.uid)
+    if not beacons:
+        raise CliError(
+            f"process {args.pid} advertises no tbcollect handler on {asked.name}; nothing was "
+            "sent (its handler may have been replaced). To fix: " + INSTALL_HINT,
+            EXIT_NO_HANDLER,
+        )
+    beacon = beacons[-1]
+    sig = parse_signal(beacon.signal)
+    if asked != sig:
+        raise CliError(
+            f"process {args.pid} dumps on {sig.name}, not {asked.name}; nothing was sent",
+            EXIT_NO_HANDLER,
+        )
     if not status.catches(sig):
         raise CliError(
-            f"process {args.pid} does not catch {sig.name}, so no tbcollect handler is "
-            f"installed there and {sig.name} would kill it; nothing was sent. To fix: "
-            + INSTALL_HINT,
-            EXIT_NO_HANDLER,
+            f"process {args.pid} does not catch {sig.name}; nothing was sent", EXIT_NO_HANDLER
         )
-    directory, seen = target.dump_directory(args.directory, beacon.directory if beacon else None)
+    directory, seen = target.dump_directory(None, beacon.directory)
+    if args.directory is not None:
+        given = Path(os.path.abspath(args.directory))
+        if given not in (directory, seen):
+            raise CliError(
+                f"process {args.pid} writes its dumps to {_request.printable(str(directory))}, "
+                f"not {given}; nothing was sent (drop --directory)",
+                EXIT_DIRECTORY,
+            )
     try:
         before = set(_dumpdir.list_dumps(seen, target.own_pid))
     except FileNotFoundError:
@@ -199,21 +332,16 @@ def _dump(args: argparse.Namespace) -> int:
         except tbcollect.DumpDirectoryError as e:
             raise CliError(str(e), EXIT_DIRECTORY) from None
     _check_may_signal(args.pid, status.uid, sig)
+    started = time.monotonic()
     path = _wait_for_dump(target, seen, before, args.timeout)
     if path is None:
         raise CliError(
             f"no dump from process {args.pid} in {directory} within {args.timeout:g} s "
-            f"after {sig.name}. "
-            + (
-                "Its handler did not answer (is the process stopped?)"
-                if beacon
-                else "It catches the signal, but has it a tbcollect handler writing there? "
-                "(pass --directory if install() was given one, --signal if it uses another "
-                "signal); to fix: " + INSTALL_HINT
-            ),
-            EXIT_NO_HANDLER,
+            f"after {sig.name}: its handler did not answer (is the process stopped?)",
+            EXIT_TIMEOUT,
         )
-    _print_dump(path, args.format)
+    left = max(0.5, args.timeout - (time.monotonic() - started))
+    _print_dump(path, status.uid, left)
     note = " (raw dump: the process holds the GIL)" if _dumpdir.is_raw_dump(path) else ""
     print(f"tbcollect: dump of process {args.pid} saved in {path}{note}", file=sys.stderr)
     return 0
@@ -364,29 +492,48 @@ def build_parser() -> argparse.ArgumentParser:
 
     dump = commands.add_parser(
         "dump",
-        help="dump a running process (it must have the handler installed)",
-        description="Signal a process that has the tbcollect handler installed, wait for "
-        "its new dump file and print it. Refuses, without signalling, a process that "
-        "does not catch the signal.",
+        help="print a dump of a running process, in any format",
+        description="Ask a running process for a dump of every thread, greenlet and task, "
+        "and print it. A process with tbcollect installed (install(), TBCOLLECT=1 or "
+        "`tbcollect run`) answers through its own request channel: no signal is sent, so "
+        "nothing else in the process can take the request for something else. A process "
+        "on CPython 3.14+ without tbcollect is dumped through sys.remote_exec. "
+        "Exit codes: 1 error, 2 usage, 3 no such process, 4 not permitted, "
+        "5 no tbcollect channel, 6 dump directory, 7 no answer in time, 8 remote dump failed.",
     )
     dump.add_argument("pid", type=int, help="process id")
     dump.add_argument(
         "--format",
         default=None,
         choices=tbcollect.FORMATS,
-        help="text or json (default: as the process writes it)",
+        help="text, json, collapsed or svg (default: the format of its dump files)",
     )
     dump.add_argument(
         "--timeout", type=_timeout_arg, default=10.0, help="seconds to wait (default 10)"
     )
     dump.add_argument(
-        "--directory", default=None, help="the process's dump directory (default: its own rule)"
+        "--children",
+        "--tree",
+        action="store_true",
+        help="also dump every descendant process that has tbcollect (a server's workers), "
+        "one section per process",
+    )
+    dump.add_argument(
+        "--no-remote",
+        action="store_true",
+        help="never use sys.remote_exec (3.14+) for a process without tbcollect",
     )
     dump.add_argument(
         "--signal",
         default=None,
         type=_signal_arg,
-        help="signal it dumps on (default: the one its handler advertises, else SIGQUIT)",
+        help="the old way, for a process whose tbcollect has no channel: send this signal "
+        "(it must be the one its handler advertises) and print the file it writes",
+    )
+    dump.add_argument(
+        "--directory",
+        default=None,
+        help="with --signal: the dump directory the process advertises (checked, not trusted)",
     )
     dump.set_defaults(run=_dump)
 

@@ -201,15 +201,41 @@ class _Installation:
     def _run(self, handle: Any) -> None:
         while True:
             try:
-                signals = handle.wait()
+                request = handle.wait()
             except BaseException:  # the interpreter is going away
                 return
-            if signals is None:
+            if request is None:
                 return
+            signals, fmt, request_id = request
+            if fmt is not None:
+                self.answer(handle, fmt, request_id)
+                continue
             try:
                 self.dump(signals)
             except BaseException as e:  # the dumper must outlive any failure
-                _report(f"dump on {self.signal.name} failed: {e}")
+                _report(f"dump on {self.signal.name} failed: {type(e).__name__}: {e}")
+
+    def answer(self, handle: Any, fmt: str, request_id: int) -> None:
+        """Answers a request from the channel: a dump in ``fmt`` (empty: the
+        installation's format), sent back over the connection and written
+        nowhere."""
+        fmt = fmt or self.fmt
+        try:
+            snapshot = collect()
+            results = _probe_results(self.probes)
+            if results is not None:
+                snapshot = snapshot.with_probes(results)
+            text = snapshot.render(fmt)
+            if fmt in ("text", "json"):
+                text = _dumpdir.with_reason(text, fmt, "request from tbcollect dump")
+            data = text.encode("utf-8")
+        except BaseException as e:  # the dumper must outlive any failure
+            try:
+                handle.fail(request_id, f"{type(e).__name__}: {e}")
+            except BaseException:
+                pass
+            return
+        handle.answer(request_id, fmt, data)
 
     def dump(self, signals: int) -> Path:
         reason = f"signal {self.signal.name}"

@@ -140,3 +140,29 @@ class Process:
         if root == "/":
             return theirs, theirs
         return theirs, Path(root) / str(theirs).lstrip("/")
+
+
+def descendants(pid: int) -> List[int]:
+    """Every process below ``pid`` (children, their children, ...), parents
+    before their children, from ``/proc/*/stat``."""
+    children: Dict[int, List[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = (Path("/proc") / entry / "stat").read_text()
+        except OSError:
+            continue
+        # `pid (comm) state ppid ...`: comm may hold spaces and parentheses.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 1 and fields[1].isdigit():
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    found: List[int] = []
+    todo = sorted(children.get(pid, []))
+    while todo:
+        child = todo.pop(0)
+        if child in found or child == pid:
+            continue
+        found.append(child)
+        todo.extend(sorted(children.get(child, [])))
+    return found

@@ -53,24 +53,101 @@ pub struct LiveHandle {
     shared: Arc<Shared>,
 }
 
+/// What the dumper may take now: a channel request first, then the signals'
+/// dump once the rate limit allows it (or at once when uninstalling).
+fn takeable(st: &State, now: Instant) -> Option<Option<Instant>> {
+    if st.request.as_ref().is_some_and(|r| !r.taken) {
+        return Some(None);
+    }
+    st.pending_since?;
+    match st.signal_dump_allowed_at() {
+        Some(at) if at > now && !st.shutdown => Some(Some(at)),
+        _ => Some(None),
+    }
+}
+
 #[pymethods]
 impl LiveHandle {
-    /// Blocks (without the GIL) until a dump is asked for; returns how many
-    /// signals asked for it, or None once uninstalled (and no dump pending). The request counts as
-    /// taken only when this returns, i.e. with the GIL in hand: until then the
-    /// watcher may still write a raw dump.
-    fn wait(&self, py: Python<'_>) -> Option<u64> {
-        py.detach(|| {
-            let mut st = self.shared.lock();
-            while st.pending_since.is_none() && !st.shutdown {
-                st = self.shared.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+    /// Blocks (without the GIL) until a dump is asked for. Returns
+    /// `(signals, None, 0)` for a dump on the signal (how many signals asked
+    /// for it), `(0, format, id)` for a request over the channel (to be
+    /// answered with `answer` or `fail`; format "" means the installed one), or None once uninstalled (and no
+    /// dump pending). A request counts as taken only when this returns, with
+    /// the GIL in hand: until then the watcher may still answer it with a
+    /// raw dump.
+    fn wait(&self, py: Python<'_>) -> Option<(u64, Option<String>, u64)> {
+        // The dumper comes here when it starts and after every dump: the
+        // raw dump's name table then knows the threads started meanwhile.
+        note_thread_names(py);
+        loop {
+            py.detach(|| {
+                let mut st = self.shared.lock();
+                loop {
+                    match takeable(&st, Instant::now()) {
+                        Some(None) => return,
+                        Some(Some(at)) => {
+                            let wait = at.saturating_duration_since(Instant::now());
+                            st = self
+                                .shared
+                                .wake
+                                .wait_timeout(st, wait)
+                                .unwrap_or_else(|e| e.into_inner())
+                                .0;
+                        }
+                        None if st.shutdown => return,
+                        None => {
+                            st = self.shared.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+                        }
+                    }
+                }
+            });
+            let taken = {
+                let mut st = self.shared.lock();
+                match takeable(&st, Instant::now()) {
+                    Some(None) => {
+                        if let Some(r) = st.request.as_mut().filter(|r| !r.taken) {
+                            r.taken = true;
+                            Some((0, Some(r.format.clone().unwrap_or_default()), r.id))
+                        } else {
+                            // A dump asked for before uninstall() is still made.
+                            st.pending_since = None;
+                            st.raw_since = None;
+                            st.last_signal_dump = Some(Instant::now());
+                            Some((std::mem::take(&mut st.signals).max(1), None, 0))
+                        }
+                    }
+                    Some(Some(_)) => None,
+                    None if st.shutdown => return None,
+                    // The watcher answered the request with a raw dump meanwhile.
+                    None => None,
+                }
+            };
+            if let Some(taken) = taken {
+                return Some(taken);
             }
-        });
+        }
+    }
+
+    /// Hands the dump made for channel request `id`, in `format`, to the watcher.
+    fn answer(&self, id: u64, format: String, data: Vec<u8>) {
+        self.finish(id, Ok((format, data)));
+    }
+
+    /// Tells the asker of channel request `id` why there is no dump.
+    fn fail(&self, id: u64, message: String) {
+        self.finish(id, Err(message));
+    }
+}
+
+impl LiveHandle {
+    fn finish(&self, id: u64, result: Answer) {
         let mut st = self.shared.lock();
-        // A dump asked for before uninstall() is still made.
-        st.pending_since.take()?;
-        st.raw_since = None;
-        Some(std::mem::take(&mut st.signals).max(1))
+        if st.request.as_ref().is_some_and(|r| r.id == id) {
+            st.request = None;
+            st.answer = Some((id, result));
+        }
+        drop(st);
+        self.shared.wake.notify_all();
     }
 }
 
@@ -154,9 +231,12 @@ fn live_install(
         raw_timeout: raw_timeout.map(Duration::from_secs_f64),
     });
     let shared = Arc::new(Shared::default());
-    let watcher = match start_watcher(&config, &shared) {
+    note_thread_names(py);
+    let channel = open_channel();
+    let watcher = match start_watcher(&config, &shared, &channel, true) {
         Ok(w) => w,
         Err(e) => {
+            close_channel(&channel);
             rollback(py);
             return Err(e);
         }
@@ -167,6 +247,7 @@ fn live_install(
         shared.lock().shutdown = true;
         wake_watcher();
         let _ = watcher.join();
+        close_channel(&channel);
         rollback(py);
         return Err(os_error("sigaction", e));
     }
@@ -175,6 +256,7 @@ fn live_install(
         config,
         shared: shared.clone(),
         watcher: Some(watcher),
+        channel,
         original,
         original_py,
         handler: handler.unbind(),
@@ -216,6 +298,8 @@ fn live_uninstall(py: Python<'_>) -> PyResult<bool> {
     FOREIGN.clear();
     FAULTHANDLER.clear();
     close_beacon();
+    // No new connection is taken; one being served gets "gone".
+    CHANNEL_BEACON.close();
     {
         // Signals already received but not yet seen by the watcher still get
         // their dump (the handler writes no more: INSTALLED_PID is 0).
@@ -235,12 +319,14 @@ fn live_uninstall(py: Python<'_>) -> PyResult<bool> {
             let _ = watcher.join();
         });
     }
+    close_channel(&inst.channel);
     Ok(true)
 }
 
 /// In a forked child: the parent's watcher and dumper do not exist here. Give
-/// the child its own pipe and watcher (when our handler is still the one
-/// installed) and return the handle for its new dumper, else None.
+/// the child its own pipe, channel and watcher, and return the handle for its
+/// new dumper (None when there is nothing to serve: no channel, and the
+/// signal handler replaced).
 #[pyfunction]
 fn live_after_fork_child(_py: Python<'_>) -> PyResult<Option<LiveHandle>> {
     let mut guard = current();
@@ -250,15 +336,21 @@ fn live_after_fork_child(_py: Python<'_>) -> PyResult<Option<LiveHandle>> {
     // The parent's thread is gone; its handle must not be joined or dropped
     // through pthread calls about a thread this process never had.
     std::mem::forget(inst.watcher.take());
+    // The parent's channel is the parent's: holding its socket open here
+    // would keep the name answering after the parent is gone.
+    close_channel(&inst.channel);
     // The parent may have been in the middle of a raw dump.
     RAW_REQUEST.store(false, Ordering::Release);
     let _ = dup_onto(
         NULL_FD.load(Ordering::Acquire),
         RAW_FD.load(Ordering::Acquire),
     );
-    if !ours_installed(inst.config.signum) {
-        // Someone replaced the handler in the parent: nothing to carry over.
+    let signal_ours = ours_installed(inst.config.signum);
+    if !signal_ours {
         close_beacon();
+    }
+    inst.channel = open_channel();
+    if inst.channel.is_none() && !signal_ours {
         *guard = None;
         return Ok(None);
     }
@@ -266,8 +358,15 @@ fn live_after_fork_child(_py: Python<'_>) -> PyResult<Option<LiveHandle>> {
     // The parent's state may have been locked by a thread that is gone.
     let shared = Arc::new(Shared::default());
     std::mem::forget(std::mem::replace(&mut inst.shared, shared.clone()));
-    inst.watcher = Some(start_watcher(&inst.config, &shared)?);
-    INSTALLED_PID.store(pid(), Ordering::Release);
+    inst.watcher = Some(start_watcher(
+        &inst.config,
+        &shared,
+        &inst.channel,
+        signal_ours,
+    )?);
+    if signal_ours {
+        INSTALLED_PID.store(pid(), Ordering::Release);
+    }
     Ok(Some(LiveHandle { shared }))
 }
 
@@ -335,6 +434,10 @@ fn live_active() -> bool {
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("BEACON_PREFIX", BEACON_PREFIX)?;
+    m.add(
+        "CHANNEL_BEACON_PREFIX",
+        crate::live::channel::CHANNEL_BEACON_PREFIX,
+    )?;
     m.add_class::<LiveHandle>()?;
     m.add_function(wrap_pyfunction!(live_active, m)?)?;
     m.add_function(wrap_pyfunction!(check_dump_directory, m)?)?;

@@ -115,6 +115,18 @@ fn known_threads(py: Python<'_>) -> Vec<(u64, ThreadInfo)> {
     out
 }
 
+/// (ident, native id, name) of every thread `threading` knows, read the way
+/// a capture reads them (no user code): the raw dump's name table.
+pub fn names(py: Python<'_>) -> Vec<(u64, Option<u64>, String)> {
+    known_threads(py)
+        .into_iter()
+        .map(|(ident, info)| {
+            let name = info.name.unwrap_or_else(|| UNKNOWN_THREAD_NAME.to_string());
+            (ident, info.native_id, name)
+        })
+        .collect()
+}
+
 pub fn capture<'py>(cap: &mut Capture<'py>) -> Vec<Stack> {
     let py = cap.py;
     let order: Vec<u64> = cap.thread_tops.iter().map(|(ident, _)| *ident).collect();

@@ -24,7 +24,9 @@ pub(crate) use super::handler::{
     FOREIGN, INSTALLED_PID, PYTHON, RAW_REQUEST, RAW_THREAD, WAKE_FD,
 };
 use crate::error::Error;
+use crate::live::channel::{self, Conn, Listener};
 use crate::live::dumpdir::{current_uid, DumpDir};
+use crate::live::raw;
 use crate::model::iso8601_utc;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
@@ -217,6 +219,39 @@ pub(crate) struct State {
     /// raw dump (an operator asking again), a storm gets one.
     pub(crate) raw_since: Option<Instant>,
     pub(crate) shutdown: bool,
+    /// A request from the channel, for the dumper.
+    pub(crate) request: Option<Pending>,
+    /// The dumper's answer: the request's id and the dump with its format
+    /// (or why there is none).
+    pub(crate) answer: Option<(u64, Answer)>,
+    pub(crate) last_request_id: u64,
+    /// When the dumper last took a signal's request: signal dumps are made
+    /// at most once per [`SIGNAL_DUMP_INTERVAL`], and the signals received
+    /// meanwhile are counted into the next one (a storm of signals must not
+    /// fill the disk).
+    pub(crate) last_signal_dump: Option<Instant>,
+}
+
+/// The dumper's answer to a channel request: (format, dump), or why none.
+pub(crate) type Answer = Result<(String, Vec<u8>), String>;
+
+/// A channel request handed to the dumper.
+pub(crate) struct Pending {
+    pub(crate) id: u64,
+    /// None: the format of the process's dump files.
+    pub(crate) format: Option<String>,
+    /// The dumper has it (with the GIL): too late for a raw dump instead.
+    pub(crate) taken: bool,
+}
+
+/// At most one dump on a signal per this interval.
+pub(crate) const SIGNAL_DUMP_INTERVAL: Duration = Duration::from_secs(1);
+
+impl State {
+    /// When the next signal dump may be made.
+    pub(crate) fn signal_dump_allowed_at(&self) -> Option<Instant> {
+        self.last_signal_dump.map(|t| t + SIGNAL_DUMP_INTERVAL)
+    }
 }
 
 #[derive(Default)]
@@ -272,29 +307,45 @@ pub(crate) fn report(message: &str) {
     unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
 }
 
-pub(crate) fn watch(config: Arc<Config>, shared: Arc<Shared>) {
+/// `signal_live`: whether our handler is (about to be) installed; the
+/// watcher then checks every [`HANDLER_CHECK`] that it still is.
+pub(crate) fn watch(
+    config: Arc<Config>,
+    shared: Arc<Shared>,
+    channel: Option<Arc<Listener>>,
+    mut signal_live: bool,
+) {
     block_signals_except(config.signum);
     // SAFETY: no preconditions.
     RAW_THREAD.store(unsafe { libc::pthread_self() } as usize, Ordering::Release);
     let read_fd = WAKE_READ.load(Ordering::Acquire);
     let mut checked = Instant::now();
+    let mut last_request: Option<Instant> = None;
     loop {
         // Code that calls signal.signal() (a server setting up its own
-        // handlers) silently replaces ours: then stop advertising, so that
-        // `tbcollect dump` does not send this process a signal that now means
-        // something else.
-        if checked.elapsed() >= HANDLER_CHECK {
+        // handlers) silently replaces ours: then stop advertising the
+        // signal, so that nothing sends this process a signal that now
+        // means something else. The channel goes on.
+        if signal_live && checked.elapsed() >= HANDLER_CHECK {
             checked = Instant::now();
             if !ours_installed(config.signum) {
+                signal_live = false;
                 close_beacon();
                 report(&format!(
                     "the {} handler was replaced (by a signal.signal() call?): \
-                     no more dumps on {} in process {}",
+                     no more dumps on {} in process {}{}",
                     config.signal_name,
                     config.signal_name,
-                    std::process::id()
+                    std::process::id(),
+                    if channel.is_some() {
+                        "; `tbcollect dump` still asks for them through its channel"
+                    } else {
+                        ""
+                    }
                 ));
-                return;
+                if channel.is_none() {
+                    return;
+                }
             }
         }
         let timeout_ms: libc::c_int = {
@@ -302,21 +353,35 @@ pub(crate) fn watch(config: Arc<Config>, shared: Arc<Shared>) {
             if st.shutdown {
                 return;
             }
-            let check = HANDLER_CHECK.saturating_sub(checked.elapsed());
+            let check = if signal_live {
+                HANDLER_CHECK.saturating_sub(checked.elapsed())
+            } else {
+                // Only the channel and a shutdown can wake us now.
+                Duration::from_secs(3600)
+            };
             let wait = match (st.raw_since, config.raw_timeout) {
-                (Some(since), Some(limit)) => check.min(limit.saturating_sub(since.elapsed())),
+                (Some(since), Some(limit)) => {
+                    check.min((since + limit).saturating_duration_since(Instant::now()))
+                }
                 _ => check,
             };
             // Round up so the deadline has passed when poll returns.
             wait.as_millis().min(i32::MAX as u128) as libc::c_int + 1
         };
-        let mut pfd = libc::pollfd {
-            fd: read_fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        let mut pfds = [
+            libc::pollfd {
+                fd: read_fd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: channel.as_ref().map_or(-1, |c| c.raw_fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two valid pollfds (a negative fd is ignored by poll).
+        unsafe { libc::poll(pfds.as_mut_ptr(), 2, timeout_ms) };
         let signals = drain_pipe(read_fd);
         let mut st = shared.lock();
         if st.shutdown {
@@ -326,11 +391,14 @@ pub(crate) fn watch(config: Arc<Config>, shared: Arc<Shared>) {
             st.signals += signals;
             let now = Instant::now();
             st.pending_since.get_or_insert(now);
-            st.raw_since.get_or_insert(now);
+            // Waiting out the rate limit is not being stuck: the raw dump's
+            // clock starts when the dump may be made.
+            let from = st.signal_dump_allowed_at().map_or(now, |at| at.max(now));
+            st.raw_since.get_or_insert(from);
             shared.wake.notify_all();
         }
         let due = match (st.raw_since, config.raw_timeout) {
-            (Some(since), Some(limit)) if since.elapsed() >= limit => Some(since.elapsed()),
+            (Some(since), Some(limit)) if Instant::now() >= since + limit => Some(since.elapsed()),
             _ => None,
         };
         if let Some(waited) = due {
@@ -339,54 +407,274 @@ pub(crate) fn watch(config: Arc<Config>, shared: Arc<Shared>) {
             if let Err(e) = write_raw_dump(&config, waited) {
                 report(&format!("raw dump failed: {e}"));
             }
+        } else {
+            drop(st);
+        }
+        if let Some(channel) = &channel {
+            if pfds[1].revents != 0 {
+                match channel.accept() {
+                    Ok(Some(conn)) => serve(conn, &config, &shared, &mut last_request),
+                    Ok(None) => {}
+                    Err(e) => {
+                        report(&format!("the request channel failed, closing it: {e}"));
+                        channel.close();
+                        CHANNEL_BEACON.close();
+                    }
+                }
+            }
         }
     }
 }
 
-/// Writes a raw dump: a header, faulthandler's stacks of every thread (read
-/// without the GIL), a footer; linked into place whole like every dump.
-pub(crate) fn write_raw_dump(config: &Config, waited: Duration) -> Result<PathBuf, Error> {
-    let dir = DumpDir::open(&config.directory, true, current_uid())?;
-    let mut temp = dir.create_temp()?;
+/// The channel's advertisement (see [`channel::Beacon`]).
+pub(crate) static CHANNEL_BEACON: channel::Beacon = channel::Beacon::new();
+
+enum Outcome {
+    Full(String, Vec<u8>),
+    Failed(String),
+    Raw(Duration),
+    TimedOut(bool),
+    Shutdown,
+}
+
+/// Answers one connection: checks the peer, reads its request, hands it to
+/// the dumper and sends back the dump, or a raw dump when the dumper cannot
+/// get the GIL within the raw timeout.
+fn serve(conn: Conn, config: &Config, shared: &Shared, last: &mut Option<Instant>) {
+    let own_uid = current_uid();
+    let peer = match conn.peer() {
+        Ok(peer) => peer,
+        Err(e) => {
+            let _ = conn.send_err("denied", &format!("cannot tell who is asking: {e}"));
+            return;
+        }
+    };
+    if !channel::peer_allowed(peer.uid, own_uid) {
+        let _ = conn.send_err(
+            "denied",
+            &format!(
+                "uid {} may not ask process {} (uid {own_uid}) for a dump: only its user and root may",
+                peer.uid,
+                std::process::id()
+            ),
+        );
+        return;
+    }
+    let mut conn = conn;
+    let request = match conn.read_request() {
+        Ok(request) => request,
+        Err(message) => {
+            let _ = conn.send_err("usage", &message);
+            return;
+        }
+    };
+    if let Some(at) = *last {
+        let wait = (at + channel::MIN_INTERVAL).saturating_duration_since(Instant::now());
+        std::thread::sleep(wait);
+    }
+    let started = Instant::now();
+    *last = Some(started);
+    let deadline = started + request.timeout;
+    let raw_deadline = config.raw_timeout.map(|limit| started + limit);
+    let id = {
+        let mut st = shared.lock();
+        if st.shutdown {
+            drop(st);
+            let _ = conn.send_err("gone", "the handler is being uninstalled");
+            return;
+        }
+        st.last_request_id += 1;
+        let id = st.last_request_id;
+        st.request = Some(Pending {
+            id,
+            format: request.format.clone(),
+            taken: false,
+        });
+        st.answer = None;
+        id
+    };
+    shared.wake.notify_all();
+    let outcome = {
+        let mut st = shared.lock();
+        loop {
+            if st.answer.as_ref().is_some_and(|(a, _)| *a == id) {
+                let (_, result) = st.answer.take().expect("checked above");
+                break match result {
+                    Ok((format, data)) => Outcome::Full(format, data),
+                    Err(message) => Outcome::Failed(message),
+                };
+            }
+            if st.shutdown {
+                st.request = None;
+                break Outcome::Shutdown;
+            }
+            let now = Instant::now();
+            let taken = st.request.as_ref().is_some_and(|r| r.id == id && r.taken);
+            if !taken && raw_deadline.is_some_and(|d| now >= d) {
+                st.request = None;
+                break Outcome::Raw(now - started);
+            }
+            if now >= deadline {
+                st.request = None;
+                break Outcome::TimedOut(taken);
+            }
+            let until = match raw_deadline {
+                Some(d) if !taken => d.min(deadline),
+                _ => deadline,
+            };
+            st = shared
+                .wake
+                .wait_timeout(st, until - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    };
+    let _ = match outcome {
+        Outcome::Full(format, data) => conn.send_ok(&format, "full", &data),
+        Outcome::Failed(message) => conn.send_err("failed", &message),
+        Outcome::Raw(waited) => {
+            let reason = format!(
+                "request over the channel; the full dump did not start within {:.1} s",
+                waited.as_secs_f64()
+            );
+            conn.send_ok("text", "raw", &raw_dump(config, &reason))
+        }
+        Outcome::TimedOut(true) => conn.send_err(
+            "timeout",
+            &format!(
+                "the dump did not finish within {:.1} s",
+                request.timeout.as_secs_f64()
+            ),
+        ),
+        Outcome::TimedOut(false) => conn.send_err(
+            "timeout",
+            &format!(
+                "the dump did not start within {:.1} s and raw dumps are off (raw_timeout=None): \
+                 some thread holds the GIL",
+                request.timeout.as_secs_f64()
+            ),
+        ),
+        Outcome::Shutdown => conn.send_err("gone", "the handler is being uninstalled"),
+    };
+}
+
+/// `_Py_DumpTracebackThreads`, the function faulthandler calls: written to
+/// run without the GIL (from a signal handler or faulthandler's watchdog
+/// thread), exported by every CPython this builds for.
+type DumpThreads = unsafe extern "C" fn(
+    libc::c_int,
+    *mut std::ffi::c_void,
+    *mut std::ffi::c_void,
+) -> *const libc::c_char;
+
+fn dump_threads_function() -> Option<DumpThreads> {
+    // SAFETY: looks a symbol up by a valid C string name.
+    let address = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"_Py_DumpTracebackThreads".as_ptr()) };
+    if address.is_null() {
+        None
+    } else {
+        // SAFETY: the symbol has this signature on CPython 3.9-3.15.
+        Some(unsafe { std::mem::transmute::<*mut std::ffi::c_void, DumpThreads>(address) })
+    }
+}
+
+/// An unnamed file in memory, removed when closed.
+fn anonymous_file() -> io::Result<std::fs::File> {
+    use std::os::unix::io::FromRawFd;
+    // SAFETY: a valid C string; the descriptor is owned by the File.
+    let fd = unsafe { libc::memfd_create(c"tbcollect-raw".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor we just made.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
+/// Every thread's Python stack, read without the GIL: through
+/// `_Py_DumpTracebackThreads` (no signal involved), else through
+/// faulthandler's handler of our own signal, sent to this thread, and only
+/// while the handler of that signal is still ours.
+fn stacks_without_gil(config: &Config) -> Result<String, String> {
+    use std::io::{Read, Seek};
+    use std::os::unix::io::AsRawFd;
+    let mut file = anonymous_file().map_err(|e| format!("no memory file: {e}"))?;
+    let mut note = String::new();
+    if let Some(dump_threads) = dump_threads_function() {
+        // SAFETY: a valid descriptor; null interpreter and thread state ask
+        // the function to find them itself, as its documentation advises.
+        let error =
+            unsafe { dump_threads(file.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut()) };
+        if !error.is_null() {
+            // SAFETY: a static C string from CPython.
+            let message = unsafe { std::ffi::CStr::from_ptr(error) };
+            note = format!("(CPython: {})\n", message.to_string_lossy());
+        }
+    } else if FAULTHANDLER.is_set() && ours_installed(config.signum) {
+        let raw_fd = RAW_FD.load(Ordering::Acquire);
+        let null_fd = NULL_FD.load(Ordering::Acquire);
+        dup_onto(file.as_raw_fd(), raw_fd).map_err(|e| e.to_string())?;
+        RAW_REQUEST.store(true, Ordering::Release);
+        // A signal sent to the calling thread is delivered before
+        // pthread_kill returns, so faulthandler has written everything by then.
+        // SAFETY: signalling our own thread, which has the signal unblocked.
+        unsafe { libc::pthread_kill(libc::pthread_self(), config.signum) };
+        let delivered = !RAW_REQUEST.swap(false, Ordering::AcqRel);
+        dup_onto(null_fd, raw_fd).map_err(|e| e.to_string())?;
+        if !delivered {
+            note = "(faulthandler did not run: the signal was not delivered)\n".into();
+        }
+    } else {
+        return Err("this interpreter offers no way to read the stacks without the GIL".into());
+    }
+    file.rewind().map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    file.take(16 << 20)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    let mut text = String::from_utf8_lossy(&bytes).into_owned();
+    text.push_str(&note);
+    Ok(text)
+}
+
+/// A raw dump: a header, the GIL's probable holder, faulthandler's stacks of
+/// every thread (read without the GIL) with their names, a footer.
+pub(crate) fn raw_dump(config: &Config, reason: &str) -> Vec<u8> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
         .unwrap_or_default();
-    temp.write_all(
-        format!(
-            "tbcollect: pid {} at {}, raw dump\n\
-             reason: signal {}; the full dump did not start within {:.1} s\n\
-             \n\
-             Some thread holds the GIL and does not let go (stuck in C code?), so these\n\
-             are the Python stacks of every thread as faulthandler reads them without\n\
-             the GIL (most recent call first). The full dump follows if the GIL is\n\
-             released.\n\n",
-            std::process::id(),
-            iso8601_utc(now),
-            config.signal_name,
-            waited.as_secs_f64(),
-        )
-        .as_bytes(),
-    )?;
-    let raw_fd = RAW_FD.load(Ordering::Acquire);
-    let null_fd = NULL_FD.load(Ordering::Acquire);
-    let fail = |e: io::Error| Error::Write {
-        path: config.directory.clone(),
-        source: e,
-    };
-    dup_onto(temp.raw_fd(), raw_fd).map_err(fail)?;
-    RAW_REQUEST.store(true, Ordering::Release);
-    // A signal sent to the calling thread is delivered before pthread_kill
-    // returns, so faulthandler has written everything by then.
-    // SAFETY: signalling our own thread, which has the signal unblocked.
-    unsafe { libc::pthread_kill(libc::pthread_self(), config.signum) };
-    let delivered = !RAW_REQUEST.swap(false, Ordering::AcqRel);
-    dup_onto(null_fd, raw_fd).map_err(fail)?;
-    if !delivered {
-        temp.write_all(b"(faulthandler did not run: the signal was not delivered)\n")?;
+    let names = raw::try_names();
+    let mut out = format!(
+        "tbcollect: pid {} at {}, raw dump\n\
+         reason: {reason}\n\
+         \n\
+         Some thread holds the GIL and does not let go (stuck in C code?), so these\n\
+         are the Python stacks of every thread as faulthandler reads them without\n\
+         the GIL (most recent call first). The full dump follows if the GIL is\n\
+         released.\n\n",
+        std::process::id(),
+        iso8601_utc(now),
+    );
+    out.push_str(&raw::header(names.as_deref()));
+    out.push('\n');
+    match stacks_without_gil(config) {
+        Ok(stacks) => out.push_str(&raw::annotate(&stacks, names.as_deref().unwrap_or(&[]))),
+        Err(message) => out.push_str(&format!("(no stacks: {message})\n")),
     }
-    temp.write_all(b"\nend of raw dump\n")?;
-    temp.publish("txt")
+    out.push_str("\nend of raw dump\n");
+    out.into_bytes()
+}
+
+/// Writes a raw dump file (see [`raw_dump`]), linked into place whole like
+/// every dump.
+pub(crate) fn write_raw_dump(config: &Config, waited: Duration) -> Result<PathBuf, Error> {
+    let reason = format!(
+        "signal {}; the full dump did not start within {:.1} s",
+        config.signal_name,
+        waited.as_secs_f64()
+    );
+    let data = raw_dump(config, &reason);
+    DumpDir::open(&config.directory, true, current_uid())?.write_new("txt", &data)
 }
 
 // ---------------------------------------------------------------------------
@@ -396,6 +684,8 @@ pub(crate) struct Installation {
     pub(crate) config: Arc<Config>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) watcher: Option<JoinHandle<()>>,
+    /// The request channel (None where it could not be opened).
+    pub(crate) channel: Option<Arc<Listener>>,
     /// The exact C-level action before install(), put back by uninstall().
     pub(crate) original: libc::sigaction,
     /// `signal.getsignal()` before install().
@@ -424,10 +714,51 @@ pub(crate) fn os_error(what: &str, e: io::Error) -> PyErr {
 pub(crate) fn start_watcher(
     config: &Arc<Config>,
     shared: &Arc<Shared>,
+    channel: &Option<Arc<Listener>>,
+    signal_live: bool,
 ) -> PyResult<JoinHandle<()>> {
-    let (config, shared) = (config.clone(), shared.clone());
+    let (config, shared, channel) = (config.clone(), shared.clone(), channel.clone());
     std::thread::Builder::new()
         .name("tbcollect-watch".into())
-        .spawn(move || watch(config, shared))
+        .spawn(move || watch(config, shared, channel, signal_live))
         .map_err(|e| os_error("cannot start the watcher thread", e))
+}
+
+/// Opens the channel of this process and advertises it; None (and one line
+/// on stderr) when it cannot be opened: dumps on the signal still work.
+pub(crate) fn open_channel() -> Option<Arc<Listener>> {
+    match Listener::bind(std::process::id()) {
+        Ok(listener) => {
+            CHANNEL_BEACON.open(listener.name());
+            Some(Arc::new(listener))
+        }
+        Err(e) => {
+            report(&format!(
+                "no request channel in process {} ({e}): `tbcollect dump` cannot ask it for dumps",
+                std::process::id()
+            ));
+            None
+        }
+    }
+}
+
+/// Stops advertising and closes the channel.
+pub(crate) fn close_channel(channel: &Option<Arc<Listener>>) {
+    CHANNEL_BEACON.close();
+    if let Some(listener) = channel {
+        listener.close();
+    }
+}
+
+/// Refreshes the raw dump's table of thread names (the GIL is held).
+pub(crate) fn note_thread_names(py: Python<'_>) {
+    let names = crate::capture::threads::names(py)
+        .into_iter()
+        .map(|(ident, native_id, name)| raw::ThreadName {
+            ident,
+            native_id,
+            name,
+        })
+        .collect();
+    raw::set_names(names);
 }

@@ -37,20 +37,20 @@ def test_dump_prints_a_live_process_that_keeps_running(tmp_path):
         assert result.returncode == 0, result.stderr
         lines = result.stdout.splitlines()
         assert lines[0].startswith(f"tbcollect: pid {pid} at ")
-        assert lines[1] == "reason: signal SIGQUIT"
+        assert lines[1] == "reason: request from tbcollect dump"
         assert any(line.startswith('Thread "worker"') for line in lines)
         assert "worker_loop" in result.stdout
         assert "serve" in result.stdout or "run_forever" in result.stdout
-        (path,) = dumps_of(tmp_path, pid)
-        assert result.stdout == path.read_text()
-        assert result.stderr.strip() == f"tbcollect: dump of process {pid} saved in {path}"
+        assert result.stderr == ""
+        # Asked through the channel: nothing signalled, no file written.
+        assert dumps_of(tmp_path, pid) == []
         # It keeps running, and its event loop still answers.
         assert target.ask("ping", "pong") == ""
-        # A second dump is a second, new file.
         again = cli("dump", str(pid), "--timeout", "60")
         assert again.returncode == 0, again.stderr
-        assert len(dumps_of(tmp_path, pid)) == 2
+        assert again.stdout.startswith(f"tbcollect: pid {pid} at ")
         assert target.ask("ping", "pong") == ""
+    assert dumps_of(tmp_path, pid) == []
 
 
 def test_dump_json_process_as_json_and_as_text(tmp_path):
@@ -59,27 +59,47 @@ def test_dump_json_process_as_json_and_as_text(tmp_path):
         as_json = cli("dump", str(pid), "--format", "json")
         assert as_json.returncode == 0, as_json.stderr
         data = validate_json(as_json.stdout)
-        assert data["pid"] == pid and data["reason"] == "signal SIGQUIT"
+        assert data["pid"] == pid and data["reason"] == "request from tbcollect dump"
+        # Without --format: the format it writes its files in.
+        default = cli("dump", str(pid))
+        assert validate_json(default.stdout)["pid"] == pid
 
         as_text = cli("dump", str(pid), "--format", "text")
         assert as_text.returncode == 0, as_text.stderr
         lines = as_text.stdout.splitlines()
         assert lines[0].startswith(f"tbcollect: pid {pid} at ")
-        assert lines[1] == "reason: signal SIGQUIT"
+        assert lines[1] == "reason: request from tbcollect dump"
         assert target.ask("ping", "pong") == ""
 
 
-def test_dump_of_a_text_process_as_json_is_a_clear_error(tmp_path):
+@pytest.mark.parametrize("fmt", ["text", "json", "collapsed", "svg"])
+def test_dump_any_format_from_a_text_process(tmp_path, fmt):
+    import xml.etree.ElementTree as ET
+
     with Target(LOOP_TARGET, args=["text"], env=base_env(tmp_path)) as target:
         pid = int(target.expect("ready"))
-        result = cli("dump", str(pid), "--format", "json")
-        assert result.returncode == 1
-        (path,) = dumps_of(tmp_path, pid)
-        assert result.stderr.splitlines() == [
-            "tbcollect: error: the process writes text dumps, not JSON (install it with "
-            f"format='json' or TBCOLLECT_FORMAT=json); this one is in {path}"
-        ]
+        result = cli("dump", str(pid), "--format", fmt)
+        assert result.returncode == 0, result.stderr
+        out = result.stdout
+        if fmt == "json":
+            data = validate_json(out)
+            assert "worker" in [s["name"] for s in data["stacks"]]
+        elif fmt == "svg":
+            root = ET.fromstring(out)
+            assert root.tag.endswith("svg")
+            assert "worker_loop" in out
+        elif fmt == "collapsed":
+            lines = out.splitlines()
+            assert lines
+            for line in lines:
+                stack, _, count = line.rpartition(" ")
+                assert stack and int(count) >= 1
+            assert any("worker_loop" in line for line in lines)
+        else:
+            assert out.startswith(f"tbcollect: pid {pid} at ")
         assert target.ask("ping", "pong") == ""
+    # Nothing is written in the process's directory, whatever the format.
+    assert dumps_of(tmp_path, pid) == []
 
 
 PLAIN_TARGET = """
@@ -127,7 +147,7 @@ def test_dump_of_a_process_that_does_not_exist(tmp_path):
 
 
 @pytest.mark.slow
-def test_dump_waits_for_its_own_file_and_times_out_clearly_when_stopped(tmp_path):
+def test_dump_times_out_clearly_when_stopped(tmp_path):
     with Target(LOOP_TARGET, args=["text"], env=base_env(tmp_path)) as target:
         pid = int(target.expect("ready"))
         os.kill(pid, signal.SIGSTOP)  # a stopped process cannot answer
@@ -135,16 +155,17 @@ def test_dump_waits_for_its_own_file_and_times_out_clearly_when_stopped(tmp_path
             result = cli("dump", str(pid), "--timeout", "0.5")
         finally:
             os.kill(pid, signal.SIGCONT)
-        assert result.returncode == 5
+        assert result.returncode == 7
         (line,) = result.stderr.splitlines()
-        assert line.startswith(f"tbcollect: error: no dump from process {pid} in {tmp_path}")
-        assert "is the process stopped?" in line
-        # The signal stays pending while stopped: the dump comes after SIGCONT.
-        wait_for_dumps(tmp_path, pid)
+        assert line == f"tbcollect: error: process {pid}: no answer in time"
+        # The request the stopped process finds on waking is answered to
+        # nobody: the process goes on, and writes nothing.
         assert target.ask("ping", "pong") == ""
+        assert cli("dump", str(pid)).returncode == 0
+    assert dumps_of(tmp_path, pid) == []
 
 
-def test_dump_uses_the_signal_and_directory_the_process_advertises(tmp_path):
+def test_dump_by_signal_uses_only_the_signal_and_directory_the_process_advertises(tmp_path):
     code = """
 import os, signal, sys
 import tbcollect
@@ -156,31 +177,59 @@ for line in sys.stdin:
     explicit = tmp_path / "explicit"
     with Target(code, args=[str(explicit)], env=base_env(tmp_path / "env")) as target:
         pid = int(target.expect("ready"))
-        result = cli("dump", str(pid))
+        result = cli("dump", str(pid))  # through the channel, whatever the signal
         assert result.returncode == 0, result.stderr
-        assert result.stdout.splitlines()[1] == "reason: signal SIGUSR2"
-        assert len(dumps_of(explicit, pid)) == 1
+        assert dumps_of(explicit, pid) == []
+
+        by_signal = cli("dump", str(pid), "--signal", "USR2")
+        assert by_signal.returncode == 0, by_signal.stderr
+        assert by_signal.stdout.splitlines()[1] == "reason: signal SIGUSR2"
+        (path,) = dumps_of(explicit, pid)
+        assert by_signal.stderr == f"tbcollect: dump of process {pid} saved in {path}\n"
 
         wrong = cli("dump", str(pid), "--signal", "QUIT")
         assert wrong.returncode == 5
         assert wrong.stderr == (
             f"tbcollect: error: process {pid} dumps on SIGUSR2, not SIGQUIT; nothing was sent\n"
         )
+        # A wrong directory is an error at once, before any signal.
+        elsewhere = cli("dump", str(pid), "--signal", "USR2", "--directory", str(tmp_path))
+        assert elsewhere.returncode == 6
+        assert f"writes its dumps to {explicit}, not {tmp_path}; nothing was sent" in (
+            elsewhere.stderr
+        )
+        assert len(dumps_of(explicit, pid)) == 1
         assert target.ask("hello", "echo") == "hello"
 
 
-def test_dump_refuses_an_unsafe_directory_before_signalling(tmp_path):
+@pytest.mark.parametrize(
+    "extra", [["--format", "json"], ["--children"], ["--no-remote"]], ids=lambda e: e[0]
+)
+def test_dump_by_signal_with_channel_options_is_a_usage_error(tmp_path, extra):
+    with Target(LOOP_TARGET, args=["text"], env=base_env(tmp_path)) as target:
+        pid = int(target.expect("ready"))
+        result = cli("dump", str(pid), "--signal", "QUIT", *extra)
+        assert result.returncode == 2
+        assert "cannot be combined with --format, --children or --no-remote" in result.stderr
+        assert target.ask("ping", "pong") == ""
+    assert dumps_of(tmp_path, pid) == []
+
+
+def test_dump_by_signal_refuses_an_unsafe_directory_before_signalling(tmp_path):
     shared = tmp_path / "shared"
     with Target(LOOP_TARGET, args=["text"], env=base_env(shared)) as target:
         pid = int(target.expect("ready"))
         shared.chmod(0o777)  # someone opened it up after install()
-        result = cli("dump", str(pid))
+        result = cli("dump", str(pid), "--signal", "QUIT")
         assert result.returncode == 6
         assert result.stderr == (
             f"tbcollect: error: dump directory {shared}: is writable by group or others "
             "(mode 0777); refusing it\n"
         )
         assert target.ask("ping", "pong") == ""
+        assert dumps_of(shared, pid) == []
+        # The channel writes no file: it does not care.
+        assert cli("dump", str(pid)).returncode == 0
         assert dumps_of(shared, pid) == []
 
 
@@ -244,26 +293,31 @@ for line in sys.stdin:
 """
 
 
-def test_dump_refuses_when_the_handler_was_replaced(tmp_path):
+def test_dump_works_through_the_channel_when_the_handler_was_replaced(tmp_path):
     from tbcollect import _procinfo
 
     with Target(REPLACED_TARGET, env=base_env(tmp_path)) as target:
         assert target.expect("installed") == "SIGQUIT"
         assert target.expect("replaced") == "None"
         process = _procinfo.Process(target.pid)
-        # The watcher notices and stops advertising the handler.
+        # The watcher notices and stops advertising the signal.
         wait_until(lambda: process.beacons() == [], "the beacon to go")
         result = cli("dump", str(target.pid))
-        assert result.returncode == 5
-        assert "has no tbcollect handler installed; nothing was sent" in result.stderr
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith(f"tbcollect: pid {target.pid} at ")
+        by_signal = cli("dump", str(target.pid), "--signal", "QUIT")
+        assert by_signal.returncode == 5
+        assert "advertises no tbcollect handler on SIGQUIT; nothing was sent" in by_signal.stderr
         assert target.ask("hello", "echo") == "hello"
         assert "own handler" not in target.lines
-        rc, _, err = target.finish()
-        assert rc == 0
+        rc, out, err = target.finish()
+        assert rc == 0 and "own handler" not in out
         assert (
             "tbcollect: the SIGQUIT handler was replaced (by a signal.signal() call?): "
-            f"no more dumps on SIGQUIT in process {target.pid}\n"
+            f"no more dumps on SIGQUIT in process {target.pid}; `tbcollect dump` still asks "
+            "for them through its channel\n"
         ) in err
+    assert dumps_of(tmp_path, target.pid) == []
 
 
 def test_dump_of_a_process_in_its_own_pid_namespace(tmp_path):
@@ -281,6 +335,8 @@ def test_dump_of_a_process_in_its_own_pid_namespace(tmp_path):
         result = cli("dump", str(host_pid))
         assert result.returncode == 0, result.stderr
         assert result.stdout.startswith("tbcollect: pid 1 at ")
-        (path,) = dumps_of(tmp_path, 1)  # named with the pid the process knows
-        assert result.stderr.strip() == f"tbcollect: dump of process {host_pid} saved in {path}"
         assert target.ask("ping", "pong") == ""
+        by_signal = cli("dump", str(host_pid), "--signal", "QUIT")
+        assert by_signal.returncode == 0, by_signal.stderr
+        (path,) = dumps_of(tmp_path, 1)  # named with the pid the process knows
+        assert by_signal.stderr.strip() == f"tbcollect: dump of process {host_pid} saved in {path}"

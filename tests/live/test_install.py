@@ -111,9 +111,11 @@ HOLD_TARGET = """
 import ctypes, os, sys, threading, time
 import tbcollect
 
-tbcollect.install(raw_timeout=0.5)
 library, wait_fd = sys.argv[1], int(sys.argv[2])
+# Started before install(): the raw dump's name table is filled at install()
+# and refreshed at each dump.
 threading.Thread(target=lambda: time.sleep(3600), name="sleeper", daemon=True).start()
+tbcollect.install(raw_timeout=0.5)
 
 def stuck_in_c():
     return ctypes.PyDLL(library).hold_gil(1, wait_fd)
@@ -163,25 +165,36 @@ def test_raw_dump_while_main_thread_holds_the_gil_in_c(tmp_path, hold_library):
             assert lines[0].endswith(", raw dump")
             assert lines[1].startswith("reason: signal SIGQUIT; the full dump did not start")
             assert text.endswith("\nend of raw dump\n")
-            # faulthandler's stacks of every thread, read without the GIL.
+            # faulthandler's stacks of every thread, read without the GIL,
+            # each named, with the thread that probably holds the GIL.
             assert text.count("Thread 0x") == 3
             assert " in stuck_in_c\n" in text
             assert " in <lambda>\n" in text  # the sleeper thread
+            assert f'(most recent call first) ["MainThread", native id {pid}]:' in text
+            assert '(most recent call first) ["sleeper", native id ' in text
+            assert '(most recent call first) ["tbcollect-dumper", native id ' in text
+            gil = next(line for line in lines if line.startswith("GIL: "))
+            assert '"MainThread"' in gil and '"tbcollect-dumper"' not in gil
             assert tbcollect._dumpdir.is_raw_dump(raw)
 
-            # Asked again while still stuck (here through the CLI): a new raw dump.
+            # Asked again while still stuck (here through the channel): a raw
+            # dump comes back over the connection, and no file is written.
             again = cli("dump", str(pid), "--timeout", "60")
             assert again.returncode == 0, again.stderr
-            second = dumps_of(dumps, pid)[1]
-            assert again.stdout == second.read_text()
             assert again.stdout.splitlines()[0].endswith(", raw dump")
-            assert again.stderr.strip().endswith(f"{second} (raw dump: the process holds the GIL)")
+            assert again.stdout.splitlines()[1].startswith(
+                "reason: request over the channel; the full dump did not start"
+            )
+            assert " in stuck_in_c\n" in again.stdout
+            assert f'["MainThread", native id {pid}]' in again.stdout
+            assert again.stderr.strip().startswith(f"tbcollect: raw dump of process {pid}")
+            assert len(dumps_of(dumps, pid)) == 1
 
             # When the C code lets go of the GIL, the full dump follows and
             # the process carries on.
             os.write(release_w, b"x")
             assert target.expect("released") == "1"
-            full = wait_for_dumps(dumps, pid, 3)[2]
+            full = wait_for_dumps(dumps, pid, 2)[1]
             full_lines = full.read_text().splitlines()
             assert full_lines[0].startswith(f"tbcollect: pid {pid} at ")
             assert "Python" in full_lines[0]

@@ -58,8 +58,9 @@ def run_target(argv, env, cwd=None):
 def check_dump(directory: Path, pid: int, fmt: str = "text") -> str:
     result = cli("dump", str(pid))
     assert result.returncode == 0, result.stderr
-    (path,) = dumps_of(directory, pid)
-    assert path.suffix == (".json" if fmt == "json" else ".txt")
+    assert dumps_of(directory, pid) == []  # asked through the channel: no file
+    if fmt == "json":
+        validate_json(result.stdout)
     return result.stdout
 
 
@@ -107,7 +108,10 @@ def test_run_module_with_options(tmp_path, program):
         result = cli("dump", str(pid))  # the process advertises USR2 and the directory
         assert result.returncode == 0, result.stderr
         data = validate_json(result.stdout)
-        assert data["reason"] == "signal SIGUSR2"
+        assert data["reason"] == "request from tbcollect dump"
+        by_signal = cli("dump", str(pid), "--signal", "USR2")
+        assert by_signal.returncode == 0, by_signal.stderr
+        assert validate_json(by_signal.stdout)["reason"] == "signal SIGUSR2"
         assert "background" in [s["name"] for s in data["stacks"]]
         target.send("exit 0")
         assert target.finish()[0] == 0
@@ -230,7 +234,7 @@ def test_tbcollect_env_installs_at_startup(tmp_path, program):
         assert target.expect("handler") == "<tbcollect dump handler>"
         pid = int(target.expect("pid"))
         text = check_dump(tmp_path, pid)
-        assert text.splitlines()[1] == "reason: signal SIGQUIT"
+        assert text.splitlines()[1] == "reason: request from tbcollect dump"
         assert target.ask("hi", "echo") == "hi"
 
 
@@ -241,7 +245,9 @@ def test_tbcollect_env_options(tmp_path, program):
         pid = int(target.expect("pid"))
         result = cli("dump", str(pid))
         assert result.returncode == 0, result.stderr
-        assert validate_json(result.stdout)["reason"] == "signal SIGUSR1"
+        assert validate_json(result.stdout)["reason"] == "request from tbcollect dump"
+        by_signal = cli("dump", str(pid), "--signal", "USR1")
+        assert validate_json(by_signal.stdout)["reason"] == "signal SIGUSR1"
 
 
 @needs_pth
