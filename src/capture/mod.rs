@@ -14,6 +14,7 @@ pub mod elf;
 pub mod enrich;
 pub mod fastpaths;
 pub mod split_walk;
+pub mod waits;
 
 #[cfg(feature = "python")]
 pub mod frames;
@@ -27,6 +28,8 @@ pub mod iframe;
 pub mod inert;
 #[cfg(feature = "python")]
 pub mod locals;
+#[cfg(feature = "python")]
+pub mod lockwait;
 #[cfg(feature = "python")]
 mod session;
 #[cfg(feature = "python")]

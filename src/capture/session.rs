@@ -1,7 +1,7 @@
 //! One capture: the GIL held, the GC paused, every backend run once.
 
 use super::frames::FrameWalker;
-use super::{greenlets, inert, locals, tasks, threads};
+use super::{greenlets, inert, locals, lockwait, tasks, threads, waits};
 use crate::capture::enrich;
 use crate::model::history::History;
 use crate::model::{analysis, iso8601_utc, Frame, Frames, Snapshot};
@@ -78,6 +78,9 @@ pub struct Capture<'py> {
     /// it is joined once the GIL is let go, so that waiting for a thread
     /// the OS has yet to run holds up no Python thread.
     pub walk_helper: crate::capture::split_walk::Helper,
+    /// The locks blocked threads' innermost frames refer to; their system
+    /// calls are read once the GIL is let go.
+    pub thread_waits: Vec<crate::capture::waits::ThreadWait>,
 }
 
 impl<'py> Capture<'py> {
@@ -99,6 +102,7 @@ impl<'py> Capture<'py> {
             thread_tops,
             own_dir: own_dir(py),
             walk_helper: Default::default(),
+            thread_waits: Vec::new(),
         }
     }
 
@@ -109,6 +113,13 @@ impl<'py> Capture<'py> {
         if own > 0 {
             *frames = frames[..frames.len() - own].into();
         }
+    }
+
+    /// True for a file of the tbcollect package.
+    pub fn is_own_file(&self, filename: &str) -> bool {
+        self.own_dir
+            .as_deref()
+            .is_some_and(|dir| filename.starts_with(dir))
     }
 
     /// How many of the innermost `frames` are tbcollect's own.
@@ -299,6 +310,7 @@ pub fn collect(py: Python<'_>, options: CaptureOptions) -> Snapshot {
     snapshot.errors.append(&mut cap.errors);
     snapshot.errors.append(&mut locals_errors);
     let walk_helper = std::mem::take(&mut cap.walk_helper);
+    let mut thread_waits = std::mem::take(&mut cap.thread_waits);
     drop(cap);
     inert::clear_error();
     gc.resume(py);
@@ -309,6 +321,8 @@ pub fn collect(py: Python<'_>, options: CaptureOptions) -> Snapshot {
     py.detach(move || {
         walk_helper.join();
         enrich::fill_thread_states(&mut snapshot.stacks[..threads_end]);
+        lockwait::read_syscalls(&snapshot.stacks[..threads_end], &mut thread_waits);
+        waits::resolve_threads(&mut snapshot.stacks[..threads_end], &thread_waits);
         if options.source {
             enrich::fill_sources(&snapshot);
         }

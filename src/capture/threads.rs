@@ -1,7 +1,7 @@
 //! The thread backend: every OS thread with a Python frame, named from
 //! `threading` where it knows the thread.
 
-use crate::capture::enrich;
+use crate::capture::{enrich, lockwait, waits};
 use crate::capture::{inert, Capture};
 use crate::model::{Stack, StackDetails, ThreadDetails};
 use pyo3::ffi;
@@ -134,6 +134,13 @@ pub fn capture<'py>(cap: &mut Capture<'py>) -> Vec<Stack> {
 
     let mut known = known_threads(py);
     rekey_patched_threads(&mut known, &tops, cap.current_thread);
+    let lock_types = match lockwait::LockTypes::new(py) {
+        Ok(types) => Some(types),
+        Err(why) => {
+            cap.errors.push(format!("lock holders not read: {why}"));
+            None
+        }
+    };
     let mut stacks = Vec::with_capacity(tops.len());
     let mut emit = |cap: &mut Capture<'py>, ident: u64, info: Option<&ThreadInfo>| {
         let Some(top) = tops.remove(&ident) else {
@@ -149,8 +156,32 @@ pub fn capture<'py>(cap: &mut Capture<'py>) -> Vec<Stack> {
         if current {
             cap.trim_own_frames(&mut frames);
         }
+        // A thread whose target is tbcollect's (dumper, watcher, writer):
+        // its first frame past threading's bootstrap is in the package.
+        let own = frames
+            .iter()
+            .find(|f| !f.filename.ends_with("/threading.py"))
+            .is_some_and(|f| cap.is_own_file(&f.filename))
+            && frames
+                .first()
+                .is_some_and(|f| f.filename.ends_with("/threading.py"));
+        if !current && !own && waits::api(&frames).is_none() {
+            if let Some(types) = &lock_types {
+                let locks = lockwait::locks_of_frame(types, &top);
+                if !locks.is_empty() {
+                    cap.thread_waits.push(waits::ThreadWait {
+                        ident,
+                        locks,
+                        syscall: None,
+                    });
+                }
+            }
+        }
         stacks.push(Stack {
-            facts: Default::default(),
+            facts: crate::model::StackFacts {
+                own,
+                ..Default::default()
+            },
             id: format!("thread:{ident}").into(),
             name: info
                 .and_then(|i| i.name.clone())

@@ -79,6 +79,27 @@ pub fn awaiting_kind(awaiting: &str) -> &str {
     awaiting.split(" (").next().unwrap_or(awaiting)
 }
 
+/// An `awaiting` text split into what it waits for and the seconds of its
+/// timing part (`sleep (wakes in 56.3 s)` -> (`sleep`, 56.3)), so waits
+/// that differ only in time are one wait.
+pub fn split_timing(awaiting: &str) -> (&str, Option<f64>) {
+    for (open, close) in [
+        (" (wakes in ", " s)"),
+        (" (times out in ", " s)"),
+        (" (", " s left)"),
+    ] {
+        if let Some(at) = awaiting.rfind(open) {
+            let rest = &awaiting[at + open.len()..];
+            if let Some(number) = rest.strip_suffix(close) {
+                if let Ok(secs) = number.parse::<f64>() {
+                    return (&awaiting[..at], Some(secs));
+                }
+            }
+        }
+    }
+    (awaiting, None)
+}
+
 /// Fills `snapshot.deadlocks` and `snapshot.diagnosis`.
 pub fn analyze(snapshot: &mut Snapshot) {
     snapshot.deadlocks = deadlocks(snapshot);
@@ -277,7 +298,8 @@ pub fn diagnose(snapshot: &Snapshot, cycles: &[Vec<String>]) -> Diagnosis {
             stacks: cycle.clone(),
         });
     }
-    lock_waits(snapshot, &by_id, &mut diagnosis);
+    let in_cycle: Vec<&str> = cycles.iter().flatten().map(String::as_str).collect();
+    lock_waits(snapshot, &by_id, &in_cycle, &mut diagnosis);
     unchanged(snapshot, &mut diagnosis);
     let (counts, own) = counts(snapshot);
     diagnosis.counts = counts;
@@ -288,7 +310,12 @@ pub fn diagnose(snapshot: &Snapshot, cycles: &[Vec<String>]) -> Diagnosis {
 
 /// One finding per holder that others wait for: `50 threads wait for
 /// Thread "holder", which holds RLock registry_lock`.
-fn lock_waits(snapshot: &Snapshot, by_id: &FastMap<&str, &Stack>, diagnosis: &mut Diagnosis) {
+fn lock_waits(
+    snapshot: &Snapshot,
+    by_id: &FastMap<&str, &Stack>,
+    in_cycle: &[&str],
+    diagnosis: &mut Diagnosis,
+) {
     let mut waiters: Vec<(&str, Vec<&Stack>)> = Vec::new();
     for stack in &snapshot.stacks {
         if stack.facts.own {
@@ -309,6 +336,10 @@ fn lock_waits(snapshot: &Snapshot, by_id: &FastMap<&str, &Stack>, diagnosis: &mu
     }
     waiters.sort_by_key(|(_, list)| std::cmp::Reverse(list.len()));
     for (holder_id, list) in waiters {
+        // A deadlock's own waits are said by the deadlock.
+        if in_cycle.contains(&holder_id) && list.iter().all(|s| in_cycle.contains(&&*s.id)) {
+            continue;
+        }
         let holder = by_id[holder_id];
         let mut kinds: Vec<StackKind> = list.iter().map(|s| s.kind()).collect();
         kinds.dedup();
@@ -603,11 +634,8 @@ mod tests {
             d.findings[0].text,
             "Deadlock: Thread \"b\" (RLock.acquire) waits for Thread \"a\" (RLock.acquire), which waits for Thread \"b\""
         );
-        // Each also waits for a holder: two lock waits follow the deadlock.
-        assert_eq!(
-            d.findings.iter().filter(|f| f.kind == "lock_wait").count(),
-            2
-        );
+        // Their lock waits are the deadlock's: not listed again.
+        assert_eq!(d.findings.len(), 1);
     }
 
     #[test]
@@ -729,6 +757,20 @@ mod tests {
         assert_eq!(seconds_between("garbage", "2026-03-01T00:00:01Z"), None);
         assert_eq!(duration_words(12.25), "12.2 s");
         assert_eq!(duration_words(3723.0), "1 h 2 min");
+    }
+
+    #[test]
+    fn timings_split_off() {
+        assert_eq!(
+            split_timing("sleep (wakes in 56.3 s)"),
+            ("sleep", Some(56.3))
+        );
+        assert_eq!(split_timing("sleep (2.5 s left)"), ("sleep", Some(2.5)));
+        assert_eq!(
+            split_timing("Event.wait (times out in 1.0 s)"),
+            ("Event.wait", Some(1.0))
+        );
+        assert_eq!(split_timing("Task 'x (1 s)'"), ("Task 'x (1 s)'", None));
     }
 
     #[test]

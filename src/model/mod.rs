@@ -518,14 +518,23 @@ impl Snapshot {
         }
     }
 
-    /// How many stacks of each kind, in [`StackKind::ALL`] order.
+    /// How many stacks of each kind, in [`StackKind::ALL`] order;
+    /// tbcollect's own threads are not counted (see [`Snapshot::own_count`]).
     pub fn counts(&self) -> [(StackKind, usize); 3] {
         StackKind::ALL.map(|kind| {
             (
                 kind,
-                self.stacks.iter().filter(|s| s.kind() == kind).count(),
+                self.stacks
+                    .iter()
+                    .filter(|s| s.kind() == kind && !s.facts.own)
+                    .count(),
             )
         })
+    }
+
+    /// How many stacks are tbcollect's own (dumper, watcher, watchdog).
+    pub fn own_count(&self) -> usize {
+        self.stacks.iter().filter(|s| s.facts.own).count()
     }
 
     /// Whether every stack of `kind` could be captured, as the backends

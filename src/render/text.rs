@@ -122,8 +122,12 @@ pub fn header_line(snapshot: &Snapshot) -> String {
             }
         })
         .join(", ");
+    let own = match snapshot.own_count() {
+        0 => String::new(),
+        n => format!(" (and {n} of tbcollect's own)"),
+    };
     format!(
-        "tbcollect: pid {} at {}, Python {}: {counts}",
+        "tbcollect: pid {} at {}, Python {}: {counts}{own}",
         snapshot.pid, snapshot.created, snapshot.python
     )
 }
@@ -361,6 +365,7 @@ fn header(refs: &Refs<'_>, stack: &Stack) -> String {
             if d.current {
                 facts.push("current".into());
             }
+            push_wait_facts(stack, &mut facts);
             "Thread"
         }
         StackDetails::Greenlet(d) => {
@@ -378,6 +383,7 @@ fn header(refs: &Refs<'_>, stack: &Stack) -> String {
             if let Some(spawner) = &d.spawned_by {
                 facts.push(format!("spawned by {}", refs.describe(spawner)));
             }
+            push_wait_facts(stack, &mut facts);
             "Greenlet"
         }
         StackDetails::Task(d) => {
@@ -397,7 +403,28 @@ fn header(refs: &Refs<'_>, stack: &Stack) -> String {
             "Task"
         }
     };
+    if !stack.facts.holds.is_empty() {
+        facts.push(format!("holds {}", stack.facts.holds.join(", ")));
+    }
+    if let Some(since) = &stack.facts.unchanged_since {
+        if let Some(secs) = analysis::seconds_between(since, &refs.0.created) {
+            facts.push(format!("unchanged for {}", analysis::duration_words(secs)));
+        }
+    }
+    for (name, value) in &stack.facts.labels {
+        facts.push(format!("{name}={value}"));
+    }
+    if stack.facts.own {
+        facts.push("tbcollect's own".into());
+    }
     format!("{title} {:?} ({})", stack.name, facts.join(", "))
+}
+
+/// `awaiting ...` for threads and greenlets (a task says it among its own facts).
+fn push_wait_facts(stack: &Stack, facts: &mut Vec<String>) {
+    if let Some(awaiting) = &stack.facts.awaiting {
+        facts.push(format!("awaiting {awaiting}"));
+    }
 }
 
 /// A stack id as a person reads it: `Task "main"` when the snapshot has it.

@@ -3,7 +3,7 @@
 
 use super::same_text;
 use crate::model::fasthash::FastMap as HashMap;
-use crate::model::{Snapshot, Stack, StackDetails, StackKind};
+use crate::model::{analysis, Snapshot, Stack, StackDetails, StackKind};
 use std::io::{self, Write};
 
 /// The tree edge of a stack: its parent greenlet, or the first task awaiting it.
@@ -63,7 +63,26 @@ fn shared_label(members: &[&Stack]) -> String {
             more => format!("{}, … and {more} more", shown.join(", ")),
         }
     };
-    format!("{names} ({})", facts(first))
+    // Leaves differing only in when they wake are one line: the range says when.
+    let times: Vec<f64> = members
+        .iter()
+        .filter_map(|s| analysis::split_timing(s.facts.awaiting.as_deref()?).1)
+        .collect();
+    let awaiting = first.facts.awaiting.as_deref().map(|a| {
+        let (what, _) = analysis::split_timing(a);
+        let lo = times.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = times.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        if times.len() < 2 || lo == hi {
+            a.to_string()
+        } else if a.contains("(wakes in ") {
+            format!("{what} (wakes in {lo:.1}–{hi:.1} s)")
+        } else if a.contains("(times out in ") {
+            format!("{what} (times out in {lo:.1}–{hi:.1} s)")
+        } else {
+            format!("{what} ({lo:.1}–{hi:.1} s left)")
+        }
+    });
+    format!("{names} ({})", facts_with(first, awaiting.as_deref()))
 }
 
 /// How many differing names a collapsed line lists.
@@ -115,32 +134,48 @@ impl std::hash::Hash for LabelKey<'_> {
 }
 
 fn label_key(stack: &Stack) -> LabelKey<'_> {
-    let (hub, awaiting, awaiters) = match &stack.details {
-        StackDetails::Greenlet(d) => (d.hub, None, 0),
-        StackDetails::Task(d) => (false, stack.facts.awaiting.as_deref(), d.awaited_by.len()),
-        StackDetails::Thread(_) => (false, None, 0),
+    let (hub, awaiters) = match &stack.details {
+        StackDetails::Greenlet(d) => (d.hub, 0),
+        StackDetails::Task(d) => (false, d.awaited_by.len()),
+        StackDetails::Thread(_) => (false, 0),
     };
+    let awaiting = stack
+        .facts
+        .awaiting
+        .as_deref()
+        .map(|a| analysis::split_timing(a).0);
     // The whole file name: cheaper to hash than to cut, and as exact.
-    let at = stack.frames.last().map(|f| (&*f.filename, f.lineno));
+    let at = at_frame(stack).map(|f| (&*f.filename, f.lineno));
     LabelKey(&stack.state, hub, awaiting, awaiters, at)
 }
 
+/// The frame a tree line names: the innermost in the user's own code (the
+/// handler's line, not the library's `locks.py:212`), else the innermost.
+fn at_frame(stack: &Stack) -> Option<&crate::model::Frame> {
+    analysis::user_frame(&stack.frames).or(stack.frames.last())
+}
+
 fn facts(stack: &Stack) -> String {
+    facts_with(stack, stack.facts.awaiting.as_deref())
+}
+
+fn facts_with(stack: &Stack, awaiting: Option<&str>) -> String {
     let mut facts = vec![stack.state.to_string()];
-    match &stack.details {
-        StackDetails::Greenlet(d) if d.hub => facts.push("hub".into()),
-        StackDetails::Task(d) => {
-            if let Some(awaiting) = &stack.facts.awaiting {
-                facts.push(format!("awaiting {awaiting}"));
-            }
-            if d.awaited_by.len() > 1 {
-                // The tree hangs a task under its first awaiter; say there are more.
-                facts.push(format!("also awaited by {}", d.awaited_by[1..].join(", ")));
-            }
+    if let StackDetails::Greenlet(d) = &stack.details {
+        if d.hub {
+            facts.push("hub".into());
         }
-        _ => {}
     }
-    if let Some(last) = stack.frames.last() {
+    if let Some(awaiting) = awaiting {
+        facts.push(format!("awaiting {awaiting}"));
+    }
+    if let StackDetails::Task(d) = &stack.details {
+        if d.awaited_by.len() > 1 {
+            // The tree hangs a task under its first awaiter; say there are more.
+            facts.push(format!("also awaited by {}", d.awaited_by[1..].join(", ")));
+        }
+    }
+    if let Some(last) = at_frame(stack) {
         facts.push(format!(
             "at {}:{}",
             short_file(&last.filename),
@@ -486,6 +521,29 @@ Task tree of loop:0x1 (thread 7):
         let mut buf = Vec::new();
         render(snap, kind, &refs, &mut buf).unwrap();
         String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn leaves_show_the_user_line_and_one_line_for_all_wake_times() {
+        let mut snap = Snapshot::new(1, "3.11", "t");
+        snap.stacks.push(task("task:1", "main", &[]));
+        for i in 0..4 {
+            let mut t = task(&format!("task:{}", i + 10), "sleeper", &["task:1"]);
+            t.frames = vec![
+                Frame::new("/srv/app.py", Some(32), "hold_ep"),
+                Frame::new("/usr/lib/python3.11/asyncio/tasks.py", Some(649), "sleep"),
+            ]
+            .into();
+            t.facts.awaiting = Some(format!("sleep (wakes in 56.{i} s)").into());
+            snap.stacks.push(t);
+        }
+        let text = tree_text(&snap, StackKind::Task);
+        assert!(
+            text.contains(
+                "└─ 4 × \"sleeper\" (pending, awaiting sleep (wakes in 56.0–56.3 s), at app.py:32)"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

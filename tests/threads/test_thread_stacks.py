@@ -317,7 +317,7 @@ def test_text_is_in_python_traceback_form(scene):
     function = qual("SleepyWorker", "level_three")
     i = lines.index(f'  File "{__file__}", line {line}, in {function}')
     assert lines[i + 1] == "    time.sleep(0.05)"
-    assert 'Thread "sleeper" (ident ' in text and ", daemon)" in text
+    assert 'Thread "sleeper" (ident ' in text and ", daemon" in text
 
 
 def test_source_lines_can_be_left_out(scene):
