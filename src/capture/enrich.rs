@@ -162,7 +162,7 @@ pub fn fill_thread_states(stacks: &mut [Stack]) {
     if stacks.is_empty() {
         return;
     }
-    let tasks = TaskDir::open();
+    let mut files = StatFiles::take();
     for stack in stacks {
         let StackDetails::Thread(details) = &mut stack.details else {
             continue;
@@ -176,10 +176,11 @@ pub fn fill_thread_states(stacks: &mut [Stack]) {
             }
             continue;
         }
-        if let Some(state) = details.native_id.and_then(|id| tasks.state(id)) {
+        if let Some(state) = details.native_id.and_then(|id| files.state(id)) {
             stack.state = state.into();
         }
     }
+    files.put_back(true);
 }
 
 /// The calling thread's OS thread id (Linux), from `/proc/thread-self`.
@@ -190,58 +191,138 @@ pub fn own_native_id() -> Option<u64> {
 
 /// The scheduler state of one of this process's threads, by native id.
 pub fn os_thread_state(native_id: u64) -> Option<&'static str> {
-    TaskDir::open().state(native_id)
+    let mut files = StatFiles::take();
+    let state = files.state(native_id);
+    files.put_back(false);
+    state
 }
 
-/// `/proc/self/task`, opened once per dump: each thread's `stat` is then
-/// opened relative to it (`openat`), which spares the kernel resolving the
-/// whole path once per thread; the reads are a third of a thread dump.
-struct TaskDir {
+/// Each thread's `/proc/self/task/<tid>/stat`, kept open from one dump to
+/// the next and read with `pread` at offset 0: a dump then makes one system
+/// call per thread instead of three (open, read, close), and the kernel
+/// resolves no path. Files of threads a dump did not ask for are closed
+/// (their thread has ended); a file whose read fails is reopened once (a
+/// thread id reused by a new thread). Every read must begin with `<tid> (`,
+/// so a descriptor the program closed and reused for a file of its own is
+/// noticed, dropped and reopened, never taken for the thread's state. The
+/// files belong to the process that opened them: a forked child starts
+/// afresh. At most [`StatFiles::MAX_OPEN`] are kept, so that a process with
+/// thousands of threads is not left short of descriptors.
+#[derive(Default)]
+struct StatFiles {
     #[cfg(target_os = "linux")]
-    fd: Option<std::os::fd::OwnedFd>,
+    pid: u32,
+    #[cfg(target_os = "linux")]
+    dir: Option<std::os::fd::OwnedFd>,
+    #[cfg(target_os = "linux")]
+    open: FastMap<u64, std::os::fd::OwnedFd>,
+    /// Thread ids asked for since the last `put_back`.
+    #[cfg(target_os = "linux")]
+    asked: Vec<u64>,
 }
 
-impl TaskDir {
-    fn open() -> Self {
+static STAT_FILES: Mutex<Option<StatFiles>> = Mutex::new(None);
+
+impl StatFiles {
+    const MAX_OPEN: usize = 512;
+
+    /// The files kept by the last dump, or none if another dump holds them
+    /// right now (or they belong to the parent of a forked child).
+    fn take() -> Self {
+        let kept = match STAT_FILES.try_lock() {
+            Ok(mut slot) => slot.take(),
+            Err(TryLockError::Poisoned(e)) => e.into_inner().take(),
+            Err(TryLockError::WouldBlock) => None,
+        };
         #[cfg(target_os = "linux")]
         {
-            let fd = std::fs::File::open("/proc/self/task")
-                .ok()
-                .map(std::os::fd::OwnedFd::from);
-            TaskDir { fd }
+            let pid = std::process::id();
+            match kept {
+                Some(files) if files.pid == pid => files,
+                _ => StatFiles {
+                    pid,
+                    ..Default::default()
+                },
+            }
         }
         #[cfg(not(target_os = "linux"))]
-        TaskDir {}
+        kept.unwrap_or_default()
+    }
+
+    /// Keeps the files for the next dump; with `prune` (a dump of every
+    /// thread), only those of the threads asked for.
+    fn put_back(mut self, prune: bool) {
+        #[cfg(target_os = "linux")]
+        {
+            let asked: crate::model::fasthash::FastSet<u64> = self.asked.drain(..).collect();
+            if prune {
+                self.open.retain(|tid, _| asked.contains(tid));
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = prune;
+        if let Ok(mut slot) = STAT_FILES.try_lock() {
+            *slot = Some(self);
+        }
     }
 
     #[cfg(target_os = "linux")]
-    fn state(&self, native_id: u64) -> Option<&'static str> {
-        use std::os::fd::AsRawFd;
-        let dir = self.fd.as_ref()?;
-        let path = std::ffi::CString::new(format!("{native_id}/stat")).ok()?;
+    fn state(&mut self, native_id: u64) -> Option<&'static str> {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        self.asked.push(native_id);
         let mut buf = [0u8; 1024];
-        // SAFETY: plain system calls on a descriptor we own and a buffer we
-        // hold; the file descriptor opened here is closed before returning.
-        let len = unsafe {
-            let fd = libc::openat(
+        // A kept file first; a failed or foreign read drops it and opens anew.
+        if let Some(fd) = self.open.get(&native_id) {
+            if let Some(state) = read_stat(fd.as_raw_fd(), native_id, &mut buf) {
+                return Some(state);
+            }
+            self.open.remove(&native_id);
+        }
+        if self.dir.is_none() {
+            self.dir = std::fs::File::open("/proc/self/task")
+                .ok()
+                .map(OwnedFd::from);
+        }
+        let dir = self.dir.as_ref()?;
+        let path = std::ffi::CString::new(format!("{native_id}/stat")).ok()?;
+        // SAFETY: openat on a directory descriptor we own, with a NUL-ended
+        // path; the new descriptor is owned by the `OwnedFd` made from it.
+        let fd = unsafe {
+            let raw = libc::openat(
                 dir.as_raw_fd(),
                 path.as_ptr(),
                 libc::O_RDONLY | libc::O_CLOEXEC,
             );
-            if fd < 0 {
+            if raw < 0 {
                 return None;
             }
-            let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
-            libc::close(fd);
-            usize::try_from(n).ok()?
+            OwnedFd::from_raw_fd(raw)
         };
-        parse_state(&buf[..len])
+        let state = read_stat(fd.as_raw_fd(), native_id, &mut buf);
+        if state.is_some() && self.open.len() < Self::MAX_OPEN {
+            self.open.insert(native_id, fd);
+        }
+        state
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn state(&self, _native_id: u64) -> Option<&'static str> {
+    fn state(&mut self, _native_id: u64) -> Option<&'static str> {
         None
     }
+}
+
+/// The state in thread `tid`'s stat file open at `fd`, read from its start;
+/// `None` unless what is read is that thread's stat line.
+#[cfg(target_os = "linux")]
+fn read_stat(fd: std::os::fd::RawFd, tid: u64, buf: &mut [u8; 1024]) -> Option<&'static str> {
+    // SAFETY: pread into a buffer we hold, no longer than the buffer.
+    let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+    let stat = &buf[..usize::try_from(n).ok()?];
+    let prefix = format!("{tid} (");
+    if !stat.starts_with(prefix.as_bytes()) {
+        return None;
+    }
+    parse_state(stat)
 }
 
 fn parse_state(stat: &[u8]) -> Option<&'static str> {
@@ -270,6 +351,61 @@ mod tests {
             assert_eq!(os_thread_state(tid), Some("running"));
         }
         assert_eq!(os_thread_state(u64::MAX), None);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn stat_files_stay_open_for_live_threads_and_close_for_ended_ones() {
+        use std::sync::mpsc;
+        let (tx, rx) = mpsc::channel();
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let sleeper = std::thread::spawn(move || {
+            tx.send(own_native_id().unwrap()).unwrap();
+            stop_rx.recv().unwrap();
+        });
+        let tid = rx.recv().unwrap();
+        let mut files = StatFiles {
+            pid: std::process::id(),
+            ..Default::default()
+        };
+        // Read twice through one kept file (it may not be asleep in recv yet).
+        let alive = |s: Option<&str>| matches!(s, Some("sleeping" | "running"));
+        assert!(alive(files.state(tid)));
+        let kept = files.open.get(&tid).map(std::os::fd::AsRawFd::as_raw_fd);
+        assert!(kept.is_some());
+        assert!(alive(files.state(tid)));
+        assert_eq!(
+            files.open.get(&tid).map(std::os::fd::AsRawFd::as_raw_fd),
+            kept
+        );
+        // A thread id that is no thread of ours opens nothing.
+        assert_eq!(files.state(u64::MAX), None);
+        assert!(!files.open.contains_key(&u64::MAX));
+        let kept = files.open.get(&tid).unwrap().try_clone().unwrap();
+        stop_tx.send(()).unwrap();
+        sleeper.join().unwrap();
+        // Ended: the kept file reads nothing (even if a new thread has the
+        // id by now), so `state` drops it and opens the id afresh.
+        let mut buf = [0u8; 1024];
+        assert_eq!(
+            read_stat(std::os::fd::AsRawFd::as_raw_fd(&kept), tid, &mut buf),
+            None
+        );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_read_that_is_not_the_threads_stat_line_is_refused() {
+        use std::os::fd::AsRawFd;
+        let tid = own_native_id().unwrap();
+        let own = std::fs::File::open(format!("/proc/self/task/{tid}/stat")).unwrap();
+        let mut buf = [0u8; 1024];
+        assert_eq!(read_stat(own.as_raw_fd(), tid, &mut buf), Some("running"));
+        // The same descriptor taken for another thread's: refused.
+        assert_eq!(read_stat(own.as_raw_fd(), tid + 1, &mut buf), None);
+        // A descriptor that is not a stat file at all.
+        let status = std::fs::File::open("/proc/self/status").unwrap();
+        assert_eq!(read_stat(status.as_raw_fd(), tid, &mut buf), None);
     }
 
     #[test]
