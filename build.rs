@@ -5,7 +5,9 @@
 // `src/capture/cpython/` describes it.
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(Py_3_9, Py_3_10, Py_3_11, Py_3_12, Py_3_13, Py_3_14, Py_3_15, Py_GIL_DISABLED, Py_LIMITED_API, PyPy, GraalPy)");
-    println!("cargo::rustc-check-cfg=cfg(tbc_iframe, tbc_gc_lists, tbc_frame_prefix)");
+    println!(
+        "cargo::rustc-check-cfg=cfg(tbc_iframe, tbc_gc_lists, tbc_frame_prefix, tbc_published)"
+    );
     #[cfg(feature = "python")]
     {
         pyo3_build_config::use_pyo3_cfgs();
@@ -23,6 +25,10 @@ fn main() {
             ("tbc_gc_lists", gil && (9..=13).contains(&minor)),
             // The public `PyFrameObject` prefix with `f_valuestack`: 3.9, 3.10.
             ("tbc_frame_prefix", (9..=10).contains(&minor)),
+            // Native tasks in the thread states' lists and generator
+            // frames, read where `_PyRuntime.debug_offsets` and
+            // `.AsyncioDebug` say: 3.14+ with the GIL.
+            ("tbc_published", gil && minor >= 14),
         ] {
             if on {
                 println!("cargo::rustc-cfg={alias}");

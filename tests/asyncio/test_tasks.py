@@ -102,10 +102,6 @@ def test_three_deep_chain_shows_every_coroutine(lt):
 @pytest.mark.skipif(
     sys.version_info < (3, 11), reason="before 3.11 every coroutine has a frame object"
 )
-@pytest.mark.xfail(
-    sys.version_info >= (3, 14),
-    reason="3.14+: coroutine frames are read through the getter, which makes frame objects",
-)
 def test_capture_makes_no_frame_objects_for_suspended_coroutines(lt):
     # From 3.11 a suspended coroutine has no frame object until something
     # asks for one, and once made it stays. Capture reads the interpreter

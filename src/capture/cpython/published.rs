@@ -27,6 +27,11 @@ pub struct DebugLayout {
     pub thread_state_size: usize,
     pub llist_next: usize,
     pub llist_prev: usize,
+    /// `interpreter_frame.localsplus`: where a frame's variable part begins.
+    pub frame_localsplus: usize,
+    /// `gen_object.gi_iframe`, `gen_object.gi_frame_state`.
+    pub gen_iframe: usize,
+    pub gen_frame_state: usize,
 }
 
 /// Indices (in pointers) into the `_asyncio` module's state.
@@ -38,6 +43,22 @@ pub struct ModuleStateLayout {
     pub non_native_tasks: usize,
     /// Set of such tasks running eagerly.
     pub non_native_eager_tasks: usize,
+}
+
+/// `enum _frameState` values of one version (`internal/pycore_frame.h`):
+/// what a generator's `gi_frame_state` means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameStates {
+    pub executing: i8,
+    /// This and above: completed or cleared, the frame is gone.
+    pub finished_from: i8,
+}
+
+impl FrameStates {
+    /// Suspended, created or executing: the embedded frame is live.
+    pub fn live(&self, state: i8) -> bool {
+        state < self.finished_from
+    }
 }
 
 /// The version's layouts, for the versions whose native tasks live in
@@ -178,9 +199,68 @@ pub fn asyncio_offsets(
     })
 }
 
-/// Reads both published structs of this process, as words.
+/// Where a generator, coroutine or async generator (all three begin with
+/// `_PyGenObject_HEAD`) keeps its frame state and interpreter frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GenOffsets {
+    pub states: FrameStates,
+    pub iframe: usize,
+    /// An `int8_t`: `FRAME_EXECUTING` is 0, suspended states are negative,
+    /// completed or cleared ones positive.
+    pub frame_state: usize,
+}
+
+/// Checks the generator offsets against the coroutine type's own size: a
+/// coroutine ends with its interpreter frame, whose variable part
+/// (`localsplus`) the type's item size counts, so `tp_basicsize` is
+/// `gi_iframe + localsplus`.
+pub fn gen_offsets(
+    version: (u8, u8),
+    layout: &DebugLayout,
+    debug: &[u64],
+    coroutine_basicsize: usize,
+) -> Result<GenOffsets, String> {
+    if debug.len() < layout.words || debug[0].to_le_bytes() != *COOKIE {
+        return Err("no debug offsets".into());
+    }
+    let published = (
+        ((debug[1] >> 24) & 0xff) as u8,
+        ((debug[1] >> 16) & 0xff) as u8,
+    );
+    if published != version || debug[2] != 0 {
+        return Err("the debug offsets are for another build".into());
+    }
+    let word = |i: usize| usize::try_from(debug[i]).unwrap_or(usize::MAX);
+    let (iframe, frame_state, localsplus) = (
+        word(layout.gen_iframe),
+        word(layout.gen_frame_state),
+        word(layout.frame_localsplus),
+    );
+    let ptr = std::mem::size_of::<usize>();
+    let ok = iframe % ptr == 0
+        && (2 * ptr..iframe).contains(&frame_state)
+        && localsplus < 4096
+        && iframe.checked_add(localsplus) == Some(coroutine_basicsize);
+    if !ok {
+        return Err(format!(
+            "the generator offsets ({iframe}, {frame_state}) do not fit a {coroutine_basicsize}-byte coroutine"
+        ));
+    }
+    let states = match version {
+        (3, 14) => super::v3_14::FRAME_STATES,
+        (3, 15) => super::v3_15::FRAME_STATES,
+        _ => return Err("no frame states for this version".into()),
+    };
+    Ok(GenOffsets {
+        states,
+        iframe,
+        frame_state,
+    })
+}
+
+/// `_PyRuntime`'s debug offsets, as words (see [`read_published`]).
 #[cfg(target_os = "linux")]
-pub fn read_published(layout: &DebugLayout) -> Result<(Vec<u64>, Vec<u64>), String> {
+pub fn read_debug(layout: &DebugLayout) -> Result<Vec<u64>, String> {
     use crate::capture::elf;
     let interpreter = |p: &str| p == "/proc/self/exe" || p.contains("libpython");
     let runtime = match elf::exported_symbol("_PyRuntime") {
@@ -192,6 +272,31 @@ pub fn read_published(layout: &DebugLayout) -> Result<(Vec<u64>, Vec<u64>), Stri
                 .address
         }
     };
+    // SAFETY: the exported `_PyRuntime` (or its section, checked to be long
+    // enough) begins with `_Py_DebugOffsets`, `layout.words` words.
+    Ok(unsafe { words_at(runtime, layout.words) })
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn read_debug(_layout: &DebugLayout) -> Result<Vec<u64>, String> {
+    Err("reading the published offsets is only implemented on Linux".into())
+}
+
+/// # Safety
+/// `at` is the address of `n` readable words.
+#[cfg(target_os = "linux")]
+unsafe fn words_at(at: usize, n: usize) -> Vec<u64> {
+    (0..n)
+        .map(|i| std::ptr::read_unaligned((at as *const u64).add(i)))
+        .collect()
+}
+
+/// Reads both published structs of this process, as words.
+#[cfg(target_os = "linux")]
+pub fn read_published(layout: &DebugLayout) -> Result<(Vec<u64>, Vec<u64>), String> {
+    use crate::capture::elf;
+    let debug = read_debug(layout)?;
+    let interpreter = |p: &str| p == "/proc/self/exe" || p.contains("libpython");
     let asyncio = elf::loaded_section(".AsyncioDebug", |p| {
         interpreter(p) || p.contains("_asyncio")
     })
@@ -199,21 +304,9 @@ pub fn read_published(layout: &DebugLayout) -> Result<(Vec<u64>, Vec<u64>), Stri
     if asyncio.size < ASYNCIO_WORDS * 8 {
         return Err(".AsyncioDebug is smaller than the offsets it should hold".into());
     }
-    // SAFETY: both addresses are of loaded data of this process: the
-    // exported `_PyRuntime` (at least `_Py_DebugOffsets` long, which
-    // begins it) and a section inside one of the object's loaded
-    // segments, checked to hold `ASYNCIO_WORDS` words. Unaligned reads.
-    unsafe {
-        let words = |at: usize, n: usize| -> Vec<u64> {
-            (0..n)
-                .map(|i| std::ptr::read_unaligned((at as *const u64).add(i)))
-                .collect()
-        };
-        Ok((
-            words(runtime, layout.words),
-            words(asyncio.address, ASYNCIO_WORDS),
-        ))
-    }
+    // SAFETY: a section inside one of its object's loaded segments, checked
+    // to hold `ASYNCIO_WORDS` words.
+    Ok((debug, unsafe { words_at(asyncio.address, ASYNCIO_WORDS) }))
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -235,6 +328,9 @@ mod tests {
         debug[layout.thread_state_size] = 832;
         debug[layout.llist_next] = 0;
         debug[layout.llist_prev] = 8;
+        debug[layout.frame_localsplus] = 80;
+        debug[layout.gen_iframe] = 72;
+        debug[layout.gen_frame_state] = 67;
         let asyncio = vec![
             168, 136, 96, 108, 109, 128, 152, 225_864, 10_880, 936, 864, 872, 880,
         ];
@@ -271,6 +367,19 @@ mod tests {
         check(&|_, a| a[10] = 100, (3, 14), "thread state");
         check(&|_, a| a[8] = 225_864, (3, 14), "interpreter state");
         check(&|d, _| d.truncate(10), (3, 14), "shorter");
+    }
+
+    #[test]
+    fn generator_offsets_must_add_up_to_the_coroutine_size() {
+        let (debug, _) = published_3_14();
+        let layout = &crate::capture::cpython::v3_14::DEBUG_LAYOUT;
+        let gen = gen_offsets((3, 14), layout, &debug, 152).unwrap();
+        assert_eq!((gen.iframe, gen.frame_state), (72, 67));
+        assert!(gen_offsets((3, 14), layout, &debug, 160).is_err());
+        assert!(gen_offsets((3, 15), layout, &debug, 152).is_err());
+        let mut bad = debug.clone();
+        bad[layout.gen_frame_state] = 80;
+        assert!(gen_offsets((3, 14), layout, &bad, 152).is_err());
     }
 
     #[test]

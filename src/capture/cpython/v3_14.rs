@@ -13,6 +13,9 @@ pub const DEBUG_LAYOUT: DebugLayout = DebugLayout {
     thread_state_size: 22,
     llist_next: 87,
     llist_prev: 88,
+    frame_localsplus: 35,
+    gen_iframe: 85,
+    gen_frame_state: 86,
 };
 
 /// `asyncio_state` of `Modules/_asynciomodule.c` (the `_asyncio` module's
@@ -36,3 +39,10 @@ pub fn running_loop_record() -> super::RunningLoopRecord {
         super::RunningLoopRecord::AsyncioDebug
     }
 }
+
+/// FRAME_CREATED -3, SUSPENDED -2, SUSPENDED_YIELD_FROM -1, EXECUTING 0,
+/// COMPLETED 1, CLEARED 4 (as 3.13).
+pub const FRAME_STATES: super::published::FrameStates = super::published::FrameStates {
+    executing: 0,
+    finished_from: 1,
+};

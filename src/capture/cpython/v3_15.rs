@@ -13,6 +13,9 @@ pub const DEBUG_LAYOUT: DebugLayout = DebugLayout {
     thread_state_size: 22,
     llist_next: 103,
     llist_prev: 104,
+    frame_localsplus: 43,
+    gen_iframe: 101,
+    gen_frame_state: 102,
 };
 
 /// Unchanged from 3.14.
@@ -20,3 +23,10 @@ pub const MODULE_STATE: super::published::ModuleStateLayout = super::v3_14::MODU
 
 /// As 3.14.
 pub use super::v3_14::running_loop_record;
+
+/// Renumbered from 0: FRAME_CREATED 0, SUSPENDED 1, SUSPENDED_YIELD_FROM 2,
+/// SUSPENDED_YIELD_FROM_LOCKED 3, EXECUTING 4, CLEARED 5 (no COMPLETED).
+pub const FRAME_STATES: super::published::FrameStates = super::published::FrameStates {
+    executing: 4,
+    finished_from: 5,
+};

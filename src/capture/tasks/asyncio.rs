@@ -860,7 +860,31 @@ unsafe fn frame_position(
     iframe::position(py, iframe::of_generator(gen)?)
 }
 
-#[cfg(all(Py_3_11, not(tbc_iframe)))]
+/// 3.14+: as above, where the interpreter's published offsets say the frame
+/// and its state are (`gen_object.gi_iframe`, `gi_frame_state`), the code
+/// and offset read through the unstable C API that decodes 3.14's tagged
+/// stack references.
+#[cfg(tbc_published)]
+unsafe fn frame_position(
+    py: Python<'_>,
+    obj: *mut ffi::PyObject,
+) -> Option<(*mut ffi::PyCodeObject, std::os::raw::c_int)> {
+    let gen = super::native::gen_offsets(py)?;
+    let state = *((obj as *const u8).add(gen.frame_state) as *const i8);
+    if !gen.states.live(state) {
+        return None;
+    }
+    let iframe = (obj as *mut u8).add(gen.iframe) as *mut ffi::_PyInterpreterFrame;
+    let code = inert::owned(py, ffi::PyUnstable_InterpreterFrame_GetCode(iframe))?;
+    if ffi::PyCode_Check(code.as_ptr()) == 0 {
+        return None;
+    }
+    // The frame holds its code: the address outlives our reference.
+    let lasti = ffi::PyUnstable_InterpreterFrame_GetLasti(iframe);
+    Some((code.as_ptr() as *mut ffi::PyCodeObject, lasti))
+}
+
+#[cfg(all(Py_3_11, not(tbc_iframe), not(tbc_published)))]
 unsafe fn frame_position(
     _py: Python<'_>,
     _obj: *mut ffi::PyObject,

@@ -134,7 +134,7 @@ unsafe fn running_loop_ptr(py: Python<'_>, ts: *mut ffi::PyThreadState) -> Optio
             let _ = py;
             *((ts as *const u8).add(offset) as *const usize)
         }
-        #[cfg(all(Py_3_14, not(Py_GIL_DISABLED)))]
+        #[cfg(tbc_published)]
         RunningLoopRecord::AsyncioDebug => return super::native::running_loop_ptr(py, ts),
         _ => return None,
     };

@@ -11,7 +11,7 @@ mod asyncio;
 mod chain;
 mod links;
 mod loops;
-#[cfg(all(Py_3_14, not(Py_GIL_DISABLED)))]
+#[cfg(tbc_published)]
 mod native;
 mod timers;
 
@@ -49,7 +49,7 @@ pub fn capture<'py>(cap: &mut Capture<'py>) -> Vec<Stack> {
     let mut current = current_tasks(&aio);
     #[allow(unused_mut)]
     let mut sources = Sources::default();
-    #[cfg(all(Py_3_14, not(Py_GIL_DISABLED)))]
+    #[cfg(tbc_published)]
     match native::collect(cap.py, &mut cap.errors) {
         Ok(found) => {
             if cap.options.done_tasks {

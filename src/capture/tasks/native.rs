@@ -50,6 +50,21 @@ fn offsets(version: (u8, u8)) -> Result<&'static AsyncioOffsets, String> {
         .map_err(Clone::clone)
 }
 
+/// Where coroutines keep their frame (3.14+), checked against
+/// `PyCoro_Type`'s size; read once per process, on the first capture.
+pub fn gen_offsets(py: Python<'_>) -> Option<&'static published::GenOffsets> {
+    static GEN: OnceLock<Option<published::GenOffsets>> = OnceLock::new();
+    GEN.get_or_init(|| {
+        let version = version_of(py);
+        let (layout, _) = published::layouts(version)?;
+        let debug = published::read_debug(layout).ok()?;
+        // SAFETY: reads a field of a static type object.
+        let size = unsafe { (*std::ptr::addr_of!(ffi::PyCoro_Type)).tp_basicsize };
+        published::gen_offsets(version, layout, &debug, usize::try_from(size).ok()?).ok()
+    })
+    .as_ref()
+}
+
 fn version_of(py: Python<'_>) -> (u8, u8) {
     let v = py.version_info();
     (v.major, v.minor)
