@@ -10,7 +10,7 @@ export CARGO_TARGET_DIR ?= $(CURDIR)/target
 MATURIN_FLAGS ?= --release
 
 PYENV_ROOT ?= $(or $(shell pyenv root 2>/dev/null),$(HOME)/.pyenv)
-SUPPORTED := 3.9 3.10 3.11 3.12 3.13
+SUPPORTED := 3.9 3.10 3.11 3.12 3.13 3.14 3.15
 ALL_PYTHONS := $(foreach v,$(SUPPORTED),$(firstword $(wildcard $(PYENV_ROOT)/versions/$(v).*/bin/python$(v))))
 
 .DEFAULT_GOAL := help
@@ -78,7 +78,7 @@ test-nofast: build  ## pytest with TBCOLLECT_FASTPATHS=0
 list-pythons:  ## the interpreters test-all uses
 	@for p in $(ALL_PYTHONS); do echo $$p; done
 
-test-all: test-rust  ## pytest on every supported Python that pyenv has (3.9-3.13)
+test-all: test-rust  ## pytest on every supported Python that pyenv has (3.9-3.15)
 	@test -n "$(strip $(ALL_PYTHONS))" || { echo "no supported Python found under $(PYENV_ROOT)/versions"; exit 1; }
 	@set -e; for py in $(ALL_PYTHONS); do \
 	    v=$$($$py -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \

@@ -156,6 +156,10 @@ def _run_one(name: str, path: str, source: bytes) -> ProbeResult:
         # never cached as bytecode: an edited probe is what the next dump runs.
         module = types.ModuleType(f"tbcollect_probe_{name}")
         module.__file__ = path
+        # No loader made it: with ModuleType's __spec__/__loader__ of None,
+        # linecache (3.15) warns while formatting a probe's traceback; without
+        # them it reads the lines from __file__, as before.
+        del module.__spec__, module.__loader__
         exec(compile(source, path, "exec", dont_inherit=True), module.__dict__)
         function = module.__dict__.get("probe")
         if not callable(function):
