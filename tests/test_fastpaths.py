@@ -73,8 +73,9 @@ async def main():
     await asyncio.sleep(1000)
 
 loop = asyncio.new_event_loop()
-threading.Thread(target=loop.run_until_complete, args=(main(),), name="loop",
-                 daemon=True).start()
+loop_thread = threading.Thread(target=loop.run_until_complete, args=(main(),), name="loop",
+                               daemon=True)
+loop_thread.start()
 started.wait()
 
 # Each parked thread must be in its wait before the first capture.
@@ -83,6 +84,16 @@ for t in threads:
         frame = sys._current_frames().get(t.ident)
         if frame is not None and frame.f_code.co_name == "wait":
             break
+        threading.Event().wait(0.01)
+
+# ... and asleep as the OS sees it, as must the loop's thread (its frame is in
+# select() a moment before the thread blocks): captures report OS states.
+def os_state(t):
+    with open(f"/proc/self/task/{t.native_id}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+for t in threads + [loop_thread]:
+    while os_state(t) != "S":
         threading.Event().wait(0.01)
 
 def capture(switch):
