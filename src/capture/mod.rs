@@ -2,8 +2,7 @@
 //! copies code/line/ids into the model, runs no user code and keeps no
 //! reference to any Python object once it returns.
 //!
-//! The pure parts ([`awaiting`], [`elf`], [`enrich`], [`fastpaths`],
-//! [`split_walk`], and what [`cpython`] says of versions and published
+//! The pure parts ([`awaiting`], [`elf`], [`enrich`], [`fastpaths`], and what [`cpython`] says of versions and published
 //! offsets) build without the `python` feature, so `cargo test` checks them
 //! without libpython.
 
@@ -13,7 +12,6 @@ pub mod cpython;
 pub mod elf;
 pub mod enrich;
 pub mod fastpaths;
-pub mod split_walk;
 pub mod waits;
 
 #[cfg(feature = "python")]

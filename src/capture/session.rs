@@ -73,11 +73,6 @@ pub struct Capture<'py> {
     /// Directory of the `tbcollect` package, whose frames are trimmed from
     /// the top of the calling thread's stack.
     own_dir: Option<String>,
-    /// The greenlet heap walk's helper thread, if it started one that had
-    /// not ended by the time the walk was done. It reads nothing any more;
-    /// it is joined once the GIL is let go, so that waiting for a thread
-    /// the OS has yet to run holds up no Python thread.
-    pub walk_helper: crate::capture::split_walk::Helper,
     /// The locks blocked threads' innermost frames refer to; their system
     /// calls are read once the GIL is let go.
     pub thread_waits: Vec<crate::capture::waits::ThreadWait>,
@@ -101,7 +96,6 @@ impl<'py> Capture<'py> {
             current_thread: unsafe { ffi::PyThread_get_thread_ident() } as u64,
             thread_tops,
             own_dir: own_dir(py),
-            walk_helper: Default::default(),
             thread_waits: Vec::new(),
         }
     }
@@ -309,7 +303,6 @@ pub fn collect(py: Python<'_>, options: CaptureOptions) -> Snapshot {
     let mut locals_errors = cap.walker.take_errors();
     snapshot.errors.append(&mut cap.errors);
     snapshot.errors.append(&mut locals_errors);
-    let walk_helper = std::mem::take(&mut cap.walk_helper);
     let mut thread_waits = std::mem::take(&mut cap.thread_waits);
     drop(cap);
     inert::clear_error();
@@ -319,7 +312,6 @@ pub fn collect(py: Python<'_>, options: CaptureOptions) -> Snapshot {
 
     // Everything below reads files and /proc only: let other threads run.
     py.detach(move || {
-        walk_helper.join();
         enrich::fill_thread_states(&mut snapshot.stacks[..threads_end]);
         lockwait::read_syscalls(&snapshot.stacks[..threads_end], &mut thread_waits);
         waits::resolve_threads(&mut snapshot.stacks[..threads_end], &thread_waits);

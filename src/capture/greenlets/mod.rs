@@ -53,17 +53,13 @@ pub fn capture(cap: &mut Capture<'_>) -> Vec<Stack> {
             return Vec::new();
         }
     };
-    let (found, mut helper) = match scan::find_greenlets(py, &api) {
+    let found = match scan::find_greenlets(py, &api) {
         Ok(found) => found,
         Err(e) => {
             cap.errors.push(e);
             return Vec::new();
         }
     };
-    // The heap walk's helper thread, if any, is joined now if it has ended
-    // (usually), else after capture, without the GIL.
-    helper.join_if_done();
-    cap.walk_helper = helper;
     if found.is_empty() {
         return Vec::new();
     }

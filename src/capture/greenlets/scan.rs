@@ -10,7 +10,6 @@
 //! `GreenletApi::has_impl`) is left out: it is being built.
 
 use super::api::GreenletApi;
-use crate::capture::split_walk::Helper;
 use pyo3::ffi;
 use pyo3::prelude::*;
 
@@ -18,13 +17,9 @@ use pyo3::prelude::*;
 /// a heap holds few types, each many times, so the subtype test (an MRO
 /// walk) runs about once per type instead of once per object.
 pub(crate) struct TypeFilter {
-    /// The greenlet type's address (an address, so a filter can go to the
-    /// scan's helper thread).
-    tp: usize,
+    tp: *mut ffi::PyTypeObject,
     keys: [usize; Self::SLOTS],
     hits: [bool; Self::SLOTS],
-    /// Whether this thread holds the GIL and may ask `PyType_IsSubtype`.
-    with_gil: bool,
 }
 
 impl TypeFilter {
@@ -32,67 +27,37 @@ impl TypeFilter {
 
     pub fn new(tp: *mut ffi::PyTypeObject) -> Self {
         TypeFilter {
-            tp: tp as usize,
+            tp,
             keys: [0; Self::SLOTS],
             hits: [false; Self::SLOTS],
-            with_gil: true,
-        }
-    }
-
-    /// A filter for a thread without the GIL, which calls no C API: it
-    /// follows `tp_base` instead of the MRO. The answers agree: greenlet
-    /// has an instance layout of its own, so every type with greenlet in
-    /// its MRO has it among its `tp_base`s (the layout it extends).
-    #[cfg(tbc_gc_lists)]
-    fn without_gil(tp: *mut ffi::PyTypeObject) -> Self {
-        TypeFilter {
-            with_gil: false,
-            ..Self::new(tp)
         }
     }
 
     /// # Safety
-    /// `obj` is a live object; the GIL is held, or it is held by a thread
-    /// that runs nothing while this one reads (`without_gil`).
+    /// `obj` is a live object; the GIL is held.
     #[inline]
     pub unsafe fn matches(&mut self, obj: *mut ffi::PyObject) -> bool {
         let tp = ffi::Py_TYPE(obj);
-        if tp as usize == self.tp {
+        if tp == self.tp {
             return true;
         }
         // Type objects are at least 16-byte aligned: skip the zero bits.
         let slot = ((tp as usize) >> 4) % Self::SLOTS;
         if self.keys[slot] != tp as usize {
             self.keys[slot] = tp as usize;
-            self.hits[slot] = self.is_subtype(tp);
+            self.hits[slot] = ffi::PyType_IsSubtype(tp, self.tp) != 0;
         }
         self.hits[slot]
-    }
-
-    unsafe fn is_subtype(&self, tp: *mut ffi::PyTypeObject) -> bool {
-        let base = self.tp as *mut ffi::PyTypeObject;
-        if self.with_gil {
-            return ffi::PyType_IsSubtype(tp, base) != 0;
-        }
-        let mut t = tp;
-        while !t.is_null() {
-            if t == base {
-                return true;
-            }
-            t = (*t).tp_base;
-        }
-        false
     }
 }
 
 /// Every GC-tracked greenlet (instances of `greenlet.greenlet` and its
-/// subclasses) that has its C++ state, with the heap walk's helper thread,
-/// if it started one, to be joined (dropped) when the capture is done.
+/// subclasses) that has its C++ state.
 pub fn find_greenlets<'py>(
     py: Python<'py>,
     api: &GreenletApi<'py>,
-) -> Result<(Vec<Bound<'py, PyAny>>, Helper), String> {
-    let (found, helper) = addresses(py, api)?;
+) -> Result<Vec<Bound<'py, PyAny>>, String> {
+    let found = addresses(py, api)?;
     // Nothing ran between the walk and here, so every address is still live.
     let greenlets = found
         .into_iter()
@@ -100,7 +65,7 @@ pub fn find_greenlets<'py>(
         .filter(|&p| unsafe { api.has_impl(p) })
         .map(|p| unsafe { Bound::from_borrowed_ptr(py, p) })
         .collect();
-    Ok((greenlets, helper))
+    Ok(greenlets)
 }
 
 /// How far ahead of the object at hand the heap walk asks for memory.
@@ -115,8 +80,8 @@ pub fn find_greenlets<'py>(
 const PREFETCH_STRIDE: usize = 4096;
 
 #[inline]
-fn prefetch_ahead<T>(at: *const T, direction: isize) {
-    let target = (at as *const u8).wrapping_offset(direction * PREFETCH_STRIDE as isize);
+fn prefetch_ahead<T>(at: *const T) {
+    let target = (at as *const u8).wrapping_add(PREFETCH_STRIDE);
     crate::capture::inert::prefetch(target as *const ffi::PyObject, 1);
 }
 
@@ -137,7 +102,7 @@ pub fn source(py: Python<'_>) -> &'static str {
 /// A read-only walk of the GC's generation lists when their layout is
 /// proven (`gc_lists`: 3.9-3.13 with the GIL), else what the
 /// interpreter offers to walk them.
-fn addresses(py: Python<'_>, api: &GreenletApi<'_>) -> Result<(Vec<usize>, Helper), String> {
+fn addresses(py: Python<'_>, api: &GreenletApi<'_>) -> Result<Vec<usize>, String> {
     #[cfg(tbc_gc_lists)]
     if let Some(heads) = crate::capture::fastpaths::on()
         .then(|| unsafe { gc_lists::heads(py) })
@@ -145,7 +110,7 @@ fn addresses(py: Python<'_>, api: &GreenletApi<'_>) -> Result<(Vec<usize>, Helpe
     {
         return Ok(unsafe { gc_lists::walk(&heads, api) });
     }
-    Ok((fallback(py, api)?, Helper::default()))
+    fallback(py, api)
 }
 
 /// 3.12+: `PyUnstable_GC_VisitObjects` walks the GC lists without building a
@@ -169,7 +134,7 @@ fn fallback(_py: Python<'_>, api: &GreenletApi<'_>) -> Result<Vec<usize>, String
     // Must not allocate Python objects, run code or unwind: pointer checks only.
     unsafe extern "C" fn visit(obj: *mut ffi::PyObject, arg: *mut c_void) -> c_int {
         let state = &mut *(arg as *mut State);
-        prefetch_ahead(obj, 1);
+        prefetch_ahead(obj);
         if state.filter.matches(obj) {
             state.found.push(obj as usize);
         }
@@ -249,7 +214,7 @@ fn gc_builtin<'py>(py: Python<'py>, name: &std::ffi::CStr) -> Option<Bound<'py, 
 /// paused and nothing runs that could relink objects meanwhile.
 #[cfg(tbc_gc_lists)]
 mod gc_lists {
-    use super::{prefetch_ahead, GreenletApi, Helper, TypeFilter};
+    use super::{prefetch_ahead, GreenletApi, TypeFilter};
     use crate::capture::cpython::current::{
         GcHead, Generation, GC_NEXT_MASK as NEXT_MASK, GC_PREV_MASK as PREV_MASK, GENERATIONS,
     };
@@ -325,61 +290,28 @@ mod gc_lists {
 
     /// Addresses of the greenlets on the lists, in list order.
     ///
-    /// Each list is walked from both ends at once. The oldest generation,
-    /// where a big heap lives, is shared with a helper thread when it is
-    /// long (see [`crate::capture::split_walk`]): it walks part of the middle back
-    /// from the tail end, without the GIL, while this thread (which holds
-    /// it, and runs nothing that could relink an object meanwhile) walks on
-    /// forward.
-    ///
     /// # Safety
-    /// `heads` come from [`heads`] in this same capture; the GIL is held.
-    pub unsafe fn walk(heads: &Heads, api: &GreenletApi<'_>) -> (Vec<usize>, Helper) {
-        let greenlet = |filter: &mut TypeFilter, node: usize| {
-            let obj = (node as *const GcHead).add(1) as *mut ffi::PyObject;
-            filter.matches(obj).then_some(obj as usize)
-        };
+    /// `heads` come from [`heads`] in this same capture; the GIL is held
+    /// and nothing has run since that could relink an object.
+    pub unsafe fn walk(heads: &Heads, api: &GreenletApi<'_>) -> Vec<usize> {
+        // A guard against a list that loops short of its head, as a real
+        // one cannot: no heap holds this many objects.
+        const MAX_NODES: usize = 1 << 40;
         let mut filter = TypeFilter::new(api.tp);
-        let (young, oldest) = heads.0.split_at(GENERATIONS - 1);
         let mut found = Vec::new();
-        for &head in young {
-            let part = crate::capture::split_walk::walk_alone(&GcLinks, head as usize, |node| {
-                greenlet(&mut filter, node)
-            });
-            found.extend(part);
+        for &head in &heads.0 {
+            let mut node = next(head);
+            let mut steps = 0;
+            while !node.is_null() && node != head && steps < MAX_NODES {
+                prefetch_ahead(node);
+                let obj = node.add(1) as *mut ffi::PyObject;
+                if filter.matches(obj) {
+                    found.push(obj as usize);
+                }
+                node = next(node);
+                steps += 1;
+            }
         }
-        let mut helper_filter = TypeFilter::without_gil(api.tp);
-        let (part, helper) = crate::capture::split_walk::walk(
-            &GcLinks,
-            oldest[0] as usize,
-            |node| greenlet(&mut filter, node),
-            move |node| greenlet(&mut helper_filter, node),
-        );
-        found.extend(part);
-        (found, helper)
-    }
-
-    /// The generation lists, for [`crate::capture::split_walk`].
-    #[derive(Clone, Copy)]
-    struct GcLinks;
-
-    // SAFETY: the walk runs inside one capture, whose thread holds the GIL
-    // and only reads until the walk is over: no object is linked, unlinked
-    // or freed while either thread follows the links.
-    unsafe impl crate::capture::split_walk::Links for GcLinks {
-        unsafe fn next(&self, node: usize) -> usize {
-            next(node as *const GcHead) as usize
-        }
-
-        // `prev` holds a valid pointer whenever code can run: the collector
-        // reuses it for reference counts only between `update_refs` and the
-        // end of `move_unreachable`, which run no code.
-        unsafe fn prev(&self, node: usize) -> usize {
-            prev(node as *const GcHead) as usize
-        }
-
-        fn prefetch(&self, node: usize, forward: bool) {
-            prefetch_ahead(node as *const GcHead, if forward { 1 } else { -1 });
-        }
+        found
     }
 }

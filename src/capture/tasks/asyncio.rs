@@ -742,68 +742,17 @@ impl<'py> Asyncio<'py> {
     }
 }
 
-/// Starts loading, ahead of time, the coroutines the chain walk of the
-/// task `i` places further on (in `order`, indices into `views`) will
-/// read: ten thousand tasks' coroutines are scattered over memory, and the
-/// walk otherwise waits on each load in turn. The outermost coroutine of
-/// task `i + FAR` is fetched; the one that of task `i + MID` awaits
-/// (fetched a round earlier, so its pointer is at hand), and the one below
-/// that for task `i + NEAR`. Only hints: a
-/// prefetch never faults and changes nothing, and the pointers followed
-/// are read as `_PyGen_yf` reads them, from suspended frames only.
-#[cfg(tbc_iframe)]
+/// Starts loading, ahead of time, the coroutine of the task `FAR` places
+/// further on in `order` (indices into `views`): ten thousand tasks'
+/// coroutines are scattered over memory, and the chain walk otherwise
+/// waits on each in turn. Only a hint: a prefetch never faults.
 pub fn prefetch_chains(views: &[TaskView<'_>], order: &[usize], i: usize) {
-    const FAR: usize = 12;
-    const MID: usize = 8;
-    const NEAR: usize = 4;
-    let view = |at: usize| order.get(at).map(|&v| &views[v]);
-    let coro = |at: usize| view(at)?.coro.as_ref().map(|c| c.as_ptr());
-    // The generator header, its interpreter frame and the stack top.
-    let fetch = |obj: *mut ffi::PyObject| inert::prefetch(obj, 4);
-    if let Some(c) = coro(i + FAR) {
-        fetch(c);
+    const FAR: usize = 8;
+    // The generator header, its interpreter frame and the stack top
+    // (3.9/3.10: the coroutine, then its frame object's header).
+    if let Some(c) = order.get(i + FAR).and_then(|&v| views[v].coro.as_ref()) {
+        inert::prefetch(c.as_ptr(), if cfg!(tbc_iframe) { 4 } else { 2 });
     }
-    if let Some(c) = coro(i + MID).and_then(|c| unsafe { awaited_coroutine(c) }) {
-        fetch(c);
-    }
-    if let Some(c) = coro(i + NEAR)
-        .and_then(|c| unsafe { awaited_coroutine(c) })
-        .and_then(|c| unsafe { awaited_coroutine(c) })
-    {
-        fetch(c);
-    }
-    // The future the task waits on: the innermost `cr_await` returns it.
-    if let Some(w) = view(i + NEAR).and_then(|v| v.waiter.as_ref()) {
-        fetch(w.as_ptr());
-    }
-}
-
-#[cfg(not(tbc_iframe))]
-pub fn prefetch_chains(views: &[TaskView<'_>], order: &[usize], i: usize) {
-    // 3.9/3.10: the coroutine, then its frame object (a separate block).
-    if let Some(c) = order.get(i + 8).and_then(|&v| views[v].coro.as_ref()) {
-        inert::prefetch(c.as_ptr(), 2);
-    }
-}
-
-/// The coroutine a suspended coroutine awaits, for a prefetch: the top of
-/// its frame's value stack when that is an exact coroutine. Reads the
-/// frame's stack depth and that slot, nothing else, and only of a frame
-/// suspended (whose stack pointer the interpreter saved when it yielded).
-///
-/// # Safety
-/// `obj` is a live object; the GIL is held.
-#[cfg(tbc_iframe)]
-unsafe fn awaited_coroutine(obj: *mut ffi::PyObject) -> Option<*mut ffi::PyObject> {
-    if ffi::Py_TYPE(obj) != &raw mut ffi::PyCoro_Type {
-        return None;
-    }
-    let gen = iframe::generator(obj);
-    if !matches!(iframe::state(gen), GenState::Suspended { .. }) {
-        return None;
-    }
-    iframe::stack_top(iframe::of_generator(gen)?)
-        .filter(|&top| ffi::Py_TYPE(top) == &raw mut ffi::PyCoro_Type)
 }
 
 /// What a suspended coroutine awaits, read as `_PyGen_yf` reads it: the

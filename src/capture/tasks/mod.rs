@@ -298,16 +298,6 @@ impl<'py> Backend<'py> {
             if crate::capture::fastpaths::on() {
                 asyncio::prefetch_chains(&self.views, &order, k);
             }
-            // The timer slot a later task's deadline reads (tasks of one
-            // loop come in runs, so this loop's timers are the likely ones).
-            if let Some(timers) = last_loop.and_then(|(_, at)| self.loops[at].timers.as_ref()) {
-                let ahead = order
-                    .get(k + 8)
-                    .and_then(|&j| self.views[j].waiter.as_ref());
-                if let Some(waiter) = ahead {
-                    timers.prefetch(waiter.as_ptr() as usize);
-                }
-            }
             let addr = self.views[i].fut.obj.as_ptr() as usize;
             let waited_by = links::awaited_by(
                 &self.aio,

@@ -2,87 +2,25 @@
 
 use super::asyncio::Asyncio;
 use crate::capture::inert::{self, BuiltinAttr};
+use crate::model::fasthash::FastMap;
 use pyo3::ffi;
 use pyo3::prelude::*;
 
-/// Deadlines by object address. Open addressing, so the slot a lookup
-/// will read is known before the lookup and can be fetched ahead: ten
-/// thousand sleeping tasks each look one timer up, in an order that has
-/// nothing to do with the table's, and the table falls out of the cache
-/// while their coroutines stream through it.
+/// Deadlines by object address: the earliest timer of each key.
 #[derive(Default)]
-pub struct Timers {
-    /// (address, deadline); address 0 marks a free slot (no object lives there).
-    slots: Vec<(usize, f64)>,
-    len: usize,
-}
+pub struct Timers(FastMap<usize, f64>);
 
 impl Timers {
-    fn slot_of(&self, key: usize) -> usize {
-        let x = (key as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        (x ^ (x >> 29)) as usize & (self.slots.len() - 1)
-    }
-
-    /// Room for `n` keys without growing (at most half the slots used).
-    pub fn reserve(&mut self, n: usize) {
-        let want = (2 * (self.len + n)).next_power_of_two().max(16);
-        if want > self.slots.len() {
-            let old = std::mem::replace(&mut self.slots, vec![(0, 0.0); want]);
-            self.len = 0;
-            for (key, when) in old.into_iter().filter(|(k, _)| *k != 0) {
-                self.insert_min(key, when);
-            }
-        }
-    }
-
     /// Sets `key`'s deadline to `when`, or keeps the earlier one it has.
-    pub fn insert_min(&mut self, key: usize, when: f64) {
-        if key == 0 {
-            return;
-        }
-        if 2 * (self.len + 1) > self.slots.len() {
-            self.reserve(1);
-        }
-        let mask = self.slots.len() - 1;
-        let mut at = self.slot_of(key);
-        loop {
-            let slot = &mut self.slots[at];
-            if slot.0 == key {
-                slot.1 = slot.1.min(when);
-                return;
-            }
-            if slot.0 == 0 {
-                *slot = (key, when);
-                self.len += 1;
-                return;
-            }
-            at = (at + 1) & mask;
-        }
+    fn insert_min(&mut self, key: usize, when: f64) {
+        self.0
+            .entry(key)
+            .and_modify(|w| *w = w.min(when))
+            .or_insert(when);
     }
 
     pub fn get(&self, key: usize) -> Option<f64> {
-        if self.len == 0 || key == 0 {
-            return None;
-        }
-        let mask = self.slots.len() - 1;
-        let mut at = self.slot_of(key);
-        loop {
-            let (k, when) = self.slots[at];
-            if k == key {
-                return Some(when);
-            }
-            if k == 0 {
-                return None;
-            }
-            at = (at + 1) & mask;
-        }
-    }
-
-    /// Starts loading the slot a lookup (or insertion) of `key` reads first.
-    pub fn prefetch(&self, key: usize) {
-        if !self.slots.is_empty() {
-            inert::prefetch(&self.slots[self.slot_of(key)], 1);
-        }
+        self.0.get(&key).copied()
     }
 }
 
@@ -98,10 +36,6 @@ pub fn loop_timers<'py>(aio: &Asyncio<'py>, event_loop: &Bound<'py, PyAny>) -> T
     else {
         return out;
     };
-    // Read first, then filed: filing one timer can then fetch the slot of
-    // the timer eight on (the table is far larger than the cache lines
-    // recently read).
-    let mut read: Vec<(usize, f64)> = Vec::with_capacity(scheduled.len());
     for handle in &scheduled {
         let Some(timer) = pending_timer(aio, handle) else {
             continue;
@@ -113,15 +47,8 @@ pub fn loop_timers<'py>(aio: &Asyncio<'py>, event_loop: &Bound<'py, PyAny>) -> T
             .filter(|x| aio.is_task(x))
             .map(|task| task.as_ptr() as usize);
         for key in [timer.first, task].into_iter().flatten() {
-            read.push((key, timer.when));
+            out.insert_min(key, timer.when);
         }
-    }
-    out.reserve(read.len());
-    for (i, &(key, when)) in read.iter().enumerate() {
-        if let Some(&(ahead, _)) = read.get(i + 8) {
-            out.prefetch(ahead);
-        }
-        out.insert_min(key, when);
     }
     out
 }
