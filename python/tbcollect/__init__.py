@@ -146,8 +146,11 @@ def dump_all(
 ) -> str:
     """Collect every thread, greenlet and task and render them in one call.
 
-    ``file`` is a path (written atomically: whole or not at all), a text file
-    object, or an open file descriptor; with ``None`` nothing is written.
+    ``file`` is a path, a text file object, or an open file descriptor; with
+    ``None`` nothing is written. A path to a regular file (or to none yet) is
+    written whole or not at all and keeps its mode; a new file is 0644 less
+    the umask, or 0600 with ``locals``; a device or FIFO is written through
+    (docs/security.md).
     ``options`` are ``collect()``'s (``threads``, ``greenlets``, ``tasks``,
     ``source``, ``max_depth``, ``done_tasks``, ``locals``, ``redact``) plus the
     renderer's ``group`` and ``indent``. ``format`` is one of ``FORMATS``
@@ -167,11 +170,11 @@ def dump_all(
     text: str = snapshot.render(format, **render)
     if not text.endswith("\n"):
         text += "\n"
-    _write(text, file)
+    _write(text, file, private=bool(options.get("locals")))
     return text
 
 
-def _write(text: str, file: DumpTarget) -> None:
+def _write(text: str, file: DumpTarget, *, private: bool = False) -> None:
     """Writes a rendered dump to ``dump_all``'s ``file`` (nothing for None)."""
     if file is None:
         return
@@ -182,7 +185,7 @@ def _write(text: str, file: DumpTarget) -> None:
     if isinstance(file, int):
         write_dump(text, fd=file)
     elif isinstance(file, (str, os.PathLike)):
-        write_dump(text, path=os.fspath(file))
+        write_dump(text, path=os.fspath(file), private=private)
     elif hasattr(file, "write"):
         file.write(text)
         flush = getattr(file, "flush", None)

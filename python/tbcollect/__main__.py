@@ -58,25 +58,30 @@ def _load(path: str) -> tbcollect.Snapshot:
         raise tbcollect.InvalidDumpError(f"{path}: {e}") from None
 
 
-def _emit(text: str, output: Optional[str]) -> None:
+def _has_locals(*snapshots: tbcollect.Snapshot) -> bool:
+    return any(f.locals is not None for snap in snapshots for s in snap.stacks for f in s.frames)
+
+
+def _emit(text: str, output: Optional[str], private: bool = False) -> None:
     if not text.endswith("\n"):
         text += "\n"
     if output is None or output == "-":
         sys.stdout.write(text)
     else:
-        write_dump(text, path=output)
+        write_dump(text, path=output, private=private)
 
 
 def _render(args: argparse.Namespace) -> int:
     snapshot = _load(args.dump)
     text = snapshot.render(args.format, group=not args.no_group, indent=args.indent)
-    _emit(text, args.output)
+    _emit(text, args.output, private=_has_locals(snapshot))
     return 0
 
 
 def _diff(args: argparse.Namespace) -> int:
     a, b = _load(args.a), _load(args.b)
-    _emit(tbcollect.diff(a, b).render(args.format, indent=args.indent), args.output)
+    text = tbcollect.diff(a, b).render(args.format, indent=args.indent)
+    _emit(text, args.output, private=_has_locals(a, b))
     return 0
 
 

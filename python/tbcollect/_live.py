@@ -18,9 +18,9 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 
-from tbcollect import _dumpdir
+from tbcollect import _dumpdir, _options
 from tbcollect._errors import InstallError, InvalidOptionError
-from tbcollect._tbcollect import Snapshot, check_format, collect
+from tbcollect._tbcollect import Snapshot, collect
 
 if TYPE_CHECKING:  # logging is imported only when a logger is named (start-up cost)
     import logging
@@ -98,6 +98,14 @@ def _report(message: str) -> None:
         os.write(2, f"tbcollect: {message}\n".encode("utf-8", "backslashreplace"))
     except OSError:
         pass
+
+
+def _report_failure(what: str, e: BaseException) -> None:
+    try:
+        detail = f"{type(e).__name__}: {e}"
+    except BaseException:  # str() of a hostile exception
+        detail = type(e).__name__
+    _report(f"{what} failed: {detail}")
 
 
 def _probe_results(probes: Optional[str]) -> Optional[Any]:
@@ -213,7 +221,7 @@ class _Installation:
             try:
                 self.dump(signals)
             except BaseException as e:  # the dumper must outlive any failure
-                _report(f"dump on {self.signal.name} failed: {type(e).__name__}: {e}")
+                _report_failure(f"dump on {self.signal.name}", e)
 
     def answer(self, handle: Any, fmt: str, request_id: int) -> None:
         """Answers a request from the channel: a dump in ``fmt`` (empty: the
@@ -282,10 +290,11 @@ def install(
 
     ``directory``: where dumps go (default ``$TBCOLLECT_DIR``, else a private
     per-user directory; see ``tbcollect._dumpdir``). ``format``: ``"text"`` or
-    ``"json"``. ``probes``: a probes directory (default ``$TBCOLLECT_PROBES``)
+    ``"json"`` (svg and collapsed are made from a JSON dump with
+    ``tbcollect render``). ``probes``: a probes directory (default ``$TBCOLLECT_PROBES``)
     whose results go into each dump. ``log``: a logger (or logger name) told
     where each dump went. ``raw_timeout``: seconds to wait for the GIL before
-    a raw dump is written without it (None: never). ``abort``: also write a
+    a raw dump is written without it (0.1 to 86400; None: never). ``abort``: also write a
     raw dump when the process gets SIGABRT (a gunicorn worker past its
     ``--timeout``, a C ``abort()``), then hand the signal to the handler that
     was there before (needs ``raw_timeout``). ``keep`` and ``max_age_days``:
@@ -301,28 +310,18 @@ def install(
     if not hasattr(signal, "pthread_kill") or os.name != "posix":
         raise InstallError("install() needs POSIX signals, which this platform does not have")
     sig = parse_signal(signum)
-    check_format(format)
+    # Every option is checked before anything is installed: a handler that
+    # could not write its dumps is never put in place.
+    _options.dump_file_format(format)
     if raw_timeout is not None:
-        if isinstance(raw_timeout, bool) or not isinstance(raw_timeout, (int, float)):
-            raise InvalidOptionError(
-                f"invalid option raw_timeout: {raw_timeout!r} is not a number of seconds"
-            )
-        if not 0 < raw_timeout < 86400:
-            raise InvalidOptionError(
-                "invalid option raw_timeout: must be between 0 and 86400 seconds, "
-                f"got {raw_timeout}"
-            )
-        raw_timeout = float(raw_timeout)
+        raw_timeout = _options.seconds("raw_timeout", raw_timeout, _options.RAW_TIMEOUT_RANGE)
     if abort and raw_timeout is None:
         raise InvalidOptionError(
             "invalid option abort: the abort dump is written by the raw-dump path, "
             "which raw_timeout=None turns off"
         )
     keep, max_age_days = retention_options(keep, max_age_days)
-    if isinstance(log, str):
-        import logging
-
-        log = logging.getLogger(log)
+    log = _options.logger(log)
     if probes is None:
         probes = os.environ.get("TBCOLLECT_PROBES") or None
     _require_main_thread("install")

@@ -165,11 +165,14 @@ def _run_one(name: str, path: str, source: bytes) -> ProbeResult:
         if not callable(function):
             return _failed(name, f"{path} defines no probe() function")
         result = function()
-    except (Exception, SystemExit) as e:
+    except BaseException as e:
+        # Every BaseException (SystemExit, KeyboardInterrupt, GeneratorExit
+        # too): a probe fails only its own entry, never the dump, and nothing
+        # it raises reaches the code that asked for the dump.
         return _failed(name, _describe(e))
     try:
         text = json.dumps(result, allow_nan=False)
-    except Exception as e:
+    except BaseException as e:  # a dict subclass's items() is the probe's code too
         return _failed(name, f"probe() returned data that is not JSON: {_describe_only(e)}")
     if len(text) > MAX_RESULT_BYTES:
         return _failed(
@@ -188,12 +191,12 @@ def _describe(e: BaseException) -> str:
     try:
         tb = e.__traceback__.tb_next if e.__traceback__ is not None else None
         return "".join(traceback.format_exception(type(e), e, tb)).rstrip()
-    except Exception:
+    except BaseException:  # str() of the probe's exception runs its code
         return _describe_only(e)
 
 
 def _describe_only(e: BaseException) -> str:
     try:
         return "".join(traceback.format_exception_only(type(e), e)).strip()
-    except Exception:
+    except BaseException:
         return type(e).__name__

@@ -29,10 +29,13 @@ def main() -> None:
     _started = True
     try:
         import tbcollect
+        from tbcollect import _options
 
+        fmt = _options.dump_file_format(
+            os.environ.get("TBCOLLECT_FORMAT") or "text", "TBCOLLECT_FORMAT"
+        )
         tbcollect.install(
-            os.environ.get("TBCOLLECT_SIGNAL") or tbcollect._live.DEFAULT_SIGNAL,
-            format=os.environ.get("TBCOLLECT_FORMAT") or "text",
+            os.environ.get("TBCOLLECT_SIGNAL") or tbcollect._live.DEFAULT_SIGNAL, format=fmt
         )
     except Exception as e:  # never stop the program over its diagnostics
         sys.stderr.write(

@@ -178,7 +178,7 @@ def collect(
     greenlets: bool = True,
     tasks: bool = True,
     source: bool = True,
-    max_depth: int = 1024,
+    max_depth: Optional[int] = None,
     done_tasks: bool = False,
     locals: Union[bool, Literal["repr"], None] = None,
     redact: Optional[Iterable[str]] = None,
@@ -186,8 +186,9 @@ def collect(
 def keep_history(enabled: bool = True) -> bool: ...
 def check_format(format: str) -> str: ...
 def write_dump(
-    text: str, *, path: Optional[str] = None, fd: Optional[int] = None, mode: int = 0o644
+    text: str, *, path: Optional[str] = None, fd: Optional[int] = None, private: bool = False
 ) -> None: ...
+def escape_text(text: str) -> str: ...
 def _heap_scan_source() -> str: ...
 
 @final

@@ -44,9 +44,9 @@ import weakref
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
-from tbcollect import _dumpdir, _probes
+from tbcollect import _dumpdir, _options, _probes
 from tbcollect._errors import InvalidOptionError, TbcollectError
-from tbcollect._tbcollect import Snapshot, check_format, collect
+from tbcollect._tbcollect import Snapshot, collect, escape_text
 
 __all__ = [
     "EVENT_LOOP_LAG",
@@ -112,14 +112,7 @@ def _start_thread(run: Callable[[], None]) -> None:
 
 
 def _check_threshold(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidOptionError(
-            f"invalid option {name}: must be a number of seconds, got {value!r}"
-        )
-    seconds = float(value)
-    if not (seconds > 0 and math.isfinite(seconds)):
-        raise InvalidOptionError(f"invalid option {name}: must be a positive number, got {value!r}")
-    return seconds
+    return _options.seconds(name, value, _options.THRESHOLD_RANGE)
 
 
 class _Gone(Exception):
@@ -477,11 +470,11 @@ class Watchdog:
         probes: Optional[PathArg] = None,
     ) -> None:
         global _real_get_ident
-        check_format(format)
+        _options.dump_file_format(format)
         self._reminder = None if reminder is None else _check_threshold("reminder", reminder)
         self._format = format
         self._directory = _dumpdir.resolve_directory(directory) if files else None
-        self._log = log if log is not None else logger
+        self._log = _options.logger(log) or logger
         self._probes = Path(os.fspath(probes)) if probes is not None else None
         if self._probes is not None:
             _probes.check_probes(self._probes)  # an unsafe directory fails here, clearly
@@ -743,7 +736,7 @@ class Watchdog:
             thread = f"thread (ident {ident})"
             for stack in snapshot.stacks:
                 if stack.id == culprit:
-                    thread = f'thread "{stack.name}" (ident {ident})'
+                    thread = f'thread "{escape_text(stack.name)}" (ident {ident})'
                     break
         hang = watch._hang
         if hang is not None and not hang.subject:
@@ -759,7 +752,9 @@ class Watchdog:
                 if s.kind == "greenlet" and s.thread == ident and s.state == "running" and not s.hub
             ]
             if running:
-                message += f'; blocked by greenlet "{running[0].name}" ({running[0].id})'
+                blocker = running[0]
+                name, gid = escape_text(blocker.name), escape_text(blocker.id)
+                message += f'; blocked by greenlet "{name}" ({gid})'
         if fired.reminder:
             message += f"; still stuck (reminder {fired.reminder})"
         return {

@@ -70,8 +70,8 @@ impl PyDiff {
 
     /// The diff as JSON (schema `tbcollect-diff/1`).
     #[pyo3(signature = (indent = None))]
-    fn to_json(&self, indent: Option<usize>) -> String {
-        self.inner.to_json(indent)
+    fn to_json(&self, indent: Option<&Bound<'_, PyAny>>) -> Result<String, Error> {
+        Ok(self.inner.to_json(super::options::indent(indent)?))
     }
 
     /// The diff as plain Python data (what `json.loads(to_json())` gives).
@@ -81,10 +81,15 @@ impl PyDiff {
 
     /// `"text"` or `"json"`.
     #[pyo3(signature = (format = "text", *, indent = None))]
-    fn render(&self, py: Python<'_>, format: &str, indent: Option<usize>) -> Result<String, Error> {
+    fn render(
+        &self,
+        py: Python<'_>,
+        format: &str,
+        indent: Option<&Bound<'_, PyAny>>,
+    ) -> Result<String, Error> {
         match format {
             "text" => Ok(self.to_text(py)),
-            "json" => Ok(self.to_json(indent)),
+            "json" => self.to_json(indent),
             _ => Err(Error::InvalidOption {
                 name: "format",
                 reason: format!("a diff renders as text or json, not '{format}'"),

@@ -6,6 +6,7 @@ mod diff;
 mod errors;
 #[cfg(unix)]
 mod live;
+mod options;
 mod snapshot;
 
 use pyo3::prelude::*;

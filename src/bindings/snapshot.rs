@@ -1,6 +1,7 @@
 //! `collect()`, `Snapshot`, `Stack` and `Frame`: captures, then converts the
 //! model into Python objects. All logic lives in the pure-Rust modules.
 
+use super::options;
 use crate::capture::{self, CaptureOptions, LocalsMode};
 use crate::error::Error;
 use crate::live::output;
@@ -72,9 +73,9 @@ impl PySnapshot {
 
     /// The dump as JSON (schema `tbcollect/1`); `indent=None` writes one line.
     #[pyo3(signature = (indent = None))]
-    fn to_json(&self, py: Python<'_>, indent: Option<usize>) -> String {
-        let options = render_options(true, true, indent);
-        py.detach(|| render::render(&self.inner, Format::Json, &options))
+    fn to_json(&self, py: Python<'_>, indent: Option<&Bound<'_, PyAny>>) -> Result<String, Error> {
+        let options = render_options(true, true, options::indent(indent)?);
+        Ok(py.detach(|| render::render(&self.inner, Format::Json, &options)))
     }
 
     /// The dump in the named format: `"text"`, `"json"`, `"collapsed"` (folded stacks) or `"svg"` (a flamegraph).
@@ -85,10 +86,10 @@ impl PySnapshot {
         format: &str,
         group: bool,
         source: bool,
-        indent: Option<usize>,
+        indent: Option<&Bound<'_, PyAny>>,
     ) -> Result<String, Error> {
         let format: Format = format.parse()?;
-        let options = render_options(group, source, indent);
+        let options = render_options(group, source, options::indent(indent)?);
         Ok(py.detach(|| render::render(&self.inner, format, &options)))
     }
 
@@ -473,7 +474,8 @@ impl PyFrame {
             .map_or("None".to_string(), |n| n.to_string());
         format!(
             "<tbcollect.Frame {}:{line} in {}>",
-            self.inner.filename, self.inner.function
+            render::escape::escape(&self.inner.filename),
+            render::escape::escape(&self.inner.function)
         )
     }
 }
@@ -493,7 +495,7 @@ fn keep_history(enabled: bool) -> bool {
 /// Captures every thread, greenlet and asyncio task. Never raises for what
 /// it finds; problems are in the snapshot's `errors`.
 #[pyfunction]
-#[pyo3(signature = (*, threads = true, greenlets = true, tasks = true, source = true, max_depth = 1024, done_tasks = false, locals = None, redact = None))]
+#[pyo3(signature = (*, threads = true, greenlets = true, tasks = true, source = true, max_depth = None, done_tasks = false, locals = None, redact = None))]
 #[allow(clippy::too_many_arguments)]
 fn collect(
     py: Python<'_>,
@@ -501,23 +503,21 @@ fn collect(
     greenlets: bool,
     tasks: bool,
     source: bool,
-    max_depth: i64,
+    max_depth: Option<&Bound<'_, PyAny>>,
     done_tasks: bool,
     locals: Option<&Bound<'_, PyAny>>,
     redact: Option<&Bound<'_, PyAny>>,
 ) -> Result<PySnapshot, Error> {
-    if max_depth < 1 {
-        return Err(Error::InvalidOption {
-            name: "max_depth",
-            reason: format!("must be at least 1, got {max_depth}"),
-        });
-    }
+    let max_depth = match max_depth.filter(|v| !v.is_none()) {
+        Some(value) => options::max_depth(value)?,
+        None => options::DEFAULT_MAX_DEPTH,
+    };
     let options = CaptureOptions {
         threads,
         greenlets,
         tasks,
         source,
-        max_depth: usize::try_from(max_depth).unwrap_or(usize::MAX),
+        max_depth,
         done_tasks,
         locals: locals_mode(locals)?,
         redact: redact_names(py, redact)?,
@@ -591,6 +591,13 @@ fn name_list(value: &Bound<'_, PyAny>, what: &str) -> Result<Vec<String>, Error>
     Ok(names)
 }
 
+/// `text` safe to print: control characters, terminal escapes, line breaks
+/// and bidirectional overrides escaped (the text renderer's own rule).
+#[pyfunction]
+fn escape_text(text: &str) -> String {
+    render::escape::escape(text).into_owned()
+}
+
 /// Checks a format name; raises UnknownFormatError for anything else.
 #[pyfunction]
 fn check_format(format: &str) -> Result<String, Error> {
@@ -598,19 +605,28 @@ fn check_format(format: &str) -> Result<String, Error> {
     Ok(parsed.extension().to_string())
 }
 
-/// Writes a finished dump to a path (atomically) or to an open descriptor.
+/// Writes a finished dump to a path or to an open descriptor. A regular file
+/// is replaced whole and keeps its mode; a new one gets 0644 less the umask,
+/// or 0600 with `private=True` (a dump holding local variables); a device or
+/// FIFO is written through. See docs/security.md.
 #[pyfunction]
-#[pyo3(signature = (text, *, path = None, fd = None, mode = 0o644))]
+#[pyo3(signature = (text, *, path = None, fd = None, private = false))]
 fn write_dump(
     py: Python<'_>,
     text: &str,
     path: Option<PathBuf>,
-    fd: Option<i32>,
-    mode: u32,
+    fd: Option<&Bound<'_, PyAny>>,
+    private: bool,
 ) -> Result<(), Error> {
+    let fd = fd.map(options::fd).transpose()?;
     let data = text.as_bytes();
+    let mode = if private {
+        output::NEW_FILE_MODE_WITH_LOCALS
+    } else {
+        output::NEW_FILE_MODE
+    };
     py.detach(|| match (path, fd) {
-        (Some(path), None) => output::write_atomic(&path, data, mode),
+        (Some(path), None) => output::write_path(&path, data, mode),
         (None, Some(fd)) => output::write_fd(fd, data),
         _ => Err(Error::InvalidOption {
             name: "file",
@@ -627,6 +643,8 @@ fn _heap_scan_source(py: Python<'_>) -> &'static str {
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     capture::threads::note_main_thread();
+    // Before any program code can replace sys._current_frames.
+    capture::remember_builtins(m.py());
     // Capture never imports (an import can run user code and release the
     // GIL); it finds `gc` in sys.modules to pause the collector on 3.9 and
     // to prove the layout of its lists (or list objects), so import it now,
@@ -646,6 +664,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(keep_history, m)?)?;
     m.add_function(wrap_pyfunction!(check_format, m)?)?;
     m.add_function(wrap_pyfunction!(write_dump, m)?)?;
+    m.add_function(wrap_pyfunction!(escape_text, m)?)?;
     m.add_function(wrap_pyfunction!(_heap_scan_source, m)?)?;
     Ok(())
 }

@@ -76,20 +76,57 @@ pub unsafe fn borrowed<'py>(py: Python<'py>, ptr: *mut ffi::PyObject) -> Option<
     }
 }
 
-/// `dict[key]` for a `str` key, without raising.
+/// `dict[key]` for a `str` key, without raising and without running any
+/// code of the program.
 ///
-/// For the interpreter's own namespaces (module dicts, `sys.modules`), which
-/// are keyed by `str`, compared in C. Instance dicts of objects we do not
-/// control go through [`dict_get_scan`] instead: a hashed lookup would call
-/// the `__eq__` of a foreign key that shares the hash.
+/// A hashed lookup compares the key with every entry of equal hash, calling
+/// the entry's `__eq__`: anyone can put a key object with a planted hash and a
+/// sleeping `__eq__` into `sys.modules` or a module's dict (issue 15 saw the
+/// GIL let go 120 times a capture that way). So the hashed lookup is made
+/// only when the dict itself says that all its keys are exact `str`s (the
+/// keys' kind, 3.11-3.14), whose comparison is the interpreter's own;
+/// otherwise the dict is walked, comparing by identity or as exact `str`
+/// ([`dict_get_named`]).
 pub fn dict_get<'py>(dict: &Bound<'py, PyAny>, key: &CStr) -> Option<Bound<'py, PyAny>> {
     let py = dict.py();
     unsafe {
         if ffi::PyDict_Check(dict.as_ptr()) == 0 {
             return None;
         }
+        if !str_keys_only(dict.as_ptr()) {
+            return dict_get_named(dict, key);
+        }
         let item = ffi::PyDict_GetItemString(dict.as_ptr(), key.as_ptr() as *const c_char);
         borrowed(py, item)
+    }
+}
+
+/// Whether every key of the dict is an exact `str`: its keys object is of the
+/// unicode or split kind (`dk_kind`, the byte after `dk_refcnt` and the two
+/// size bytes in 3.11-3.14). A dict given any other key, even once, is of
+/// the general kind for good. Unknown layouts (3.9, 3.10, past 3.14) say no.
+///
+/// # Safety
+/// `dict` is a live dict (`PyDict_Check`); the GIL is held.
+#[allow(unused_variables)]
+unsafe fn str_keys_only(dict: *mut ffi::PyObject) -> bool {
+    #[cfg(all(Py_3_11, not(Py_3_15), not(PyPy), not(GraalPy)))]
+    {
+        const DICT_KEYS_UNICODE: u8 = 1;
+        const DICT_KEYS_SPLIT: u8 = 2;
+        // SAFETY: a live dict always has a keys object (never freed while the
+        // dict holds it, and we hold the GIL); its first bytes are the
+        // refcount, the two size bytes and the kind in every listed version.
+        let keys = (*(dict as *mut ffi::PyDictObject)).ma_keys as *const u8;
+        if keys.is_null() {
+            return false;
+        }
+        let kind = *keys.add(std::mem::size_of::<ffi::Py_ssize_t>() + 2);
+        kind == DICT_KEYS_UNICODE || kind == DICT_KEYS_SPLIT
+    }
+    #[cfg(not(all(Py_3_11, not(Py_3_15), not(PyPy), not(GraalPy))))]
+    {
+        false
     }
 }
 
@@ -122,7 +159,9 @@ pub fn instance_attr<'py>(obj: &Bound<'py, PyAny>, name: &CStr) -> Option<Bound<
 
 /// [`dict_get_scan`] with the key given as a C string.
 pub fn dict_get_named<'py>(dict: &Bound<'py, PyAny>, name: &CStr) -> Option<Bound<'py, PyAny>> {
-    let key = unsafe { owned(dict.py(), ffi::PyUnicode_FromString(name.as_ptr()))? };
+    // Interned: the dicts' own keys mostly are, so the pointer test decides.
+    // SAFETY: `name` is a NUL-terminated C string; the GIL is held.
+    let key = unsafe { owned(dict.py(), ffi::PyUnicode_InternFromString(name.as_ptr()))? };
     dict_get_scan(dict, &key)
 }
 

@@ -159,23 +159,77 @@ impl<'py> Capture<'py> {
     }
 }
 
-/// `sys._current_frames()`, refusing to call it if it was replaced by
-/// something that is not the interpreter's builtin (which could run user code).
-fn current_frames(py: Python<'_>) -> Result<Bound<'_, PyAny>, String> {
-    unsafe {
+/// The interpreter's own `sys._current_frames`, taken when tbcollect is
+/// imported: a program that replaces `sys._current_frames` afterwards (a
+/// monkeypatch, a mock left behind) cannot redirect capture to its function
+/// nor make threads vanish from dumps.
+static CURRENT_FRAMES: std::sync::OnceLock<Option<Py<PyAny>>> = std::sync::OnceLock::new();
+
+/// Takes the reference [`CURRENT_FRAMES`] holds; called once, at import.
+/// Only the real builtin is kept: a C function named `_current_frames`
+/// whose `self` is the `sys` module.
+pub fn remember_builtins(py: Python<'_>) {
+    CURRENT_FRAMES.get_or_init(|| unsafe {
+        // SAFETY: the GIL is held; every pointer is checked before use and
+        // borrowed references are turned into owned ones before returning.
         let func = ffi::PySys_GetObject(c"_current_frames".as_ptr());
+        inert::clear_error();
         if func.is_null() || ffi::PyCFunction_Check(func) == 0 {
-            inert::clear_error();
-            return Err(
-                "sys._current_frames is missing or not the builtin; no thread stacks".into(),
-            );
+            return None;
         }
-        let frames = inert::owned(py, ffi::PyObject_CallNoArgs(func))
+        let cfunc = func as *mut ffi::PyCFunctionObject;
+        let def = (*cfunc).m_ml;
+        // Called from the module's init (never first during a capture), where
+        // importing the always-loaded `sys` is fine.
+        let Ok(sys) = py.import("sys") else {
+            inert::clear_error();
+            return None;
+        };
+        let named = !def.is_null()
+            && !(*def).ml_name.is_null()
+            && std::ffi::CStr::from_ptr((*def).ml_name) == c"_current_frames";
+        (named && (*cfunc).m_self == sys.as_ptr())
+            .then(|| Bound::from_borrowed_ptr(py, func).unbind())
+    });
+}
+
+/// `sys._current_frames()` through the reference taken at import (see
+/// [`CURRENT_FRAMES`]); when there is none, `errors` says why no thread is listed.
+fn current_frames(py: Python<'_>) -> Result<Bound<'_, PyAny>, String> {
+    remember_builtins(py);
+    let func = CURRENT_FRAMES
+        .get()
+        .and_then(|f| f.as_ref())
+        .ok_or("sys._current_frames was not the interpreter's builtin when tbcollect was imported; no thread stacks")?;
+    unsafe {
+        // SAFETY: `func` is the builtin, kept alive by the static; GIL held.
+        let frames = inert::owned(py, ffi::PyObject_CallNoArgs(func.as_ptr()))
             .ok_or("sys._current_frames() failed; no thread stacks")?;
         if ffi::PyDict_Check(frames.as_ptr()) == 0 {
             return Err("sys._current_frames() returned no dict; no thread stacks".into());
         }
         Ok(frames)
+    }
+}
+
+/// `CLOCK_MONOTONIC` in seconds: what `time.monotonic()` (and so every
+/// asyncio loop's `time()`) reads on Linux, read without the `time` module.
+pub fn monotonic_seconds() -> Option<f64> {
+    #[cfg(unix)]
+    {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid timespec to write into.
+        if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } != 0 {
+            return None;
+        }
+        Some(ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9)
+    }
+    #[cfg(not(unix))]
+    {
+        None
     }
 }
 

@@ -105,7 +105,7 @@ fn known_threads(py: Python<'_>) -> Vec<(u64, ThreadInfo)> {
             out.push((
                 ident,
                 ThreadInfo {
-                    name: name.and_then(|v| inert::str_value(&v)),
+                    name: name.and_then(|v| name_text(&v)),
                     daemon: daemon.and_then(|v| inert::bool_value(&v)),
                     native_id: native_id.and_then(|v| inert::int_value(&v)),
                 },
@@ -125,6 +125,55 @@ pub fn names(py: Python<'_>) -> Vec<(u64, Option<u64>, String)> {
             (ident, info.native_id, name)
         })
         .collect()
+}
+
+/// A thread's `_name` as text, read without running any code: a `str` (or
+/// subclass) as it is; the program may have set anything else, which is
+/// shown by value when the interpreter holds it plainly (an int, bytes as
+/// `b'...'`, a bool) and by type otherwise, never as an unknown thread.
+fn name_text(value: &Bound<'_, PyAny>) -> Option<String> {
+    if value.is_none() {
+        return None;
+    }
+    if let Some(text) = inert::str_value(value) {
+        return Some(text);
+    }
+    if let Some(flag) = inert::bool_value(value) {
+        return Some(if flag { "True" } else { "False" }.into());
+    }
+    unsafe {
+        // SAFETY: type checks first; the GIL is held; the bytes buffer is
+        // read while `value` keeps it alive.
+        if ffi::PyLong_Check(value.as_ptr()) != 0 {
+            let n = ffi::PyLong_AsLongLong(value.as_ptr());
+            if n == -1 && !ffi::PyErr_Occurred().is_null() {
+                inert::clear_error();
+                return Some("<int too large to show>".into());
+            }
+            return Some(n.to_string());
+        }
+        if ffi::PyBytes_Check(value.as_ptr()) != 0 {
+            let ptr = ffi::PyBytes_AsString(value.as_ptr()) as *const u8;
+            let len = ffi::PyBytes_Size(value.as_ptr());
+            if ptr.is_null() || len < 0 {
+                inert::clear_error();
+                return Some("<bytes>".into());
+            }
+            let data = std::slice::from_raw_parts(ptr, len as usize);
+            let mut out = String::from("b'");
+            for &b in data {
+                match b {
+                    b'\\' => out.push_str("\\\\"),
+                    b'\'' => out.push_str("\\'"),
+                    0x20..=0x7e => out.push(b as char),
+                    _ => out.push_str(&format!("\\x{b:02x}")),
+                }
+            }
+            out.push('\'');
+            return Some(out);
+        }
+    }
+    Some(format!("<{} object>", inert::type_name(value)))
 }
 
 pub fn capture<'py>(cap: &mut Capture<'py>) -> Vec<Stack> {

@@ -4,6 +4,7 @@
 //! are one line with the count 10000.
 
 use crate::model::{Frame, Snapshot, Stack};
+use crate::render::escape::escape;
 use std::collections::BTreeMap;
 
 /// The one frame a stack without Python frames (a task not started yet, a
@@ -22,7 +23,7 @@ pub fn frame_label(frame: &Frame) -> String {
         Some(line) => format!("{} ({base}:{line})", frame.function),
         None => format!("{} ({base})", frame.function),
     };
-    clean(&label)
+    clean(&escape(&label))
 }
 
 // `;` separates frames and a line break ends a stack in the folded format;
@@ -144,6 +145,6 @@ mod tests {
     #[test]
     fn separators_inside_names_cannot_split_frames() {
         let frame = Frame::new("C:\\odd;dir\\x;y.py", Some(3), "f;g\nh");
-        assert_eq!(frame_label(&frame), "f:g h (x:y.py:3)");
+        assert_eq!(frame_label(&frame), "f:g\\nh (x:y.py:3)");
     }
 }

@@ -3,6 +3,7 @@
 //! which disappeared — the first question of every hang investigation.
 
 use crate::model::{Frame, Snapshot, Stack, StackKind};
+use crate::render::escape::{escape, quoted};
 use crate::render::text::stack_header;
 use itertools::Itertools;
 use serde::Serialize;
@@ -267,8 +268,8 @@ fn where_is(frame: Option<&Frame>) -> String {
     match frame {
         None => "(no Python frames)".to_string(),
         Some(f) => match f.lineno {
-            Some(n) => format!("in {} ({}:{n})", f.function, f.filename),
-            None => format!("in {} ({})", f.function, f.filename),
+            Some(n) => format!("in {} ({}:{n})", escape(&f.function), escape(&f.filename)),
+            None => format!("in {} ({})", escape(&f.function), escape(&f.filename)),
         },
     }
 }
@@ -306,7 +307,7 @@ fn section<'a>(
             let names = stacks
                 .iter()
                 .take(NAMES_SHOWN)
-                .map(|s| format!("{:?}", s.name))
+                .map(|s| quoted(&s.name))
                 .join(", ");
             let more = stacks.len().saturating_sub(NAMES_SHOWN);
             let tail = if more > 0 {
@@ -322,7 +323,7 @@ fn section<'a>(
             .last()
             .and_then(|f| f.source.get().map(|s| s.as_str()));
         if let Some(source) = source.filter(|s| !s.is_empty()) {
-            let _ = writeln!(out, "      {source}");
+            let _ = writeln!(out, "      {}", escape(source));
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod collapsed;
 pub mod diff;
+pub mod escape;
 pub mod json;
 pub mod summary;
 pub mod svg;

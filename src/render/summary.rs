@@ -5,6 +5,7 @@
 
 use crate::model::analysis::{self, Diagnosis};
 use crate::model::Snapshot;
+use crate::render::escape::escape;
 use std::borrow::Cow;
 use std::io::{self, Write};
 
@@ -33,7 +34,8 @@ pub fn render(snapshot: &Snapshot, out: &mut dyn Write) -> io::Result<()> {
     } else {
         writeln!(out, "Diagnosis:")?;
         for finding in &diagnosis.findings {
-            writeln!(out, "  - {}", finding.text)?;
+            // Findings quote names, states and lock names the target chose.
+            writeln!(out, "  - {}", escape(&finding.text))?;
         }
     }
     let states: Vec<String> = diagnosis
@@ -42,7 +44,10 @@ pub fn render(snapshot: &Snapshot, out: &mut dyn Write) -> io::Result<()> {
         .map(|(kind, states)| {
             let mut by_count: Vec<(&String, &usize)> = states.iter().collect();
             by_count.sort_by_key(|(_, n)| std::cmp::Reverse(**n));
-            let list: Vec<String> = by_count.iter().map(|(s, n)| format!("{n} {s}")).collect();
+            let list: Vec<String> = by_count
+                .iter()
+                .map(|(s, n)| format!("{n} {}", escape(s)))
+                .collect();
             format!("{kind}s {}", list.join(", "))
         })
         .collect();
@@ -52,9 +57,13 @@ pub fn render(snapshot: &Snapshot, out: &mut dyn Write) -> io::Result<()> {
     if !diagnosis.groups.is_empty() {
         writeln!(out, "Largest groups:")?;
         for group in &diagnosis.groups {
-            let mut line = format!("{} in {}", group.kind.count_noun(group.count), group.place);
+            let mut line = format!(
+                "{} in {}",
+                group.kind.count_noun(group.count),
+                escape(&group.place)
+            );
             if let Some(awaiting) = &group.awaiting {
-                line.push_str(&format!(", awaiting {awaiting}"));
+                line.push_str(&format!(", awaiting {}", escape(awaiting)));
             }
             writeln!(out, "  - {line}")?;
         }

@@ -5,6 +5,7 @@
 use crate::model::analysis;
 use crate::model::fasthash::{FastHasher, FastMap};
 use crate::model::{Coverage, Frame, ProbeResult, Snapshot, Stack, StackDetails, StackKind};
+use crate::render::escape::{escape, quoted};
 use crate::render::tree;
 use itertools::Itertools;
 use std::hash::{Hash, Hasher};
@@ -74,7 +75,7 @@ pub fn render(snapshot: &Snapshot, options: &TextOptions, out: &mut dyn Write) -
         writeln!(out)?;
         writeln!(out, "Errors while collecting ({}):", snapshot.errors.len())?;
         for error in &snapshot.errors {
-            writeln!(out, "  - {error}")?;
+            writeln!(out, "  - {}", escape(error))?;
         }
     }
     Ok(())
@@ -89,19 +90,20 @@ pub fn render_to_string(snapshot: &Snapshot, options: &TextOptions) -> String {
 /// `  name: 3` for a one-line result, else the pretty JSON (or the error) below the name.
 fn render_probe(probe: &ProbeResult, out: &mut dyn Write) -> io::Result<()> {
     let (label, body) = match &probe.error {
-        Some(error) => (format!("{} (error)", probe.name), error.clone()),
+        // Escaped line by line below: a traceback keeps its lines.
+        Some(error) => (format!("{} (error)", escape(&probe.name)), error.clone()),
         None => (
-            probe.name.clone(),
+            escape(&probe.name).into_owned(),
             serde_json::to_string_pretty(&probe.result).expect("a JSON value always serializes"),
         ),
     };
     if body.contains('\n') {
         writeln!(out, "  {label}:")?;
         for line in body.lines() {
-            writeln!(out, "    {line}")?;
+            writeln!(out, "    {}", escape(line))?;
         }
     } else {
-        writeln!(out, "  {label}: {body}")?;
+        writeln!(out, "  {label}: {}", escape(&body))?;
     }
     Ok(())
 }
@@ -128,7 +130,9 @@ pub fn header_line(snapshot: &Snapshot) -> String {
     };
     format!(
         "tbcollect: pid {} at {}, Python {}: {counts}{own}",
-        snapshot.pid, snapshot.created, snapshot.python
+        snapshot.pid,
+        escape(&snapshot.created),
+        escape(&snapshot.python)
     )
 }
 
@@ -315,8 +319,8 @@ fn name_summary(group: &[&Stack]) -> String {
     let mut text = shown
         .iter()
         .map(|name| match counts[name] {
-            1 => name.to_string(),
-            n => format!("{name} × {n}"),
+            1 => escape(name).into_owned(),
+            n => format!("{} × {n}", escape(name)),
         })
         .join(", ");
     let covered: usize = shown.iter().map(|name| counts[name]).sum();
@@ -358,7 +362,7 @@ fn header(refs: &Refs<'_>, stack: &Stack) -> String {
             if let Some(native) = d.native_id {
                 facts.push(format!("native id {native}"));
             }
-            facts.push(stack.state.to_string());
+            facts.push(escape(&stack.state).into_owned());
             if d.daemon == Some(true) {
                 facts.push("daemon".into());
             }
@@ -369,8 +373,8 @@ fn header(refs: &Refs<'_>, stack: &Stack) -> String {
             "Thread"
         }
         StackDetails::Greenlet(d) => {
-            facts.push(stack.id.to_string());
-            facts.push(stack.state.to_string());
+            facts.push(escape(&stack.id).into_owned());
+            facts.push(escape(&stack.state).into_owned());
             if let Some(ident) = stack.thread {
                 facts.push(format!("thread {ident}"));
             }
@@ -387,14 +391,14 @@ fn header(refs: &Refs<'_>, stack: &Stack) -> String {
             "Greenlet"
         }
         StackDetails::Task(d) => {
-            facts.push(stack.id.to_string());
-            facts.push(stack.state.to_string());
+            facts.push(escape(&stack.id).into_owned());
+            facts.push(escape(&stack.state).into_owned());
             match stack.thread {
-                Some(ident) => facts.push(format!("{} in thread {ident}", d.event_loop)),
-                None => facts.push(d.event_loop.to_string()),
+                Some(ident) => facts.push(format!("{} in thread {ident}", escape(&d.event_loop))),
+                None => facts.push(escape(&d.event_loop).into_owned()),
             }
             if let Some(awaiting) = &stack.facts.awaiting {
-                facts.push(format!("awaiting {awaiting}"));
+                facts.push(format!("awaiting {}", escape(awaiting)));
             }
             if !d.awaited_by.is_empty() {
                 let by = d.awaited_by.iter().map(|id| refs.describe(id)).join(", ");
@@ -404,7 +408,8 @@ fn header(refs: &Refs<'_>, stack: &Stack) -> String {
         }
     };
     if !stack.facts.holds.is_empty() {
-        facts.push(format!("holds {}", stack.facts.holds.join(", ")));
+        let holds = stack.facts.holds.iter().map(|h| escape(h)).join(", ");
+        facts.push(format!("holds {holds}"));
     }
     if let Some(since) = &stack.facts.unchanged_since {
         if let Some(secs) = analysis::seconds_between(since, &refs.0.created) {
@@ -412,12 +417,12 @@ fn header(refs: &Refs<'_>, stack: &Stack) -> String {
         }
     }
     for (name, value) in &stack.facts.labels {
-        facts.push(format!("{name}={value}"));
+        facts.push(format!("{}={}", escape(name), escape(value)));
     }
     if stack.facts.own {
         facts.push("tbcollect's own".into());
     }
-    format!("{title} {:?} ({})", stack.name, facts.join(", "))
+    format!("{title} {} ({})", quoted(&stack.name), facts.join(", "))
 }
 
 /// `awaiting ...` for threads and greenlets (a task says it among its own facts).
@@ -440,9 +445,9 @@ fn describe_stack(stack: Option<&Stack>, id: &str) -> String {
                 StackKind::Greenlet => "Greenlet",
                 StackKind::Task => "Task",
             };
-            format!("{title} {:?}", s.name)
+            format!("{title} {}", quoted(&s.name))
         }
-        None => id.to_string(),
+        None => escape(id).into_owned(),
     }
 }
 
@@ -473,16 +478,17 @@ pub fn render_frame(
     writeln!(
         out,
         "{indent}File \"{}\", line {line}, in {}",
-        frame.filename, frame.function
+        escape(&frame.filename),
+        escape(&frame.function)
     )?;
     if options.source {
         if let Some(source) = frame.source.get().filter(|s| !s.is_empty()) {
-            writeln!(out, "{indent}  {source}")?;
+            writeln!(out, "{indent}  {}", escape(source))?;
         }
     }
     if let Some(locals) = &frame.locals {
         for (name, value) in &locals.0 {
-            writeln!(out, "{indent}    {name} = {value}")?;
+            writeln!(out, "{indent}    {} = {}", escape(name), escape(value))?;
         }
     }
     Ok(())
@@ -918,5 +924,47 @@ Task \"main\" (task:0x10, running, loop:0x1 in thread 5, awaiting gather of 2)
             stack_header(&snap, &snap.stacks[1]),
             "Task \"a\" (task:0x20, pending, loop:0x1 in thread 5, awaiting sleep (wakes in 29.9 s), awaited by Task \"main\", task:0xdead)"
         );
+    }
+
+    #[test]
+    fn nothing_from_the_target_reaches_the_output_raw() {
+        let evil = "x\n  File \"/forged.py\", line 1\x1b[2J\x07\r\u{9b}";
+        let mut snap = Snapshot::new(7, evil, evil);
+        let mut a = thread(2, evil, vec![frame(evil, 1, evil, evil)]);
+        a.frames = vec![Frame {
+            locals: Some(Locals(vec![(evil.into(), evil.into())])),
+            ..frame(evil, 1, evil, evil)
+        }]
+        .into();
+        let mut b = a.clone();
+        b.id = "thread:3".into();
+        snap.stacks.push(a);
+        snap.stacks.push(b);
+        let mut t = task(
+            evil,
+            evil,
+            None,
+            TaskDetails {
+                event_loop: evil.into(),
+                awaited_by: vec![evil.into()],
+            },
+        );
+        t.state = evil.into();
+        t.facts.awaiting = Some(evil.into());
+        t.facts.holds = vec![evil.into()];
+        t.facts.waiting_for = vec![evil.into()];
+        snap.stacks.push(t);
+        snap.errors.push(evil.into());
+        snap.probes.push(ProbeResult {
+            name: evil.into(),
+            result: serde_json::Value::Null,
+            error: Some(evil.into()),
+        });
+        let text = render_to_string(&snap, &TextOptions::default());
+        for bad in ['\x1b', '\x07', '\r', '\u{9b}'] {
+            assert!(!text.contains(bad), "{bad:?} in {text}");
+        }
+        assert!(!text.contains("\n  File \"/forged.py\""), "{text}");
+        assert!(text.contains("x\\n  File"), "{text}");
     }
 }

@@ -1,9 +1,11 @@
 //! The shape of a program at a glance: greenlets under their parents per
 //! thread, tasks under the task that awaits them per event loop, like `pstree`.
 
+use super::escape::{escape, quoted};
 use super::same_text;
 use crate::model::fasthash::FastMap as HashMap;
 use crate::model::{analysis, Snapshot, Stack, StackDetails, StackKind};
+use itertools::Itertools;
 use std::io::{self, Write};
 
 /// The tree edge of a stack: its parent greenlet, or the first task awaiting it.
@@ -27,8 +29,8 @@ fn container_key(stack: &Stack) -> (Option<&str>, Option<u64>) {
 fn container_of(stack: &Stack) -> String {
     match &stack.details {
         StackDetails::Task(d) => match stack.thread {
-            Some(t) => format!("{} (thread {t})", d.event_loop),
-            None => format!("{} (not running)", d.event_loop),
+            Some(t) => format!("{} (thread {t})", escape(&d.event_loop)),
+            None => format!("{} (not running)", escape(&d.event_loop)),
         },
         _ => match stack.thread {
             Some(t) => format!("thread {t}"),
@@ -42,7 +44,12 @@ fn container_of(stack: &Stack) -> String {
 const COLLAPSE_AT: usize = 3;
 
 fn label(stack: &Stack) -> String {
-    format!("{:?} [{}] ({})", stack.name, stack.id, facts(stack))
+    format!(
+        "{} [{}] ({})",
+        quoted(&stack.name),
+        escape(&stack.id),
+        facts(stack)
+    )
 }
 
 /// What a collapsed line shares: the label without the ids, and the names
@@ -51,12 +58,12 @@ fn label(stack: &Stack) -> String {
 fn shared_label(members: &[&Stack]) -> String {
     let first = members[0];
     let names = if members.iter().all(|s| s.name == first.name) {
-        format!("{:?}", first.name)
+        quoted(&first.name)
     } else {
         let shown: Vec<String> = members
             .iter()
             .take(NAMES_SHOWN)
-            .map(|s| format!("{:?}", s.name))
+            .map(|s| quoted(&s.name))
             .collect();
         match members.len().saturating_sub(NAMES_SHOWN) {
             0 => shown.join(", "),
@@ -160,25 +167,26 @@ fn facts(stack: &Stack) -> String {
 }
 
 fn facts_with(stack: &Stack, awaiting: Option<&str>) -> String {
-    let mut facts = vec![stack.state.to_string()];
+    let mut facts = vec![escape(&stack.state).into_owned()];
     if let StackDetails::Greenlet(d) = &stack.details {
         if d.hub {
             facts.push("hub".into());
         }
     }
     if let Some(awaiting) = awaiting {
-        facts.push(format!("awaiting {awaiting}"));
+        facts.push(format!("awaiting {}", escape(awaiting)));
     }
     if let StackDetails::Task(d) = &stack.details {
         if d.awaited_by.len() > 1 {
             // The tree hangs a task under its first awaiter; say there are more.
-            facts.push(format!("also awaited by {}", d.awaited_by[1..].join(", ")));
+            let more = d.awaited_by[1..].iter().map(|id| escape(id)).join(", ");
+            facts.push(format!("also awaited by {more}"));
         }
     }
     if let Some(last) = at_frame(stack) {
         facts.push(format!(
             "at {}:{}",
-            short_file(&last.filename),
+            escape(short_file(&last.filename)),
             last.lineno.map_or("?".into(), |n| n.to_string())
         ));
     }
@@ -250,7 +258,7 @@ pub fn render(
         let thread_name = match (kind, group[0].thread) {
             (StackKind::Greenlet, Some(t)) => snapshot
                 .stack(&format!("thread:{t}"))
-                .map(|s| format!(" ({:?})", s.name)),
+                .map(|s| format!(" ({})", quoted(&s.name))),
             _ => None,
         };
         writeln!(
@@ -348,7 +356,11 @@ impl<'a> Tree<'a> {
     ) -> io::Result<()> {
         let stack = self.stacks[i];
         if std::mem::replace(&mut self.seen[i], true) {
-            return writeln!(out, "{indent}{branch}{} (again, see above)", stack.id);
+            return writeln!(
+                out,
+                "{indent}{branch}{} (again, see above)",
+                escape(&stack.id)
+            );
         }
         writeln!(out, "{indent}{branch}{}", label(stack))?;
         let child_indent = match branch {

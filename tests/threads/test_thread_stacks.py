@@ -415,9 +415,9 @@ def test_replaced_current_frames_is_not_called(monkeypatch):
     monkeypatch.setattr(sys, "_current_frames", lambda: called.append(1) or {})
     snap = tbcollect.collect()
     assert called == []
-    assert stacks_of(snap, "thread") == []
-    assert any("sys._current_frames" in e for e in snap.errors)
-    assert "Errors while collecting (1):" in snap.to_text()
+    # The builtin taken at import still lists every thread (issue 15).
+    assert [s.name for s in stacks_of(snap, "thread") if s.current] == ["MainThread"]
+    assert snap.errors == []
     check_snapshot(snap)
 
 

@@ -283,9 +283,13 @@ fn build<'py>(
 ) -> Stack {
     let raw = &ctx.raws[i];
     let thread = ctx.own.thread[i];
-    let state = if !raw.flags.started {
+    // A greenlet of a thread that has exited can never run, started or not
+    // (greenlet's own later cleanup may clear its started flag).
+    let state = if ctx.own.exited[i] {
+        "dead"
+    } else if !raw.flags.started {
         "not_started"
-    } else if !raw.flags.active || ctx.own.exited[i] {
+    } else if !raw.flags.active {
         "dead"
     } else if ctx.own.running[i] {
         "running"

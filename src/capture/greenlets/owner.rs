@@ -74,8 +74,10 @@ pub fn attribute<'py>(
             owners.tie(root[i], ident);
         }
     }
-    // 3. Suspended main greenlets of `threading` threads.
+    // 3. Suspended main greenlets of `threading` threads (and, when that
+    // thread is no longer alive, roots known to belong to an exited thread).
     let bootstrap = bootstrap_code(cap.py);
+    let mut gone_roots: HashSet<usize> = HashSet::default();
     for (i, raw) in raws.iter().enumerate() {
         if root[i] != i || owners.owner.contains_key(&i) || !raw.flags.main {
             continue;
@@ -83,10 +85,13 @@ pub fn attribute<'py>(
         let ident = raw
             .frame
             .as_ref()
-            .and_then(|f| bootstrap_thread(f, bootstrap.as_ref()))
-            .filter(|ident| live.contains(ident));
-        if let Some(ident) = ident {
-            owners.tie(i, ident);
+            .and_then(|f| bootstrap_thread(f, bootstrap.as_ref()));
+        match ident {
+            Some(ident) if live.contains(&ident) => owners.tie(i, ident),
+            Some(_) if !live.is_empty() => {
+                gone_roots.insert(i);
+            }
+            _ => {}
         }
     }
     // 4. Greenlets referenced from exactly one other thread's locals.
@@ -121,11 +126,17 @@ pub fn attribute<'py>(
     // A root tied to no thread while every live thread is tied to another
     // root belongs to a thread that has exited (one main greenlet per thread).
     // (Without `sys._current_frames` nothing is known to be alive, nor dead.)
-    let all_live_tied = live.iter().all(|t| owners.taken.contains(t));
+    // The calling thread with no running greenlet has no main greenlet
+    // (greenlet makes one on first use), so it owns no root either.
+    let all_live_tied = live
+        .iter()
+        .all(|t| owners.taken.contains(t) || (current.is_none() && *t == cap.current_thread));
     let exited: Vec<bool> = thread
         .iter()
-        .map(|t| match t {
+        .zip(&root)
+        .map(|(t, r)| match t {
             _ if live.is_empty() => false,
+            _ if gone_roots.contains(r) => true,
             Some(t) => !live.contains(t),
             None => all_live_tied,
         })

@@ -552,7 +552,11 @@ impl<'py> Backend<'py> {
             _ => None,
         };
         let addr = self.views[i].fut.obj.as_ptr() as usize;
-        let deadline = event_loop.and_then(|at| self.deadline(i, at, chain.sleep.as_ref()));
+        // Inside `wait_for` (3.12+ awaits the coroutine in place, so a sleep
+        // it was given is in the chain) the timeout may end the wait first.
+        let earliest = awaiting::needs_waiter(&chain.links);
+        let deadline =
+            event_loop.and_then(|at| self.deadline(i, at, chain.sleep.as_ref(), earliest));
         let facts = Facts {
             links: chain.links,
             waiter,
@@ -658,12 +662,15 @@ impl<'py> Backend<'py> {
 
     /// Seconds until the loop timer that ends task `i`'s wait: a sleep's or
     /// 3.9-3.11 `wait_for`'s timer keyed by the future waited on, an
-    /// `asyncio.timeout` (3.11+) keyed by the task.
+    /// `asyncio.timeout` (3.11+) keyed by the task. With `earliest`, the
+    /// loop's table is read even when the sleep's own timer was found, and
+    /// the earlier of the two ends the wait.
     fn deadline(
         &mut self,
         i: usize,
         event_loop: usize,
         sleep: Option<&Bound<'py, PyAny>>,
+        earliest: bool,
     ) -> Option<f64> {
         let now = self.now()?;
         // Both the sleep's own timer and the loop's table are read only for
@@ -682,10 +689,11 @@ impl<'py> Backend<'py> {
             return None;
         }
         // A sleep's own timer, read from its frame.
-        if let Some(handle) = sleep.and_then(|s| self.aio.sleep_timer(s)) {
-            if let Some(when) = timers::sleep_deadline(&self.aio, &handle) {
-                return Some(when - now);
-            }
+        let slept = sleep
+            .and_then(|s| self.aio.sleep_timer(s))
+            .and_then(|handle| timers::sleep_deadline(&self.aio, &handle));
+        if let (Some(when), false) = (slept, earliest) {
+            return Some(when - now);
         }
         let view = &self.views[i];
         let keys = [
@@ -700,10 +708,12 @@ impl<'py> Backend<'py> {
                 info.timers.insert(loop_timers(&self.aio, l))
             }
         };
-        keys.into_iter()
-            .flatten()
-            .find_map(|k| timers.get(k))
-            .map(|when| when - now)
+        let timed = keys.into_iter().flatten().find_map(|k| timers.get(k));
+        let when = match (slept, timed) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        Some(when - now)
     }
 
     /// The index in `self.loops` of `event_loop`, read on first sight.
@@ -723,21 +733,14 @@ impl<'py> Backend<'py> {
         at
     }
 
-    /// The loop clock: `BaseEventLoop.time()` is `time.monotonic()`, read
-    /// here through the `time` module's builtin.
+    /// The loop clock: `BaseEventLoop.time()` is `time.monotonic()`, which
+    /// is `CLOCK_MONOTONIC`; read from the system, never through the `time`
+    /// module, whose `monotonic` the program may have replaced (by
+    /// `breakpoint`, even: a builtin, that would stop the capture in pdb).
     fn now(&mut self) -> Option<f64> {
-        *self.now.get_or_insert_with(|| {
-            let time = inert::imported_module(self.aio.py, c"time")?;
-            let monotonic = inert::module_attr(&time, c"monotonic")?;
-            unsafe {
-                if ffi::PyCFunction_Check(monotonic.as_ptr()) == 0 {
-                    return None;
-                }
-                let value =
-                    inert::owned(self.aio.py, ffi::PyObject_CallNoArgs(monotonic.as_ptr()))?;
-                inert::float_value(&value)
-            }
-        })
+        *self
+            .now
+            .get_or_insert_with(crate::capture::monotonic_seconds)
     }
 }
 
