@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, List
 
 import tbcollect
+
 from tests.helpers import run_python
 
 # A line break that forges a traceback line, a screen clear, a bell, a CR

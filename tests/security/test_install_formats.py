@@ -12,6 +12,7 @@ from typing import Dict
 
 import pytest
 import tbcollect
+
 from tests.helpers import run_python
 
 ONLY_TEXT_OR_JSON = "dump files are written as text or json"

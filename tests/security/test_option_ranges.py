@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import tbcollect
+
 from tests.helpers import run_python
 
 HUGE = [10**9, 10**20, 2**70, -1, -(2**70)]

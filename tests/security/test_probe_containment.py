@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import tbcollect
+
 from tests.helpers import run_python
 
 RAISERS = {

@@ -12,6 +12,7 @@ from typing import List
 
 import pytest
 import tbcollect
+
 from tests.helpers import run_python
 
 
