@@ -89,7 +89,7 @@ test-all: test-rust  ## pytest on every supported Python that pyenv has (3.9-3.1
 bench: build  ## benchmarks side by side (import, threads, tasks, greenlets); writes docs/performance.md
 	$(BIN)/python benches/run.py
 
-lint: $(STAMP)  ## cargo fmt --check, clippy, ruff, mypy --strict, stubtest, third-party notices
+lint: $(STAMP)  ## cargo fmt --check, clippy (every unsafe block documented), ruff, mypy --strict, stubtest, third-party notices
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --all-targets --features python,mimalloc -- -D warnings

@@ -8,6 +8,9 @@
 //! - [`live`]: where dumps are written, dump on signal;
 //! - `bindings`: the extension module's `#[pyfunction]`s and `#[pyclass]`es.
 
+// Every `unsafe` block says why it holds (`make lint` denies warnings).
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 pub mod capture;
 pub mod error;
 #[cfg(unix)]

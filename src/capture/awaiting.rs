@@ -143,6 +143,8 @@ fn push_seconds(out: &mut String, deadline: f64) {
                 }
             }
             // Only ASCII digits, '.', ' ' and 's' were written: no UTF-8 check needed.
+            // SAFETY: only ASCII digits, '.', ' ' and 's' were written to `buf[start..]`, which is
+            // valid UTF-8.
             out.push_str(unsafe { std::str::from_utf8_unchecked(&buf[start..]) });
         }
         None => {

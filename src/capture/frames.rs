@@ -317,6 +317,8 @@ impl<'py> FrameWalker<'py> {
         code: &Bound<'py, PyAny>,
         line: Option<u32>,
     ) -> bool {
+        // SAFETY: `code` is alive and the GIL is held (a `Bound`); it is checked to be a code
+        // object before it is used as one.
         unsafe {
             if ffi::PyCode_Check(code.as_ptr()) == 0 {
                 return false;
@@ -396,6 +398,8 @@ impl<'py> FrameWalker<'py> {
 
     /// Frame from a `Bound` frame object, or `None` when it is not a frame.
     pub fn frame_of(&mut self, obj: &Bound<'py, PyAny>) -> Option<Frame> {
+        // SAFETY: `obj` is alive and the GIL is held (a `Bound`) and checked to be a frame object
+        // before it is read as one.
         unsafe {
             if ffi::PyFrame_Check(obj.as_ptr()) == 0 {
                 return None;
@@ -406,6 +410,8 @@ impl<'py> FrameWalker<'py> {
 
     /// Walk from a `Bound` frame object, or `None` when it is not a frame.
     pub fn walk_from(&mut self, obj: &Bound<'py, PyAny>) -> Option<(Frames, u64)> {
+        // SAFETY: `obj` is alive and the GIL is held (a `Bound`) and checked to be a frame object
+        // before it is walked.
         unsafe {
             if ffi::PyFrame_Check(obj.as_ptr()) == 0 {
                 return None;

@@ -171,6 +171,8 @@ pub fn frame_var<'py>(frame: &Bound<'py, PyAny>, name: &str) -> Option<Bound<'py
 /// The bound fast variables of a function frame, as (name, value).
 pub fn frame_values<'py>(frame: &Bound<'py, PyAny>) -> Vec<(String, Bound<'py, PyAny>)> {
     let py = frame.py();
+    // SAFETY: `frame` is alive and the GIL is held (a `Bound`) and checked to be a frame object;
+    // its code is held (`code`) while its variables are read.
     unsafe {
         if ffi::PyFrame_Check(frame.as_ptr()) == 0 {
             return Vec::new();

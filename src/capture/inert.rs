@@ -7,10 +7,10 @@
 //! dictionaries and the descriptors of the interpreter's own types directly.
 //! Every helper returns `None` on any failure and leaves no Python error set.
 //!
-//! Type pointers passed to these helpers are always live type objects (the
+//! Type pointers passed to these helpers are live type objects (the
 //! interpreter's static types, or types their module keeps alive for the
-//! whole capture), which is why the functions taking them are not `unsafe`.
-#![allow(clippy::not_unsafe_ptr_arg_deref)]
+//! whole capture). A helper that only compares such a pointer is safe to
+//! call; one that follows it is `unsafe` and says so.
 
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -43,6 +43,8 @@ extern "C" {
 /// Clears a pending Python error, if any. Capture code calls it after every
 /// C-API call that can fail, so no exception leaks back to the caller.
 pub fn clear_error() {
+    // SAFETY: the GIL is held (every caller is inside a capture); these two calls only look at and
+    // clear the thread's error indicator.
     unsafe {
         if !ffi::PyErr_Occurred().is_null() {
             ffi::PyErr_Clear();
@@ -89,6 +91,8 @@ pub unsafe fn borrowed<'py>(py: Python<'py>, ptr: *mut ffi::PyObject) -> Option<
 /// ([`dict_get_named`]).
 pub fn dict_get<'py>(dict: &Bound<'py, PyAny>, key: &CStr) -> Option<Bound<'py, PyAny>> {
     let py = dict.py();
+    // SAFETY: `dict` is alive and the GIL is held (a `Bound`); it is checked to be a dict before
+    // the dict API reads it.
     unsafe {
         if ffi::PyDict_Check(dict.as_ptr()) == 0 {
             return None;
@@ -133,6 +137,9 @@ unsafe fn str_keys_only(dict: *mut ffi::PyObject) -> bool {
 /// The instance `__dict__` of `obj`, through the generic getter: no
 /// `__getattribute__`, no `__dict__` property, no `__getattr__`.
 pub fn instance_dict<'py>(obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+    // SAFETY: `obj` is alive and the GIL is held (it is a `Bound`); its type object lives as long
+    // as it, and is only read (flags, dict offset) before the generic getter, which runs no user
+    // code.
     unsafe {
         let tp = ffi::Py_TYPE(obj.as_ptr());
         // Types without an instance dict (slots, most builtins) would raise.
@@ -169,14 +176,16 @@ pub fn dict_get_named<'py>(dict: &Bound<'py, PyAny>, name: &CStr) -> Option<Boun
 /// `owner` or one of its bases defines. Subclass overrides, properties and
 /// `__getattribute__` are bypassed: only the interpreter's own getter runs.
 ///
-/// `owner` must point to a live type object (an interpreter type, or one
-/// read from a module the caller holds); it is the one pointer taken on trust.
-#[allow(clippy::not_unsafe_ptr_arg_deref)]
-pub fn builtin_attr<'py>(
+/// # Safety
+/// `owner` points to a live type object (an interpreter type, or one read
+/// from a module the caller holds); the GIL is held.
+pub unsafe fn builtin_attr<'py>(
     obj: &Bound<'py, PyAny>,
     owner: *mut ffi::PyTypeObject,
     name: &CStr,
 ) -> Option<Bound<'py, PyAny>> {
+    // SAFETY: `obj` is alive and the GIL is held (it is a `Bound`); `owner` is a live type object
+    // (this function's contract), and its reference is only borrowed while `obj`'s type keeps it.
     unsafe {
         if ffi::PyType_IsSubtype(ffi::Py_TYPE(obj.as_ptr()), owner) == 0 {
             return None;
@@ -253,6 +262,8 @@ impl<'py> BuiltinGetter<'py> {
     /// `None` unless type `owner` (or a base) defines `name` as a getset or
     /// member descriptor.
     pub fn new(owner: &Bound<'py, PyAny>, name: &CStr) -> Option<Self> {
+        // SAFETY: `owner` is alive and the GIL is held (a `Bound`); it is checked to be a type
+        // before its MRO is looked up.
         unsafe {
             if ffi::PyType_Check(owner.as_ptr()) == 0 {
                 return None;
@@ -277,6 +288,9 @@ impl<'py> BuiltinGetter<'py> {
 
     /// The attribute of `obj`, or `None` when `obj` is not an `owner` or the getter fails.
     pub fn get(&self, obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+        // SAFETY: `obj` is alive and the GIL is held (it is a `Bound`); `self` holds the owner type
+        // and the descriptor, so both outlive this call; the descriptor's C getter runs only on an
+        // instance of its owner.
         unsafe {
             let tp = ffi::Py_TYPE(obj.as_ptr());
             let owner = self.owner.as_ptr() as *mut ffi::PyTypeObject;
@@ -365,6 +379,8 @@ pub fn dict_get_scan_many<'py, const N: usize>(
 ) -> [Option<Bound<'py, PyAny>>; N] {
     let py = dict.py();
     let mut out: [Option<Bound<'py, PyAny>>; N] = std::array::from_fn(|_| None);
+    // SAFETY: `dict` is alive and the GIL is held (a `Bound`); only an exact dict is walked, with
+    // `PyDict_Next` (no user code), and each key compared only when it is an exact `str`.
     unsafe {
         if ffi::PyDict_Check(dict.as_ptr()) == 0
             || keys
@@ -431,6 +447,8 @@ pub fn str_value(obj: &Bound<'_, PyAny>) -> Option<String> {
     if let Some(text) = str_ref(obj) {
         return Some(text.to_owned());
     }
+    // SAFETY: `obj` is alive and the GIL is held (it is a `Bound`); the str API is used only once
+    // it is checked to be a str.
     unsafe {
         if ffi::PyUnicode_Check(obj.as_ptr()) == 0 {
             return None;
@@ -453,6 +471,8 @@ pub fn str_value(obj: &Bound<'_, PyAny>) -> Option<String> {
 /// copy; `None` for other types and for text that is not valid UTF-8
 /// (lone surrogates), where [`str_value`] replaces instead.
 pub fn str_ref<'a>(obj: &'a Bound<'_, PyAny>) -> Option<&'a str> {
+    // SAFETY: `obj` is alive and the GIL is held (it is a `Bound`); the returned slice borrows the
+    // str's own UTF-8 buffer, which lives as long as `obj` (the lifetime ties them).
     unsafe {
         if ffi::PyUnicode_Check(obj.as_ptr()) == 0 {
             return None;
@@ -477,6 +497,8 @@ pub fn str_ref<'a>(obj: &'a Bound<'_, PyAny>) -> Option<&'a str> {
 
 /// An exact `int` (or `bool`) as `u64`; other types are not asked.
 pub fn int_value(obj: &Bound<'_, PyAny>) -> Option<u64> {
+    // SAFETY: `obj` is alive and the GIL is held (it is a `Bound`); the int API is used only once
+    // it is checked to be an int.
     unsafe {
         if ffi::PyLong_Check(obj.as_ptr()) == 0 {
             return None;
@@ -492,6 +514,8 @@ pub fn int_value(obj: &Bound<'_, PyAny>) -> Option<u64> {
 
 /// An exact `bool`.
 pub fn bool_value(obj: &Bound<'_, PyAny>) -> Option<bool> {
+    // SAFETY: `obj` is alive and the GIL is held (it is a `Bound`); only compared with the two bool
+    // singletons.
     unsafe {
         if ffi::PyBool_Check(obj.as_ptr()) == 0 {
             return None;
@@ -502,6 +526,8 @@ pub fn bool_value(obj: &Bound<'_, PyAny>) -> Option<bool> {
 
 /// The module object `sys.modules[name]` if it has been imported; never imports.
 pub fn imported_module<'py>(py: Python<'py>, name: &CStr) -> Option<Bound<'py, PyAny>> {
+    // SAFETY: the GIL is held (`py`); `sys.modules` is borrowed from the interpreter and read with
+    // `dict_get`.
     unsafe {
         let modules = borrowed(py, ffi::PyImport_GetModuleDict())?;
         let module = dict_get(&modules, name)?;
@@ -511,6 +537,8 @@ pub fn imported_module<'py>(py: Python<'py>, name: &CStr) -> Option<Bound<'py, P
 
 /// `module.name` read from the module's namespace dict.
 pub fn module_attr<'py>(module: &Bound<'py, PyAny>, name: &CStr) -> Option<Bound<'py, PyAny>> {
+    // SAFETY: `module` is alive and the GIL is held (a `Bound`); its dict is read only once it is
+    // checked to be a module.
     unsafe {
         if ffi::PyModule_Check(module.as_ptr()) == 0 {
             return None;
@@ -522,6 +550,8 @@ pub fn module_attr<'py>(module: &Bound<'py, PyAny>, name: &CStr) -> Option<Bound
 
 /// The object's type name (`tp_name`, after the last dot), read from the type struct.
 pub fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    // SAFETY: `obj` is alive and the GIL is held (it is a `Bound`); its type, and the type's NUL-
+    // terminated `tp_name`, live as long as it.
     unsafe {
         let tp = ffi::Py_TYPE(obj.as_ptr());
         let name = CStr::from_ptr((*tp).tp_name).to_string_lossy();
@@ -554,6 +584,8 @@ impl<'py> BuiltinAttr<'py> {
     /// `None` when `owner` has no C descriptor called `name`. `owner` must be
     /// a live type object; the getter keeps a reference to it from then on.
     pub fn resolve(py: Python<'py>, owner: *mut ffi::PyTypeObject, name: &CStr) -> Option<Self> {
+        // SAFETY: `owner` is a live type object (this function's contract); the getter takes a
+        // reference of its own.
         let owner = unsafe { borrowed(py, owner as *mut ffi::PyObject)? };
         BuiltinGetter::new(&owner, name).map(BuiltinAttr)
     }
@@ -584,7 +616,15 @@ pub struct BuiltinMethod<'py> {
 }
 
 impl<'py> BuiltinMethod<'py> {
-    pub fn resolve(py: Python<'py>, owner: *mut ffi::PyTypeObject, name: &CStr) -> Option<Self> {
+    /// # Safety
+    /// `owner` points to a live type object that outlives the capture.
+    pub unsafe fn resolve(
+        py: Python<'py>,
+        owner: *mut ffi::PyTypeObject,
+        name: &CStr,
+    ) -> Option<Self> {
+        // SAFETY: `owner` is a live type object (this function's contract); the descriptor found is
+        // borrowed from its dict and then held by `self`.
         unsafe {
             let key = owned(py, ffi::PyUnicode_FromString(name.as_ptr()))?;
             let descr = borrowed(py, _PyType_Lookup(owner, key.as_ptr()))?;
@@ -597,6 +637,9 @@ impl<'py> BuiltinMethod<'py> {
     }
 
     pub fn call0(&self, obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+        // SAFETY: `obj` is alive and the GIL is held (it is a `Bound`); `self` holds the method
+        // descriptor, which keeps its owner type alive; the C method is called only on an instance
+        // of that owner.
         unsafe {
             let tp = ffi::Py_TYPE(obj.as_ptr());
             if tp != self.owner && ffi::PyType_IsSubtype(tp, self.owner) == 0 {
@@ -616,6 +659,10 @@ impl<'py> BuiltinMethod<'py> {
     /// method descriptor's vectorcall does after checking its arguments.
     /// Other calling conventions go through `call0`.
     pub fn call0_direct(&self, obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+        // SAFETY: `obj` is alive and the GIL is held (it is a `Bound`); `self` holds the
+        // descriptor, which keeps its `PyMethodDef` alive; the C function is called only when it is
+        // a `METH_NOARGS` method and `obj` an instance of its owner, as the descriptor's own call
+        // would.
         unsafe {
             // The descriptor (held by `self`) keeps its definition alive.
             let def = (*(self.descr.as_ptr() as *mut ffi::PyMethodDescrObject)).d_method;
@@ -639,15 +686,42 @@ pub fn not_none(obj: Bound<'_, PyAny>) -> Option<Bound<'_, PyAny>> {
 
 /// True when `obj` is an instance of `tp` or of a subclass (a C-level MRO
 /// check: no `__instancecheck__`, no `__class__` property).
+/// `tp` is only compared by address (as `PyType_IsSubtype` does), never
+/// followed.
 pub fn is_instance(obj: &Bound<'_, PyAny>, tp: *mut ffi::PyTypeObject) -> bool {
-    unsafe {
-        let own = ffi::Py_TYPE(obj.as_ptr());
-        own == tp || ffi::PyType_IsSubtype(own, tp) != 0
+    let target = tp as usize;
+    // SAFETY: `obj` is alive (a `Bound`), so is its type; `type_is_subtype`
+    // follows only that type's MRO or base chain.
+    unsafe { type_is_subtype(ffi::Py_TYPE(obj.as_ptr()), target) }
+}
+
+/// `PyType_IsSubtype(tp, target)` with `target` an address: `tp`'s MRO
+/// tuple, or its `tp_base` chain while it has none (a type being readied).
+///
+/// # Safety
+/// `tp` is a live type object; the GIL is held.
+unsafe fn type_is_subtype(tp: *mut ffi::PyTypeObject, target: usize) -> bool {
+    if tp as usize == target {
+        return true;
     }
+    let mro = (*tp).tp_mro;
+    if !mro.is_null() && ffi::PyTuple_Check(mro) != 0 {
+        return (0..ffi::PyTuple_GET_SIZE(mro))
+            .any(|i| ffi::PyTuple_GET_ITEM(mro, i) as usize == target);
+    }
+    let mut base = (*tp).tp_base;
+    while !base.is_null() {
+        if base as usize == target {
+            return true;
+        }
+        base = (*base).tp_base;
+    }
+    false
 }
 
 /// `obj` as a type object taken from a module namespace, if it is one.
 pub fn as_type(obj: &Bound<'_, PyAny>) -> Option<*mut ffi::PyTypeObject> {
+    // SAFETY: `obj` is alive and the GIL is held (it is a `Bound`); only its type is checked.
     unsafe {
         (ffi::PyType_Check(obj.as_ptr()) != 0).then(|| obj.as_ptr() as *mut ffi::PyTypeObject)
     }
@@ -657,6 +731,8 @@ pub fn as_type(obj: &Bound<'_, PyAny>) -> Option<*mut ffi::PyTypeObject> {
 /// the interpreter's own helper types that no module exports, such as
 /// `async_generator_asend`.
 pub fn is_static_type_named(obj: &Bound<'_, PyAny>, name: &CStr) -> bool {
+    // SAFETY: `obj` is alive and the GIL is held (it is a `Bound`); its type and the type's NUL-
+    // terminated `tp_name` live as long as it.
     unsafe {
         let tp = ffi::Py_TYPE(obj.as_ptr());
         ((*tp).tp_flags & ffi::Py_TPFLAGS_HEAPTYPE) == 0 && CStr::from_ptr((*tp).tp_name) == name
@@ -676,6 +752,9 @@ pub fn referents<'py>(obj: &Bound<'py, PyAny>) -> Vec<Bound<'py, PyAny>> {
         0
     }
     let mut found: Vec<*mut ffi::PyObject> = Vec::new();
+    // SAFETY: `obj` is alive and the GIL is held (it is a `Bound`); its type's `tp_traverse` is a C
+    // function of that type, called only for a GC type, with a visitor that records addresses and
+    // runs no code.
     unsafe {
         let tp = ffi::Py_TYPE(obj.as_ptr());
         if let Some(traverse) = (*tp).tp_traverse {
@@ -697,6 +776,8 @@ pub fn referents<'py>(obj: &Bound<'py, PyAny>) -> Vec<Bound<'py, PyAny>> {
 
 /// The referent of a weak reference, if it is still alive.
 pub fn weakref_target<'py>(obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+    // SAFETY: `obj` is alive and the GIL is held (it is a `Bound`); the weakref API is used only
+    // once it is checked to be a weak reference.
     unsafe {
         if ffi::PyWeakref_CheckRef(obj.as_ptr()) == 0 {
             return None;
@@ -713,6 +794,8 @@ pub fn weakref_target<'py>(obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>>
 /// The members of a `set`/`frozenset` (or subclass: the C iterator is used
 /// either way, never `__iter__`).
 pub fn set_items<'py>(obj: &Bound<'py, PyAny>) -> Option<Vec<Bound<'py, PyAny>>> {
+    // SAFETY: `obj` is alive and the GIL is held (it is a `Bound`); the set API
+    // (`_PySet_NextEntry`, no `__iter__`) is used only on a set or frozenset.
     unsafe {
         if ffi::PyAnySet_Check(obj.as_ptr()) == 0 {
             return None;
@@ -742,6 +825,9 @@ extern "C" {
 
 /// The items of a `list` or `tuple` (or subclass), read from the C array.
 pub fn sequence_items<'py>(obj: &Bound<'py, PyAny>) -> Option<Vec<Bound<'py, PyAny>>> {
+    // SAFETY: `obj` is alive and the GIL is held (it is a `Bound`); list and tuple items are read
+    // by index within the size the object reports, each taken as a new reference before anything
+    // else runs.
     unsafe {
         let p = obj.as_ptr();
         if ffi::PyList_Check(p) != 0 {
@@ -767,6 +853,8 @@ pub fn sequence_items<'py>(obj: &Bound<'py, PyAny>) -> Option<Vec<Bound<'py, PyA
 /// The first item of a `list` or `tuple` (or subclass), without copying
 /// the rest as [`sequence_items`] does.
 pub fn first_item<'py>(obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+    // SAFETY: `obj` is alive and the GIL is held (it is a `Bound`); the first item is read only
+    // when the size is at least one.
     unsafe {
         let p = obj.as_ptr();
         let item = if ffi::PyList_Check(p) != 0 {
@@ -788,6 +876,8 @@ pub fn first_item<'py>(obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
 
 /// Number of items of a `set`, `list`, `tuple` or `dict` (C size field).
 pub fn container_len(obj: &Bound<'_, PyAny>) -> Option<usize> {
+    // SAFETY: `obj` is alive and the GIL is held (it is a `Bound`); each size function is called
+    // only on its own type.
     unsafe {
         let p = obj.as_ptr();
         let n = if ffi::PyAnySet_Check(p) != 0 {
@@ -810,6 +900,8 @@ pub fn container_len(obj: &Bound<'_, PyAny>) -> Option<usize> {
 pub fn bound_method_parts<'py>(
     obj: &Bound<'py, PyAny>,
 ) -> Option<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    // SAFETY: `obj` is alive and the GIL is held (it is a `Bound`); `PyMethod_Function` and
+    // `PyMethod_Self` are called only on an exact bound method.
     unsafe {
         if ffi::Py_TYPE(obj.as_ptr()) != &raw mut PyMethod_Type {
             return None;
@@ -822,6 +914,8 @@ pub fn bound_method_parts<'py>(
 
 /// `__self__` of a builtin function or method (`PyCFunction` and subclasses).
 pub fn cfunction_self<'py>(obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+    // SAFETY: `obj` is alive and the GIL is held (it is a `Bound`); `PyCFunction_GetSelf` is called
+    // only on a builtin function or method.
     unsafe {
         if ffi::PyCFunction_Check(obj.as_ptr()) == 0 {
             return None;
@@ -833,6 +927,8 @@ pub fn cfunction_self<'py>(obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>>
 /// The contents of the closure cells of a plain Python function.
 pub fn closure_values<'py>(obj: &Bound<'py, PyAny>) -> Vec<Bound<'py, PyAny>> {
     let mut out = Vec::new();
+    // SAFETY: `obj` is alive and the GIL is held (it is a `Bound`); the closure tuple and its cells
+    // are read only from a plain function, by index within the tuple's size.
     unsafe {
         if ffi::PyFunction_Check(obj.as_ptr()) == 0 {
             return out;
@@ -873,17 +969,21 @@ pub fn prefetch<T>(obj: *const T, lines: usize) {
 
 /// `__qualname__` of a plain Python function, from its C getset.
 pub fn function_qualname(obj: &Bound<'_, PyAny>) -> Option<String> {
+    // SAFETY: `obj` is alive and the GIL is held (it is a `Bound`); only a plain function is read.
     unsafe {
         if ffi::PyFunction_Check(obj.as_ptr()) == 0 {
             return None;
         }
     }
-    let value = builtin_attr(obj, &raw mut ffi::PyFunction_Type, c"__qualname__")?;
+    // SAFETY: `PyFunction_Type` is a static type of the interpreter.
+    let value = unsafe { builtin_attr(obj, &raw mut ffi::PyFunction_Type, c"__qualname__") }?;
     str_value(&value)
 }
 
 /// An exact `float` (or `int`) as `f64`.
 pub fn float_value(obj: &Bound<'_, PyAny>) -> Option<f64> {
+    // SAFETY: `obj` is alive and the GIL is held (it is a `Bound`); each number API is called only
+    // on its own type.
     unsafe {
         if ffi::PyFloat_Check(obj.as_ptr()) != 0 {
             return Some(ffi::PyFloat_AsDouble(obj.as_ptr()));

@@ -500,6 +500,7 @@ fn skip_in_namespace(name: &str, value: &Bound<'_, PyAny>) -> bool {
         return true;
     }
     let obj = value.as_ptr();
+    // SAFETY: `obj` is held by `value` (a `Bound`); only its type is read.
     unsafe {
         ffi::PyModule_Check(obj) != 0
             || ffi::PyType_Check(obj) != 0
@@ -676,6 +677,8 @@ pub fn resolve_reprs(py: Python<'_>, snapshot: &mut Snapshot, pending: PendingRe
 
 fn guarded_repr(obj: &Bound<'_, PyAny>) -> String {
     let py = obj.py();
+    // SAFETY: `obj` is alive and the GIL is held (a `Bound`). This is the one place user code runs
+    // (`locals="repr"`), after the capture, with no reference to interpreter internals held.
     let result = unsafe { ffi::PyObject_Repr(obj.as_ptr()) };
     if result.is_null() {
         let name = PyErr::take(py)
@@ -683,9 +686,12 @@ fn guarded_repr(obj: &Bound<'_, PyAny>) -> String {
             .unwrap_or_else(|| "unknown error".into());
         return format!("<repr failed: {name}>");
     }
+    // SAFETY: `result` is the new, non-NULL reference `PyObject_Repr` returned.
     let result = unsafe { Bound::from_owned_ptr(py, result) };
+    // SAFETY: `result` is a str (what `PyObject_Repr` returns), held.
     let len = unsafe { ffi::PyUnicode_GetLength(result.as_ptr()) }.max(0) as usize;
     let text = if len > MAX_REPR_CHARS {
+        // SAFETY: as above; the substring is within the length just read.
         let head = unsafe {
             inert::owned(
                 py,

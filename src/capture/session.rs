@@ -81,18 +81,24 @@ pub struct Capture<'py> {
 impl<'py> Capture<'py> {
     fn new(py: Python<'py>, options: CaptureOptions) -> Self {
         let mut errors = Vec::new();
-        let thread_tops = current_frames(py)
-            .map(|frames| dict_by_ident(&frames))
-            .unwrap_or_else(|e| {
-                errors.push(e);
-                Vec::new()
-            });
+        // Free-threaded: no frame of another thread is read (see
+        // `cpython::free_threaded_refusal`), so none is asked for.
+        let thread_tops = if cfg!(Py_GIL_DISABLED) {
+            Ok(Vec::new())
+        } else {
+            current_frames(py).map(|frames| dict_by_ident(&frames))
+        };
+        let thread_tops = thread_tops.unwrap_or_else(|e| {
+            errors.push(e);
+            Vec::new()
+        });
         Capture {
             py,
             walker: FrameWalker::new(py, options.max_depth)
                 .with_locals(options.locals, &options.redact),
             options,
             errors,
+            // SAFETY: the GIL is held (`py`): the calling thread's own ident.
             current_thread: unsafe { ffi::PyThread_get_thread_ident() } as u64,
             thread_tops,
             own_dir: own_dir(py),
@@ -236,6 +242,8 @@ pub fn monotonic_seconds() -> Option<f64> {
 /// The entries of an `{ident: value}` dict with exact-int keys, in order.
 fn dict_by_ident<'py>(dict: &Bound<'py, PyAny>) -> Vec<(u64, Bound<'py, PyAny>)> {
     let mut out = Vec::new();
+    // SAFETY: `dict` is alive and the GIL is held (a `Bound`); `PyDict_Next` runs no code and
+    // yields borrowed entries the dict holds.
     unsafe {
         let mut pos: ffi::Py_ssize_t = 0;
         let mut key: *mut ffi::PyObject = std::ptr::null_mut();
@@ -268,6 +276,7 @@ impl GcPause {
         #[cfg(Py_3_10)]
         {
             let _ = py;
+            // SAFETY: the GIL is held (`py`); this only clears the collector's enabled flag.
             let was_enabled = unsafe { ffi::PyGC_Disable() } != 0;
             GcPause { was_enabled }
         }
@@ -290,6 +299,7 @@ impl GcPause {
         #[cfg(Py_3_10)]
         {
             let _ = py;
+            // SAFETY: the GIL is held (`py`); this only sets the collector's enabled flag.
             unsafe { ffi::PyGC_Enable() };
         }
         #[cfg(not(Py_3_10))]
@@ -303,7 +313,18 @@ impl GcPause {
 fn gc_call<'py>(py: Python<'py>, name: &std::ffi::CStr) -> Option<Bound<'py, PyAny>> {
     let gc = inert::imported_module(py, c"gc")?;
     let func = inert::module_attr(&gc, name)?;
-    unsafe { inert::owned(py, ffi::PyObject_CallNoArgs(func.as_ptr())) }
+    // SAFETY: `func` is alive and the GIL is held (a `Bound`); it is called
+    // only when it is the `gc` module's own C function (a replacement put
+    // there could run user code), whose `m_self` is read once it is checked
+    // to be a builtin function.
+    unsafe {
+        let builtin = ffi::PyCFunction_CheckExact(func.as_ptr()) != 0
+            && (*(func.as_ptr() as *mut ffi::PyCFunctionObject)).m_self == gc.as_ptr();
+        if !builtin {
+            return None;
+        }
+        inert::owned(py, ffi::PyObject_CallNoArgs(func.as_ptr()))
+    }
 }
 
 fn python_version(py: Python<'_>) -> String {

@@ -28,6 +28,7 @@ static MAIN_THREAD_IDENT: AtomicU64 = AtomicU64::new(0);
 /// (on Linux its native id is the pid).
 pub fn note_main_thread() {
     if enrich::own_native_id() == Some(u64::from(std::process::id())) {
+        // SAFETY: the GIL is held (called from the module's init or a capture).
         let ident = unsafe { ffi::PyThread_get_thread_ident() } as u64;
         MAIN_THREAD_IDENT.store(ident, Ordering::Relaxed);
     }
@@ -74,6 +75,8 @@ fn known_threads(py: Python<'_>) -> Vec<(u64, ThreadInfo)> {
     let Some(active) = inert::module_attr(&threading, c"_active") else {
         return out;
     };
+    // SAFETY: `active` is alive and the GIL is held (a `Bound`) and checked to be a dict;
+    // `PyDict_Next` runs no code.
     unsafe {
         if ffi::PyDict_Check(active.as_ptr()) == 0 {
             return out;
@@ -177,6 +180,11 @@ fn name_text(value: &Bound<'_, PyAny>) -> Option<String> {
 }
 
 pub fn capture<'py>(cap: &mut Capture<'py>) -> Vec<Stack> {
+    if cfg!(Py_GIL_DISABLED) {
+        let why = crate::capture::cpython::free_threaded_refusal("thread");
+        cap.errors.push(why);
+        return Vec::new();
+    }
     let py = cap.py;
     let order: Vec<u64> = cap.thread_tops.iter().map(|(ident, _)| *ident).collect();
     let mut tops: HashMap<u64, Bound<'py, PyAny>> = cap.thread_tops.iter().cloned().collect();

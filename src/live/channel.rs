@@ -273,6 +273,7 @@ impl Listener {
         }
         // SAFETY: a descriptor accept4 just made.
         let conn = Conn {
+            // SAFETY: `c` is a descriptor `accept4` just made, owned by nothing else.
             fd: unsafe { OwnedFd::from_raw_fd(c) },
         };
         set_timeout(c, libc::SO_RCVTIMEO, REQUEST_READ_TIMEOUT)?;

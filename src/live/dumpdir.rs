@@ -156,6 +156,7 @@ impl DumpDir {
         // write here.
         // SAFETY: a valid directory descriptor and C string.
         if create
+            // SAFETY: `fd` is a valid directory descriptor and the path a C string.
             && unsafe {
                 libc::faccessat(
                     fd.as_raw_fd(),

@@ -111,10 +111,11 @@ extern "C" fn on_signal(signum: c_int, info: *mut siginfo_t, context: *mut c_voi
     // SAFETY: errno is thread-local; it is restored so the interrupted code
     // never sees it change.
     let saved_errno = unsafe { *errno_location() };
-    // SAFETY: getpid and pthread_self are async-signal-safe.
+    // SAFETY: getpid is async-signal-safe.
     let ours = INSTALLED_PID.load(Ordering::Acquire) == unsafe { libc::getpid() };
     if ours
         && RAW_REQUEST.load(Ordering::Acquire)
+        // SAFETY: pthread_self is async-signal-safe.
         && RAW_THREAD.load(Ordering::Acquire) == unsafe { libc::pthread_self() } as usize
         && RAW_REQUEST.swap(false, Ordering::AcqRel)
     {
@@ -164,6 +165,7 @@ pub fn set_action(signum: c_int, action: &libc::sigaction) -> io::Result<()> {
 /// flags of the handler it chains to, so interrupted system calls behave as
 /// they did before.
 pub fn install_ours(signum: c_int, like: &libc::sigaction) -> io::Result<()> {
+    // SAFETY: an all-zero `sigaction` is a valid value (no handler, empty mask).
     let mut action: libc::sigaction = unsafe { MaybeUninit::zeroed().assume_init() };
     action.sa_sigaction = handler_address() as sighandler_t;
     action.sa_mask = like.sa_mask;

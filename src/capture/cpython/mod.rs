@@ -73,6 +73,18 @@ pub fn unreadable(version: (u8, u8), free_threaded: bool) -> Option<String> {
     None
 }
 
+/// Why a free-threaded build (`Py_GIL_DISABLED`) gets no stacks of `kind`
+/// (`"thread"`, `"greenlet"`): without a GIL, the threads whose frames and
+/// greenlets would be read keep running, and may free what is being read.
+/// Only public APIs that stop the world could read them safely, and frame
+/// chains have none; so capture reads none and says so.
+pub fn free_threaded_refusal(kind: &str) -> String {
+    format!(
+        "{kind}s not captured: free-threaded CPython (Py_GIL_DISABLED) is not supported: \
+         other threads run while their {kind}s' frames would be read"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,6 +102,13 @@ mod tests {
         assert!(unreadable((3, 14), true)
             .unwrap()
             .contains("Py_GIL_DISABLED"));
+    }
+
+    #[test]
+    fn free_threaded_builds_say_which_kind_is_not_captured() {
+        let why = free_threaded_refusal("greenlet");
+        assert!(why.starts_with("greenlets not captured: "), "{why}");
+        assert!(why.contains("Py_GIL_DISABLED"), "{why}");
     }
 
     #[test]

@@ -64,11 +64,17 @@ impl<'py> GreenletApi<'py> {
             ));
         }
         let type_obj = inert::module_attr(&module, c"greenlet")
+            // SAFETY: `t` is alive and the GIL is held (a `Bound`).
             .filter(|t| unsafe { ffi::PyType_Check(t.as_ptr()) } != 0)
             .ok_or("greenlet.greenlet is not a type; no greenlets")?;
         let capsule = inert::module_attr(&module, c"_C_API")
+            // SAFETY: `c` is alive and the GIL is held (a `Bound`).
             .filter(|c| unsafe { ffi::PyCapsule_CheckExact(c.as_ptr()) } != 0)
             .ok_or("greenlet._C_API is missing; no greenlets")?;
+        // SAFETY: `capsule` is an exact capsule (checked) held for the call; its pointer is
+        // greenlet's C API array of `CAPSULE_SLOTS` entries when its type slot is greenlet's own
+        // type (checked before any other slot is used), and the function slots have the signatures
+        // greenlet.h gives them.
         unsafe {
             let slots = ffi::PyCapsule_GetPointer(capsule.as_ptr(), c"greenlet._C_API".as_ptr())
                 as *const *mut c_void;
@@ -126,6 +132,7 @@ impl<'py> GreenletApi<'py> {
     }
 
     pub fn is_greenlet(&self, obj: &Bound<'py, PyAny>) -> bool {
+        // SAFETY: `obj` is alive and the GIL is held (a `Bound`).
         unsafe { self.is_greenlet_ptr(obj.as_ptr()) }
     }
 
@@ -148,6 +155,9 @@ impl<'py> GreenletApi<'py> {
     /// NULL), so only a parentless greenlet is asked whether it is main.
     pub fn flags(&self, greenlet: &Bound<'py, PyAny>, has_parent: bool) -> Flags {
         let read = |f: Predicate| {
+            // SAFETY: `greenlet` is alive and the GIL is held (a `Bound`) and a greenlet with its
+            // C++ state (the caller's greenlets come from `find_greenlets`, which checks it);
+            // greenlet's predicates only read it.
             let v = unsafe { f(greenlet.as_ptr()) };
             if v < 0 {
                 inert::clear_error();
@@ -173,6 +183,7 @@ impl<'py> GreenletApi<'py> {
 
     pub fn parent(&self, greenlet: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
         // May return NULL with no exception set (a main greenlet has no parent).
+        // SAFETY: as for `flags`; `get_parent` returns a new reference or NULL.
         unsafe { inert::owned(greenlet.py(), (self.get_parent)(greenlet.as_ptr())) }
     }
 }
@@ -222,6 +233,7 @@ impl<'py> Gevent<'py> {
         let type_in = |module: &CStr, name: &CStr| {
             let module = inert::imported_module(py, module)?;
             inert::module_attr(&module, name)
+                // SAFETY: `t` is alive and the GIL is held (a `Bound`).
                 .filter(|t| unsafe { ffi::PyType_Check(t.as_ptr()) } != 0)
         };
         let greenlet = type_in(c"gevent.greenlet", c"Greenlet");
@@ -231,9 +243,12 @@ impl<'py> Gevent<'py> {
         };
         let fields = greenlet
             .as_ref()
+            // SAFETY: `tp` was checked to be a type, and `api.tp` is greenlet's type, held by
+            // `api`.
             .and_then(|tp| unsafe { layout::cython_fields(&*type_ptr(tp), &*api.tp) });
         let frame_layout = frame
             .as_ref()
+            // SAFETY: `tp` was checked to be a type.
             .is_some_and(|tp| unsafe { layout::frame_record_layout_known(&*type_ptr(tp)) });
         // Without the field range no instance can be proven built, so
         // the Cython getters are not used at all.
@@ -286,6 +301,9 @@ impl<'py> Gevent<'py> {
             if !self.frame_layout {
                 return None;
             }
+            // SAFETY: `entry` is a `_Frame` (the caller checked), laid out as `FrameRecord`
+            // (checked on the type); its object fields are never NULL once built (Cython fills them
+            // with None first), and they live as long as `entry`.
             unsafe {
                 let record = &*(entry.as_ptr() as *const layout::FrameRecord);
                 let code = inert::borrowed(entry.py(), record.f_code)
@@ -378,6 +396,8 @@ impl<'py> Gevent<'py> {
     }
 
     fn kind(&self, obj: &Bound<'py, PyAny>) -> Kind {
+        // SAFETY: `obj` is alive and the GIL is held (a `Bound`); its type is only read as an
+        // address.
         let tp = unsafe { ffi::Py_TYPE(obj.as_ptr()) } as usize;
         let (last, kind) = self.last_kind.get();
         if last == tp {
@@ -415,6 +435,8 @@ pub fn read<'py>(
 
 /// `isinstance` by `tp_mro` pointers only (no `__instancecheck__`, no `__class__`).
 pub fn instance_of(obj: &Bound<'_, PyAny>, tp: Option<&Bound<'_, PyAny>>) -> bool {
+    // SAFETY: `obj` is alive and the GIL is held (a `Bound`), and so is `tp`, checked to be a type
+    // when it was loaded.
     tp.is_some_and(|tp| unsafe {
         ffi::PyType_IsSubtype(
             ffi::Py_TYPE(obj.as_ptr()),

@@ -44,6 +44,11 @@ pub(crate) struct Raw<'py> {
 }
 
 pub fn capture(cap: &mut Capture<'_>) -> Vec<Stack> {
+    if cfg!(Py_GIL_DISABLED) {
+        let why = crate::capture::cpython::free_threaded_refusal("greenlet");
+        cap.errors.push(why);
+        return Vec::new();
+    }
     let py = cap.py;
     let api = match GreenletApi::load(py) {
         Ok(Some(api)) => api,
@@ -444,6 +449,8 @@ fn spawn_record<'py>(
 
 /// The referent of a `weakref.ref` (or the object itself if it is none).
 fn dereference<'py>(obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+    // SAFETY: `obj` is alive and the GIL is held (a `Bound`); `PyWeakref_GetRef` is called only on
+    // a weak reference and returns a new reference or NULL.
     unsafe {
         if ffi::PyWeakref_CheckRef(obj.as_ptr()) == 0 {
             return Some(obj.clone());

@@ -39,6 +39,7 @@ impl<'py> Namer<'py> {
     pub fn new(py: Python<'py>) -> Self {
         let partial = inert::imported_module(py, c"functools")
             .and_then(|m| inert::module_attr(&m, c"partial"))
+            // SAFETY: `t` is alive and the GIL is held (a `Bound`).
             .filter(|t| unsafe { ffi::PyType_Check(t.as_ptr()) } != 0);
         Namer {
             py,
@@ -134,6 +135,8 @@ impl<'py> Namer<'py> {
         name: &'static CStr,
         base: Option<&Bound<'py, PyAny>>,
     ) -> Option<Text> {
+        // SAFETY: `greenlet` is alive and the GIL is held (a `Bound`); its type is used as an
+        // address and a live type.
         let tp = unsafe { ffi::Py_TYPE(greenlet.as_ptr()) };
         let key = (tp as usize, name);
         if let Some(known) = self.overrides.get(&key) {
@@ -144,6 +147,8 @@ impl<'py> Namer<'py> {
             .filter(|f| unsafe { ffi::PyFunction_Check(f.as_ptr()) } != 0)
             .filter(|f| {
                 !base
+                    // SAFETY: `tp` is the live type of `greenlet`, `f` a live object, and `base` a
+                    // type object held by gevent's module.
                     .and_then(|b| unsafe {
                         inert::type_lookup(self.py, b.as_ptr() as *mut _, name)
                     })
@@ -175,6 +180,8 @@ impl<'py> Namer<'py> {
         }
         let py = self.py;
         let ptr = obj.as_ptr();
+        // SAFETY: `obj` is alive and the GIL is held (a `Bound`); each C accessor below is called
+        // only once its type is checked.
         unsafe {
             if ffi::PyFunction_Check(ptr) != 0 {
                 return self.function_qualname(obj);

@@ -232,7 +232,9 @@ fn running(raws: &[Raw<'_>], root: &[usize], exited: &[bool], current: Option<us
 fn bootstrap_code(py: Python<'_>) -> Option<Bound<'_, PyAny>> {
     let threading = inert::imported_module(py, c"threading")?;
     let thread = inert::module_attr(&threading, c"Thread")
+        // SAFETY: `t` is alive and the GIL is held (a `Bound`).
         .filter(|t| unsafe { ffi::PyType_Check(t.as_ptr()) } != 0)?;
+    // SAFETY: `thread` was checked to be a type; `threading`'s module keeps it alive.
     unsafe {
         let func =
             inert::type_lookup(py, thread.as_ptr() as *mut ffi::PyTypeObject, c"_bootstrap")?;
@@ -248,6 +250,8 @@ fn bootstrap_code(py: Python<'_>) -> Option<Bound<'_, PyAny>> {
 fn bootstrap_thread(top: &Bound<'_, PyAny>, bootstrap: Option<&Bound<'_, PyAny>>) -> Option<u64> {
     let bootstrap = bootstrap?;
     let outer = frame_chain(top, usize::MAX).pop()?;
+    // SAFETY: `outer` is a frame object `frame_chain` returned (checked with `PyFrame_Check`),
+    // held.
     let code = unsafe {
         inert::owned(
             top.py(),
@@ -268,6 +272,8 @@ fn bootstrap_thread(top: &Bound<'_, PyAny>, bootstrap: Option<&Bound<'_, PyAny>>
 fn frame_chain<'py>(top: &Bound<'py, PyAny>, limit: usize) -> Vec<Bound<'py, PyAny>> {
     let mut out = Vec::new();
     let mut frame = top.clone();
+    // SAFETY: `frame` is held, and read as a frame only after `PyFrame_Check`; `PyFrame_GetBack`
+    // returns a new reference or NULL.
     unsafe {
         while ffi::PyFrame_Check(frame.as_ptr()) != 0 && out.len() < limit {
             let back = ffi::PyFrame_GetBack(frame.as_ptr() as *mut ffi::PyFrameObject);
@@ -318,6 +324,8 @@ fn locals_pairs<'py>(
         for frame in frame_chain(&top, LOCALS_SCAN_FRAMES) {
             for value in local_values(&frame) {
                 note(&value);
+                // SAFETY: `value` is held (a local of a live frame); list and tuple items are read
+                // by index below the size the object reports, each borrowed while `value` holds it.
                 unsafe {
                     let v = value.as_ptr();
                     if ffi::PyList_CheckExact(v) != 0 {

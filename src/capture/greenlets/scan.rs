@@ -62,7 +62,9 @@ pub fn find_greenlets<'py>(
     let greenlets = found
         .into_iter()
         .map(|p| p as *mut ffi::PyObject)
+        // SAFETY: nothing ran since the walk found `p`, so it is a live greenlet.
         .filter(|&p| unsafe { api.has_impl(p) })
+        // SAFETY: as above; the reference is borrowed and made our own (`Bound` increments it).
         .map(|p| unsafe { Bound::from_borrowed_ptr(py, p) })
         .collect();
     Ok(greenlets)
@@ -92,6 +94,7 @@ fn prefetch_ahead<T>(at: *const T) {
 pub fn source(py: Python<'_>) -> &'static str {
     crate::capture::fastpaths::refresh();
     #[cfg(tbc_gc_lists)]
+    // SAFETY: the GIL is held (`py`).
     if crate::capture::fastpaths::on() && unsafe { gc_lists::heads(py) }.is_some() {
         return "generation lists";
     }
@@ -105,9 +108,11 @@ pub fn source(py: Python<'_>) -> &'static str {
 fn addresses(py: Python<'_>, api: &GreenletApi<'_>) -> Result<Vec<usize>, String> {
     #[cfg(tbc_gc_lists)]
     if let Some(heads) = crate::capture::fastpaths::on()
+        // SAFETY: the GIL is held (`py`).
         .then(|| unsafe { gc_lists::heads(py) })
         .flatten()
     {
+        // SAFETY: `heads` come from `gc_lists::heads` just now, and nothing ran since.
         return Ok(unsafe { gc_lists::walk(&heads, api) });
     }
     fallback(py, api)
@@ -144,6 +149,8 @@ fn fallback(_py: Python<'_>, api: &GreenletApi<'_>) -> Result<Vec<usize>, String
         filter: TypeFilter::new(api.tp),
         found: Vec::new(),
     };
+    // SAFETY: the GIL is held; `visit` runs no code and does not unwind,
+    // and `state` outlives the call, which is the only user of the pointer.
     unsafe { PyUnstable_GC_VisitObjects(visit, &mut state as *mut State as *mut c_void) };
     Ok(state.found)
 }
@@ -159,6 +166,8 @@ fn fallback(py: Python<'_>, api: &GreenletApi<'_>) -> Result<Vec<usize>, String>
 
     let func =
         gc_builtin(py, c"get_objects").ok_or("gc.get_objects is not the builtin; no greenlets")?;
+    // SAFETY: `func` is the `gc` module's own C function (checked by `gc_builtin`); the list it
+    // returns is read by index within its size while it is held.
     unsafe {
         let objects = inert::owned(py, ffi::PyObject_CallNoArgs(func.as_ptr()))
             .ok_or("gc.get_objects() failed; no greenlets")?;
@@ -189,6 +198,8 @@ fn gc_builtin<'py>(py: Python<'py>, name: &std::ffi::CStr) -> Option<Bound<'py, 
 
     let gc = inert::imported_module(py, c"gc")?;
     let func = inert::module_attr(&gc, name)?;
+    // SAFETY: `func` is alive and the GIL is held (a `Bound`); its `m_self` is read only once it is
+    // checked to be a builtin function.
     let is_builtin = unsafe {
         ffi::PyCFunction_CheckExact(func.as_ptr()) != 0
             && (*(func.as_ptr() as *mut ffi::PyCFunctionObject)).m_self == gc.as_ptr()

@@ -112,6 +112,7 @@ impl<'py> CoroType<'py> {
     }
 
     pub fn is_exact(&self, obj: &Bound<'py, PyAny>) -> bool {
+        // SAFETY: `obj` is alive and the GIL is held (a `Bound`); its type is only compared.
         unsafe { ffi::Py_TYPE(obj.as_ptr()) == self.tp }
     }
 }
@@ -196,7 +197,9 @@ impl<'py> Asyncio<'py> {
             coro: BuiltinAttr::resolve(py, tp, c"_coro"),
             waiter: BuiltinAttr::resolve(py, tp, c"_fut_waiter"),
             must_cancel: BuiltinAttr::resolve(py, tp, c"_must_cancel"),
-            get_name: BuiltinMethod::resolve(py, tp, c"get_name"),
+            // SAFETY: `tp` is `_asyncio.Task`, which its module (imported,
+            // so held by `sys.modules`) keeps alive for the capture.
+            get_name: unsafe { BuiltinMethod::resolve(py, tp, c"get_name") },
             fut: match (
                 BuiltinAttr::resolve(py, tp, c"_state"),
                 BuiltinAttr::resolve(py, tp, c"_loop"),
@@ -206,7 +209,8 @@ impl<'py> Asyncio<'py> {
                 _ => None,
             },
             cancelling: if cfg!(Py_3_11) {
-                BuiltinMethod::resolve(py, tp, c"cancelling")
+                // SAFETY: as for `get_name`.
+                unsafe { BuiltinMethod::resolve(py, tp, c"cancelling") }
             } else {
                 None
             },
@@ -316,6 +320,8 @@ impl<'py> Asyncio<'py> {
     /// each way is kept: ten thousand tasks wait on futures of one type, each
     /// of which would otherwise walk two MROs.
     pub fn is_task(&self, obj: &Bound<'py, PyAny>) -> bool {
+        // SAFETY: `obj` is alive and the GIL is held (a `Bound`); its type is only read as an
+        // address.
         let tp = unsafe { ffi::Py_TYPE(obj.as_ptr()) } as usize;
         let (yes, no) = self.task_types.get();
         if tp == yes {
@@ -497,8 +503,10 @@ impl<'py> Asyncio<'py> {
             return (name.as_deref() == Some("task_wakeup") && self.is_task(&this)).then_some(this);
         }
         if inert::is_static_type_named(callback, c"TaskWakeupMethWrapper") {
-            let tp = unsafe { ffi::Py_TYPE(callback.as_ptr()) };
-            let this = inert::builtin_attr(callback, tp, c"__self__")?;
+            // SAFETY: `callback` is alive, and so is its type; the GIL is held.
+            let this = unsafe {
+                inert::builtin_attr(callback, ffi::Py_TYPE(callback.as_ptr()), c"__self__")
+            }?;
             return self.is_task(&this).then_some(this);
         }
         if let Some((func, this)) = inert::bound_method_parts(callback) {
@@ -636,6 +644,8 @@ impl<'py> Asyncio<'py> {
     #[cfg(tbc_iframe)]
     fn find_sleep_code(&self) -> Option<(Bound<'py, PyAny>, usize)> {
         let sleep = inert::module_attr(&self.tasks_module, c"sleep")?;
+        // SAFETY: `sleep` is alive and the GIL is held (a `Bound`) and checked to be a plain
+        // function before its code is read.
         unsafe {
             if ffi::PyFunction_Check(sleep.as_ptr()) == 0 {
                 return None;
@@ -669,6 +679,8 @@ impl<'py> Asyncio<'py> {
     /// chains end in the same kind of leaf: a type found to be none of them
     /// is remembered (types outlive the capture: their objects are held).
     pub fn is_bridge(&self, obj: &Bound<'py, PyAny>) -> bool {
+        // SAFETY: `obj` is alive and the GIL is held (a `Bound`); its type is only read as an
+        // address.
         let tp = unsafe { ffi::Py_TYPE(obj.as_ptr()) } as usize;
         if self.plain_leaf.get() == tp {
             return false;
@@ -698,6 +710,8 @@ impl<'py> Asyncio<'py> {
         // `obj` is exactly one of the interpreter's generator-like types
         // (`coro_type` matched its type pointer) and keeps its frame alive.
         self.direct_frames.read(
+            // SAFETY: `obj` is exactly one of the interpreter's generator-like types (`coro_type`
+            // matched its type pointer) and keeps its frame alive.
             || unsafe { inert::borrowed(self.py, existing_frame(obj.as_ptr())) },
             || kind.frame.as_ref()?.get(obj),
             |direct, got| got.as_ref().is_some_and(|f| f.is(direct)),
@@ -722,7 +736,9 @@ impl<'py> Asyncio<'py> {
         let from_frame = || {
             let frame = self
                 .frame_of(kind, obj)
+                // SAFETY: `f` is alive and the GIL is held (a `Bound`).
                 .filter(|f| unsafe { ffi::PyFrame_Check(f.as_ptr()) } != 0)?;
+            // SAFETY: `frame` is a frame object (checked) held here; it holds its code.
             unsafe {
                 let f = frame.as_ptr() as *mut ffi::PyFrameObject;
                 let code = inert::owned(self.py, ffi::PyFrame_GetCode(f) as *mut ffi::PyObject)?;

@@ -56,7 +56,9 @@ pub fn follow<'py>(
         if let Some(kind) = aio.coro_type(&obj) {
             let key = position(aio, cap, kind, &obj, &mut frames).or_else(|| {
                 aio.frame_of(kind, &obj)
+                    // SAFETY: `f` is alive and the GIL is held (a `Bound`).
                     .filter(|f| unsafe { ffi::PyFrame_Check(f.as_ptr()) } != 0)
+                    // SAFETY: `f` is a frame object (checked), held while it is pushed.
                     .map(|f| unsafe {
                         cap.walker
                             .push(&mut frames, f.as_ptr() as *mut ffi::PyFrameObject)
@@ -149,6 +151,8 @@ impl<'py> ThreadStacks<'py> {
         self.built = true;
         for (ident, top) in &cap.thread_tops {
             let ident = *ident;
+            // SAFETY: `top` is held by `cap.thread_tops`, and read as a frame only after
+            // `PyFrame_Check`.
             unsafe {
                 if ffi::PyFrame_Check(top.as_ptr()) == 0 {
                     continue;

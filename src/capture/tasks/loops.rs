@@ -73,6 +73,8 @@ fn running_loops(cap: &Capture<'_>) -> AddrMap<u64> {
     for (ident, top) in &cap.thread_tops {
         by_frame.insert(top.as_ptr() as usize, *ident);
     }
+    // SAFETY: the GIL is held (`cap.py`), so no thread state is freed while the list is walked;
+    // each frame taken is a new reference, released right away.
     unsafe {
         let interp = ffi::PyInterpreterState_Get();
         let mut ts = ffi::PyInterpreterState_ThreadHead(interp);

@@ -100,6 +100,8 @@ fn current_tasks<'py>(aio: &Asyncio<'py>) -> AddrMap<Bound<'py, PyAny>> {
     let Some(dict) = inert::module_attr(&aio.tasks_module, c"_current_tasks") else {
         return out;
     };
+    // SAFETY: `dict` is alive and the GIL is held (a `Bound`) and checked to be a dict;
+    // `PyDict_Next` runs no code.
     unsafe {
         if ffi::PyDict_Check(dict.as_ptr()) == 0 {
             return out;
@@ -176,6 +178,8 @@ fn registered_tasks<'py>(
     }
     for &addr in current.keys() {
         sources += 1;
+        // SAFETY: `addr` is a key of `current`, whose tasks `_current_tasks` holds, and nothing ran
+        // since it was read.
         out.push(unsafe { Bound::from_borrowed_ptr(aio.py, addr as *mut ffi::PyObject) });
     }
     // Each set holds a task once: only several sources can repeat one.

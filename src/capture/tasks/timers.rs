@@ -64,7 +64,9 @@ pub fn keeps_base_clock<'py>(aio: &Asyncio<'py>, event_loop: &Bound<'py, PyAny>)
     }
     // Both types are alive: the loop's own type and a type it inherits from.
     let own_clock =
+        // SAFETY: `event_loop` is alive and the GIL is held (a `Bound`), so is its type.
         unsafe { inert::type_lookup(aio.py, ffi::Py_TYPE(event_loop.as_ptr()), c"time") };
+    // SAFETY: `base` is `BaseEventLoop`, held by its module.
     let base_clock = unsafe { inert::type_lookup(aio.py, base, c"time") };
     matches!((own_clock, base_clock), (Some(a), Some(b)) if a.is(&b))
 }
@@ -86,6 +88,8 @@ fn pending_timer<'py>(aio: &Asyncio<'py>, handle: &Bound<'py, PyAny>) -> Option<
     // A TimerHandle, so a Handle: the slot readers need no subtype check
     // (four MRO walks a handle otherwise).
     let slot =
+        // SAFETY: `handle` is a `TimerHandle` (checked above), so a `Handle`, whose slots these
+        // are.
         |a: &Option<BuiltinAttr<'py>>| a.as_ref().and_then(|a| unsafe { a.get_unchecked(handle) });
     let cancelled = slot(&t.cancelled).and_then(|v| inert::bool_value(&v));
     if cancelled != Some(false) {
