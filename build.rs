@@ -6,7 +6,7 @@
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(Py_3_9, Py_3_10, Py_3_11, Py_3_12, Py_3_13, Py_3_14, Py_3_15, Py_GIL_DISABLED, Py_LIMITED_API, PyPy, GraalPy)");
     println!(
-        "cargo::rustc-check-cfg=cfg(tbc_iframe, tbc_gc_lists, tbc_frame_prefix, tbc_published)"
+        "cargo::rustc-check-cfg=cfg(tbc_iframe, tbc_gc_lists, tbc_frame_prefix, tbc_published, tbc_dict_kind)"
     );
     #[cfg(feature = "python")]
     {
@@ -29,6 +29,9 @@ fn main() {
             // frames, read where `_PyRuntime.debug_offsets` and
             // `.AsyncioDebug` say: 3.14+ with the GIL.
             ("tbc_published", gil && minor >= 14),
+            // A dict's keys object says whether all its keys are exact
+            // `str`s (`dk_kind`, its fourth field): 3.11+.
+            ("tbc_dict_kind", minor >= 11),
         ] {
             if on {
                 println!("cargo::rustc-cfg={alias}");

@@ -86,7 +86,7 @@ pub unsafe fn borrowed<'py>(py: Python<'py>, ptr: *mut ffi::PyObject) -> Option<
 /// sleeping `__eq__` into `sys.modules` or a module's dict (issue 15 saw the
 /// GIL let go 120 times a capture that way). So the hashed lookup is made
 /// only when the dict itself says that all its keys are exact `str`s (the
-/// keys' kind, 3.11-3.14), whose comparison is the interpreter's own;
+/// keys' kind, 3.11+), whose comparison is the interpreter's own;
 /// otherwise the dict is walked, comparing by identity or as exact `str`
 /// ([`dict_get_named`]).
 pub fn dict_get<'py>(dict: &Bound<'py, PyAny>, key: &CStr) -> Option<Bound<'py, PyAny>> {
@@ -105,30 +105,24 @@ pub fn dict_get<'py>(dict: &Bound<'py, PyAny>, key: &CStr) -> Option<Bound<'py, 
     }
 }
 
-/// Whether every key of the dict is an exact `str`: its keys object is of the
-/// unicode or split kind (`dk_kind`, the byte after `dk_refcnt` and the two
-/// size bytes in 3.11-3.14). A dict given any other key, even once, is of
-/// the general kind for good. Unknown layouts (3.9, 3.10, past 3.14) say no.
+/// Whether every key of the dict is an exact `str`: its keys object is not
+/// of the general kind (`cpython::current::DictKeysHead`, 3.11+). A dict
+/// given any other key, even once, is of the general kind for good. 3.9 and
+/// 3.10 have no such field: there the answer is no, and dicts are walked.
 ///
 /// # Safety
 /// `dict` is a live dict (`PyDict_Check`); the GIL is held.
 #[allow(unused_variables)]
 unsafe fn str_keys_only(dict: *mut ffi::PyObject) -> bool {
-    #[cfg(all(Py_3_11, not(Py_3_15), not(PyPy), not(GraalPy)))]
+    #[cfg(tbc_dict_kind)]
     {
-        const DICT_KEYS_UNICODE: u8 = 1;
-        const DICT_KEYS_SPLIT: u8 = 2;
+        use crate::capture::cpython::current::{DictKeysHead, DICT_KEYS_GENERAL};
         // SAFETY: a live dict always has a keys object (never freed while the
-        // dict holds it, and we hold the GIL); its first bytes are the
-        // refcount, the two size bytes and the kind in every listed version.
-        let keys = (*(dict as *mut ffi::PyDictObject)).ma_keys as *const u8;
-        if keys.is_null() {
-            return false;
-        }
-        let kind = *keys.add(std::mem::size_of::<ffi::Py_ssize_t>() + 2);
-        kind == DICT_KEYS_UNICODE || kind == DICT_KEYS_SPLIT
+        // dict holds it, and we hold the GIL), whose head is `DictKeysHead`.
+        let keys = (*(dict as *mut ffi::PyDictObject)).ma_keys as *const DictKeysHead;
+        !keys.is_null() && (*keys).dk_kind != DICT_KEYS_GENERAL
     }
-    #[cfg(not(all(Py_3_11, not(Py_3_15), not(PyPy), not(GraalPy))))]
+    #[cfg(not(tbc_dict_kind))]
     {
         false
     }

@@ -30,3 +30,18 @@ pub const FRAME_STATES: super::published::FrameStates = super::published::FrameS
     executing: 4,
     finished_from: 5,
 };
+
+/// The head of `PyDictKeysObject` (`struct _dictkeysobject`, the same in
+/// the default and free-threaded builds up to `dk_kind`): whether every key
+/// is an exact `str`, so that a hashed lookup compares only `str`s.
+#[repr(C)]
+pub struct DictKeysHead {
+    pub dk_refcnt: isize,
+    pub dk_log2_size: u8,
+    pub dk_log2_index_bytes: u8,
+    pub dk_kind: u8,
+}
+
+/// `dk_kind` of a dict that may hold keys of any type (`DICT_KEYS_GENERAL`);
+/// the other kinds (unicode, split) hold exact `str` keys only.
+pub const DICT_KEYS_GENERAL: u8 = 0;
