@@ -247,6 +247,12 @@ def _dump(args: argparse.Namespace) -> int:
     if args.directory is not None:
         raise CliError("--directory only goes with --signal (the channel writes no file)", 2)
     fmt = args.format
+    if args.children and fmt == "svg":
+        raise CliError(
+            "--children makes one output of many processes: svg draws one (dump "
+            "each process on its own for its flamegraph)",
+            2,
+        )
     if not args.children:
         text, got, raw = _ask(args.pid, args, fmt)
         _write_out(text, got)
@@ -274,10 +280,10 @@ def _dump(args: argparse.Namespace) -> int:
             failures += 1
             print(f"tbcollect: error: {e}", file=sys.stderr)
             continue
-        if got in ("text", "collapsed") or raw:
+        # Text sections get a header line; JSON dumps are one line each
+        # (JSON Lines), labelled by their own "pid".
+        if got != "json" or raw:
             sys.stdout.write(f"==> {_label(pid)} <==\n")
-        elif i:
-            sys.stdout.write("\n")
         _write_out(text, got)
         if raw:
             print(f"tbcollect: raw dump of process {pid}: a thread holds the GIL", file=sys.stderr)

@@ -469,8 +469,17 @@ fn serve(conn: Conn, config: &Config, shared: &Shared, last: &mut Option<Instant
         }
     };
     if let Some(at) = *last {
-        let wait = (at + channel::MIN_INTERVAL).saturating_duration_since(Instant::now());
-        std::thread::sleep(wait);
+        // One request a second; an uninstall() meanwhile ends the wait.
+        let next = at + channel::MIN_INTERVAL;
+        let mut st = shared.lock();
+        while !st.shutdown && Instant::now() < next {
+            let wait = next.saturating_duration_since(Instant::now());
+            st = shared
+                .wake
+                .wait_timeout(st, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
     }
     let started = Instant::now();
     *last = Some(started);
