@@ -53,8 +53,10 @@ $(DEMO_VENV)/.stamp: requirements-demo.txt
 	$(DEMO_VENV)/bin/python -m pip install -q -r requirements-demo.txt
 	touch $@
 
+# A target dir of its own: a build for another interpreter would rebuild pyo3 in .venv's.
 demo: $(DEMO_VENV)/.stamp  ## a demo process (threads, greenlets, tasks) dumps itself: text, then a JSON excerpt
 	VIRTUAL_ENV=$(abspath $(DEMO_VENV)) PATH=$(abspath $(DEMO_VENV))/bin:$$PATH \
+	    CARGO_TARGET_DIR=$(CURDIR)/target/demo \
 	    $(DEMO_VENV)/bin/maturin develop $(MATURIN_FLAGS) --quiet
 	$(DEMO_VENV)/bin/python examples/demo.py
 
