@@ -154,10 +154,11 @@ def main() -> int:
         path = os.path.join(tempfile.gettempdir(), f"tbcollect-demo-{os.getpid()}.json")
         data = json.loads(tbcollect.dump_all(path, format="json"))
         stacks = data.pop("stacks")
-        excerpt = dict(data, stacks=stacks[:1])
-        print("JSON excerpt (the header and the first of", len(stacks), "stacks):")
-        print(json.dumps(excerpt, indent=2))
-        print(f"The whole JSON dump is in {path}")
+        header = {k: v for k, v in data.items() if not isinstance(v, (dict, list)) or not v}
+        rest = [k for k in data if k not in header]
+        print(f"JSON excerpt (the header and the first of {len(stacks)} stacks):")
+        print(json.dumps(dict(header, stacks=stacks[:1]), indent=2))
+        print(f"The whole JSON dump is in {path}" + (f" (also: {', '.join(rest)})" if rest else ""))
 
     stop.set()
     for _ in threads:
