@@ -35,7 +35,10 @@ impl LockTypes {
             .ok_or("_thread.RLock is not a type")?;
         // SAFETY: a type object from the `_thread` module, which sys.modules holds.
         let size = unsafe { (*rlock).tp_basicsize } as usize;
-        if size != HEAD + 4 * WORD || cfg!(Py_GIL_DISABLED) {
+        // 3.14+: `_PyRecursiveMutex` (the one-byte PyMutex padded to a word,
+        // `thread`, `level`) and a managed weakref list, so three words.
+        let words = if cfg!(Py_3_14) { 3 } else { 4 };
+        if size != HEAD + words * WORD || cfg!(Py_GIL_DISABLED) {
             return Err(format!(
                 "_thread.RLock is {size} bytes, not the layout this build reads"
             ));
@@ -59,7 +62,8 @@ impl LockTypes {
         let tp = unsafe { ffi::Py_TYPE(ptr) };
         if tp == self.rlock {
             // SAFETY: the type is exactly `_thread.RLock`, whose size was
-            // checked to be the header and four words: the words read are inside it.
+            // checked to be the header and four words (3.14+: three): the
+            // words read are inside it.
             let (os_lock, owner) = unsafe {
                 let base = ptr as *const u8;
                 let os_lock = *(base.add(HEAD) as *const usize) as u64;
