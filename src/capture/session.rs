@@ -393,6 +393,7 @@ pub fn collect(py: Python<'_>, options: CaptureOptions) -> Snapshot {
         if options.source {
             enrich::fill_sources(&snapshot);
         }
+        waits::link_threads_to_tasks(&mut snapshot.stacks);
         observe_history(&mut snapshot);
         analysis::analyze(&mut snapshot);
         snapshot

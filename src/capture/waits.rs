@@ -252,12 +252,16 @@ fn api_of(frame: &Frame) -> Option<&'static str> {
 /// innermost run of library frames.
 pub fn api(frames: &[Frame]) -> Option<&'static str> {
     let mut found = None;
-    for frame in frames.iter().rev() {
+    for (depth, frame) in frames.iter().rev().enumerate() {
         if !crate::model::analysis::is_library_file(&frame.filename) {
             break;
         }
-        if let Some(words) = api_of(frame) {
-            found = Some(words);
+        match api_of(frame) {
+            // A pool worker is idle only when its loop is the innermost
+            // frame (blocked in the C queue); above a job it is busy.
+            Some(words) if words.starts_with("executor idle") && depth > 0 => {}
+            Some(words) => found = Some(words),
+            None => {}
         }
     }
     found
@@ -304,6 +308,31 @@ pub fn waited_lock(locks: &[LockRef], addr: u64, own_ident: u64) -> Option<&Lock
     match (unknown.next(), unknown.next()) {
         (Some(one), None) => Some(one),
         _ => None,
+    }
+}
+
+/// A thread blocked in `.result()` on a future a task feeds
+/// (`run_coroutine_threadsafe`) is listed in that task's `awaited_by`: its
+/// `awaiting` names the task, and it waits for it.
+pub fn link_threads_to_tasks(stacks: &mut [Stack]) {
+    let mut edges: Vec<(String, Text)> = Vec::new();
+    for stack in stacks.iter() {
+        if let StackDetails::Task(d) = &stack.details {
+            for waiter in d.awaited_by.iter().filter(|w| w.starts_with("thread:")) {
+                edges.push((waiter.clone(), stack.name.clone()));
+            }
+        }
+    }
+    if edges.is_empty() {
+        return;
+    }
+    for stack in stacks.iter_mut() {
+        for (waiter, name) in &edges {
+            if &*stack.id == waiter.as_str() {
+                let what = stack.facts.awaiting.as_deref().unwrap_or("Future.result");
+                stack.facts.awaiting = Some(format!("{what} (Task {name:?})").into());
+            }
+        }
     }
 }
 
@@ -411,6 +440,12 @@ mod tests {
         // 3.10 names functions without their class.
         let old = frames(&[("/srv/app.py", "main"), (T, "wait")]);
         assert!(api(&old).is_some());
+        // An idle pool worker, and one running a job in the library.
+        let w = "/usr/lib/python3.11/concurrent/futures/thread.py";
+        let idle = frames(&[(T, "Thread.run"), (w, "_worker")]);
+        assert_eq!(api(&idle), Some("executor idle (queue get)"));
+        let busy = frames(&[(T, "Thread.run"), (w, "_worker"), (w, "_WorkItem.run")]);
+        assert_eq!(api(&busy), None);
         // User code below the library: the library wait is not the innermost.
         let user = frames(&[(T, "Thread.run"), ("/srv/app.py", "spin")]);
         assert_eq!(api(&user), None);

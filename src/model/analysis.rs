@@ -60,7 +60,9 @@ pub struct Group {
 /// True for a file of the standard library or an installed package: a
 /// frame there is not the user's line.
 pub fn is_library_file(filename: &str) -> bool {
-    filename.starts_with('<')
+    // `<frozen runpy>` is the interpreter's; `<string>` and `<stdin>` are
+    // the user's own code.
+    filename.starts_with("<frozen")
         || filename.contains("/lib/python")
         || filename.contains("/lib64/python")
         || filename.contains("site-packages")
@@ -496,11 +498,16 @@ pub fn place(frames: &[Frame]) -> String {
     let Some(last) = frames.last() else {
         return "(no Python frames)".into();
     };
+    // A nested function's enclosing names say little in a one-line summary.
+    let short = |f: &Frame| -> String {
+        let name: &str = &f.function;
+        name.rsplit(".<locals>.").next().unwrap_or(name).to_string()
+    };
     match user_frame(frames) {
         Some(user) if !std::ptr::eq(user, last) => {
-            format!("{} → {}", user.function, last.function)
+            format!("{} → {}", short(user), short(last))
         }
-        _ => last.function.to_string(),
+        _ => short(last),
     }
 }
 
@@ -781,5 +788,6 @@ mod tests {
         ));
         assert!(is_library_file("<frozen runpy>"));
         assert!(!is_library_file("/srv/app/handlers.py"));
+        assert!(!is_library_file("<string>"));
     }
 }

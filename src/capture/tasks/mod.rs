@@ -347,8 +347,8 @@ impl<'py> Backend<'py> {
             } else {
                 running_frames.get(&i)
             };
-            let (frames, omitted, awaiting) = match on_stack {
-                Some((frames, omitted)) => (frames.clone(), *omitted, None),
+            let (frames, omitted, awaiting, executor) = match on_stack {
+                Some((frames, omitted)) => (frames.clone(), *omitted, None, None),
                 None => self.suspended(cap, i, event_loop, &proxied, &group_sizes),
             };
             let view = &self.views[i];
@@ -369,6 +369,10 @@ impl<'py> Backend<'py> {
             stacks.push(Stack {
                 facts: StackFacts {
                     awaiting,
+                    // The worker thread running its `to_thread` job.
+                    waiting_for: executor
+                        .map(|ident| vec![format!("thread:{ident}").into()])
+                        .unwrap_or_default(),
                     ..Default::default()
                 },
                 id: crate::model::address_text("task:", addr),
@@ -536,15 +540,15 @@ impl<'py> Backend<'py> {
         event_loop: Option<usize>,
         proxied: &AddrMap<(Option<String>, Vec<String>)>,
         group_sizes: &AddrMap<usize>,
-    ) -> (Frames, u64, Option<Text>) {
+    ) -> (Frames, u64, Option<Text>, Option<u64>) {
         let Some(coro) = self.views[i].coro.clone() else {
-            return (Frames::default(), 0, None);
+            return (Frames::default(), 0, None, None);
         };
         let links = std::mem::take(&mut self.links);
         let chain = chain::follow(&self.aio, cap, &coro, links);
         if self.views[i].fut.state != FutState::Pending {
             self.links = chain.links;
-            return (chain.frames, chain.omitted, None);
+            return (chain.frames, chain.omitted, None, None);
         }
         let waiter = match self.views[i].waiter.clone() {
             Some(w) if awaiting::needs_waiter(&chain.links) => self.classify(cap, &w, proxied),
@@ -553,6 +557,10 @@ impl<'py> Backend<'py> {
         };
         let leaf = match (&waiter, &chain.leaf) {
             (Waiter::Nothing, Some(leaf)) => Some(inert::type_name(leaf)),
+            _ => None,
+        };
+        let executor = match &waiter {
+            Waiter::Executor { thread } => *thread,
             _ => None,
         };
         let addr = self.views[i].fut.obj.as_ptr() as usize;
@@ -575,7 +583,7 @@ impl<'py> Backend<'py> {
         let awaiting = self.awaiting.describe(&facts);
         // The link list's buffer serves the next task.
         self.links = facts.links;
-        (chain.frames, chain.omitted, awaiting)
+        (chain.frames, chain.omitted, awaiting, executor)
     }
 
     /// What kind of future a task is blocked on.

@@ -1,0 +1,142 @@
+"""Tasks awaiting each other, a task and a thread waiting for each other
+through to_thread and run_coroutine_threadsafe, and a pile-up behind one
+asyncio.Lock: real event loops, in child processes where the deadlock
+cannot be undone."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Dict, List
+
+import tbcollect
+
+from tests.helpers import check_snapshot, run_python
+
+PRELUDE = """
+import asyncio, os, sys, threading
+import tbcollect
+
+def report(snap):
+    sys.stdout.write(snap.to_json())
+    sys.stdout.flush()
+    os._exit(0)  # the deadlocked units can never finish
+
+async def until_deadlock():
+    while True:
+        snap = tbcollect.collect()
+        if snap.deadlocks:
+            report(snap)
+        await asyncio.sleep(0.01)
+"""
+
+
+def _run(body: str) -> tbcollect.Snapshot:
+    proc = run_python(PRELUDE + body)
+    assert proc.returncode == 0, proc.stderr
+    snap = tbcollect.load(proc.stdout)
+    check_snapshot(snap)
+    return snap
+
+
+def _named(snap: tbcollect.Snapshot) -> Dict[str, tbcollect.Stack]:
+    return {s.name: s for s in snap.stacks}
+
+
+TASKS = """
+tasks = {}
+
+async def wait_for(name):
+    await asyncio.sleep(0)
+    await tasks[name]
+
+async def main():
+    tasks["left"] = asyncio.ensure_future(wait_for("right"))
+    tasks["left"].set_name("left")
+    tasks["right"] = asyncio.ensure_future(wait_for("left"))
+    tasks["right"].set_name("right")
+    await until_deadlock()
+
+asyncio.run(main())
+"""
+
+
+def test_two_tasks_awaiting_each_other():
+    snap = _run(TASKS)
+    named = _named(snap)
+    left, right = named["left"], named["right"]
+    assert [sorted(c) for c in snap.deadlocks] == [sorted([left.id, right.id])]
+    assert left.awaiting == "Task 'right'" and right.awaiting == "Task 'left'"
+    finding = snap.diagnosis["findings"][0]
+    assert finding["kind"] == "deadlock"
+    assert finding["text"].startswith("Deadlock: Task ")
+
+
+THREAD_AND_TASK = """
+outer = None
+
+async def back_to_outer():
+    await outer  # waits for the task that waits for the thread that waits for us
+
+def in_worker(loop):
+    threading.current_thread().name = "worker"
+    return asyncio.run_coroutine_threadsafe(back_to_outer(), loop).result()
+
+async def go():
+    await asyncio.to_thread(in_worker, asyncio.get_running_loop())
+
+async def main():
+    global outer
+    outer = asyncio.ensure_future(go())
+    outer.set_name("outer")
+    await until_deadlock()
+
+asyncio.run(main())
+"""
+
+
+def test_a_thread_and_tasks_in_one_cycle_through_to_thread():
+    snap = _run(THREAD_AND_TASK)
+    named = _named(snap)
+    outer, worker = named["outer"], named["worker"]
+    (cycle,) = snap.deadlocks
+    assert len(cycle) == 3 and outer.id in cycle and worker.id in cycle
+    kinds = sorted(s.kind for s in snap.stacks if s.id in cycle)
+    assert kinds == ["task", "task", "thread"]
+    # The task waits for the worker thread, the thread for the task it feeds.
+    assert outer.waiting_for == [worker.id]
+    assert worker.awaiting is not None and worker.awaiting.startswith("Future.result (Task ")
+    text = snap.to_text()
+    assert "Deadlock: " in text.split("\n\n")[1]
+
+
+def test_three_hundred_tasks_behind_one_asyncio_lock():
+    async def main() -> tbcollect.Snapshot:
+        lock = asyncio.Lock()
+        release = asyncio.Event()
+
+        async def hold() -> None:
+            async with lock:
+                await release.wait()
+
+        async def want() -> None:
+            async with lock:
+                pass
+
+        holder = asyncio.ensure_future(hold())
+        holder.set_name("lock-holder")
+        await asyncio.sleep(0)
+        waiters: List[asyncio.Task[None]] = [asyncio.ensure_future(want()) for _ in range(300)]
+        await asyncio.sleep(0.01)
+        snap = tbcollect.collect()
+        release.set()
+        await asyncio.gather(holder, *waiters)
+        return snap
+
+    snap = asyncio.run(main())
+    data = check_snapshot(snap)
+    waiting = [s for s in snap.stacks if s.kind == "task" and s.awaiting == "Lock.acquire"]
+    assert len(waiting) == 300
+    group = data["diagnosis"]["groups"][0]
+    assert (group["kind"], group["count"], group["awaiting"]) == ("task", 300, "Lock.acquire")
+    assert group["where"] == "want → Lock.acquire"
+    assert "300 tasks in want" in snap.to_text()
