@@ -455,14 +455,15 @@ class Server:
 def http_get(
     port: int, path: str, headers: Optional[Dict[str, str]] = None, timeout: float = HANG_GUARD
 ) -> tuple[int, Dict[str, str], bytes]:
-    """(status, headers, body) of a GET on loopback."""
+    """(status, headers with lower-case names, body) of a GET on loopback."""
     import http.client
 
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request("GET", path, headers=headers or {})
         response = conn.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
+        headers = {k.lower(): v for k, v in response.getheaders()}
+        return response.status, headers, response.read()
     finally:
         conn.close()
 

@@ -19,6 +19,9 @@ struct ThreadInfo {
     native_id: Option<u64>,
 }
 
+/// The name of the main thread when `threading` cannot say (its own name for it).
+pub const MAIN_THREAD_NAME: &str = "MainThread";
+
 /// Ident of the main thread, noted whenever code runs on it (module import,
 /// a capture): with gevent's monkey patching, `threading` keys the main
 /// thread by a greenlet id and this is how it is found again.
@@ -242,7 +245,16 @@ pub fn capture<'py>(cap: &mut Capture<'py>) -> Vec<Stack> {
             id: format!("thread:{ident}").into(),
             name: info
                 .and_then(|i| i.name.clone())
-                .unwrap_or_else(|| UNKNOWN_THREAD_NAME.to_string())
+                .unwrap_or_else(|| {
+                    // threading not imported (nothing to ask), or keyed by
+                    // greenlet ids (gevent's monkey patching): the main
+                    // thread is still known, and the one a reader looks for.
+                    if ident == MAIN_THREAD_IDENT.load(Ordering::Relaxed) {
+                        MAIN_THREAD_NAME.to_string()
+                    } else {
+                        UNKNOWN_THREAD_NAME.to_string()
+                    }
+                })
                 .into(),
             thread: Some(ident),
             // Refined from the OS after capture (`enrich::fill_thread_states`).
