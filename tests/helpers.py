@@ -491,3 +491,14 @@ def open_requests(port: int, path: str, count: int) -> List[Any]:
         s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
         socks.append(s)
     return socks
+
+
+def need(*modules: str) -> None:
+    """Skips the test when a module is not installed, without importing it
+    into the test process (gevent there would add greenlets to every later
+    dump of the test process)."""
+    import importlib.util
+
+    for module in modules:
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} is not installed", allow_module_level=True)

@@ -421,6 +421,18 @@ def installed() -> Optional[signal.Signals]:
     return inst.signal if _tbcollect.live_active() else None
 
 
+def dump_now(reason: str) -> Path:
+    """Writes a full dump, made by the calling thread, to the dump directory
+    of this process's installation (the default one without), in its
+    format, with ``reason`` recorded; returns its path. The server
+    integrations call it from their hooks."""
+    inst = _installation
+    fmt = inst.fmt if inst is not None else "text"
+    directory = _dumpdir.resolve_directory(inst.directory if inst is not None else None)
+    text = collect().render(fmt)
+    return _dumpdir.write_new_dump(text, directory=directory, fmt=fmt, reason=reason)
+
+
 def _after_fork_in_child() -> None:
     global _installation
     inst = _installation

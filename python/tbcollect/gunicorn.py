@@ -194,13 +194,6 @@ def worker_abort(worker: _Any) -> None:
 def dump(reason: str) -> _Path:
     """Writes a full dump to this process's dump directory, with ``reason``
     on its second line; returns its path."""
-    import tbcollect
-    from tbcollect import _dumpdir, _live
+    from tbcollect import _live
 
-    inst = _live._installation
-    directory = inst.directory if inst is not None else None
-    fmt = inst.fmt if inst is not None else "text"
-    text = tbcollect.collect().render(fmt)
-    return _dumpdir.write_new_dump(
-        text, directory=_dumpdir.resolve_directory(directory), fmt=fmt, reason=reason
-    )
+    return _live.dump_now(reason)

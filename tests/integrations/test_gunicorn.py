@@ -19,13 +19,14 @@ from tests.helpers import (
     dumps_of,
     free_port,
     http_get,
+    need,
     open_requests,
     validate_json,
     wait_http,
     wait_until,
 )
 
-pytest.importorskip("gunicorn")
+need("gunicorn")
 
 # worker class -> (the -k argument and its options, the app)
 WORKERS = {
@@ -38,9 +39,9 @@ WORKERS = {
 
 def gunicorn(tmp_path: Path, worker: str, *options: str, **env: str) -> Server:
     if worker == "gevent":
-        pytest.importorskip("gevent")
+        need("gevent")
     if worker == "uvicorn":
-        pytest.importorskip("uvicorn")
+        need("uvicorn")
     klass, app = WORKERS[worker]
     port = free_port()
     argv = [sys.executable, "-m", "gunicorn", "-c", "python:tbcollect.gunicorn"]

@@ -14,19 +14,20 @@ from tests.helpers import (
     cli,
     free_port,
     http_get,
+    need,
     open_requests,
     wait_http,
     wait_until,
 )
 
-pytest.importorskip("uvicorn")
+need("uvicorn")
 IN_FLIGHT = 20
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 def test_tbcollect_1_uvicorn_workers_dump_their_requests(tmp_path: Path, loop: str):
     if loop == "uvloop":
-        pytest.importorskip("uvloop")
+        need("uvloop")
     port = free_port()
     argv = [sys.executable, "-m", "uvicorn", "asgiapp:app", "--host", "127.0.0.1"]
     argv += ["--port", str(port), "--workers", "2", "--loop", loop]

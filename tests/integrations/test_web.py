@@ -18,6 +18,7 @@ from tests.helpers import (
     base_env,
     free_port,
     http_get,
+    need,
     open_requests,
     validate_json,
     wait_http,
@@ -32,14 +33,14 @@ IN_FLIGHT = 300
 def server(tmp_path: Path, name: str) -> Server:
     port = free_port()
     if name == "starlette":
-        pytest.importorskip("starlette")
-        pytest.importorskip("uvicorn")
+        need("starlette")
+        need("uvicorn")
         argv = [sys.executable, "-m", "uvicorn", "starlette_app:app", "--port", str(port)]
         argv += ["--host", "127.0.0.1", "--log-level", "warning"]
     else:
-        pytest.importorskip(name)
-        pytest.importorskip("gunicorn")
-        pytest.importorskip("gevent")
+        need(name)
+        need("gunicorn")
+        need("gevent")
         argv = [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "1"]
         argv += ["-b", f"127.0.0.1:{port}", f"{name}_app:app"]
     env = base_env(tmp_path / "dumps", TBCOLLECT_WEB_TOKEN=TOKEN)
