@@ -99,6 +99,7 @@ def test_three_deep_chain_shows_every_coroutine(lt):
     assert shallow.frames_omitted == 2
 
 
+@pytest.mark.fast_paths_only
 @pytest.mark.skipif(
     sys.version_info < (3, 11), reason="before 3.11 every coroutine has a frame object"
 )
