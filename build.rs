@@ -30,8 +30,8 @@ fn main() {
             // `.AsyncioDebug` say: 3.14+ with the GIL.
             ("tbc_published", gil && minor >= 14),
             // A dict's keys object says whether all its keys are exact
-            // `str`s (`dk_kind`, its fourth field): 3.11+.
-            ("tbc_dict_kind", minor >= 11),
+            // `str`s (`dk_kind`, its fourth field): 3.11+ with the GIL.
+            ("tbc_dict_kind", gil && minor >= 11),
         ] {
             if on {
                 println!("cargo::rustc-cfg={alias}");
