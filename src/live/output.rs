@@ -377,6 +377,22 @@ mod tests {
 
     #[cfg(unix)]
     #[test]
+    fn own_descriptors_are_named_not_reopened() {
+        for (path, fd) in [
+            ("/dev/stdout", Some(1)),
+            ("/dev/stderr", Some(2)),
+            ("/dev/fd/7", Some(7)),
+            ("/proc/self/fd/12", Some(12)),
+            ("/dev/fd/x", None),
+            ("/proc/1/fd/1", None),
+            ("/tmp/dev/stdout", None),
+        ] {
+            assert_eq!(own_descriptor(Path::new(path)), fd, "{path}");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
     fn bad_descriptor_is_a_clear_error() {
         let err = write_fd(987_654, b"x").unwrap_err();
         assert!(
