@@ -14,7 +14,7 @@ SUPPORTED := 3.9 3.10 3.11 3.12 3.13 3.14 3.15
 ALL_PYTHONS := $(foreach v,$(SUPPORTED),$(firstword $(wildcard $(PYENV_ROOT)/versions/$(v).*/bin/python$(v))))
 
 .DEFAULT_GOAL := help
-.PHONY: help venv build wheel demo test test-fast test-rust test-python test-nofast test-all bench lint fmt clean list-pythons
+.PHONY: help venv build wheel demo test test-fast test-rust test-python test-nofast test-all test-remote bench lint fmt clean list-pythons
 
 help:  ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -80,7 +80,20 @@ test-nofast: build  ## pytest with TBCOLLECT_FASTPATHS=0
 list-pythons:  ## the interpreters test-all uses
 	@for p in $(ALL_PYTHONS); do echo $$p; done
 
-test-all: test-rust  ## pytest on every supported Python that pyenv has (3.9-3.15)
+# tests/remote (tbcollect dump of a process without tbcollect, through
+# sys.remote_exec) needs CPython 3.14+; on older Pythons it is skipped.
+REMOTE_PYTHONS := $(foreach v,3.14 3.15,$(firstword $(wildcard $(PYENV_ROOT)/versions/$(v).*/bin/python$(v))))
+
+test-remote:  ## tbcollect dump through sys.remote_exec, on every 3.14+ Python that pyenv has
+	@test -n "$(strip $(REMOTE_PYTHONS))" || { echo "no Python 3.14+ found under $(PYENV_ROOT)/versions"; exit 1; }
+	@set -e; for py in $(REMOTE_PYTHONS); do \
+	    v=$$($$py -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+	    echo "=== remote dumps, Python $$v ($$py)"; \
+	    $(MAKE) --no-print-directory build PYTHON=$$py VENV=.venv-$$v CARGO_TARGET_DIR=$(CURDIR)/target/py$$v; \
+	    .venv-$$v/bin/python -m pytest tests/remote $(PYTEST_ARGS); \
+	done
+
+test-all: test-rust test-remote  ## pytest on every supported Python that pyenv has (3.9-3.15)
 	@test -n "$(strip $(ALL_PYTHONS))" || { echo "no supported Python found under $(PYENV_ROOT)/versions"; exit 1; }
 	@set -e; for py in $(ALL_PYTHONS); do \
 	    v=$$($$py -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \

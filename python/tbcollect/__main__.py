@@ -156,6 +156,12 @@ def _status(target: _procinfo.Process) -> _procinfo.Status:
 
 
 def _not_permitted(pid: int, uid: int) -> CliError:
+    if uid == os.geteuid():
+        return CliError(
+            f"not permitted to read /proc/{pid}/fd although process {pid} runs as this user: "
+            "it is not dumpable (prctl PR_SET_DUMPABLE) or ptrace is restricted; run as root",
+            EXIT_NOT_PERMITTED,
+        )
     return CliError(
         f"not permitted to ask process {pid} (uid {uid}) for a dump: run as its user or as root",
         EXIT_NOT_PERMITTED,

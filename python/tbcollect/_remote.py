@@ -60,9 +60,10 @@ def _tbcollect_remote_dump():
         try:
             import tbcollect
         except ImportError as e:
-            fits = fallback is not None and any(
-                extension.endswith(suffix) for suffix in importlib.machinery.EXTENSION_SUFFIXES
-            )
+            # The whole suffix (".cpython-314-x86_64-linux-gnu.so"), not just
+            # ".so", which every version accepts.
+            suffix = "." + extension.split(".", 1)[-1]
+            fits = fallback is not None and suffix in importlib.machinery.EXTENSION_SUFFIXES
             if not fits:
                 finish("import", "tbcollect is not importable in the target (%s), and the "
                        "command's own install (%s) does not fit its Python %d.%d (%s)"
