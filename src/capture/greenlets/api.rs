@@ -354,6 +354,22 @@ impl<'py> Gevent<'py> {
             .map(move |at| (at, *(base.add(at) as *const *mut ffi::PyObject)))
     }
 
+    /// The objects `obj`'s Cython fields hold (its links, its value, ...),
+    /// once they are all set.
+    ///
+    /// # Safety
+    /// `obj` is a live instance of `gevent.Greenlet` (or a subclass).
+    pub unsafe fn field_values(&self, obj: &Bound<'py, PyAny>) -> Vec<Bound<'py, PyAny>> {
+        if !self.fields_ready(obj) {
+            return Vec::new();
+        }
+        // The range opens with Cython's vtable pointer, which is no object.
+        self.field_slots(obj)
+            .skip(1)
+            .map(|(_, value)| Bound::from_borrowed_ptr(obj.py(), value))
+            .collect()
+    }
+
     /// Remembers where in `obj`'s Cython fields the `spawning_stack` its
     /// getter returned (`record`) lies, if at exactly one place.
     ///

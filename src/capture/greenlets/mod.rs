@@ -87,6 +87,10 @@ pub fn capture(cap: &mut Capture<'_>) -> Vec<Stack> {
     let ids = Ids::default();
     let mut namer = Namer::new(py);
     let mut stacks = Vec::with_capacity(raws.len());
+    let mut lock_waits: Vec<(usize, usize)> = Vec::new();
+    // Who joins whom: a joiner's `switch` sits in the links of the greenlet
+    // it joins (gevent's `join`/`joinall`/`get` rawlink it).
+    let joins = joiners(&gevent, &raws, &index);
     let order = tree_order(&raws, &own.root, current);
     for (k, &i) in order.iter().enumerate() {
         prefetch_ahead(&gevent, &raws, &order, k);
@@ -99,11 +103,120 @@ pub fn capture(cap: &mut Capture<'_>) -> Vec<Stack> {
             index: &index,
             current,
         };
-        stacks.push(build(cap, &ctx, &mut namer, i));
+        let mut stack = build(cap, &ctx, &mut namer, i);
+        if stack.facts.awaiting.as_deref() == Some("RLock.acquire") {
+            if let Some(lock) = raws[i].frame.as_ref().and_then(gevent_lock_owner) {
+                let (lock_addr, owner) = lock;
+                if index.contains_key(&owner) {
+                    stack.facts.waiting_for = vec![crate::model::address_text("greenlet:", owner)];
+                    lock_waits.push((stacks.len(), lock_addr));
+                }
+            }
+        }
+        if let Some(joined) = joins.get(&i) {
+            for &j in joined {
+                let id = greenlet_id(&raws[j].obj);
+                if !stack.facts.waiting_for.contains(&id) {
+                    stack.facts.waiting_for.push(id);
+                }
+            }
+            if stack.facts.awaiting.is_none() {
+                stack.facts.awaiting = Some(Text::new_static("Greenlet.join"));
+            }
+        }
+        stacks.push(stack);
         // Released while the frame is still in the cache, not in a pass at the end.
         raws[i].frame = None;
     }
+    name_lock_holders(&mut stacks, &lock_waits);
     stacks
+}
+
+/// The gevent `RLock` a greenlet blocked in `RLock.acquire` waits on (the
+/// frame's `self`) and its `_owner` greenlet, by address.
+fn gevent_lock_owner(top: &Bound<'_, PyAny>) -> Option<(usize, usize)> {
+    let lock = crate::capture::framevars::frame_var(top, "self")?;
+    // gevent's RLock keeps `_owner` in a slot: read through the slot's own
+    // member descriptor (a property of a subclass is refused).
+    let owner_of = inert::BuiltinGetter::new(lock.get_type().as_any(), c"_owner")?;
+    let owner = inert::not_none(owner_of.get(&lock)?)?;
+    Some((lock.as_ptr() as usize, owner.as_ptr() as usize))
+}
+
+/// Each waiter's text names the holder, and the holder lists the lock.
+fn name_lock_holders(stacks: &mut [Stack], lock_waits: &[(usize, usize)]) {
+    for &(w, lock) in lock_waits {
+        let Some(holder_id) = stacks[w].facts.waiting_for.first().cloned() else {
+            continue;
+        };
+        let Some(h) = stacks.iter().position(|s| s.id == holder_id) else {
+            continue;
+        };
+        let words = format!("<{lock:#x}>");
+        stacks[w].facts.awaiting = Some(
+            format!(
+                "RLock.acquire {words} (held by Greenlet {:?})",
+                stacks[h].name
+            )
+            .into(),
+        );
+        let held: Text = format!("gevent RLock {words}").into();
+        if !stacks[h].facts.holds.contains(&held) {
+            stacks[h].facts.holds.push(held);
+        }
+    }
+}
+
+/// The entries of a greenlet's links: an exact `list` (gevent 20+) or a
+/// `collections.deque` (older), read in C.
+fn link_entries<'py>(obj: &Bound<'py, PyAny>) -> Vec<Bound<'py, PyAny>> {
+    // SAFETY: only the type is looked at before a list is read through the C API.
+    unsafe {
+        if ffi::PyList_CheckExact(obj.as_ptr()) != 0 {
+            return inert::sequence_items(obj).unwrap_or_default();
+        }
+        let tp = ffi::Py_TYPE(obj.as_ptr());
+        if std::ffi::CStr::from_ptr((*tp).tp_name) == c"collections.deque" {
+            return inert::referents(obj);
+        }
+    }
+    Vec::new()
+}
+
+/// For each greenlet index, the greenlets it joins: a started gevent
+/// `Greenlet`'s links (one of its Cython fields) holding another
+/// greenlet's bound `switch`.
+fn joiners(
+    gevent: &Gevent<'_>,
+    raws: &[Raw<'_>],
+    index: &HashMap<usize, usize>,
+) -> HashMap<usize, Vec<usize>> {
+    let mut out: HashMap<usize, Vec<usize>> = HashMap::default();
+    let Some(greenlet_type) = gevent.greenlet.as_ref().and_then(inert::as_type) else {
+        return out;
+    };
+    for (j, raw) in raws.iter().enumerate() {
+        if !raw.flags.started || !raw.flags.active || raw.hub {
+            continue;
+        }
+        if !inert::is_instance(&raw.obj, greenlet_type) {
+            continue;
+        }
+        // SAFETY: `raw.obj` was checked to be a gevent `Greenlet`.
+        for field in unsafe { gevent.field_values(&raw.obj) } {
+            for link in link_entries(&field) {
+                let Some(joiner) = inert::cfunction_self(&link) else {
+                    continue;
+                };
+                if let Some(&i) = index.get(&(joiner.as_ptr() as usize)) {
+                    if i != j {
+                        out.entry(i).or_default().push(j);
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Index lookups of parents, remembering the last answer: the greenlets of
@@ -344,8 +457,15 @@ fn build<'py>(
         entry,
     );
     let (spawned_by, spawn_frames) = spawn_record(cap, ctx, &raw.obj);
+    let awaiting = match state {
+        "suspended" if !raw.hub => crate::capture::waits::api(&frames).map(Text::new_static),
+        _ => None,
+    };
     Stack {
-        facts: Default::default(),
+        facts: crate::model::StackFacts {
+            awaiting,
+            ..Default::default()
+        },
         id: greenlet_id(&raw.obj),
         name,
         thread,
