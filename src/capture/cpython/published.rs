@@ -29,6 +29,9 @@ pub struct DebugLayout {
     pub llist_prev: usize,
     /// `interpreter_frame.localsplus`: where a frame's variable part begins.
     pub frame_localsplus: usize,
+    /// `interpreter_frame.stackpointer`: the value stack's top, saved when
+    /// the frame is suspended.
+    pub frame_stackpointer: usize,
     /// `gen_object.gi_iframe`, `gen_object.gi_frame_state`.
     pub gen_iframe: usize,
     pub gen_frame_state: usize,
@@ -50,6 +53,8 @@ pub struct ModuleStateLayout {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameStates {
     pub executing: i8,
+    /// Suspended inside `await` / `yield from`: the stack top is what it awaits.
+    pub in_await: i8,
     /// This and above: completed or cleared, the frame is gone.
     pub finished_from: i8,
 }
@@ -205,6 +210,11 @@ pub fn asyncio_offsets(
 pub struct GenOffsets {
     pub states: FrameStates,
     pub iframe: usize,
+    /// `gi_iframe + localsplus`: the first of the frame's slots, which run
+    /// to the end of the (variable-size) object.
+    pub slots: usize,
+    /// Of the stack pointer, from the object's start.
+    pub stackpointer: usize,
     /// An `int8_t`: `FRAME_EXECUTING` is 0, suspended states are negative,
     /// completed or cleared ones positive.
     pub frame_state: usize,
@@ -231,15 +241,18 @@ pub fn gen_offsets(
         return Err("the debug offsets are for another build".into());
     }
     let word = |i: usize| usize::try_from(debug[i]).unwrap_or(usize::MAX);
-    let (iframe, frame_state, localsplus) = (
+    let (iframe, frame_state, localsplus, stackpointer) = (
         word(layout.gen_iframe),
         word(layout.gen_frame_state),
         word(layout.frame_localsplus),
+        word(layout.frame_stackpointer),
     );
     let ptr = std::mem::size_of::<usize>();
     let ok = iframe % ptr == 0
         && (2 * ptr..iframe).contains(&frame_state)
         && localsplus < 4096
+        && stackpointer % ptr == 0
+        && stackpointer + ptr <= localsplus
         && iframe.checked_add(localsplus) == Some(coroutine_basicsize);
     if !ok {
         return Err(format!(
@@ -254,6 +267,8 @@ pub fn gen_offsets(
     Ok(GenOffsets {
         states,
         iframe,
+        slots: iframe + localsplus,
+        stackpointer: iframe + stackpointer,
         frame_state,
     })
 }
@@ -329,6 +344,7 @@ mod tests {
         debug[layout.llist_next] = 0;
         debug[layout.llist_prev] = 8;
         debug[layout.frame_localsplus] = 80;
+        debug[layout.frame_stackpointer] = 64;
         debug[layout.gen_iframe] = 72;
         debug[layout.gen_frame_state] = 67;
         let asyncio = vec![
@@ -375,6 +391,7 @@ mod tests {
         let layout = &crate::capture::cpython::v3_14::DEBUG_LAYOUT;
         let gen = gen_offsets((3, 14), layout, &debug, 152).unwrap();
         assert_eq!((gen.iframe, gen.frame_state), (72, 67));
+        assert_eq!((gen.slots, gen.stackpointer), (152, 136));
         assert!(gen_offsets((3, 14), layout, &debug, 160).is_err());
         assert!(gen_offsets((3, 15), layout, &debug, 152).is_err());
         let mut bad = debug.clone();

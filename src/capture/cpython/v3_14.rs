@@ -14,6 +14,7 @@ pub const DEBUG_LAYOUT: DebugLayout = DebugLayout {
     llist_next: 87,
     llist_prev: 88,
     frame_localsplus: 35,
+    frame_stackpointer: 37,
     gen_iframe: 85,
     gen_frame_state: 86,
 };
@@ -44,6 +45,7 @@ pub fn running_loop_record() -> super::RunningLoopRecord {
 /// COMPLETED 1, CLEARED 4 (as 3.13).
 pub const FRAME_STATES: super::published::FrameStates = super::published::FrameStates {
     executing: 0,
+    in_await: -1,
     finished_from: 1,
 };
 

@@ -14,6 +14,7 @@ pub const DEBUG_LAYOUT: DebugLayout = DebugLayout {
     llist_next: 103,
     llist_prev: 104,
     frame_localsplus: 43,
+    frame_stackpointer: 45,
     gen_iframe: 101,
     gen_frame_state: 102,
 };
@@ -28,6 +29,7 @@ pub use super::v3_14::running_loop_record;
 /// SUSPENDED_YIELD_FROM_LOCKED 3, EXECUTING 4, CLEARED 5 (no COMPLETED).
 pub const FRAME_STATES: super::published::FrameStates = super::published::FrameStates {
     executing: 4,
+    in_await: 2,
     finished_from: 5,
 };
 

@@ -186,6 +186,9 @@ impl<'py> Asyncio<'py> {
     /// `None` when the program never imported asyncio: it has no tasks.
     pub fn new(py: Python<'py>) -> Option<Self> {
         let tasks_module = inert::imported_module(py, c"asyncio.tasks")?;
+        // The in-place reads below use them without the GIL token in hand.
+        #[cfg(tbc_published)]
+        let _ = super::native::gen_offsets(py);
         let c_future = module_type(py, c"_asyncio", c"Future").map(|tp| CFuture {
             tp,
             state: BuiltinAttr::resolve(py, tp, c"_state"),
@@ -797,12 +800,54 @@ unsafe fn running_in_place(obj: *mut ffi::PyObject) -> Option<bool> {
     Some(iframe::state(iframe::generator(obj)) == GenState::Running)
 }
 
-#[cfg(not(tbc_iframe))]
+/// 3.14+: `cr_running` from the state at the published offset.
+///
+/// # Safety
+/// `obj` is an exact instance of `PyCoro_Type`; the GIL is held.
+#[cfg(tbc_published)]
+unsafe fn running_in_place(obj: *mut ffi::PyObject) -> Option<bool> {
+    let gen = super::native::gen_offsets_known()?;
+    let state = *((obj as *const u8).add(gen.frame_state) as *const i8);
+    Some(state == gen.states.executing)
+}
+
+/// 3.14+: as `_PyGen_yf` reads it, the top of the value stack of a
+/// coroutine suspended in `await`, through the published offsets. The saved
+/// stack pointer must lie among the frame's slots, which end where the
+/// variable-size coroutine does; the slot holds a tagged stack reference
+/// (3.14/3.15 with the GIL: the low bit marks a deferred reference, and
+/// tags 2 and 3 are no object), so only object references are taken.
+///
+/// # Safety
+/// `obj` is an exact instance of `PyCoro_Type`; the GIL is held.
+#[cfg(tbc_published)]
+unsafe fn awaited_in_place(obj: *mut ffi::PyObject) -> Option<*mut ffi::PyObject> {
+    let gen = super::native::gen_offsets_known()?;
+    let base = obj as usize;
+    if *((base + gen.frame_state) as *const i8) != gen.states.in_await {
+        return None;
+    }
+    let slots = base + gen.slots;
+    let count = usize::try_from((*(obj as *mut ffi::PyVarObject)).ob_size).ok()?;
+    let end = slots.checked_add(count.checked_mul(std::mem::size_of::<usize>())?)?;
+    let sp = *((base + gen.stackpointer) as *const usize);
+    if sp <= slots || sp > end || !sp.is_multiple_of(std::mem::size_of::<usize>()) {
+        return None;
+    }
+    let bits = *((sp - std::mem::size_of::<usize>()) as *const usize);
+    if bits & 2 != 0 {
+        return None;
+    }
+    let ptr = bits & !3;
+    (ptr != 0).then_some(ptr as *mut ffi::PyObject)
+}
+
+#[cfg(not(any(tbc_iframe, tbc_published)))]
 unsafe fn running_in_place(_obj: *mut ffi::PyObject) -> Option<bool> {
     None
 }
 
-#[cfg(not(tbc_iframe))]
+#[cfg(not(any(tbc_iframe, tbc_published)))]
 unsafe fn awaited_in_place(_obj: *mut ffi::PyObject) -> Option<*mut ffi::PyObject> {
     None
 }

@@ -50,16 +50,29 @@ fn offsets(version: (u8, u8)) -> Result<&'static AsyncioOffsets, String> {
         .map_err(Clone::clone)
 }
 
+static GEN: OnceLock<Option<published::GenOffsets>> = OnceLock::new();
+
+/// [`gen_offsets`] once a capture has read them (each does, as it starts).
+pub fn gen_offsets_known() -> Option<&'static published::GenOffsets> {
+    GEN.get()?.as_ref()
+}
+
 /// Where coroutines keep their frame (3.14+), checked against
 /// `PyCoro_Type`'s size; read once per process, on the first capture.
 pub fn gen_offsets(py: Python<'_>) -> Option<&'static published::GenOffsets> {
-    static GEN: OnceLock<Option<published::GenOffsets>> = OnceLock::new();
     GEN.get_or_init(|| {
         let version = version_of(py);
         let (layout, _) = published::layouts(version)?;
         let debug = published::read_debug(layout).ok()?;
-        // SAFETY: reads a field of a static type object.
-        let size = unsafe { (*std::ptr::addr_of!(ffi::PyCoro_Type)).tp_basicsize };
+        // SAFETY: reads fields of a static type object.
+        let (size, item) = unsafe {
+            let tp = std::ptr::addr_of!(ffi::PyCoro_Type);
+            ((*tp).tp_basicsize, (*tp).tp_itemsize)
+        };
+        // The frame's slots are the variable part, a pointer each.
+        if usize::try_from(item).ok()? != std::mem::size_of::<usize>() {
+            return None;
+        }
         published::gen_offsets(version, layout, &debug, usize::try_from(size).ok()?).ok()
     })
     .as_ref()
