@@ -720,7 +720,13 @@ impl<'py> Backend<'py> {
                 info.timers.insert(loop_timers(&self.aio, l))
             }
         };
-        let timed = keys.into_iter().flatten().find_map(|k| timers.get(k));
+        // The earliest of the waited-on future's timer and the task's own
+        // (an `asyncio.timeout`, 3.12+ `wait_for`): whichever ends the wait.
+        let timed = keys
+            .into_iter()
+            .flatten()
+            .filter_map(|k| timers.get(k))
+            .reduce(f64::min);
         let when = match (slept, timed) {
             (Some(a), Some(b)) => a.min(b),
             (a, b) => a.or(b)?,
