@@ -69,6 +69,22 @@ fn rekey_patched_threads(
     }
 }
 
+/// The ident of the process's main thread: the interpreter's own answer
+/// where it gives one (`_thread._get_main_thread_ident`, a builtin, 3.12+;
+/// right in a child forked from another thread too), else the ident noted
+/// when code last ran on the thread whose OS id is the pid.
+fn main_thread_ident(py: Python<'_>) -> u64 {
+    let builtin = inert::imported_module(py, c"_thread")
+        .and_then(|m| inert::module_attr(&m, c"_get_main_thread_ident"))
+        // SAFETY: `f` is a live object (a `Bound`); only its type is checked.
+        .filter(|f| unsafe { ffi::PyCFunction_Check(f.as_ptr()) } != 0)
+        // SAFETY: a builtin of `_thread` (checked above) that takes no
+        // arguments and runs no Python code.
+        .and_then(|f| unsafe { inert::owned(py, ffi::PyObject_CallNoArgs(f.as_ptr())) })
+        .and_then(|v| inert::int_value(&v));
+    builtin.unwrap_or_else(|| MAIN_THREAD_IDENT.load(Ordering::Relaxed))
+}
+
 /// `threading._active` as ident -> info, in start order (MainThread first).
 fn known_threads(py: Python<'_>) -> Vec<(u64, ThreadInfo)> {
     let mut out = Vec::new();
@@ -194,6 +210,7 @@ pub fn capture<'py>(cap: &mut Capture<'py>) -> Vec<Stack> {
 
     let mut known = known_threads(py);
     rekey_patched_threads(&mut known, &tops, cap.current_thread);
+    let main_ident = main_thread_ident(py);
     let lock_types = match lockwait::LockTypes::new(py) {
         Ok(types) => Some(types),
         Err(why) => {
@@ -265,7 +282,14 @@ pub fn capture<'py>(cap: &mut Capture<'py>) -> Vec<Stack> {
                 // The caller's is replaced by the OS's answer after capture
                 // (`enrich::fill_thread_states`): threading's is stale in a
                 // forked child.
-                native_id: info.and_then(|i| i.native_id),
+                native_id: if ident == main_ident && cfg!(target_os = "linux") {
+                    // The main thread's OS id is the pid. threading's record
+                    // of it is stale in a child that forked and then
+                    // monkey-patched (gunicorn + gevent), or missing.
+                    Some(u64::from(std::process::id()))
+                } else {
+                    info.and_then(|i| i.native_id)
+                },
                 daemon: info.and_then(|i| i.daemon),
                 current,
             }),
