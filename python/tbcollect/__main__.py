@@ -168,9 +168,11 @@ def _not_permitted(pid: int, uid: int) -> CliError:
     )
 
 
-def _ask(pid: int, args: argparse.Namespace, fmt: Optional[str]) -> Tuple[str, str, bool]:
+def _ask(
+    pid: int, args: argparse.Namespace, fmt: Optional[str], remote: bool = True
+) -> Tuple[str, str, bool]:
     """One process's dump as (text, format, raw): through its channel, else
-    (3.14+) through ``sys.remote_exec``."""
+    (3.14+, ``remote``) through ``sys.remote_exec``."""
     target = _procinfo.Process(pid)
     status = _status(target)
     if status.uid != os.geteuid() and os.geteuid() != 0:
@@ -201,7 +203,7 @@ def _ask(pid: int, args: argparse.Namespace, fmt: Optional[str]) -> Tuple[str, s
     from tbcollect import _remote
 
     version = _remote.target_version(pid)
-    if version is not None and version >= (3, 14) and not args.no_remote:
+    if version is not None and version >= (3, 14) and remote and not args.no_remote:
         try:
             text = _remote.remote_dump(target, status.uid, fmt or "text", args.timeout)
         except _remote.RemoteError as e:
@@ -275,7 +277,9 @@ def _dump(args: argparse.Namespace) -> int:
     failures = 0
     for i, pid in enumerate(pids):
         try:
-            text, got, raw = _ask(pid, args, fmt)
+            # Descendants are dumped only through their channels: a helper
+            # process is not sent a script it did not ask for.
+            text, got, raw = _ask(pid, args, fmt, remote=i == 0)
         except CliError as e:
             if i == 0:
                 raise

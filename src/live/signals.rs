@@ -15,9 +15,16 @@
 //!    holds can deadlock it.
 //! 4. When the dumper has not taken the request within `raw_timeout` (some
 //!    thread holds the GIL and does not let go), the watcher writes a raw dump
-//!    anyway: it points faulthandler's descriptor at a new dump file and sends
-//!    the signal to its own thread, where the handler calls faulthandler's
-//!    handler, which reads every thread's stack without the GIL.
+//!    anyway: CPython's `_Py_DumpTracebackThreads` (faulthandler's own) reads
+//!    every thread's stack without the GIL, into memory; [`raw`] names the
+//!    threads and the probable GIL holder. Only where that function cannot be
+//!    found does the watcher fall back to sending the signal to its own thread,
+//!    where the handler calls faulthandler's handler, and only while the
+//!    handler of that signal is still ours.
+//!
+//! The request channel ([`channel`]) is served by the same watcher: a request
+//! is handed to the dumper like a signal's, and its dump (or a raw dump) goes
+//! back over the connection. It outlives a replaced signal handler.
 
 pub(crate) use super::handler::{
     current_action, handler_address, install_ours, is_default_or_ignore, set_action, FAULTHANDLER,

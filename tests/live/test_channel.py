@@ -358,3 +358,27 @@ def test_a_storm_of_signals_makes_one_dump_a_second(tmp_path):
         counted = [r for r in reasons[1:] if r.endswith("signals since the last dump)")]
         assert counted, reasons
         assert len(files) < sent
+
+
+def test_remote_exec_refusals_say_what_to_do():
+    from tbcollect import _remote
+
+    denied = _remote._helper_error(
+        4242, "Traceback ...\nPermissionError: [Errno 1] Operation not permitted\n"
+    )
+    assert denied.code == 4
+    assert str(denied).startswith("sys.remote_exec is not permitted: ")
+    assert "ptrace" in str(denied) and "install tbcollect" in str(denied)
+    disabled = _remote._helper_error(
+        4242, "RuntimeError: Remote debugging is not enabled in the remote process\n"
+    )
+    assert disabled.code == 4 and "-X disable_remote_debug" in str(disabled)
+    hostile = _remote._helper_error(4242, "OSError: \x1b[2Jboom\n")
+    assert "\x1b" not in str(hostile) and "\\x1b[2Jboom" in str(hostile)
+
+
+def test_the_version_of_a_python_process_is_read_from_its_executable():
+    from tbcollect import _remote
+
+    assert _remote.target_version(os.getpid()) == sys.version_info[:2]
+    assert _remote.target_version(0) is None
