@@ -75,6 +75,45 @@ pub fn user_frame(frames: &[Frame]) -> Option<&Frame> {
     frames.iter().rev().find(|f| !is_library_file(&f.filename))
 }
 
+/// [`user_frame`]'s index and [`split_timing`]'s cut, remembered for the
+/// last frame list and text asked about: stacks listed one after another
+/// share both, so ten thousand tasks pay for one. Only valid while the
+/// lists and texts it saw are borrowed (one render), as their addresses key it.
+#[derive(Default)]
+pub struct Memo {
+    frames: Option<(usize, usize, Option<usize>)>,
+    timing: Option<(usize, usize, usize)>,
+}
+
+impl Memo {
+    pub fn user_frame<'a>(&mut self, frames: &'a [Frame]) -> Option<&'a Frame> {
+        let key = (frames.as_ptr() as usize, frames.len());
+        let index = match self.frames {
+            Some((p, n, index)) if (p, n) == key => index,
+            _ => {
+                let index = frames.iter().rposition(|f| !is_library_file(&f.filename));
+                self.frames = Some((key.0, key.1, index));
+                index
+            }
+        };
+        index.map(|i| &frames[i])
+    }
+
+    /// [`split_timing`]'s first part.
+    pub fn timing_free<'a>(&mut self, awaiting: &'a str) -> &'a str {
+        let key = (awaiting.as_ptr() as usize, awaiting.len());
+        let cut = match self.timing {
+            Some((p, n, cut)) if (p, n) == key => cut,
+            _ => {
+                let cut = split_timing(awaiting).0.len();
+                self.timing = Some((key.0, key.1, cut));
+                cut
+            }
+        };
+        &awaiting[..cut]
+    }
+}
+
 /// An `awaiting` text without its varying parts: `sleep (wakes in 3.0 s)`
 /// and `sleep (wakes in 3.2 s)` are both `sleep`.
 pub fn awaiting_kind(awaiting: &str) -> &str {
@@ -511,15 +550,38 @@ pub fn place(frames: &[Frame]) -> String {
     }
 }
 
+/// A stack's frame list address, its `awaiting` text (address, length),
+/// its kind, and the group it went to.
+type Placed = (usize, Option<(usize, usize)>, StackKind, usize);
+
 fn groups(snapshot: &Snapshot) -> Vec<Group> {
     // Stacks sharing one frame list are in one place: the place is worked
     // out once per list, not once per stack.
     let mut by_list: FastMap<(StackKind, usize, Option<&str>), usize> = FastMap::default();
     let mut by_place: FastMap<(StackKind, String, Option<&str>), usize> = FastMap::default();
     let mut groups: Vec<Group> = Vec::new();
+    // The previous stack's frame list and awaiting text, by address, and
+    // its group: most stacks are placed by that alone, without hashing.
+    let mut previous: Option<Placed> = None;
     for stack in &snapshot.stacks {
         if stack.facts.own || stack.frames.is_empty() {
             continue;
+        }
+        let text = stack
+            .facts
+            .awaiting
+            .as_deref()
+            .map(|a| (a.as_ptr() as usize, a.len()));
+        let list_ptr = stack.frames.as_ptr() as usize;
+        if let Some((p, t, k, g)) = previous {
+            if p == list_ptr && t == text && k == stack.kind() {
+                let group = &mut groups[g];
+                group.count += 1;
+                if group.stacks.len() < IDS_KEPT {
+                    group.stacks.push(stack.id.to_string());
+                }
+                continue;
+            }
         }
         let awaiting = stack.facts.awaiting.as_deref().map(awaiting_kind);
         let list = (stack.kind(), stack.frames.as_ptr() as usize, awaiting);
@@ -541,6 +603,7 @@ fn groups(snapshot: &Snapshot) -> Vec<Group> {
                 g
             }
         };
+        previous = Some((list_ptr, text, stack.kind(), g));
         let group = &mut groups[g];
         group.count += 1;
         if group.stacks.len() < IDS_KEPT {
@@ -557,7 +620,12 @@ fn groups(snapshot: &Snapshot) -> Vec<Group> {
 /// Where a stack goes in the text dump, lower first: deadlocked, waiting
 /// for a lock's holder, unchanged the longest, then in the user's own
 /// code; stacks only in library code (pool workers idling) last.
-pub fn interest(stack: &Stack, deadlocked: bool, snapshot_created: &str) -> (u8, i64) {
+pub fn interest(
+    stack: &Stack,
+    deadlocked: bool,
+    snapshot_created: &str,
+    memo: &mut Memo,
+) -> (u8, i64) {
     if deadlocked {
         return (0, 0);
     }
@@ -568,7 +636,7 @@ pub fn interest(stack: &Stack, deadlocked: bool, snapshot_created: &str) -> (u8,
         let secs = seconds_between(since, snapshot_created).unwrap_or(0.0);
         return (2, -(secs * 1e3) as i64);
     }
-    if user_frame(&stack.frames).is_some() {
+    if memo.user_frame(&stack.frames).is_some() {
         (3, 0)
     } else {
         (4, 0)

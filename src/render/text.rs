@@ -56,8 +56,15 @@ pub fn render(snapshot: &Snapshot, options: &TextOptions, out: &mut dyn Write) -
         let mut groups = groups(&stacks, options.group);
         // The interesting first: deadlocked, waiting for a lock's holder,
         // unchanged the longest, in the user's code; idle library waits last.
-        let interest =
-            |s: &Stack| analysis::interest(s, deadlocked.contains_key(&*s.id), &snapshot.created);
+        let mut memo = analysis::Memo::default();
+        let mut interest = |s: &Stack| {
+            analysis::interest(
+                s,
+                !deadlocked.is_empty() && deadlocked.contains_key(&*s.id),
+                &snapshot.created,
+                &mut memo,
+            )
+        };
         groups.sort_by_cached_key(|g| g.iter().map(|s| interest(s)).min());
         for group in groups {
             writeln!(out)?;

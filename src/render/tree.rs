@@ -43,19 +43,19 @@ fn container_of(stack: &Stack) -> String {
 /// from this many on (`├─ 812 × "worker" (suspended, at app.py:12)`).
 const COLLAPSE_AT: usize = 3;
 
-fn label(stack: &Stack) -> String {
+fn label(stack: &Stack, memo: &mut analysis::Memo) -> String {
     format!(
         "{} [{}] ({})",
         quoted(&stack.name),
         escape(&stack.id),
-        facts(stack)
+        facts(stack, memo)
     )
 }
 
 /// What a collapsed line shares: the label without the ids, and the names
 /// (one name when they all share it, as a pool of greenlets does; the first
 /// few when they differ, as tasks named `Task-1`, `Task-2`, ... do).
-fn shared_label(members: &[&Stack]) -> String {
+fn shared_label(members: &[&Stack], memo: &mut analysis::Memo) -> String {
     let first = members[0];
     let names = if members.iter().all(|s| s.name == first.name) {
         quoted(&first.name)
@@ -71,10 +71,19 @@ fn shared_label(members: &[&Stack]) -> String {
         }
     };
     // Leaves differing only in when they wake are one line: the range says when.
-    let times: Vec<f64> = members
-        .iter()
-        .filter_map(|s| analysis::split_timing(s.facts.awaiting.as_deref()?).1)
-        .collect();
+    // Members one after another mostly share one text: each is cut once.
+    let mut times: Vec<f64> = Vec::new();
+    let mut last: Option<(usize, usize)> = None;
+    for stack in members {
+        let Some(a) = stack.facts.awaiting.as_deref() else {
+            continue;
+        };
+        let key = (a.as_ptr() as usize, a.len());
+        if last != Some(key) {
+            last = Some(key);
+            times.extend(analysis::split_timing(a).1);
+        }
+    }
     let awaiting = first.facts.awaiting.as_deref().map(|a| {
         let (what, _) = analysis::split_timing(a);
         let lo = times.iter().copied().fold(f64::INFINITY, f64::min);
@@ -89,7 +98,7 @@ fn shared_label(members: &[&Stack]) -> String {
             format!("{what} ({lo:.1}–{hi:.1} s left)")
         }
     });
-    format!("{names} ({})", facts_with(first, awaiting.as_deref()))
+    format!("{names} ({})", facts_with(first, awaiting.as_deref(), memo))
 }
 
 /// How many differing names a collapsed line lists.
@@ -140,33 +149,29 @@ impl std::hash::Hash for LabelKey<'_> {
     }
 }
 
-fn label_key(stack: &Stack) -> LabelKey<'_> {
+fn label_key<'s>(stack: &'s Stack, memo: &mut analysis::Memo) -> LabelKey<'s> {
     let (hub, awaiters) = match &stack.details {
         StackDetails::Greenlet(d) => (d.hub, 0),
         StackDetails::Task(d) => (false, d.awaited_by.len()),
         StackDetails::Thread(_) => (false, 0),
     };
-    let awaiting = stack
-        .facts
-        .awaiting
-        .as_deref()
-        .map(|a| analysis::split_timing(a).0);
+    let awaiting = stack.facts.awaiting.as_deref().map(|a| memo.timing_free(a));
     // The whole file name: cheaper to hash than to cut, and as exact.
-    let at = at_frame(stack).map(|f| (&*f.filename, f.lineno));
+    let at = at_frame(stack, memo).map(|f| (&*f.filename, f.lineno));
     LabelKey(&stack.state, hub, awaiting, awaiters, at)
 }
 
 /// The frame a tree line names: the innermost in the user's own code (the
 /// handler's line, not the library's `locks.py:212`), else the innermost.
-fn at_frame(stack: &Stack) -> Option<&crate::model::Frame> {
-    analysis::user_frame(&stack.frames).or(stack.frames.last())
+fn at_frame<'s>(stack: &'s Stack, memo: &mut analysis::Memo) -> Option<&'s crate::model::Frame> {
+    memo.user_frame(&stack.frames).or(stack.frames.last())
 }
 
-fn facts(stack: &Stack) -> String {
-    facts_with(stack, stack.facts.awaiting.as_deref())
+fn facts(stack: &Stack, memo: &mut analysis::Memo) -> String {
+    facts_with(stack, stack.facts.awaiting.as_deref(), memo)
 }
 
-fn facts_with(stack: &Stack, awaiting: Option<&str>) -> String {
+fn facts_with(stack: &Stack, awaiting: Option<&str>, memo: &mut analysis::Memo) -> String {
     let mut facts = vec![escape(&stack.state).into_owned()];
     if let StackDetails::Greenlet(d) = &stack.details {
         if d.hub {
@@ -183,7 +188,7 @@ fn facts_with(stack: &Stack, awaiting: Option<&str>) -> String {
             facts.push(format!("also awaited by {more}"));
         }
     }
-    if let Some(last) = at_frame(stack) {
+    if let Some(last) = at_frame(stack, memo) {
         facts.push(format!(
             "at {}:{}",
             escape(short_file(&last.filename)),
@@ -277,6 +282,8 @@ struct Tree<'a> {
     children: Vec<Vec<usize>>,
     roots: Vec<usize>,
     seen: Vec<bool>,
+    /// Valid while `stacks` is borrowed, which is the tree's whole life.
+    memo: analysis::Memo,
 }
 
 impl<'a> Tree<'a> {
@@ -325,6 +332,7 @@ impl<'a> Tree<'a> {
             children,
             roots,
             seen: vec![false; stacks.len()],
+            memo: analysis::Memo::default(),
         }
     }
 
@@ -362,7 +370,8 @@ impl<'a> Tree<'a> {
                 escape(&stack.id)
             );
         }
-        writeln!(out, "{indent}{branch}{}", label(stack))?;
+        let text = label(stack, &mut self.memo);
+        writeln!(out, "{indent}{branch}{text}")?;
         let child_indent = match branch {
             "" => indent.to_string(),
             "└─ " => format!("{indent}   "),
@@ -398,7 +407,7 @@ impl<'a> Tree<'a> {
             out,
             "{indent}{branch}{} × {}",
             many.len(),
-            shared_label(&members)
+            shared_label(&members, &mut self.memo)
         )
     }
 
@@ -412,12 +421,13 @@ impl<'a> Tree<'a> {
         // Equal leaves come in runs (siblings listed by name): a leaf equal
         // to the one before joins its group without being hashed.
         let mut last: Option<(LabelKey<'a>, usize)> = None;
+        let mut memo = analysis::Memo::default();
         for &k in kids {
             if !self.children[k].is_empty() {
                 slot.push(None);
                 continue;
             }
-            let key = label_key(self.stacks[k]);
+            let key = label_key(self.stacks[k], &mut memo);
             let g = match &last {
                 Some((previous, g)) if *previous == key => *g,
                 _ => {

@@ -85,12 +85,11 @@ pub fn capture(cap: &mut Capture<'_>) -> Vec<Stack> {
     let own = owner::attribute(cap, &api, &raws, &index, current);
 
     let ids = Ids::default();
+    let api_memo = RefCell::new(ApiMemo::default());
     let mut namer = Namer::new(py);
     let mut stacks = Vec::with_capacity(raws.len());
     let mut lock_waits: Vec<(usize, usize)> = Vec::new();
-    // Who joins whom: a joiner's `switch` sits in the links of the greenlet
-    // it joins (gevent's `join`/`joinall`/`get` rawlink it).
-    let joins = joiners(&gevent, &raws, &index);
+
     let order = tree_order(&raws, &own.root, current);
     for (k, &i) in order.iter().enumerate() {
         prefetch_ahead(&gevent, &raws, &order, k);
@@ -102,6 +101,7 @@ pub fn capture(cap: &mut Capture<'_>) -> Vec<Stack> {
             ids: &ids,
             index: &index,
             current,
+            api_memo: &api_memo,
         };
         let mut stack = build(cap, &ctx, &mut namer, i);
         if stack.facts.awaiting.as_deref() == Some("RLock.acquire") {
@@ -113,7 +113,27 @@ pub fn capture(cap: &mut Capture<'_>) -> Vec<Stack> {
                 }
             }
         }
-        if let Some(joined) = joins.get(&i) {
+        stacks.push(stack);
+        // Released while the frame is still in the cache, not in a pass at the end.
+        raws[i].frame = None;
+    }
+    // Who joins whom: a joiner's `switch` sits in the links of the greenlet
+    // it joins (gevent's `join`/`joinall`/`get` rawlink it). A joiner is
+    // switched out in compiled code, its innermost frame the user's: the
+    // links are read only when some greenlet waits so (ten thousand in
+    // `sleep` need none of it).
+    let some_unexplained = stacks.iter().any(|s| {
+        &*s.state == "suspended"
+            && s.facts.awaiting.is_none()
+            && matches!(&s.details, StackDetails::Greenlet(d) if !d.hub)
+    });
+    if some_unexplained {
+        let joins = joiners(&gevent, &raws, &index);
+        for (k, &i) in order.iter().enumerate() {
+            let Some(joined) = joins.get(&i) else {
+                continue;
+            };
+            let stack = &mut stacks[k];
             for &j in joined {
                 let id = greenlet_id(&raws[j].obj);
                 if !stack.facts.waiting_for.contains(&id) {
@@ -124,9 +144,6 @@ pub fn capture(cap: &mut Capture<'_>) -> Vec<Stack> {
                 stack.facts.awaiting = Some(Text::new_static("Greenlet.join"));
             }
         }
-        stacks.push(stack);
-        // Released while the frame is still in the cache, not in a pass at the end.
-        raws[i].frame = None;
     }
     name_lock_holders(&mut stacks, &lock_waits);
     stacks
@@ -169,14 +186,20 @@ fn name_lock_holders(stacks: &mut [Stack], lock_waits: &[(usize, usize)]) {
 
 /// The entries of a greenlet's links: an exact `list` (gevent 20+) or a
 /// `collections.deque` (older), read in C.
-fn link_entries<'py>(obj: &Bound<'py, PyAny>) -> Vec<Bound<'py, PyAny>> {
-    // SAFETY: only the type is looked at before a list is read through the C API.
+fn link_entries<'py>(
+    obj: &Bound<'py, PyAny>,
+    deque: Option<*mut ffi::PyTypeObject>,
+) -> Vec<Bound<'py, PyAny>> {
+    // SAFETY: only the type (and a list's size) is looked at before a list
+    // is read through the C API.
     unsafe {
         if ffi::PyList_CheckExact(obj.as_ptr()) != 0 {
+            if ffi::PyList_Size(obj.as_ptr()) == 0 {
+                return Vec::new();
+            }
             return inert::sequence_items(obj).unwrap_or_default();
         }
-        let tp = ffi::Py_TYPE(obj.as_ptr());
-        if std::ffi::CStr::from_ptr((*tp).tp_name) == c"collections.deque" {
+        if Some(ffi::Py_TYPE(obj.as_ptr())) == deque {
             return inert::referents(obj);
         }
     }
@@ -195,6 +218,11 @@ fn joiners(
     let Some(greenlet_type) = gevent.greenlet.as_ref().and_then(inert::as_type) else {
         return out;
     };
+    let deque = raws.first().and_then(|r| {
+        inert::imported_module(r.obj.py(), c"collections")
+            .and_then(|m| inert::module_attr(&m, c"deque"))
+            .and_then(|t| inert::as_type(&t))
+    });
     for (j, raw) in raws.iter().enumerate() {
         if !raw.flags.started || !raw.flags.active || raw.hub {
             continue;
@@ -204,7 +232,7 @@ fn joiners(
         }
         // SAFETY: `raw.obj` was checked to be a gevent `Greenlet`.
         for field in unsafe { gevent.field_values(&raw.obj) } {
-            for link in link_entries(&field) {
+            for link in link_entries(&field, deque) {
                 let Some(joiner) = inert::cfunction_self(&link) else {
                     continue;
                 };
@@ -391,6 +419,28 @@ struct Context<'a, 'py> {
     ids: &'a Ids,
     index: &'a HashMap<usize, usize>,
     current: Option<usize>,
+    api_memo: &'a RefCell<ApiMemo>,
+}
+
+/// [`crate::capture::waits::api`] of the last frame list asked about, by
+/// address: greenlets one after another share their lists. Lives for one
+/// capture, while the lists are held.
+#[derive(Default)]
+struct ApiMemo(Option<(usize, usize, Option<&'static str>)>);
+
+impl ApiMemo {
+    fn api(&mut self, frames: &Frames) -> Option<Text> {
+        let key = (frames.as_ptr() as usize, frames.len());
+        let words = match self.0 {
+            Some((p, n, words)) if (p, n) == key => words,
+            _ => {
+                let words = crate::capture::waits::api(frames);
+                self.0 = Some((key.0, key.1, words));
+                words
+            }
+        };
+        words.map(Text::new_static)
+    }
 }
 
 fn build<'py>(
@@ -458,7 +508,7 @@ fn build<'py>(
     );
     let (spawned_by, spawn_frames) = spawn_record(cap, ctx, &raw.obj);
     let awaiting = match state {
-        "suspended" if !raw.hub => crate::capture::waits::api(&frames).map(Text::new_static),
+        "suspended" if !raw.hub => ctx.api_memo.borrow_mut().api(&frames),
         _ => None,
     };
     Stack {
