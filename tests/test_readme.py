@@ -123,7 +123,11 @@ def test_every_readme_command_and_block_runs(workdir: Path):
         target.expect("ready")
         outputs = {command: run_command(command, workdir, target.pid) for _, command in commands()}
     for command, out in outputs.items():
-        if command.startswith("tbcollect dump"):
+        if command.startswith("tbcollect dump") and "--format json" in command:
+            assert validate_json(out)["schema"] == "tbcollect/1"
+        elif command.startswith("tbcollect dump") and "--children" in command:
+            assert out.startswith(f"==> pid {target.pid}:"), out
+        elif command.startswith("tbcollect dump"):
             assert out.startswith("tbcollect: pid "), out
         elif command.startswith("tbcollect run"):
             assert out.startswith("app ['--port', '8000']"), out
