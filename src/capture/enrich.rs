@@ -385,12 +385,12 @@ mod tests {
         stop_tx.send(()).unwrap();
         sleeper.join().unwrap();
         // Ended: the kept file reads nothing (even if a new thread has the
-        // id by now), so `state` drops it and opens the id afresh.
+        // id by now), so `state` drops it and opens the id afresh. `join`
+        // returns when the thread clears its id, which can be a moment
+        // before the kernel releases the task: it may still read as exited.
         let mut buf = [0u8; 1024];
-        assert_eq!(
-            read_stat(std::os::fd::AsRawFd::as_raw_fd(&kept), tid, &mut buf),
-            None
-        );
+        let after = read_stat(std::os::fd::AsRawFd::as_raw_fd(&kept), tid, &mut buf);
+        assert!(matches!(after, None | Some("exited")), "{after:?}");
     }
 
     #[cfg(target_os = "linux")]
