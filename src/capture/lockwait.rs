@@ -8,7 +8,7 @@
 //! word, two words after the object header; the type's size is checked
 //! before any field is read. Up to 3.12 each lock wraps an OS semaphore, whose
 //! address a thread blocked on it waits on (the `futex` the OS reports); from
-//! 3.13 on locks park threads elsewhere, and only a single held `RLock` is
+//! 3.13 on locks park threads elsewhere, and only a single held lock is
 //! taken (see [`waits::waited_lock`]).
 
 use crate::capture::inert;
@@ -76,17 +76,27 @@ impl LockTypes {
                 kind: LockKind::RLock,
                 os_lock: if cfg!(Py_3_13) { 0 } else { os_lock },
                 owner,
+                held: owner != 0,
             });
         }
         if Some(tp) == self.lock {
-            // SAFETY: a `_thread.lock`; up to 3.12 it is the header, the OS
-            // lock pointer, the weakref list and a flag, checked by its size.
-            let os_lock = unsafe {
+            // SAFETY: a `_thread.lock`, whose size is checked before a word
+            // is read. Up to 3.13 it is the header, the OS lock pointer, the
+            // weakref list and the `locked` flag; 3.14+ the header and a
+            // one-byte `PyMutex` (bit 0: locked) padded to a word.
+            let (os_lock, held) = unsafe {
                 let size = (*tp).tp_basicsize as usize;
-                if cfg!(Py_3_13) || size < HEAD + 2 * WORD {
-                    0
+                let base = ptr as *const u8;
+                if cfg!(Py_3_14) {
+                    (0, size > HEAD && *base.add(HEAD) & 1 != 0)
+                } else if size > HEAD + 2 * WORD {
+                    let os_lock = *(base.add(HEAD) as *const usize) as u64;
+                    let held = *base.add(HEAD + 2 * WORD) != 0;
+                    // 3.13's OS lock is a `PyMutex` whose waiters park
+                    // elsewhere: no futex word names it.
+                    (if cfg!(Py_3_13) { 0 } else { os_lock }, held)
                 } else {
-                    *((ptr as *const u8).add(HEAD) as *const usize) as u64
+                    (0, false)
                 }
             };
             return Some(LockRef {
@@ -95,6 +105,7 @@ impl LockTypes {
                 kind: LockKind::Lock,
                 os_lock,
                 owner: 0,
+                held,
             });
         }
         if depth == 0 && Some(tp) == self.condition {

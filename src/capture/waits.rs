@@ -24,6 +24,8 @@ pub struct LockRef {
     pub os_lock: u64,
     /// For an `RLock`: the ident of the thread that holds it (0: free).
     pub owner: u64,
+    /// Whether it was locked when read (a `Lock` records no more than this).
+    pub held: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -290,8 +292,8 @@ pub fn thread_awaiting(frames: &[Frame], syscall: Option<Syscall>) -> Option<Str
 
 /// Which of `locks` a thread blocked on futex word `addr` waits on: the one
 /// whose OS lock is that word. Where the interpreter keeps no OS lock per
-/// lock (`os_lock == 0`, 3.14's parking lot), the one `RLock` held by
-/// another thread, if there is exactly one.
+/// lock (`os_lock == 0`, the parking lot of 3.13+), the one lock held (an
+/// `RLock` by another thread, a `Lock` by anyone), if there is exactly one.
 pub fn waited_lock(locks: &[LockRef], addr: u64, own_ident: u64) -> Option<&LockRef> {
     // The futex word of a glibc semaphore or mutex is at its start, or a
     // few words in.
@@ -303,8 +305,8 @@ pub fn waited_lock(locks: &[LockRef], addr: u64, own_ident: u64) -> Option<&Lock
     }
     let mut unknown = locks
         .iter()
-        .filter(|l| l.os_lock == 0 && l.kind == LockKind::RLock && l.owner != 0)
-        .filter(|l| l.owner != own_ident);
+        .filter(|l| l.os_lock == 0 && l.held)
+        .filter(|l| l.kind == LockKind::Lock || l.owner != own_ident);
     match (unknown.next(), unknown.next()) {
         (Some(one), None) => Some(one),
         _ => None,
@@ -502,6 +504,7 @@ mod tests {
             kind: LockKind::RLock,
             os_lock,
             owner,
+            held: owner != 0,
         }
     }
 
@@ -543,6 +546,7 @@ mod tests {
                 kind: LockKind::Lock,
                 os_lock: 0x5000,
                 owner: 0,
+                held: true,
             }],
             syscall: Some(Syscall::Futex { addr: 0x5000 }),
         }];
@@ -562,5 +566,24 @@ mod tests {
         assert_eq!(waited_lock(&two, 1, 2), None);
         // Held by the thread itself: re-entry never blocks.
         assert_eq!(waited_lock(&[rlock("a", 0, 2)], 1, 2), None);
+    }
+
+    #[test]
+    fn without_os_locks_a_single_held_plain_lock_is_taken() {
+        let lock = |name: &str, held: bool| LockRef {
+            name: name.into(),
+            addr: 0xabc,
+            kind: LockKind::Lock,
+            os_lock: 0,
+            owner: 0,
+            held,
+        };
+        let one = [lock("a", true), lock("free", false)];
+        assert_eq!(waited_lock(&one, 1, 2).map(|l| l.name.as_str()), Some("a"));
+        assert_eq!(waited_lock(&[lock("a", false)], 1, 2), None);
+        assert_eq!(
+            waited_lock(&[lock("a", true), rlock("b", 0, 7)], 1, 2),
+            None
+        );
     }
 }
