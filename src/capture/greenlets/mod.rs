@@ -377,9 +377,14 @@ fn prefetch_frame_data(frame: &Bound<'_, PyAny>, caller: bool) {
     }
 }
 
-/// Threads in order (the caller's first), each as a tree walk from its main
-/// greenlet: a hub before its siblings, other children in heap order.
+/// Threads (the caller's first), each as a tree walk from its main
+/// greenlet: a hub before its siblings. Otherwise by address, which is the
+/// stack's id: the heap's order is no order to keep, as a collection
+/// between two captures may move objects from one list to another
+/// (3.14+'s incremental collector does, so two captures of a still
+/// process listed greenlets in different orders).
 fn tree_order(raws: &[Raw<'_>], root: &[usize], current: Option<usize>) -> Vec<usize> {
+    let addr = |k: usize| raws[k].obj.as_ptr() as usize;
     let mut children: Vec<Vec<usize>> = vec![Vec::new(); raws.len()];
     for (i, raw) in raws.iter().enumerate() {
         if let Some(p) = raw.parent.filter(|&p| p != i && root[i] != i) {
@@ -387,12 +392,11 @@ fn tree_order(raws: &[Raw<'_>], root: &[usize], current: Option<usize>) -> Vec<u
         }
     }
     for kids in &mut children {
-        kids.sort_by_key(|&k| (!raws[k].hub, k));
+        kids.sort_by_key(|&k| (!raws[k].hub, addr(k)));
     }
     let mut roots: Vec<usize> = (0..raws.len()).filter(|&i| root[i] == i).collect();
-    if let Some(first) = current.map(|c| root[c]) {
-        roots.sort_by_key(|&r| r != first);
-    }
+    let first = current.map(|c| root[c]);
+    roots.sort_by_key(|&r| (Some(r) != first, addr(r)));
     let mut seen = vec![false; raws.len()];
     let mut order = Vec::with_capacity(raws.len());
     for r in roots {
