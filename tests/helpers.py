@@ -365,6 +365,12 @@ def short(stack: tbcollect.Stack) -> List[str]:
     return [f.function.rsplit(".", 1)[-1] for f in stack.frames]
 
 
+def frame_name(qualname: str) -> str:
+    """A function as frames name it: code objects carry `co_qualname` from
+    3.11 on; before, frames only know the bare `co_name`."""
+    return qualname if sys.version_info >= (3, 11) else qualname.rsplit(".", 1)[-1]
+
+
 async def forever() -> None:
     await asyncio.sleep(3600)
 

@@ -52,7 +52,8 @@ pub enum Syscall {
     Futex {
         addr: u64,
     },
-    /// `clock_nanosleep` to an absolute time: seconds left, when known.
+    /// A sleep (`clock_nanosleep`, `nanosleep`, `select` on no fds): seconds
+    /// left, known only for `clock_nanosleep` to an absolute time.
     Sleep {
         left: Option<f64>,
     },
@@ -70,6 +71,7 @@ mod nr {
     pub const FUTEX: &[u64] = &[202, 449];
     pub const SLEEP: &[u64] = &[230, 35];
     pub const POLL: &[u64] = &[232, 281, 441, 7, 271, 23, 270];
+    pub const SELECT: &[u64] = &[23, 270];
     pub const RECV: &[u64] = &[45, 47, 299];
     pub const READ: &[u64] = &[0, 19];
     pub const ACCEPT: &[u64] = &[43, 288];
@@ -82,6 +84,7 @@ mod nr {
     pub const FUTEX: &[u64] = &[98, 449];
     pub const SLEEP: &[u64] = &[115, 101];
     pub const POLL: &[u64] = &[22, 441, 73, 72];
+    pub const SELECT: &[u64] = &[72];
     pub const RECV: &[u64] = &[207, 212, 243];
     pub const READ: &[u64] = &[63, 65];
     pub const ACCEPT: &[u64] = &[202, 242];
@@ -94,6 +97,7 @@ mod nr {
     pub const FUTEX: &[u64] = &[];
     pub const SLEEP: &[u64] = &[];
     pub const POLL: &[u64] = &[];
+    pub const SELECT: &[u64] = &[];
     pub const RECV: &[u64] = &[];
     pub const READ: &[u64] = &[];
     pub const ACCEPT: &[u64] = &[];
@@ -125,6 +129,11 @@ pub fn parse_syscall(
             None
         };
         Syscall::Sleep { left }
+    } else if nr::SELECT.contains(&nr) && (0..4).all(|i| arg(i) == 0) {
+        // select(0, NULL, NULL, NULL, &timeout) watches nothing: it is how
+        // time.sleep() sleeps before 3.11. Its timeout is the requested
+        // duration until the call returns, not the time left, so no `left`.
+        Syscall::Sleep { left: None }
     } else if nr::POLL.contains(&nr) {
         Syscall::Poll
     } else if nr::RECV.contains(&nr) {
@@ -470,6 +479,21 @@ mod tests {
             Some("socket recv")
         );
         assert_eq!(parse_syscall("running", sleep), None);
+        for &nr in nr::SELECT {
+            // select/pselect6 on no fds: a sleep (time.sleep() before 3.11).
+            let nap = format!("{nr} 0x0 0x0 0x0 0x0 0x7ffd1c2a9e40 0x0 0x7ffd 0x7f");
+            assert_eq!(
+                parse_syscall(&nap, sleep),
+                Some(Syscall::Sleep { left: None })
+            );
+            assert_eq!(
+                thread_awaiting(&user, parse_syscall(&nap, sleep)).as_deref(),
+                Some("sleep")
+            );
+            // The same call on a real fd set waits for I/O.
+            let io = format!("{nr} 0x5 0x7ffd1c2a9e00 0x0 0x0 0x7ffd1c2a9e40 0x0 0x7ffd 0x7f");
+            assert_eq!(parse_syscall(&io, sleep), Some(Syscall::Poll));
+        }
         let futex = format!("{} 0x5597b94cba80 0x189 0x0", nr::FUTEX[0]);
         assert_eq!(
             parse_syscall(&futex, sleep),

@@ -106,14 +106,17 @@ def test_a_replaced_time_monotonic_is_never_called() -> None:
 def test_a_replaced_current_frames_cannot_hide_threads() -> None:
     code = textwrap.dedent(
         """
-        import sys, threading
+        import functools, sys, threading
         import tbcollect
 
         release = threading.Event()
         worker = threading.Thread(target=release.wait, name="worker")
         worker.start()
         called = []
-        for replacement in (lambda: called.append(1) or {}, sys._current_exceptions, dict):
+        # A C callable returning a dict keyed by thread ident, like
+        # sys._current_exceptions (3.10+) but on every version.
+        by_ident = functools.partial(dict.fromkeys, [threading.get_ident(), worker.ident])
+        for replacement in (lambda: called.append(1) or {}, by_ident, dict):
             sys._current_frames = replacement
             snap = tbcollect.collect()
             print("WORKER", any(s.name == "worker" and s.frames for s in snap.stacks))
