@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Union
 
 from tbcollect import _dumpdir, _options
 from tbcollect._errors import InstallError, InvalidOptionError
@@ -134,6 +134,27 @@ def _log_dump(log: Optional[logging.Logger], snapshot: Snapshot, path: Path, rea
         _logging.emit(snapshot, logger=log, reason=f"{reason}; written to {path}")
 
 
+#: tbcollect's own OS threads (dumper, watchdog), ident -> name. Under gevent
+#: or eventlet monkey-patching they start outside ``threading``, which then
+#: knows them as ``Dummy-N`` or not at all; a capture reads this table (in C,
+#: no code run) to name them and mark them ``own``.
+OWN_THREADS: Dict[int, str] = {}
+# A child of fork() has none of its parent's threads, and their idents can
+# come back as the child's own threads.
+os.register_at_fork(after_in_child=OWN_THREADS.clear)
+
+
+def run_own_thread(target: Callable[[], None], name: str, get_ident: Callable[[], int]) -> None:
+    """Runs ``target`` as tbcollect's own thread ``name`` (``get_ident``: the
+    real thread's ident, not a greenlet's)."""
+    ident = get_ident()
+    OWN_THREADS[ident] = name
+    try:
+        target()
+    finally:
+        OWN_THREADS.pop(ident, None)
+
+
 def _original_thread_primitives() -> tuple[Any, Any, Any]:
     """(start_new_thread, allocate_lock, get_ident) of real OS threads when
     gevent or eventlet has monkey-patched threading, else Nones."""
@@ -159,7 +180,12 @@ class _OsThread:
         start, allocate_lock, self._get_ident = _original_thread_primitives()
         self._thread: Optional[threading.Thread] = None
         if start is None:
-            self._thread = threading.Thread(target=target, name=name, daemon=True)
+            self._thread = threading.Thread(
+                target=run_own_thread,
+                args=(target, name, threading.get_ident),
+                name=name,
+                daemon=True,
+            )
             self._thread.start()
             return
         self._done = allocate_lock()
@@ -167,7 +193,7 @@ class _OsThread:
 
         def run() -> None:
             try:
-                target()
+                run_own_thread(target, name, self._get_ident)
             finally:
                 self._done.release()
 

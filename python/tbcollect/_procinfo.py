@@ -82,6 +82,18 @@ class Process:
                 env[os.fsdecode(key)] = os.fsdecode(value)
         return env
 
+    def program(self) -> str:
+        """The name its default dump directory ends in
+        (``_dumpdir.program_name``), from its command line and cgroup.
+        A process title set after start-up (setproctitle) can hide the
+        program: the directory a handler advertises is the one to trust."""
+        try:
+            argv = [os.fsdecode(a) for a in (self.proc / "cmdline").read_bytes().split(b"\0")]
+            cgroup = (self.proc / "cgroup").read_text(errors="replace")
+        except OSError:
+            argv, cgroup = [], ""
+        return _dumpdir.program_name(argv, cgroup)
+
     def beacons(self) -> Optional[List[Beacon]]:
         """The tbcollect handlers installed in the process (normally none or
         one), or None when its descriptors cannot be read (another user's
@@ -136,7 +148,9 @@ class Process:
             status = self._status or self.status()
             uid = status.uid if status else os.geteuid()
             env = self.environ() or {}
-            theirs = _dumpdir.default_directory(uid=uid, environ=env, root=root)
+            theirs = _dumpdir.default_directory(
+                uid=uid, environ=env, root=root, program=self.program()
+            )
         if root == "/":
             return theirs, theirs
         return theirs, Path(root) / str(theirs).lstrip("/")

@@ -38,6 +38,7 @@ import logging
 import math
 import os
 import sys
+import sysconfig
 import time
 import types
 import weakref
@@ -102,13 +103,58 @@ def _start_thread(run: Callable[[], None]) -> None:
         patched = monkey is not None and monkey.is_module_patched("threading")
     except Exception:
         patched = True
+    from tbcollect._live import run_own_thread
+
     if patched:
         # A patched threading.Thread would be a greenlet on the very hub it watches.
-        _original("_thread", "start_new_thread")(run, ())
+        get_ident = _original("_thread", "get_ident")
+        _original("_thread", "start_new_thread")(
+            run_own_thread, (run, WATCHER_THREAD_NAME, get_ident)
+        )
     else:
         import threading
 
-        threading.Thread(target=run, name=WATCHER_THREAD_NAME, daemon=True).start()
+        threading.Thread(
+            target=run_own_thread,
+            args=(run, WATCHER_THREAD_NAME, threading.get_ident),
+            name=WATCHER_THREAD_NAME,
+            daemon=True,
+        ).start()
+
+
+def _hub_blockers(snapshot: Snapshot, ident: Optional[int]) -> List[Any]:
+    """The greenlets that run (not the hub) on thread ``ident``: what keeps its hub from running."""
+    return [
+        s
+        for s in snapshot.stacks
+        if s.kind == "greenlet" and s.thread == ident and s.state == "running" and not s.hub
+    ]
+
+
+def _stuck_at(snapshot: Snapshot, report: Dict[str, Any]) -> List[str]:
+    """One line for the log: the innermost frame of the report's culprit
+    (for a hub, of the greenlet that blocks it), or nothing when unknown."""
+    culprit = report.get("culprit")
+    stacks = [s for s in snapshot.stacks if s.id == culprit]
+    if report.get("watch") == GEVENT_HUB and stacks:
+        stacks = _hub_blockers(snapshot, stacks[0].thread) or stacks
+    if not stacks or not stacks[0].frames:
+        return []
+    frames = stacks[0].frames
+
+    def at(frame: Any) -> str:
+        line = f":{frame.lineno}" if frame.lineno is not None else ""
+        return f"{escape_text(frame.function)} ({escape_text(frame.filename)}{line})"
+
+    text = f"  stuck in {at(frames[-1])}"
+    # The standard library's innermost frames (Condition.wait) say little:
+    # the program's own call into them is named too.
+    stdlib = sysconfig.get_paths().get("stdlib", "\0")
+    if frames[-1].filename.startswith(stdlib):
+        caller = next((f for f in reversed(frames) if not f.filename.startswith(stdlib)), None)
+        if caller is not None:
+            text += f", called from {at(caller)}"
+    return [f"{text}; {escape_text(stacks[0].name)}"]
 
 
 def _check_threshold(name: str, value: Any) -> float:
@@ -708,7 +754,7 @@ class Watchdog:
         headers = "\n".join(r["message"] for r in reports)
         dump = snapshot.to_text()
         text = f"{headers}\n\n{dump}"
-        where = ""
+        where: Optional[str] = None
         if self._directory is not None:
             if self._format == "json":
                 data = json.loads(snapshot.to_json())
@@ -721,11 +767,20 @@ class Watchdog:
                 path = _dumpdir.write_new_dump(
                     body, directory=self._directory, fmt=self._format, reason=f"watchdog: {kinds}"
                 )
-                where = f"\n(dump written to {path})"
+                where = f"(dump written to {path})"
             except (TbcollectError, OSError) as e:
-                where = f"\n(no dump file: {e})"
+                self._reports += 1
+                self._log.warning("%s\n(no dump file: %s)\n\n%s", headers, e, dump)
+                return
         self._reports += 1
-        self._log.warning("%s%s\n\n%s", headers, where, dump)
+        if where is None:
+            # No file: the log is the only record, so it gets the whole dump.
+            self._log.warning("%s\n\n%s", headers, dump)
+            return
+        # A server's error log gets a few lines, not the hundred of a dump:
+        # what hangs, where it is stuck, and the file with the rest.
+        stuck = [line for r in reports for line in _stuck_at(snapshot, r)]
+        self._log.warning("%s\n%s", "\n".join([headers, *stuck]), where)
 
     def _describe(self, fired: _Fired, snapshot: Snapshot) -> Dict[str, Any]:
         watch = fired.watch
@@ -746,11 +801,7 @@ class Watchdog:
             f"for {fired.stuck_for:.1f} s (threshold {watch.threshold:g} s)"
         )
         if isinstance(watch, HubWatch) and ident is not None:
-            running = [
-                s
-                for s in snapshot.stacks
-                if s.kind == "greenlet" and s.thread == ident and s.state == "running" and not s.hub
-            ]
+            running = _hub_blockers(snapshot, ident)
             if running:
                 blocker = running[0]
                 name, gid = escape_text(blocker.name), escape_text(blocker.id)

@@ -137,16 +137,59 @@ fn known_threads(py: Python<'_>) -> Vec<(u64, ThreadInfo)> {
     out
 }
 
+/// tbcollect's own OS threads (dumper, watchdog), ident -> name, from
+/// `tbcollect._live.OWN_THREADS`: under gevent's monkey-patching they start
+/// outside `threading`, which then knows them as `Dummy-N` or not at all.
+/// Read as `threading._active` is: a dict walked in C, int keys, str values.
+fn own_threads(py: Python<'_>) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    let Some(table) = inert::imported_module(py, c"tbcollect._live")
+        .and_then(|m| inert::module_attr(&m, c"OWN_THREADS"))
+    else {
+        return out;
+    };
+    // SAFETY: `table` is alive and the GIL is held (a `Bound`); it is checked
+    // to be a dict and walked with `PyDict_Next`, which runs no code.
+    unsafe {
+        if ffi::PyDict_Check(table.as_ptr()) == 0 {
+            return out;
+        }
+        let mut pos: ffi::Py_ssize_t = 0;
+        let mut key: *mut ffi::PyObject = std::ptr::null_mut();
+        let mut value: *mut ffi::PyObject = std::ptr::null_mut();
+        while ffi::PyDict_Next(table.as_ptr(), &mut pos, &mut key, &mut value) != 0 {
+            let key = Bound::from_borrowed_ptr(py, key);
+            let value = Bound::from_borrowed_ptr(py, value);
+            if let (Some(ident), Some(name)) = (inert::int_value(&key), inert::str_value(&value)) {
+                out.push((ident, name));
+            }
+        }
+    }
+    out
+}
+
 /// (ident, native id, name) of every thread `threading` knows, read the way
 /// a capture reads them (no user code): the raw dump's name table.
 pub fn names(py: Python<'_>) -> Vec<(u64, Option<u64>, String)> {
-    known_threads(py)
+    let own = own_threads(py);
+    let mut out: Vec<(u64, Option<u64>, String)> = known_threads(py)
         .into_iter()
         .map(|(ident, info)| {
-            let name = info.name.unwrap_or_else(|| UNKNOWN_THREAD_NAME.to_string());
+            let name = own
+                .iter()
+                .find(|(i, _)| *i == ident)
+                .map(|(_, n)| n.clone())
+                .or(info.name)
+                .unwrap_or_else(|| UNKNOWN_THREAD_NAME.to_string());
             (ident, info.native_id, name)
         })
-        .collect()
+        .collect();
+    for (ident, name) in own {
+        if !out.iter().any(|(i, _, _)| *i == ident) {
+            out.push((ident, None, name));
+        }
+    }
+    out
 }
 
 /// A thread's `_name` as text, read without running any code: a `str` (or
@@ -210,6 +253,7 @@ pub fn capture<'py>(cap: &mut Capture<'py>) -> Vec<Stack> {
 
     let mut known = known_threads(py);
     rekey_patched_threads(&mut known, &tops, cap.current_thread);
+    let own_threads = own_threads(py);
     let main_ident = main_thread_ident(py);
     let lock_types = match lockwait::LockTypes::new(py) {
         Ok(types) => Some(types),
@@ -234,14 +278,20 @@ pub fn capture<'py>(cap: &mut Capture<'py>) -> Vec<Stack> {
             cap.trim_own_frames(&mut frames);
         }
         // A thread whose target is tbcollect's (dumper, watcher, writer):
-        // its first frame past threading's bootstrap is in the package.
-        let own = frames
+        // it says so itself (`own_threads`), or its first frame past
+        // threading's bootstrap is in the package.
+        let registered = own_threads
             .iter()
-            .find(|f| !f.filename.ends_with("/threading.py"))
-            .is_some_and(|f| cap.is_own_file(&f.filename))
-            && frames
-                .first()
-                .is_some_and(|f| f.filename.ends_with("/threading.py"));
+            .find(|(i, _)| *i == ident)
+            .map(|(_, name)| name.clone());
+        let own = registered.is_some()
+            || frames
+                .iter()
+                .find(|f| !f.filename.ends_with("/threading.py"))
+                .is_some_and(|f| cap.is_own_file(&f.filename))
+                && frames
+                    .first()
+                    .is_some_and(|f| f.filename.ends_with("/threading.py"));
         if !current && !own && waits::api(&frames).is_none() {
             if let Some(types) = &lock_types {
                 let locks = lockwait::locks_of_frame(types, &top);
@@ -260,8 +310,8 @@ pub fn capture<'py>(cap: &mut Capture<'py>) -> Vec<Stack> {
                 ..Default::default()
             },
             id: format!("thread:{ident}").into(),
-            name: info
-                .and_then(|i| i.name.clone())
+            name: registered
+                .or_else(|| info.and_then(|i| i.name.clone()))
                 .unwrap_or_else(|| {
                     // threading not imported (nothing to ask), or keyed by
                     // greenlet ids (gevent's monkey patching): the main

@@ -498,3 +498,46 @@ def test_a_greenlet_caught_half_built_is_left_out(kind):
     # The owner's main greenlet waits inside the constructor of the new one.
     assert (suspended["name"], suspended["state"]) == (MAIN_GREENLET_NAME, "suspended")
     assert functions(suspended)[-2:] == ["owner", "build"]
+
+
+def test_own_threads_are_named_and_marked_own_under_monkey_patching(tmp_path):
+    """Under gevent's monkey-patching the dumper and the watchdog run in real
+    OS threads that patched ``threading`` does not know (they would show as
+    ``Dummy-1`` or ``<thread not known to threading>``): they carry their own
+    names and are marked ``own``, so a dump has no tbcollect noise."""
+    code = """
+from gevent import monkey
+
+monkey.patch_all()
+
+import json, sys, threading, time
+import gevent
+import tbcollect
+
+tbcollect.install(directory=sys.argv[1])
+wd = tbcollect.watchdog(directory=sys.argv[1])
+wd.watch_hub(threshold=5)
+threading.current_thread()
+gevent.sleep(0.2)
+deadline = time.monotonic() + 30
+while True:
+    data = json.loads(tbcollect.collect().to_json())
+    threads = [s for s in data["stacks"] if s["kind"] == "thread"]
+    names = {s["name"]: bool(s.get("own")) for s in threads}
+    if {"tbcollect-dumper", "tbcollect-watchdog"} <= set(names) or time.monotonic() > deadline:
+        break
+    gevent.sleep(0.05)
+print(json.dumps({"names": names, "own": data["diagnosis"].get("own")}))
+text = tbcollect.collect().to_text()
+print(json.dumps({"unknown": "not known to threading" in text, "dummy": "Dummy-" in text}))
+wd.stop()
+"""
+    result = run_python(code, str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    first, second = (json.loads(line) for line in result.stdout.splitlines()[-2:])
+    names = first["names"]
+    assert names.get("tbcollect-dumper") is True, names
+    assert names.get("tbcollect-watchdog") is True, names
+    assert not [n for n, own in names.items() if n != "MainThread" and not own], names
+    assert first["own"] == 2
+    assert second == {"unknown": False, "dummy": False}

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import tbcollect
 from tbcollect import _dumpdir
 
-from tests.helpers import validate_json
+from tests.helpers import Target, base_env, cli, dumps_of, validate_json
 
 
 def mode(path) -> int:
@@ -21,22 +24,100 @@ def test_default_directory_rule(monkeypatch, tmp_path):
     monkeypatch.delenv("TBCOLLECT_DIR", raising=False)
     monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
     monkeypatch.setenv("TMPDIR", str(tmp_path))
-    assert _dumpdir.default_directory() == tmp_path / f"tbcollect-{os.geteuid()}"
-    assert _dumpdir.default_directory(uid=1234) == tmp_path / "tbcollect-1234"
+    program = _dumpdir.program_name(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
+    assert _dumpdir.default_directory(program="svc") == tmp_path / f"tbcollect-{os.geteuid()}/svc"
+    assert _dumpdir.default_directory(uid=1234, program="svc") == tmp_path / "tbcollect-1234/svc"
+    # Under pytest the program is pytest (or whatever ran it), never empty.
+    assert _dumpdir.default_directory().parent == tmp_path / f"tbcollect-{os.geteuid()}"
+    assert _dumpdir.default_directory().name in (program, _dumpdir._own_program_name())
 
     runtime = tmp_path / "run"
-    runtime.mkdir()
+    runtime.mkdir(mode=0o700)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
-    assert _dumpdir.default_directory() == runtime / "tbcollect"
-    # Someone else's runtime directory (su, sudo -E) is not used.
-    assert _dumpdir.default_directory(uid=os.geteuid() + 1) == tmp_path / (
-        f"tbcollect-{os.geteuid() + 1}"
+    assert _dumpdir.default_directory(program="svc") == runtime / "tbcollect" / "svc"
+    # Someone else's runtime directory (su, sudo -E) is not used, nor one
+    # others may write to.
+    assert _dumpdir.default_directory(uid=os.geteuid() + 1, program="svc") == tmp_path / (
+        f"tbcollect-{os.geteuid() + 1}/svc"
     )
+    runtime.chmod(0o777)
+    assert _dumpdir.default_directory(program="svc") == tmp_path / f"tbcollect-{os.geteuid()}/svc"
 
     monkeypatch.setenv("TBCOLLECT_DIR", str(tmp_path / "explicit"))
     assert _dumpdir.default_directory() == tmp_path / "explicit"
+    env = {"TMPDIR": str(tmp_path)}
+    assert _dumpdir.default_directory(uid=7, environ=env, program="a/../b") == (
+        tmp_path / "tbcollect-7" / "a_.._b"
+    )
+    # A TMPDIR that does not exist is not trusted to become one later.
     env = {"TMPDIR": "/elsewhere"}
-    assert str(_dumpdir.default_directory(uid=7, environ=env)) == "/elsewhere/tbcollect-7"
+    assert str(_dumpdir.default_directory(uid=7, environ=env, program="x")) == "/tmp/tbcollect-7/x"
+
+
+@pytest.mark.parametrize(
+    "argv, cgroup, name",
+    [
+        (["/venv/bin/python3.12", "/venv/bin/gunicorn", "-c", "conf.py"], "0::/", "gunicorn"),
+        (["python", "-m", "celery", "-A", "app", "worker"], "", "celery"),
+        (["python", "-X", "dev", "-mpytest.main", "-q"], "", "pytest"),
+        (["python3", "-u", "/srv/app.py"], "", "app"),
+        (["python3", "/srv/pkg/__main__.py"], "", "pkg"),
+        (["python", "-c", "print(1)"], "", "python"),
+        ([], "", "python"),
+        (["uwsgi", "--ini", "x.ini"], "", "uwsgi"),
+        (["/opt/.hidden/../weird name;rm"], "", "weird_name_rm"),
+        (["python", "app.py"], "0::/system.slice/shop@2.service\n", "shop@2.service"),
+        # A login session's scope is not a service: the program names it.
+        (["python", "app.py"], "0::/user.slice/user-0.slice/session-3.scope\n", "app"),
+    ],
+)
+def test_program_name(argv, cgroup, name):
+    assert _dumpdir.program_name(argv, cgroup) == name
+
+
+def test_default_directory_of_root_is_not_shared_by_every_program(tmp_path):
+    """Two programs of one user, default rule: each its own directory (and
+    retention rule), both below one private per-user directory."""
+    env = base_env(None, TMPDIR=str(tmp_path))
+    env.pop("XDG_RUNTIME_DIR", None)
+    code = "import tbcollect; print(tbcollect.install())"
+    for name in ("web", "jobs"):
+        (tmp_path / f"{name}.py").write_text(code)
+    dirs = {}
+    for name in ("web", "jobs"):
+        result = subprocess.run(
+            [sys.executable, str(tmp_path / f"{name}.py")],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        dirs[name] = Path(result.stdout.strip())
+    base = tmp_path / f"tbcollect-{os.geteuid()}"
+    assert dirs == {"web": base / "web", "jobs": base / "jobs"}
+    for path in (base, *dirs.values()):
+        assert mode(path) == 0o700 and os.lstat(path).st_uid == os.geteuid()
+
+
+def test_cli_finds_dumps_in_the_default_directory(tmp_path):
+    code = """
+import os, sys
+import tbcollect
+print("dir", tbcollect.install(), flush=True)
+print("ready", os.getpid(), flush=True)
+sys.stdin.readline()
+"""
+    env = base_env(None, TMPDIR=str(tmp_path))
+    env.pop("XDG_RUNTIME_DIR", None)
+    with Target(code, env=env) as target:
+        directory = Path(target.expect("dir"))
+        pid = int(target.expect("ready"))
+        assert directory == tmp_path / f"tbcollect-{os.geteuid()}" / "python"
+        result = cli("dump", str(pid), "--signal", "QUIT", env=env)
+        assert result.returncode == 0, result.stderr
+        (path,) = dumps_of(directory, pid)
+        assert result.stderr == f"tbcollect: dump of process {pid} saved in {path}\n"
 
 
 def test_resolve_creates_private_directory(monkeypatch, tmp_path):

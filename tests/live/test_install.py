@@ -436,9 +436,10 @@ def test_dump_directory_is_created_private_by_default(tmp_path):
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
     )
     assert result.returncode == 0, result.stderr
-    directory = tmp_path / f"tbcollect-{os.geteuid()}"
+    directory = tmp_path / f"tbcollect-{os.geteuid()}" / "python"
     assert result.stdout.split() == ["dir", str(directory)]
     assert os.stat(directory).st_mode & 0o777 == 0o700
+    assert os.stat(directory.parent).st_mode & 0o777 == 0o700
 
 
 def test_json_dump_of_installed_process_is_loadable(tmp_path):

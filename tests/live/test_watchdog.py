@@ -118,7 +118,14 @@ def test_thread_heartbeat_fires_once_on_a_long_hang_and_logs_recovery(tmp_path):
     logs = report_lines(out)
     assert len(logs) == 2, out
     assert logs[0] == "LOG " + header
-    assert "(dump written to " + str(files[0]) + ")" in out
+    # The log gets a few lines (what hangs, where, the file), not the dump.
+    lines = out.splitlines()
+    at = lines.index(logs[0])
+    assert lines[at + 1].startswith("  stuck in "), lines[at + 1]
+    assert " stuck_in_here (" in lines[at + 1] and lines[at + 1].endswith("; worker-7")
+    assert lines[at + 2] == "(dump written to " + str(files[0]) + ")"
+    assert lines[at + 3].startswith(("LOG ", "REPORTS ")), lines[at + 3]
+    assert "Diagnosis" not in out
     assert logs[1].startswith('LOG tbcollect watchdog: thread heartbeat: thread "worker-7"')
     assert " recovered after " in logs[1]
 
@@ -436,6 +443,8 @@ def test_logging_only_watchdog_writes_no_file(tmp_path):
     assert "DIRECTORY None\n" in out
     assert len(report_lines(out)) == 1
     assert "(dump written to" not in out
+    # No file: the log is the only record, so it holds the whole dump.
+    assert "\nDiagnosis" in out or "Diagnosis:" in out, out
     assert list(tmp_path.iterdir()) == []
 
 
