@@ -5,16 +5,22 @@
 
 Every task of every loop is listed with its whole await chain, what it waits
 for and which task waits for it; the task that takes the dump shows as
-`running`, its frames ending at the `await tbcollect.aio.dump()` line.
+`running`, its frames ending at the `await tbcollect.aio.dump()` line. Each
+handler sets a context variable registered with `tbcollect.label()`, so its
+stack says which request it serves (`request_id='req-1'`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import sys
 import threading
 
 import tbcollect
+
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
+tbcollect.label(REQUEST_ID)
 
 
 async def fetch(queue: asyncio.Queue[int]) -> None:
@@ -22,6 +28,7 @@ async def fetch(queue: asyncio.Queue[int]) -> None:
 
 
 async def handle(n: int) -> None:
+    REQUEST_ID.set(f"req-{n}")  # in this task's own context
     await asyncio.sleep(30 + n)
 
 

@@ -37,6 +37,8 @@ from tbcollect._tbcollect import (
     collect,
     diff,
     keep_history,
+    label,
+    unlabel,
     write_dump,
 )
 
@@ -90,9 +92,11 @@ __all__ = [
     "install",
     "installed",
     "keep_history",
+    "label",
     "load",
     "run_probes",
     "uninstall",
+    "unlabel",
     "watchdog",
 ]
 

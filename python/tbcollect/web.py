@@ -21,12 +21,12 @@ names and thread names of the process: serve it only where the token is
 kept secret (HTTPS, an internal port).
 
 Request labels (opt-in): ``tbcollect.web.label_requests(app)`` wraps an ASGI
-or WSGI app so that each request's task, greenlet or thread is named
-``METHOD /path`` while the request is served, and ``tbcollect.web.REQUEST``
-(a context variable) holds the same text, registered with
-``tbcollect.label()`` where this build has it. A dump of 300 requests in
-flight then says what each one serves. The query string is left out (it
-often carries secrets).
+or WSGI app so that while a request is served, ``tbcollect.web.REQUEST`` (a
+context variable registered with ``tbcollect.label()``) holds
+``METHOD /path`` in the request's own context: each task, greenlet or thread
+serving one carries the label ``request='GET /slow'`` in a dump, and a dump
+of 300 requests in flight says what each one serves. Nothing of the app's
+own is renamed. The query string is left out (it often carries secrets).
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ import contextvars
 import hmac
 import inspect
 import os
-import sys
 from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
 from tbcollect._errors import InvalidOptionError
@@ -45,7 +44,8 @@ __all__ = ["REQUEST", "asgi", "label_requests", "mount", "wsgi"]
 #: The environment variable a token is read from when ``token`` is not given.
 TOKEN_VARIABLE = "TBCOLLECT_WEB_TOKEN"
 MIN_TOKEN_LENGTH = 16
-#: The request a task, greenlet or thread is serving (set by ``label_requests``).
+#: The request a task, greenlet or thread is serving (set by ``label_requests``),
+#: shown as its ``request`` label.
 REQUEST: contextvars.ContextVar[str] = contextvars.ContextVar("request")
 # The endpoint's own request, so a reader can tell it from the others.
 _OWN = " (this dump)"
@@ -122,18 +122,12 @@ class _AsgiEndpoint:
             return
         method = scope.get("method", "GET")
         query = (scope.get("query_string") or b"").decode("latin-1")
-        import asyncio
-
-        task = asyncio.current_task()
-        previous = task.get_name() if task is not None else None
-        if task is not None:
-            path = scope.get("root_path", "") + scope.get("path", "")
-            task.set_name(_label(method, path) + _OWN)
+        path = scope.get("root_path", "") + scope.get("path", "")
+        reset = REQUEST.set(_label(method, path) + _OWN)
         try:
             status, content_type, body = self._guard.answer(method, query)
         finally:
-            if task is not None and previous is not None:
-                task.set_name(previous)
+            REQUEST.reset(reset)
         await _asgi_send(send, status, content_type, b"" if method == "HEAD" else body)
 
     def __repr__(self) -> str:
@@ -185,8 +179,11 @@ def wsgi(*, token: Optional[str] = None) -> Callable[..., Iterable[bytes]]:
             return [b""]
         method = environ.get("REQUEST_METHOD", "GET")
         path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-        with _Labelled(_label(method, path) + _OWN):
+        reset = REQUEST.set(_label(method, path) + _OWN)
+        try:
             status, content_type, body = guard.answer(method, environ.get("QUERY_STRING", ""))
+        finally:
+            REQUEST.reset(reset)
         if method == "HEAD":
             body = b""
         start_response(
@@ -228,19 +225,6 @@ def _label(method: str, path: str) -> str:
     return label if len(label) <= _MAX_LABEL else label[: _MAX_LABEL - 1] + "…"
 
 
-def _register_label() -> None:
-    # tbcollect.label() shows context variables in each stack's labels, in
-    # builds that have it; the names below work in every build.
-    import tbcollect
-
-    register = getattr(tbcollect, "label", None)
-    if register is not None:
-        try:
-            register(REQUEST)
-        except Exception:
-            pass
-
-
 def _is_asgi(app: Any) -> bool:
     if inspect.iscoroutinefunction(app):
         return True
@@ -253,69 +237,30 @@ def _is_asgi(app: Any) -> bool:
 
 def label_requests(app: Any, *, asgi: Optional[bool] = None) -> Any:
     """Wraps an ASGI or WSGI app (``asgi=`` overrides the guess, which looks
-    for an ``async`` app or ``__call__``): while a request is served, its
-    task, greenlet or thread is named ``METHOD /path``, and
-    ``tbcollect.web.REQUEST`` holds that text."""
-    _register_label()
+    for an ``async`` app or ``__call__``): while a request is served,
+    ``tbcollect.web.REQUEST`` holds ``METHOD /path`` in its context, and the
+    task, greenlet or thread serving it carries that as its ``request`` label."""
+    import tbcollect
+
+    tbcollect.label(REQUEST)
     if asgi if asgi is not None else _is_asgi(app):
         return _label_asgi(app)
     return _label_wsgi(app)
 
 
 def _label_asgi(app: Any) -> Callable[..., Any]:
-    import asyncio
-
     async def labelled(scope: Dict[str, Any], receive: Any, send: Any) -> Any:
         kind = scope.get("type")
         if kind not in ("http", "websocket"):
             return await app(scope, receive, send)
         method = scope.get("method", "GET") if kind == "http" else "WEBSOCKET"
-        label = _label(method, scope.get("root_path", "") + scope.get("path", ""))
-        task = asyncio.current_task()
-        previous = task.get_name() if task is not None else None
-        if task is not None:
-            task.set_name(label)
-        reset = REQUEST.set(label)
+        reset = REQUEST.set(_label(method, scope.get("root_path", "") + scope.get("path", "")))
         try:
             return await app(scope, receive, send)
         finally:
             REQUEST.reset(reset)
-            if task is not None and previous is not None:
-                task.set_name(previous)
 
     return labelled
-
-
-def _current_greenlet() -> Any:
-    """The gevent Greenlet serving this request, or None (a thread serves it)."""
-    gevent = sys.modules.get("gevent")
-    if gevent is None:
-        return None
-    current = gevent.getcurrent()
-    return current if isinstance(current, gevent.Greenlet) else None
-
-
-class _Labelled:
-    """While inside: the greenlet or thread serving a WSGI request is named
-    ``label`` and ``REQUEST`` holds it; both are put back on the way out."""
-
-    __slots__ = ("_label", "_holder", "_previous", "_reset")
-
-    def __init__(self, label: str) -> None:
-        self._label = label
-
-    def __enter__(self) -> None:
-        import threading
-
-        greenlet = _current_greenlet()
-        self._holder: Any = greenlet if greenlet is not None else threading.current_thread()
-        self._previous = self._holder.name
-        self._holder.name = self._label
-        self._reset = REQUEST.set(self._label)
-
-    def __exit__(self, *exc: object) -> None:
-        REQUEST.reset(self._reset)
-        self._holder.name = self._previous
 
 
 def _label_wsgi(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
@@ -324,7 +269,10 @@ def _label_wsgi(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[b
             environ.get("REQUEST_METHOD", "GET"),
             environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""),
         )
-        with _Labelled(label):
+        reset = REQUEST.set(label)
+        try:
             return app(environ, start_response)
+        finally:
+            REQUEST.reset(reset)
 
     return labelled

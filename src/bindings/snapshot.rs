@@ -492,6 +492,31 @@ fn keep_history(enabled: bool) -> bool {
     before
 }
 
+/// Registers `contextvars.ContextVar`s as labels: from now on each stack
+/// carries the ones set in its own context (`Stack.labels`, name -> value
+/// rendered like a local, redacted by name). Registering one again changes
+/// nothing. Returns the names registered, in order.
+#[pyfunction]
+#[pyo3(signature = (*variables))]
+fn label(variables: Vec<Bound<'_, PyAny>>) -> PyResult<Vec<String>> {
+    for var in &variables {
+        capture::labels::register(var).map_err(|reason| Error::InvalidOption {
+            name: "label",
+            reason,
+        })?;
+    }
+    Ok(capture::labels::registered_names())
+}
+
+/// Stops showing `variables` as labels; with none, every label. Returns the
+/// names still registered.
+#[pyfunction]
+#[pyo3(signature = (*variables))]
+fn unlabel(variables: Vec<Bound<'_, PyAny>>) -> Vec<String> {
+    capture::labels::unregister(&variables);
+    capture::labels::registered_names()
+}
+
 /// Captures every thread, greenlet and asyncio task. Never raises for what
 /// it finds; problems are in the snapshot's `errors`.
 #[pyfunction]
@@ -662,6 +687,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyFrame>()?;
     m.add_function(wrap_pyfunction!(collect, m)?)?;
     m.add_function(wrap_pyfunction!(keep_history, m)?)?;
+    m.add_function(wrap_pyfunction!(label, m)?)?;
+    m.add_function(wrap_pyfunction!(unlabel, m)?)?;
     m.add_function(wrap_pyfunction!(check_format, m)?)?;
     m.add_function(wrap_pyfunction!(write_dump, m)?)?;
     m.add_function(wrap_pyfunction!(escape_text, m)?)?;

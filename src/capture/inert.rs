@@ -648,6 +648,36 @@ impl<'py> BuiltinMethod<'py> {
 }
 
 impl<'py> BuiltinMethod<'py> {
+    /// The method called on `obj` with `args`, for C methods that only read
+    /// (`Context.get`); `None` for other objects and when it raises.
+    pub fn call(
+        &self,
+        obj: &Bound<'py, PyAny>,
+        args: &[&Bound<'py, PyAny>],
+    ) -> Option<Bound<'py, PyAny>> {
+        let mut argv: Vec<*mut ffi::PyObject> = Vec::with_capacity(args.len() + 1);
+        argv.push(obj.as_ptr());
+        argv.extend(args.iter().map(|a| a.as_ptr()));
+        // SAFETY: `obj` and `args` are alive and the GIL is held (they are `Bound`s); `self`
+        // holds the method descriptor, which keeps its owner type alive; the C method is called
+        // only on an instance of that owner, as the descriptor's own call checks too.
+        unsafe {
+            let tp = ffi::Py_TYPE(obj.as_ptr());
+            if tp != self.owner && ffi::PyType_IsSubtype(tp, self.owner) == 0 {
+                return None;
+            }
+            let call = ffi::PyObject_Vectorcall(
+                self.descr.as_ptr(),
+                argv.as_ptr(),
+                argv.len(),
+                std::ptr::null_mut(),
+            );
+            owned(obj.py(), call)
+        }
+    }
+}
+
+impl<'py> BuiltinMethod<'py> {
     /// [`BuiltinMethod::call0`], calling a `METH_NOARGS` method's C function
     /// itself once `obj` is known to be an instance of the owner: what the
     /// method descriptor's vectorcall does after checking its arguments.

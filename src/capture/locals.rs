@@ -217,6 +217,28 @@ impl LocalsReader {
         Some(Locals(out))
     }
 
+    /// One value as a local of that name is shown: redacted by `name`, else
+    /// rendered and cut at `limit` bytes. Runs no code of the program in
+    /// `LocalsMode::Safe` (other objects are named by their type).
+    ///
+    /// # Safety
+    /// `obj` is a live object; the GIL is held.
+    pub unsafe fn render_named(
+        &mut self,
+        py: Python<'_>,
+        name: &str,
+        obj: *mut ffi::PyObject,
+        limit: usize,
+    ) -> String {
+        if self.is_redacted(name) {
+            return REDACTED.to_string();
+        }
+        let mut text = String::new();
+        self.render(py, obj, 0, &mut text);
+        inert::clear_error();
+        cut(text, limit)
+    }
+
     unsafe fn code_locals(
         &mut self,
         py: Python<'_>,

@@ -25,6 +25,8 @@ pub mod iframe;
 #[cfg(feature = "python")]
 pub mod inert;
 #[cfg(feature = "python")]
+pub mod labels;
+#[cfg(feature = "python")]
 pub mod locals;
 #[cfg(feature = "python")]
 pub mod lockwait;

@@ -1,7 +1,7 @@
 //! One capture: the GIL held, the GC paused, every backend run once.
 
 use super::frames::FrameWalker;
-use super::{greenlets, inert, locals, lockwait, tasks, threads, waits};
+use super::{greenlets, inert, labels, locals, lockwait, tasks, threads, waits};
 use crate::capture::enrich;
 use crate::model::history::History;
 use crate::model::{analysis, iso8601_utc, Frame, Frames, Snapshot};
@@ -76,6 +76,8 @@ pub struct Capture<'py> {
     /// The locks blocked threads' innermost frames refer to; their system
     /// calls are read once the GIL is let go.
     pub thread_waits: Vec<crate::capture::waits::ThreadWait>,
+    /// Reads the registered labels; `None` when none is registered.
+    pub labels: Option<labels::LabelReader<'py>>,
 }
 
 impl<'py> Capture<'py> {
@@ -92,6 +94,7 @@ impl<'py> Capture<'py> {
             errors.push(e);
             Vec::new()
         });
+        let labels = labels::LabelReader::new(py, &options.redact);
         Capture {
             py,
             walker: FrameWalker::new(py, options.max_depth)
@@ -103,6 +106,29 @@ impl<'py> Capture<'py> {
             thread_tops,
             own_dir: own_dir(py),
             thread_waits: Vec::new(),
+            labels,
+        }
+    }
+
+    /// The labels set in `context` (see [`labels`]).
+    pub fn labels_of_context(
+        &mut self,
+        context: Option<&Bound<'py, PyAny>>,
+    ) -> Vec<(crate::model::Text, crate::model::Text)> {
+        match self.labels.as_mut() {
+            Some(reader) => reader.of_context(context),
+            None => Vec::new(),
+        }
+    }
+
+    /// The labels set in the context thread `ident` runs in.
+    pub fn labels_of_thread(
+        &mut self,
+        ident: u64,
+    ) -> Vec<(crate::model::Text, crate::model::Text)> {
+        match self.labels.as_mut() {
+            Some(reader) => reader.of_thread(&self.thread_tops, ident),
+            None => Vec::new(),
         }
     }
 
@@ -376,6 +402,9 @@ pub fn collect(py: Python<'_>, options: CaptureOptions) -> Snapshot {
     }
     let reprs = cap.walker.take_pending_reprs();
     let mut locals_errors = cap.walker.take_errors();
+    if let Some(reader) = cap.labels.as_mut() {
+        locals_errors.append(&mut reader.errors);
+    }
     snapshot.errors.append(&mut cap.errors);
     snapshot.errors.append(&mut locals_errors);
     let mut thread_waits = std::mem::take(&mut cap.thread_waits);

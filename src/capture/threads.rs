@@ -304,9 +304,11 @@ pub fn capture<'py>(cap: &mut Capture<'py>) -> Vec<Stack> {
                 }
             }
         }
+        let labels = cap.labels_of_thread(ident);
         stacks.push(Stack {
             facts: crate::model::StackFacts {
                 own,
+                labels,
                 ..Default::default()
             },
             id: format!("thread:{ident}").into(),

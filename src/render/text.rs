@@ -4,7 +4,7 @@
 
 use crate::model::analysis;
 use crate::model::fasthash::{FastHasher, FastMap};
-use crate::model::{Coverage, Frame, ProbeResult, Snapshot, Stack, StackDetails, StackKind};
+use crate::model::{Coverage, Frame, ProbeResult, Snapshot, Stack, StackDetails, StackKind, Text};
 use crate::render::escape::{escape, quoted};
 use crate::render::tree;
 use itertools::Itertools;
@@ -423,13 +423,18 @@ fn header(refs: &Refs<'_>, stack: &Stack) -> String {
             facts.push(format!("unchanged for {}", analysis::duration_words(secs)));
         }
     }
-    for (name, value) in &stack.facts.labels {
-        facts.push(format!("{}={}", escape(name), escape(value)));
-    }
+    push_labels(&stack.facts.labels, &mut facts);
     if stack.facts.own {
         facts.push("tbcollect's own".into());
     }
     format!("{title} {} ({})", quoted(&stack.name), facts.join(", "))
+}
+
+/// Labels as a header or tree line shows them: `request_id='7f3a'`.
+pub fn push_labels(labels: &[(Text, Text)], facts: &mut Vec<String>) {
+    for (name, value) in labels {
+        facts.push(format!("{}={}", escape(name), escape(value)));
+    }
 }
 
 /// `awaiting ...` for threads and greenlets (a task says it among its own facts).

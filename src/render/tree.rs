@@ -4,7 +4,7 @@
 use super::escape::{escape, quoted};
 use super::same_text;
 use crate::model::fasthash::FastMap as HashMap;
-use crate::model::{analysis, Snapshot, Stack, StackDetails, StackKind};
+use crate::model::{analysis, Snapshot, Stack, StackDetails, StackKind, Text};
 use itertools::Itertools;
 use std::io::{self, Write};
 
@@ -98,7 +98,17 @@ fn shared_label(members: &[&Stack], memo: &mut analysis::Memo) -> String {
             format!("{what} ({lo:.1}–{hi:.1} s left)")
         }
     });
-    format!("{names} ({})", facts_with(first, awaiting.as_deref(), memo))
+    // Labels shown only when every member has the same ones: a line of 300
+    // requests of one route says which route, and never one member's id.
+    let labels: &[(Text, Text)] = if members.iter().all(|s| s.facts.labels == first.facts.labels) {
+        &first.facts.labels
+    } else {
+        &[]
+    };
+    format!(
+        "{names} ({})",
+        facts_with(first, awaiting.as_deref(), labels, memo)
+    )
 }
 
 /// How many differing names a collapsed line lists.
@@ -168,10 +178,20 @@ fn at_frame<'s>(stack: &'s Stack, memo: &mut analysis::Memo) -> Option<&'s crate
 }
 
 fn facts(stack: &Stack, memo: &mut analysis::Memo) -> String {
-    facts_with(stack, stack.facts.awaiting.as_deref(), memo)
+    facts_with(
+        stack,
+        stack.facts.awaiting.as_deref(),
+        &stack.facts.labels,
+        memo,
+    )
 }
 
-fn facts_with(stack: &Stack, awaiting: Option<&str>, memo: &mut analysis::Memo) -> String {
+fn facts_with(
+    stack: &Stack,
+    awaiting: Option<&str>,
+    labels: &[(Text, Text)],
+    memo: &mut analysis::Memo,
+) -> String {
     let mut facts = vec![escape(&stack.state).into_owned()];
     if let StackDetails::Greenlet(d) = &stack.details {
         if d.hub {
@@ -195,6 +215,7 @@ fn facts_with(stack: &Stack, awaiting: Option<&str>, memo: &mut analysis::Memo) 
             last.lineno.map_or("?".into(), |n| n.to_string())
         ));
     }
+    super::text::push_labels(labels, &mut facts);
     facts.join(", ")
 }
 
@@ -704,6 +725,38 @@ Greenlet tree of no thread:
             text.contains(
                 "└─ \"fetch\" [task:12] (pending, awaiting Future pending, at app.py:3)\n"
             ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn leaves_show_labels_a_collapsed_line_only_those_all_share() {
+        let mut snap = Snapshot::new(1, "3.11", "t");
+        snap.stacks.push(task("task:1", "main", &[]));
+        for i in 0..6 {
+            let mut t = task(&format!("task:{}", i + 10), "req", &["task:1"]);
+            t.facts.awaiting = Some(if i < 3 { "sleep" } else { "Event.wait" }.into());
+            t.facts.labels = vec![("route".into(), "'GET /slow'".into())];
+            if i >= 3 {
+                t.facts.labels.push(("id".into(), format!("'{i}'").into()));
+            }
+            snap.stacks.push(t);
+        }
+        let text = tree_text(&snap, StackKind::Task);
+        assert!(
+            text.contains(
+                "├─ 3 × \"req\" (pending, awaiting sleep, at app.py:3, route='GET /slow')\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("└─ 3 × \"req\" (pending, awaiting Event.wait, at app.py:3)\n"),
+            "{text}"
+        );
+        snap.stacks.truncate(2);
+        let text = tree_text(&snap, StackKind::Task);
+        assert!(
+            text.contains("(pending, awaiting sleep, at app.py:3, route='GET /slow')"),
             "{text}"
         );
     }

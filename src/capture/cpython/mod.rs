@@ -209,3 +209,25 @@ pub enum RunningLoopRecord {
     /// Not known for this build.
     Unknown,
 }
+
+/// Where a C `_asyncio.Task` keeps its context (3.9-3.11; see each
+/// version's `TASK_CONTEXT`), in bytes from the object's start.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskContextLayout {
+    /// `sizeof(TaskObj)`, the type's `tp_basicsize`.
+    pub size: usize,
+    /// `task_coro`.
+    pub coro: usize,
+    /// `task_context`.
+    pub context: usize,
+}
+
+/// `PyContext` (`internal/pycore_context.h`), the same 3.7 to 3.15, up to
+/// its variables: copies of a context share them until one is changed.
+#[cfg(feature = "python")]
+#[repr(C)]
+pub struct ContextObject {
+    ob_base: pyo3::ffi::PyObject,
+    pub ctx_prev: *mut pyo3::ffi::PyObject,
+    pub ctx_vars: *mut pyo3::ffi::PyObject,
+}

@@ -62,3 +62,18 @@ pub const GENERATIONS: usize = 3;
 pub const GC_PREV_MASK: usize = !3;
 /// `NEXT_MASK_UNREACHABLE`, the flag bit of `_gc_next`.
 pub const GC_NEXT_MASK: usize = !1;
+
+/// `offsetof(PyThreadState, context)` (`cpython/pystate.h`, 64-bit): the
+/// `contextvars.Context` the thread runs in (labels). Checked against the
+/// calling thread's before any other thread's is read.
+pub const THREAD_STATE_CONTEXT: usize = 240;
+
+/// `TaskObj` (`Modules/_asynciomodule.c`, 64-bit): the C task offers no
+/// getter for its context before 3.12's `get_context()`. Used only when the
+/// type's size matches and the coroutine read at `coro` is the one the
+/// `_coro` getter returns.
+pub const TASK_CONTEXT: Option<super::TaskContextLayout> = Some(super::TaskContextLayout {
+    size: 192,
+    coro: 160,
+    context: 176,
+});

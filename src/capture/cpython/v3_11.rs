@@ -149,3 +149,18 @@ pub struct DictKeysHead {
 /// `dk_kind` of a dict that may hold keys of any type (`DICT_KEYS_GENERAL`);
 /// the other kinds (unicode, split) hold exact `str` keys only.
 pub const DICT_KEYS_GENERAL: u8 = 0;
+
+/// `offsetof(PyThreadState, context)` (`cpython/pystate.h`, 64-bit): the
+/// `contextvars.Context` the thread runs in (labels). Checked against the
+/// calling thread's before any other thread's is read.
+pub const THREAD_STATE_CONTEXT: usize = 224;
+
+/// `TaskObj` (`Modules/_asynciomodule.c`, 64-bit): the C task offers no
+/// getter for its context before 3.12's `get_context()`. Used only when the
+/// type's size matches and the coroutine read at `coro` is the one the
+/// `_coro` getter returns.
+pub const TASK_CONTEXT: Option<super::TaskContextLayout> = Some(super::TaskContextLayout {
+    size: 176,
+    coro: 136,
+    context: 152,
+});

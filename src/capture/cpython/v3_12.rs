@@ -144,3 +144,11 @@ pub struct DictKeysHead {
 /// `dk_kind` of a dict that may hold keys of any type (`DICT_KEYS_GENERAL`);
 /// the other kinds (unicode, split) hold exact `str` keys only.
 pub const DICT_KEYS_GENERAL: u8 = 0;
+
+/// `offsetof(PyThreadState, context)` (`cpython/pystate.h`, 64-bit): the
+/// `contextvars.Context` the thread runs in (labels). Checked against the
+/// calling thread's before any other thread's is read.
+pub const THREAD_STATE_CONTEXT: usize = 208;
+
+/// None: the C task's context is read through its own `get_context()`.
+pub const TASK_CONTEXT: Option<super::TaskContextLayout> = None;

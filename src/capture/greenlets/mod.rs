@@ -515,9 +515,24 @@ fn build<'py>(
         "suspended" if !raw.hub => ctx.api_memo.borrow_mut().api(&frames),
         _ => None,
     };
+    let labels = if cap.labels.is_none() {
+        Vec::new()
+    } else {
+        match (state, thread) {
+            // Running in another thread: its context is that thread's,
+            // which greenlet's getter does not give from here.
+            ("running", Some(t)) if ctx.current != Some(i) => cap.labels_of_thread(t),
+            ("dead", _) => Vec::new(),
+            _ => {
+                let context = read(&ctx.api.gr_context, &raw.obj).and_then(inert::not_none);
+                cap.labels_of_context(context.as_ref())
+            }
+        }
+    };
     Stack {
         facts: crate::model::StackFacts {
             awaiting,
+            labels,
             ..Default::default()
         },
         id: greenlet_id(&raw.obj),

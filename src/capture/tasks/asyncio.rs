@@ -83,6 +83,8 @@ struct CTask<'py> {
     /// as `_asyncio.Future`'s): an exact task then needs no subtype check.
     fut: Option<(BuiltinAttr<'py>, BuiltinAttr<'py>, BuiltinAttr<'py>)>,
     cancelling: Option<BuiltinMethod<'py>>,
+    /// `Task.get_context()` (3.12+).
+    get_context: Option<BuiltinMethod<'py>>,
 }
 
 /// The attributes of one coroutine-like type: frame, awaited object, name.
@@ -217,6 +219,8 @@ impl<'py> Asyncio<'py> {
             } else {
                 None
             },
+            // SAFETY: as for `get_name`.
+            get_context: unsafe { BuiltinMethod::resolve(py, tp, c"get_context") },
         });
         let timers = match (
             module_type(py, c"asyncio.events", c"Handle"),
@@ -489,6 +493,42 @@ impl<'py> Asyncio<'py> {
                     .and_then(|v| inert::int_value(&v))
                     .unwrap_or(0),
             });
+        }
+        None
+    }
+
+    /// The context a task's steps run in (see [`crate::capture::labels`]).
+    pub fn task_context(&self, obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+        if let Some(c) = self.c_task.as_ref().filter(|_| self.is_c_task(obj)) {
+            if let Some(get) = &c.get_context {
+                return get.call0_direct(obj);
+            }
+            let layout = crate::capture::cpython::current::TASK_CONTEXT?;
+            // SAFETY: `obj` is alive and the GIL is held (a `Bound`), and an
+            // instance of `_asyncio.Task` (checked), whose own size is the
+            // layout's, so both slots lie inside it (a subclass only appends).
+            // The coroutine slot must hold what the `_coro` getter returns
+            // before the context slot is trusted, and the context is taken
+            // only when it is an exact `Context`.
+            unsafe {
+                if usize::try_from((*c.tp).tp_basicsize).ok() != Some(layout.size) {
+                    return None;
+                }
+                let slot =
+                    |at: usize| *((obj.as_ptr() as *const u8).add(at) as *const *mut ffi::PyObject);
+                let coro = c.coro.as_ref()?.get(obj)?;
+                if slot(layout.coro) != coro.as_ptr() {
+                    return None;
+                }
+                let context = slot(layout.context);
+                if context.is_null() || ffi::PyContext_CheckExact(context) == 0 {
+                    return None;
+                }
+                return inert::borrowed(self.py, context);
+            }
+        }
+        if self.is_py_task(obj) {
+            return inert::instance_dict(obj).and_then(|d| inert::dict_get_named(&d, c"_context"));
         }
         None
     }

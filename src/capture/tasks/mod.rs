@@ -366,9 +366,16 @@ impl<'py> Backend<'py> {
                 }
                 FutState::Pending => "pending",
             };
+            let labels = if cap.labels.is_some() {
+                let context = self.aio.task_context(&view.fut.obj);
+                cap.labels_of_context(context.as_ref())
+            } else {
+                Vec::new()
+            };
             stacks.push(Stack {
                 facts: StackFacts {
                     awaiting,
+                    labels,
                     // The worker thread running its `to_thread` job.
                     waiting_for: executor
                         .map(|ident| vec![format!("thread:{ident}").into()])
