@@ -224,6 +224,8 @@ class _Installation:
         self.log = log
         self.raw_timeout = raw_timeout
         self.thread: Optional[_OsThread] = None
+        # The process this installation serves; see _catch_up_on_fork.
+        self.pid = os.getpid()
 
     def start(self, handle: Any) -> None:
         self.thread = _OsThread(lambda: self._run(handle), "tbcollect-dumper")
@@ -423,6 +425,7 @@ def uninstall() -> bool:
     """Removes the handler ``install()`` put in place and puts the previous
     one back. Returns False when nothing was installed."""
     global _installation
+    _catch_up_on_fork()
     inst = _installation
     if inst is None:
         return False
@@ -439,6 +442,7 @@ def uninstall() -> bool:
 def installed() -> Optional[signal.Signals]:
     """The signal a dump handler is installed on in this process, or None
     (also when other code has since replaced the handler with ``signal.signal``)."""
+    _catch_up_on_fork()
     inst = _installation
     if inst is None:
         return None
@@ -452,6 +456,7 @@ def dump_now(reason: str) -> Path:
     of this process's installation (the default one without), in its
     format, with ``reason`` recorded; returns its path. The server
     integrations call it from their hooks."""
+    _catch_up_on_fork()
     inst = _installation
     fmt = inst.fmt if inst is not None else "text"
     directory = _dumpdir.resolve_directory(inst.directory if inst is not None else None)
@@ -459,11 +464,23 @@ def dump_now(reason: str) -> Path:
     return _dumpdir.write_new_dump(text, directory=directory, fmt=fmt, reason=reason)
 
 
+def _catch_up_on_fork() -> None:
+    """A child forked from C (a uWSGI worker, unless uWSGI runs with
+    ``--py-call-osafterfork``) never ran the ``os.register_at_fork`` hooks:
+    its installation is still its parent's, whose threads and channel it
+    does not have. Does now what the hook would have done."""
+    inst = _installation
+    if inst is not None and inst.pid != os.getpid():
+        OWN_THREADS.clear()
+        _after_fork_in_child()
+
+
 def _after_fork_in_child() -> None:
     global _installation
     inst = _installation
     if inst is None:
         return
+    inst.pid = os.getpid()
     from tbcollect import _tbcollect
 
     try:

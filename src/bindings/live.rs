@@ -260,6 +260,7 @@ fn live_install(
         original,
         original_py,
         handler: handler.unbind(),
+        pid: pid(),
     });
     Ok(LiveHandle { shared })
 }
@@ -314,6 +315,10 @@ fn live_uninstall(py: Python<'_>) -> PyResult<bool> {
     }
     inst.shared.wake.notify_all();
     wake_watcher();
+    if inst.pid != pid() {
+        // The parent's watcher: no such thread here, nothing to join.
+        std::mem::forget(inst.watcher.take());
+    }
     if let Some(watcher) = inst.watcher.take() {
         py.detach(|| {
             let _ = watcher.join();
@@ -336,6 +341,7 @@ fn live_after_fork_child(_py: Python<'_>) -> PyResult<Option<LiveHandle>> {
     // The parent's thread is gone; its handle must not be joined or dropped
     // through pthread calls about a thread this process never had.
     std::mem::forget(inst.watcher.take());
+    inst.pid = pid();
     // The parent's channel is the parent's: holding its socket open here
     // would keep the name answering after the parent is gone.
     close_channel(&inst.channel);

@@ -706,6 +706,9 @@ pub(crate) struct Installation {
     pub(crate) original: libc::sigaction,
     /// `signal.getsignal()` before install().
     pub(crate) original_py: Py<PyAny>,
+    /// The process the watcher runs in: a child forked without Python's
+    /// at-fork hooks (from C, as uWSGI does) holds its parent's installation.
+    pub(crate) pid: i32,
     /// The Python-level handler install() gave `signal.signal`.
     pub(crate) handler: Py<PyAny>,
 }

@@ -261,6 +261,55 @@ def test_forked_child_has_its_own_installation(tmp_path):
         assert len(dumps_of(tmp_path, child)) == 1
 
 
+C_FORK_TARGET = """
+import ctypes, os, signal, sys, time
+import tbcollect
+
+tbcollect.install(signal.SIGURG, directory=sys.argv[1])
+# fork() straight from C, as uWSGI forks its workers: Python's at-fork hooks
+# do not run, and the child holds its parent's installation.
+pid = ctypes.CDLL(None).fork()
+if pid == 0:
+    def child_main():
+        print("child", os.getpid(), int(tbcollect.installed()), flush=True)
+        tbcollect.install(signal.SIGURG, directory=sys.argv[1])
+        print("again", os.getpid(), int(tbcollect.installed()), flush=True)
+        time.sleep(120)
+        os._exit(0)
+    child_main()
+else:
+    print("parent", os.getpid(), flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_child_forked_from_c_catches_up_and_installs_again(tmp_path):
+    """A child forked without Python's at-fork hooks (uWSGI's workers) takes
+    over its parent's installation when it first uses tbcollect: its own
+    dumper and channel; installing again there neither waits for nor joins
+    the parent's threads (it used to panic in pthread_join)."""
+    env = base_env(tmp_path, PYTHONWARNINGS="ignore::DeprecationWarning")
+    with Target(C_FORK_TARGET, args=[str(tmp_path)], env=env) as target:
+        found = {}
+        while len(found) < 3:
+            kind, rest = target.readline().split(" ", 1)
+            found[kind] = rest.split()
+        child = int(found["child"][0])
+        try:
+            assert found["child"][1] == found["again"][1] == str(int(signal.SIGURG))
+            parent = int(found["parent"][0])
+            for pid in (child, parent):
+                result = cli("dump", str(pid))
+                assert result.returncode == 0, result.stderr
+                assert result.stdout.startswith(f"tbcollect: pid {pid} at "), result.stdout
+            result = cli("dump", str(child))
+            assert "child_main" in result.stdout
+            assert result.stdout.count('Thread "tbcollect-dumper"') == 1, result.stdout
+        finally:
+            os.kill(child, signal.SIGKILL)
+        assert "panicked" not in target.stderr_now()
+
+
 CHAIN_TARGET = """
 import asyncio, os, signal, sys
 import tbcollect
