@@ -12,7 +12,7 @@ from typing import Any, Dict, Iterator
 import pytest
 import tbcollect
 
-from tests.helpers import check_snapshot, run_python
+from tests.helpers import check_snapshot, frame_name, run_python
 
 PROGRAM = """
 import asyncio, contextvars, json, sys, threading
@@ -91,7 +91,7 @@ def test_labels_on_tasks_threads_and_greenlets_come_from_their_own_context():
     ]
     assert [dict(s.labels) for s in main_task] == [{"request_id": "'main-task'"}]
     # A greenlet running in another thread: its context is that thread's.
-    assert labels["greenlet", "greenlet_in_thread.<locals>.body"] == {
+    assert labels["greenlet", frame_name("greenlet_in_thread.<locals>.body")] == {
         "request_id": "'greenlet-in-thread'"
     }
     assert labels["thread", "greenlet-host"] == {"request_id": "'greenlet-in-thread'"}

@@ -134,11 +134,63 @@ def test_three_hundred_tasks_behind_one_asyncio_lock():
 
     snap = asyncio.run(main())
     data = check_snapshot(snap)
-    waiting = [s for s in snap.stacks if s.kind == "task" and s.awaiting == "Lock.acquire"]
+    holder = _named(snap)["lock-holder"]
+    # The holder is the task inside the `async with` of the lock.
+    assert len(holder.holds) == 1 and holder.holds[0].startswith("asyncio.Lock <0x"), holder
+    address = holder.holds[0].split()[1]
+    expected = f'Lock.acquire {address} (held by Task "lock-holder")'
+    waiting = [s for s in snap.stacks if s.kind == "task" and s.awaiting == expected]
     assert len(waiting) == 300
+    assert all(s.waiting_for == [holder.id] for s in waiting)
     group = data["diagnosis"]["groups"][0]
-    assert (group["kind"], group["count"], group["awaiting"]) == ("task", 300, "Lock.acquire")
+    assert (group["kind"], group["count"]) == ("task", 300)
+    assert group["awaiting"].startswith("Lock.acquire <0x")
     # The awaiting text is named from file and function on every version;
     # the frame itself is only "acquire" before 3.11 (no co_qualname).
     assert group["where"] == f"want → {frame_name('Lock.acquire')}"
-    assert "300 tasks in want" in snap.to_text()
+    text = snap.to_text()
+    assert "300 tasks in want" in text
+    finding = [f for f in data["diagnosis"]["findings"] if f["kind"] == "lock_wait"][0]
+    assert finding["text"] == (
+        f"300 tasks wait in Lock.acquire {address} for Task "
+        f'"lock-holder", which holds asyncio.Lock {address}'
+    )
+    assert finding["stacks"][0] == holder.id
+
+
+def test_an_asyncio_lock_taken_without_async_with_names_no_holder():
+    async def main() -> tbcollect.Snapshot:
+        lock = asyncio.Lock()
+        other = asyncio.Lock()
+        release = asyncio.Event()
+
+        async def bare() -> None:
+            await lock.acquire()  # nothing on any stack says who took it
+            try:
+                await release.wait()
+            finally:
+                lock.release()
+
+        async def near(lock_too: asyncio.Lock) -> None:
+            async with other:  # another lock's block, with `lock` as a local
+                await release.wait()
+
+        async def want() -> None:
+            async with lock:
+                pass
+
+        tasks = [asyncio.ensure_future(bare()), asyncio.ensure_future(near(lock))]
+        await asyncio.sleep(0)
+        tasks += [asyncio.ensure_future(want()) for _ in range(3)]
+        await asyncio.sleep(0.01)
+        snap = tbcollect.collect()
+        release.set()
+        await asyncio.gather(*tasks)
+        return snap
+
+    snap = asyncio.run(main())
+    check_snapshot(snap)
+    waiting = [s for s in snap.stacks if s.kind == "task" and s.awaiting == "Lock.acquire"]
+    assert len(waiting) == 3
+    assert all(not s.waiting_for for s in waiting)
+    assert [s.holds for s in snap.stacks if s.holds] == []

@@ -10,6 +10,7 @@
 mod asyncio;
 mod chain;
 mod links;
+mod locks;
 mod loops;
 #[cfg(tbc_published)]
 mod native;
@@ -397,6 +398,7 @@ impl<'py> Backend<'py> {
                 }),
             });
         }
+        locks::name_holders(&self.aio, &self.views, &order, &mut stacks);
         stacks
     }
 
