@@ -238,6 +238,14 @@ def console_script() -> Optional[str]:
     return str(candidate) if candidate.exists() else shutil.which("tbcollect")
 
 
+def inherited_disposition(sig: int) -> signal.Handlers:
+    """What a child process of this one starts with for ``sig``: an ignored
+    signal stays ignored across exec (a background job of a shell without job
+    control, as CI often runs, starts with SIGINT and SIGQUIT ignored); any
+    other is the default."""
+    return signal.SIG_IGN if signal.getsignal(sig) == signal.SIG_IGN else signal.SIG_DFL
+
+
 def send_signal(pid: int, sig: int = signal.SIGQUIT) -> None:
     os.kill(pid, sig)
 

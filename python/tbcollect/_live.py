@@ -11,12 +11,13 @@ writes a raw dump without it (faulthandler's stacks of every thread). After
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import signal
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional, Union
 
 from tbcollect import _dumpdir, _options
 from tbcollect._errors import InstallError, InvalidOptionError
@@ -155,6 +156,50 @@ def run_own_thread(target: Callable[[], None], name: str, get_ident: Callable[[]
         OWN_THREADS.pop(ident, None)
 
 
+# The faults a thread raises on itself: left deliverable in tbcollect's
+# threads so that faulthandler still reports a crash there (abort() unblocks
+# SIGABRT itself).
+_OWN_FAULTS = {"SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL"}
+
+
+def _application_signals() -> set[int]:
+    return {s for s in signal.valid_signals() if getattr(s, "name", "") not in _OWN_FAULTS}
+
+
+@contextlib.contextmanager
+def signals_blocked() -> Iterator[None]:
+    """Around the start of one of tbcollect's threads: the new thread starts,
+    and stays, with the application's signals blocked. A signal sent to the
+    process that lands in a thread other than the main one only sets
+    CPython's flag, and a main thread blocked in a read then never runs its
+    handler; a new thread takes such a signal when it first unblocks its mask,
+    which under load is well after the start returns."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _application_signals())
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextlib.contextmanager
+def application_signals() -> Iterator[None]:
+    """Inside one of tbcollect's threads, around code of the application's
+    (probes, log handlers): what it starts (a subprocess) inherits the mask
+    of a plain thread, not tbcollect's."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    unblocked = _application_signals()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, unblocked)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_BLOCK, unblocked)
+
+
 def _original_thread_primitives() -> tuple[Any, Any, Any]:
     """(start_new_thread, allocate_lock, get_ident) of real OS threads when
     gevent or eventlet has monkey-patched threading, else Nones."""
@@ -186,7 +231,8 @@ class _OsThread:
                 name=name,
                 daemon=True,
             )
-            self._thread.start()
+            with signals_blocked():
+                self._thread.start()
             return
         self._done = allocate_lock()
         self._done.acquire()
@@ -197,7 +243,8 @@ class _OsThread:
             finally:
                 self._done.release()
 
-        self._ident = start(run, ())
+        with signals_blocked():
+            self._ident = start(run, ())
 
     def join(self, timeout: float) -> None:
         if self._thread is not None:
@@ -258,7 +305,8 @@ class _Installation:
         fmt = fmt or self.fmt
         try:
             snapshot = collect()
-            results = _probe_results(self.probes)
+            with application_signals():
+                results = _probe_results(self.probes)
             if results is not None:
                 snapshot = snapshot.with_probes(results)
             text = snapshot.render(fmt)
@@ -278,14 +326,16 @@ class _Installation:
         if signals > 1:
             reason += f" ({signals} signals since the last dump)"
         snapshot = collect()
-        results = _probe_results(self.probes)
+        with application_signals():
+            results = _probe_results(self.probes)
         if results is not None:
             snapshot = snapshot.with_probes(results)
         text = snapshot.render(self.fmt)
         # Recreated if a cleaner removed it since install().
         directory = _dumpdir.resolve_directory(self.directory)
         path = _dumpdir.write_new_dump(text, directory=directory, fmt=self.fmt, reason=reason)
-        _log_dump(self.log, snapshot, path, reason)
+        with application_signals():
+            _log_dump(self.log, snapshot, path, reason)
         return path
 
 

@@ -24,6 +24,7 @@ from typing import Any, NoReturn, Optional
 
 from tbcollect import DumpTarget, _write, dump_all
 from tbcollect._errors import InvalidOptionError, UnknownFormatError
+from tbcollect._live import signals_blocked
 from tbcollect._tbcollect import check_format, collect
 
 __all__ = ["dump", "periodic_dump"]
@@ -73,7 +74,9 @@ async def _write_off_loop(text: str, path: str | os.PathLike[str]) -> None:
         except RuntimeError:  # the loop closed while we were writing
             pass
 
-    threading.Thread(target=work, name="tbcollect-write", daemon=True).start()
+    writer = threading.Thread(target=work, name="tbcollect-write", daemon=True)
+    with signals_blocked():
+        writer.start()
     try:
         await asyncio.shield(done)
     except asyncio.CancelledError:

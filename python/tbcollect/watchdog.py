@@ -103,23 +103,26 @@ def _start_thread(run: Callable[[], None]) -> None:
         patched = monkey is not None and monkey.is_module_patched("threading")
     except Exception:
         patched = True
-    from tbcollect._live import run_own_thread
+    from tbcollect._live import run_own_thread, signals_blocked
 
     if patched:
         # A patched threading.Thread would be a greenlet on the very hub it watches.
         get_ident = _original("_thread", "get_ident")
-        _original("_thread", "start_new_thread")(
-            run_own_thread, (run, WATCHER_THREAD_NAME, get_ident)
-        )
+        with signals_blocked():
+            _original("_thread", "start_new_thread")(
+                run_own_thread, (run, WATCHER_THREAD_NAME, get_ident)
+            )
     else:
         import threading
 
-        threading.Thread(
+        thread = threading.Thread(
             target=run_own_thread,
             args=(run, WATCHER_THREAD_NAME, threading.get_ident),
             name=WATCHER_THREAD_NAME,
             daemon=True,
-        ).start()
+        )
+        with signals_blocked():
+            thread.start()
 
 
 def _hub_blockers(snapshot: Snapshot, ident: Optional[int]) -> List[Any]:

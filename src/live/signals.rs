@@ -284,26 +284,72 @@ pub(crate) struct Config {
 // ---------------------------------------------------------------------------
 // The watcher thread.
 
-pub(crate) fn block_signals_except(signum: libc::c_int) {
-    // The watcher must receive its own raw-dump signal; every other signal
-    // is for the application's threads, except the ones a fault in this
-    // thread raises, which faulthandler should still report.
+/// The faults a thread raises on itself: left deliverable in tbcollect's own
+/// threads, so that faulthandler still reports a crash there. (`abort()`
+/// unblocks SIGABRT itself.)
+const OWN_FAULTS: [libc::c_int; 4] = [libc::SIGSEGV, libc::SIGBUS, libc::SIGFPE, libc::SIGILL];
+
+fn set_signal_mask(how: libc::c_int, set: &libc::sigset_t) -> libc::sigset_t {
+    // SAFETY: an all-zero sigset_t is a valid value; pthread_sigmask fills `old`.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: both sets are valid sigset_t values of ours.
+    unsafe { libc::pthread_sigmask(how, set, &mut old) };
+    old
+}
+
+fn all_signals_but_faults() -> libc::sigset_t {
+    // SAFETY: an all-zero sigset_t is a valid value to fill.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: plain sigset manipulation on a local set.
     unsafe {
-        let mut set = std::mem::MaybeUninit::<libc::sigset_t>::zeroed().assume_init();
         libc::sigfillset(&mut set);
-        for keep in [
-            signum,
-            libc::SIGSEGV,
-            libc::SIGBUS,
-            libc::SIGFPE,
-            libc::SIGILL,
-            libc::SIGABRT,
-        ] {
+        for keep in OWN_FAULTS {
             libc::sigdelset(&mut set, keep);
         }
-        libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
     }
+    set
+}
+
+/// The watcher takes none of the application's signals, its own dump signal
+/// included: a signal sent to the process that lands in a thread other than
+/// the main one only sets CPython's flag, and a main thread blocked in a read
+/// then never runs its Python handler. A thread that unblocks a signal takes
+/// one already pending for the process, so the watcher is also started with
+/// every signal blocked (see [`spawn_without_signals`]) and never unblocks
+/// one but for its own raw-dump request ([`own_signal`]).
+pub(crate) fn block_signals() {
+    set_signal_mask(libc::SIG_SETMASK, &all_signals_but_faults());
+}
+
+/// Spawns a thread that starts with every signal but [`OWN_FAULTS`] blocked:
+/// a new thread otherwise starts with its creator's mask, unblocked as it
+/// first runs, and may take a signal pending for the process at that moment
+/// (under load that is well after the spawn returns).
+pub(crate) fn spawn_without_signals<T: Send + 'static>(
+    builder: std::thread::Builder,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> io::Result<JoinHandle<T>> {
+    let previous = set_signal_mask(libc::SIG_BLOCK, &all_signals_but_faults());
+    let spawned = builder.spawn(f);
+    set_signal_mask(libc::SIG_SETMASK, &previous);
+    spawned
+}
+
+/// Runs `f` with `signum` deliverable to this (the watcher's) thread: a
+/// signal it sent itself is delivered as the mask opens, before `f` returns
+/// from the unblocking call.
+fn own_signal<T>(signum: libc::c_int, f: impl FnOnce() -> T) -> T {
+    // SAFETY: an all-zero sigset_t is a valid value to fill.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: plain sigset manipulation on a local set.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, signum);
+    }
+    let result = f();
+    set_signal_mask(libc::SIG_UNBLOCK, &set);
+    set_signal_mask(libc::SIG_BLOCK, &set);
+    result
 }
 
 pub(crate) fn report(message: &str) {
@@ -322,7 +368,7 @@ pub(crate) fn watch(
     channel: Option<Arc<Listener>>,
     mut signal_live: bool,
 ) {
-    block_signals_except(config.signum);
+    block_signals();
     // SAFETY: no preconditions.
     RAW_THREAD.store(unsafe { libc::pthread_self() } as usize, Ordering::Release);
     let read_fd = WAKE_READ.load(Ordering::Acquire);
@@ -630,10 +676,12 @@ fn stacks_without_gil(config: &Config) -> Result<String, String> {
         let null_fd = NULL_FD.load(Ordering::Acquire);
         dup_onto(file.as_raw_fd(), raw_fd).map_err(|e| e.to_string())?;
         RAW_REQUEST.store(true, Ordering::Release);
-        // A signal sent to the calling thread is delivered before
-        // pthread_kill returns, so faulthandler has written everything by then.
-        // SAFETY: signalling our own thread, which has the signal unblocked.
-        unsafe { libc::pthread_kill(libc::pthread_self(), config.signum) };
+        // A signal sent to the calling thread is delivered as the mask opens,
+        // before `own_signal` returns, so faulthandler has written everything by then.
+        own_signal(config.signum, || {
+            // SAFETY: signalling our own thread.
+            unsafe { libc::pthread_kill(libc::pthread_self(), config.signum) }
+        });
         let delivered = !RAW_REQUEST.swap(false, Ordering::AcqRel);
         dup_onto(null_fd, raw_fd).map_err(|e| e.to_string())?;
         if !delivered {
@@ -737,10 +785,11 @@ pub(crate) fn start_watcher(
     signal_live: bool,
 ) -> PyResult<JoinHandle<()>> {
     let (config, shared, channel) = (config.clone(), shared.clone(), channel.clone());
-    std::thread::Builder::new()
-        .name("tbcollect-watch".into())
-        .spawn(move || watch(config, shared, channel, signal_live))
-        .map_err(|e| os_error("cannot start the watcher thread", e))
+    spawn_without_signals(
+        std::thread::Builder::new().name("tbcollect-watch".into()),
+        move || watch(config, shared, channel, signal_live),
+    )
+    .map_err(|e| os_error("cannot start the watcher thread", e))
 }
 
 /// Opens the channel of this process and advertises it; None (and one line

@@ -82,6 +82,37 @@ def test_the_previous_handler_runs_after_the_dump_and_the_process_lives_on(tmp_p
         assert dumps_of(tmp_path, target.pid) == [path]
 
 
+APPLICATION_SIGNALS = """
+import os, signal, tbcollect
+mine = {signal.SIGABRT, signal.SIGTERM, signal.SIGUSR1}
+for s in mine:
+    signal.signal(s, lambda s, f: print("handled", signal.Signals(s).name, flush=True))
+tbcollect.install(signal.SIGURG, abort=True)
+print("ready", flush=True)
+input()
+# With the main thread not taking them, a signal sent to the process goes to
+# any other thread that does: it stays pending only if tbcollect's do not.
+signal.pthread_sigmask(signal.SIG_BLOCK, mine)
+for s in mine:
+    os.kill(os.getpid(), s)
+print("pending", *sorted(s.name for s in signal.sigpending()), flush=True)
+signal.pthread_sigmask(signal.SIG_UNBLOCK, mine)
+print("done", flush=True)
+"""
+
+
+def test_the_application_signals_are_left_to_the_main_thread(tmp_path):
+    # A signal that lands in tbcollect's watcher or dumper only sets CPython's
+    # flag: the main thread, blocked in a read, would never run its handler.
+    with Target(APPLICATION_SIGNALS, env=base_env(tmp_path), preexec_fn=no_core) as target:
+        target.expect("ready")
+        target.send("")
+        assert target.expect("pending").split() == ["SIGABRT", "SIGTERM", "SIGUSR1"]
+        handled = {target.expect("handled") for _ in range(3)}
+        target.expect("done")
+    assert handled == {"SIGABRT", "SIGTERM", "SIGUSR1"}
+
+
 def test_abort_needs_the_raw_dump_path(tmp_path):
     with pytest.raises(tbcollect.InvalidOptionError, match="abort"):
         tbcollect.install(signal.SIGURG, directory=tmp_path, abort=True, raw_timeout=None)

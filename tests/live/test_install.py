@@ -410,12 +410,13 @@ UNSAFE_TARGET = """
 import signal, sys
 import tbcollect
 
+before = signal.getsignal(signal.SIGQUIT)
 try:
     tbcollect.install(directory=sys.argv[1])
 except tbcollect.DumpDirectoryError as e:
     print("refused", e, flush=True)
-default = signal.getsignal(signal.SIGQUIT) == signal.SIG_DFL
-print("state", tbcollect.installed(), default, flush=True)
+untouched = signal.getsignal(signal.SIGQUIT) == before
+print("state", tbcollect.installed(), untouched, flush=True)
 """
 
 

@@ -13,7 +13,15 @@ from pathlib import Path
 import pytest
 import tbcollect
 
-from tests.helpers import Target, base_env, cli, console_script, dumps_of, validate_json
+from tests.helpers import (
+    Target,
+    base_env,
+    cli,
+    console_script,
+    dumps_of,
+    inherited_disposition,
+    validate_json,
+)
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="POSIX signals and /proc (Linux)"
@@ -102,7 +110,7 @@ def test_run_module_with_options(tmp_path, program):
         assert target.expect("name") == "__main__"
         assert target.expect("argv") == repr([str(program), "--format", "x"])
         assert target.expect("path0") == str(program.parent)  # the current directory
-        assert target.expect("handler") == repr(signal.SIG_DFL)
+        assert target.expect("handler") == repr(inherited_disposition(signal.SIGQUIT))
         assert target.expect("usr2") == "<tbcollect dump handler>"
         pid = int(target.expect("pid"))
         result = cli("dump", str(pid))  # the process advertises USR2 and the directory
@@ -255,7 +263,8 @@ def test_tbcollect_env_options(tmp_path, program):
 def test_tbcollect_unset_or_zero_costs_no_import(tmp_path, value):
     code = (
         "import sys, signal; "
-        "print('tbcollect' in sys.modules, signal.getsignal(signal.SIGQUIT) == signal.SIG_DFL)"
+        "print('tbcollect' in sys.modules, "
+        f"signal.getsignal(signal.SIGQUIT) == signal.{inherited_disposition(signal.SIGQUIT).name})"
     )
     env = base_env(tmp_path)
     if value:
@@ -273,7 +282,10 @@ def test_tbcollect_env_with_unsafe_directory_warns_and_runs(tmp_path):
     shared = tmp_path / "shared"
     shared.mkdir()
     shared.chmod(0o777)
-    code = "import signal; print('ran', signal.getsignal(signal.SIGQUIT) == signal.SIG_DFL)"
+    untouched = (
+        f"signal.getsignal(signal.SIGQUIT) == signal.{inherited_disposition(signal.SIGQUIT).name}"
+    )
+    code = f"import signal; print('ran', {untouched})"
     result = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
