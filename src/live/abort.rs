@@ -176,7 +176,7 @@ fn write_in(dirfd: c_int, info: *const siginfo_t, name: &mut StackText<128>) -> 
     let _ = write_iso8601(&mut header, now);
     let _ = header.write_str(", raw dump\n");
     let (code, from) = sender(info);
-    let _ = if code == libc::SI_USER && from > 0 && from != pid {
+    let _ = if code == SI_USER && from > 0 && from != pid {
         writeln!(
             header,
             "reason: SIGABRT sent by process {from}: the process is being aborted \
@@ -242,6 +242,13 @@ fn write_in(dirfd: c_int, info: *const siginfo_t, name: &mut StackText<128>) -> 
     unsafe { libc::unlinkat(dirfd, temp_name, 0) };
     false
 }
+
+/// `si_code` of a signal sent with `kill()` (the libc crate has no name
+/// for it on Apple platforms).
+#[cfg(not(any(target_os = "macos", target_os = "ios")))]
+const SI_USER: c_int = libc::SI_USER;
+#[cfg(any(target_os = "macos", target_os = "ios"))]
+const SI_USER: c_int = 0x10001;
 
 fn write_iso8601(out: &mut impl std::fmt::Write, unix_micros: i64) -> std::fmt::Result {
     let secs = unix_micros.div_euclid(1_000_000);

@@ -19,11 +19,16 @@
 //!   followed by that many bytes, or `err <code> <message>`.
 //!
 //! Pure Rust, no interpreter: `signals` drives it from the watcher. Linux
-//! only (abstract sockets, `SO_PEERCRED`, memfd names in `/proc`).
+//! only (abstract sockets, `SO_PEERCRED`, memfd names in `/proc`): elsewhere
+//! [`Listener::bind`] fails with [`unavailable`], the installation says so
+//! in one line and dumps on the signal work as usual.
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
 use std::ffi::CString;
 use std::io::{self, Read, Write};
-use std::os::unix::io::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::unix::io::{AsRawFd, OwnedFd, RawFd};
+#[cfg(any(target_os = "linux", target_os = "android"))]
+use std::os::unix::io::{FromRawFd, IntoRawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
@@ -99,6 +104,14 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
     Ok(request)
 }
 
+/// Why there is no channel on this platform.
+pub fn unavailable() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "the request channel needs Linux (abstract Unix sockets, SO_PEERCRED)",
+    )
+}
+
 /// At most 40 characters of something a peer sent, for an error message.
 fn clip(s: &str) -> String {
     s.chars().take(40).collect()
@@ -117,6 +130,12 @@ pub struct Peer {
     pub gid: u32,
 }
 
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub fn peer_of(_fd: RawFd) -> io::Result<Peer> {
+    Err(unavailable())
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
 pub fn peer_of(fd: RawFd) -> io::Result<Peer> {
     let mut cred = libc::ucred {
         pid: 0,
@@ -145,6 +164,7 @@ pub fn peer_of(fd: RawFd) -> io::Result<Peer> {
 }
 
 /// 16 random hex digits for the socket's name.
+#[cfg(any(target_os = "linux", target_os = "android"))]
 fn random_hex() -> io::Result<String> {
     let mut bytes = [0u8; 8];
     let mut filled = 0;
@@ -165,6 +185,7 @@ fn random_hex() -> io::Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
 fn set_timeout(fd: RawFd, option: libc::c_int, timeout: Duration) -> io::Result<()> {
     let tv = libc::timeval {
         tv_sec: timeout.as_secs() as libc::time_t,
@@ -195,6 +216,13 @@ pub struct Listener {
 
 impl Listener {
     /// Binds `tbcollect/<pid>/<random>` in the abstract namespace.
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    pub fn bind(_pid: u32) -> io::Result<Listener> {
+        Err(unavailable())
+    }
+
+    /// Binds `tbcollect/<pid>/<random>` in the abstract namespace.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     pub fn bind(pid: u32) -> io::Result<Listener> {
         let name = format!("tbcollect/{pid}/{}", random_hex()?);
         // SAFETY: plain socket creation; the descriptor is owned below.
@@ -253,6 +281,14 @@ impl Listener {
         if fd < 0 {
             return Ok(None);
         }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        return Err(unavailable());
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        self.accept_from(fd)
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn accept_from(&self, fd: RawFd) -> io::Result<Option<Conn>> {
         // SAFETY: accepts on our listening socket; no address wanted.
         let c = unsafe {
             libc::accept4(
@@ -355,6 +391,12 @@ impl Conn {
     }
 }
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
+// No connection is ever made where there is no channel.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const SEND_FLAGS: libc::c_int = 0;
+
 /// Reads and writes a borrowed descriptor (MSG_NOSIGNAL: a peer that hung up
 /// must not raise SIGPIPE in the process we look at).
 struct FdIo(RawFd);
@@ -374,7 +416,7 @@ impl Read for FdIo {
 impl Write for FdIo {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         // SAFETY: sends from our buffer on an open socket.
-        let n = unsafe { libc::send(self.0, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+        let n = unsafe { libc::send(self.0, buf.as_ptr().cast(), buf.len(), SEND_FLAGS) };
         if n < 0 {
             Err(io::Error::last_os_error())
         } else {
@@ -401,6 +443,14 @@ impl Beacon {
 
     pub fn open(&self, socket_name: &str) {
         self.close();
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        self.open_memfd(socket_name);
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        let _ = socket_name;
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn open_memfd(&self, socket_name: &str) {
         let Ok(name) = CString::new(format!("{CHANNEL_BEACON_PREFIX}{socket_name}")) else {
             return;
         };
@@ -429,7 +479,9 @@ impl Default for Beacon {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     use std::os::linux::net::SocketAddrExt;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     use std::os::unix::net::{SocketAddr, UnixStream};
 
     #[test]
@@ -470,11 +522,13 @@ mod tests {
         assert!(!peer_allowed(1000, 0));
     }
 
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     fn connect(name: &str) -> UnixStream {
         let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
         UnixStream::connect_addr(&addr).unwrap()
     }
 
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     fn accept_one(listener: &Listener) -> Conn {
         loop {
             if let Some(conn) = listener.accept().unwrap() {
@@ -484,6 +538,7 @@ mod tests {
         }
     }
 
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     #[test]
     fn a_request_and_its_answer_over_a_real_socket() {
         let listener = Listener::bind(std::process::id()).unwrap();
@@ -508,6 +563,7 @@ mod tests {
         assert_eq!(answer, "ok json full 3\n{}\n");
     }
 
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     #[test]
     fn a_bad_request_gets_one_error_line_without_control_characters() {
         let listener = Listener::bind(std::process::id()).unwrap();
@@ -526,6 +582,7 @@ mod tests {
         assert!(!answer.contains('\x1b'));
     }
 
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     #[test]
     fn an_endless_request_is_cut_off() {
         let listener = Listener::bind(std::process::id()).unwrap();
@@ -535,6 +592,7 @@ mod tests {
         assert!(conn.read_request().is_err());
     }
 
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     #[test]
     fn a_closed_listener_frees_its_name() {
         let listener = Listener::bind(std::process::id()).unwrap();
@@ -543,5 +601,13 @@ mod tests {
         assert!(listener.accept().unwrap().is_none());
         let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
         assert!(UnixStream::connect_addr(&addr).is_err());
+    }
+
+    #[test]
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    fn elsewhere_there_is_no_channel_and_binding_says_so() {
+        let e = Listener::bind(std::process::id()).err().unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::Unsupported);
+        assert!(e.to_string().contains("needs Linux"), "{e}");
     }
 }

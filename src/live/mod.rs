@@ -3,11 +3,9 @@
 //! the GIL ([`signals`]). `tbcollect/_live.py` and `tbcollect/_dumpdir.py`
 //! are the Python side; `bindings::live` is the extension's face of it.
 
-#[cfg(any(target_os = "linux", target_os = "android"))]
 pub mod channel;
 pub mod dumpdir;
 pub mod output;
-#[cfg(any(target_os = "linux", target_os = "android"))]
 pub mod raw;
 
 #[cfg(feature = "python")]

@@ -322,6 +322,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     fn this_process_threads_are_read_from_proc() {
         // SAFETY: no preconditions.
         let tid = unsafe { libc::gettid() } as u64;

@@ -641,6 +641,7 @@ fn dump_threads_function() -> Option<DumpThreads> {
 }
 
 /// An unnamed file in memory, removed when closed.
+#[cfg(any(target_os = "linux", target_os = "android"))]
 fn anonymous_file() -> io::Result<std::fs::File> {
     use std::os::unix::io::FromRawFd;
     // SAFETY: a valid C string; the descriptor is owned by the File.
@@ -650,6 +651,25 @@ fn anonymous_file() -> io::Result<std::fs::File> {
     }
     // SAFETY: a descriptor we just made.
     Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
+/// Without memfd: a new file in the temporary directory, unlinked at once.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn anonymous_file() -> io::Result<std::fs::File> {
+    use std::sync::atomic::AtomicU32;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let path = std::env::temp_dir().join(format!(
+        ".tbcollect-raw-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    std::fs::remove_file(&path)?;
+    Ok(file)
 }
 
 /// Every thread's Python stack, read without the GIL: through
