@@ -47,6 +47,12 @@ impl PyDiff {
     fn disappeared(&self) -> Vec<PyStack> {
         stacks(&self.inner.disappeared)
     }
+    /// tbcollect's own stacks (dumper, watcher, watchdog), left out of the
+    /// four lists and the counts.
+    #[getter]
+    fn own(&self) -> Vec<PyStack> {
+        stacks(&self.inner.own)
+    }
     /// Seconds from A to B, when both timestamps are readable.
     #[getter]
     fn seconds(&self) -> Option<f64> {

@@ -51,6 +51,10 @@ pub struct Diff {
     pub appeared: Vec<Stack>,
     /// Only in A.
     pub disappeared: Vec<Stack>,
+    /// tbcollect's own stacks (dumper, watcher, watchdog; `own` in either
+    /// dump), as in B or else A: in no list above, no count and no
+    /// "stuck?" (the dumper is new in every dump, and waits the same way).
+    pub own: Vec<Stack>,
 }
 
 /// The innermost frames where two stacks differ, compared from the innermost
@@ -78,6 +82,18 @@ fn same_place(a: &Stack, b: &Stack) -> bool {
             .all(|(x, y)| x.location() == y.location())
 }
 
+/// The earlier of two of our ISO-8601 UTC times (they sort as text).
+fn earliest<'t>(a: Option<&'t str>, b: Option<&'t str>) -> Option<&'t str> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(if parse_created(x) <= parse_created(y) {
+            x
+        } else {
+            y
+        }),
+        (x, y) => x.or(y),
+    }
+}
+
 pub fn diff(a: &Snapshot, b: &Snapshot) -> Diff {
     let by_id: HashMap<&str, &Stack> = b.stacks.iter().map(|s| (&*s.id, s)).collect();
     let mut matched: HashMap<&str, ()> = HashMap::new();
@@ -88,26 +104,43 @@ pub fn diff(a: &Snapshot, b: &Snapshot) -> Diff {
         moved: Vec::new(),
         appeared: Vec::new(),
         disappeared: Vec::new(),
+        own: Vec::new(),
     };
     for old in &a.stacks {
         match by_id.get(&*old.id) {
             Some(new) if new.kind() == old.kind() && new.name == old.name => {
                 matched.insert(&*new.id, ());
-                if same_place(old, new) {
-                    out.unchanged.push((*new).clone());
+                if old.facts.own || new.facts.own {
+                    out.own.push((*new).clone());
+                } else if same_place(old, new) {
+                    // Unchanged since A at least, or since whatever earlier
+                    // dump either file already knew it unchanged from.
+                    let mut new = (*new).clone();
+                    let since = earliest(
+                        earliest(
+                            new.facts.unchanged_since.as_deref(),
+                            old.facts.unchanged_since.as_deref(),
+                        ),
+                        Some(&a.created),
+                    )
+                    .map(|t| t.into());
+                    new.facts.unchanged_since = since;
+                    out.unchanged.push(new);
                 } else {
                     out.moved.push((old.clone(), (*new).clone()));
                 }
             }
+            _ if old.facts.own => out.own.push(old.clone()),
             _ => out.disappeared.push(old.clone()),
         }
     }
-    out.appeared = b
-        .stacks
-        .iter()
-        .filter(|s| !matched.contains_key(&*s.id))
-        .cloned()
-        .collect();
+    for new in b.stacks.iter().filter(|s| !matched.contains_key(&*s.id)) {
+        if new.facts.own {
+            out.own.push(new.clone());
+        } else {
+            out.appeared.push(new.clone());
+        }
+    }
     out
 }
 
@@ -143,15 +176,20 @@ impl Diff {
         self.a.pid == self.b.pid
     }
 
-    /// `3 unchanged, 1 moved, 2 appeared, 0 disappeared`
+    /// `3 unchanged, 1 moved, 2 appeared, 0 disappeared` (and `(and 2 of
+    /// tbcollect's own)` when there are some).
     pub fn summary(&self) -> String {
-        format!(
+        let mut text = format!(
             "{} unchanged, {} moved, {} appeared, {} disappeared",
             self.unchanged.len(),
             self.moved.len(),
             self.appeared.len(),
             self.disappeared.len()
-        )
+        );
+        if !self.own.is_empty() {
+            let _ = write!(text, " (and {} of tbcollect's own)", self.own.len());
+        }
+        text
     }
 
     pub fn to_json(&self, indent: Option<usize>) -> String {
@@ -191,7 +229,11 @@ impl Diff {
                 "appeared": self.appeared.len(),
                 "disappeared": self.disappeared.len(),
             },
-            "unchanged": self.unchanged.iter().map(entry).collect::<Vec<_>>(),
+            "unchanged": self.unchanged.iter().map(|s| {
+                let mut e = entry(s);
+                e["unchanged_since"] = json!(s.facts.unchanged_since);
+                e
+            }).collect::<Vec<_>>(),
             "moved": self.moved.iter().map(|(old, new)| {
                 let (before, after) = changed_frames(old, new);
                 json!({
@@ -202,6 +244,11 @@ impl Diff {
             }).collect::<Vec<_>>(),
             "appeared": self.appeared.iter().map(entry).collect::<Vec<_>>(),
             "disappeared": self.disappeared.iter().map(entry).collect::<Vec<_>>(),
+            "own": self.own.iter().map(|s| {
+                let mut e = entry(s);
+                e["own"] = json!(true);
+                e
+            }).collect::<Vec<_>>(),
         })
     }
 
@@ -315,7 +362,28 @@ fn section<'a>(
             } else {
                 String::new()
             };
-            let _ = writeln!(out, "  {}: {names}{tail}", kind.count_noun(stacks.len()));
+            // The longest a member has been unchanged (a single stack's
+            // header says its own).
+            let longest = stacks
+                .iter()
+                .filter_map(|s| {
+                    crate::model::analysis::seconds_between(
+                        s.facts.unchanged_since.as_deref()?,
+                        &snapshot.created,
+                    )
+                })
+                .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+            let unchanged = longest.map_or(String::new(), |secs| {
+                format!(
+                    " (unchanged for {})",
+                    crate::model::analysis::duration_words(secs)
+                )
+            });
+            let _ = writeln!(
+                out,
+                "  {}{unchanged}: {names}{tail}",
+                kind.count_noun(stacks.len())
+            );
             let _ = writeln!(out, "    {place}");
         }
         let source = stacks[0]
@@ -414,10 +482,10 @@ mod tests {
         );
         assert!(text.contains("  B was taken 5.250 s after A\n"));
         assert!(text.contains(
-            "\nUnchanged: same frames in both dumps (stuck?) (21):\n  Thread \"stuck\" (ident 1, sleeping)\n    in Worker.run (/srv/app.py:10)\n      step_10()\n"
+            "\nUnchanged: same frames in both dumps (stuck?) (21):\n  Thread \"stuck\" (ident 1, sleeping, unchanged for 5.2 s)\n    in Worker.run (/srv/app.py:10)\n      step_10()\n"
         ), "{text}");
         assert!(text.contains(
-            "  20 tasks: \"Task-0\", \"Task-1\", \"Task-2\", \"Task-3\", \"Task-4\", \"Task-5\", \"Task-6\", \"Task-7\", … and 12 more\n    in job (/srv/jobs.py:5)\n"
+            "  20 tasks (unchanged for 5.2 s): \"Task-0\", \"Task-1\", \"Task-2\", \"Task-3\", \"Task-4\", \"Task-5\", \"Task-6\", \"Task-7\", … and 12 more\n    in job (/srv/jobs.py:5)\n"
         ), "{text}");
         assert!(text.contains(
             "\nMoved: innermost changed frame before → after (1):\n  Thread \"busy\" (ident 2, sleeping)\n    in Worker.run (/srv/app.py:10) → in Worker.run (/srv/app.py:11)\n"
@@ -483,5 +551,50 @@ mod tests {
             assert_eq!(parse_created(&iso8601_utc(micros)), Some(micros));
         }
         assert_eq!(parse_created("2026-11-22 00:00:00"), None);
+    }
+
+    #[test]
+    fn own_stacks_are_set_apart_and_unchanged_says_since_when() {
+        let (mut a, mut b) = pair();
+        // The dumper: the same in both (it waits the same way each time).
+        for snap in [&mut a, &mut b] {
+            let mut dumper = thread(77, "tbcollect-dumper", 40);
+            dumper.facts.own = true;
+            snap.stacks.push(dumper);
+        }
+        // A's own history knew thread 1 unchanged a minute before A.
+        a.stacks[0].facts.unchanged_since = Some("2026-11-22T00:00:03.500000Z".into());
+        let d = diff(&a, &b);
+        assert_eq!(d.unchanged.len(), 21);
+        assert_eq!(
+            d.own.iter().map(|s| &*s.name).collect::<Vec<_>>(),
+            ["tbcollect-dumper"]
+        );
+        assert_eq!(
+            d.summary(),
+            "21 unchanged, 1 moved, 2 appeared, 2 disappeared (and 1 of tbcollect's own)"
+        );
+        assert_eq!(
+            d.unchanged[0].facts.unchanged_since.as_deref(),
+            Some("2026-11-22T00:00:03.500000Z")
+        );
+        assert_eq!(
+            d.unchanged[1].facts.unchanged_since.as_deref(),
+            Some(&*a.created)
+        );
+        let text = d.to_text(&a, &b);
+        assert!(!text.contains("tbcollect-dumper"), "{text}");
+        assert!(
+            text.contains("(ident 1, sleeping, unchanged for 1 min 0 s)"),
+            "{text}"
+        );
+        let json = d.json_value();
+        assert_eq!(json["own"][0]["own"], true);
+        assert_eq!(json["unchanged"][1]["unchanged_since"], a.created.as_str());
+        // Own in one dump only: still not "appeared" or "disappeared".
+        b.stacks.retain(|s| !s.facts.own);
+        let d = diff(&a, &b);
+        assert_eq!(d.own.len(), 1);
+        assert!(d.disappeared.iter().all(|s| !s.facts.own));
     }
 }
