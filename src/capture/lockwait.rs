@@ -2,15 +2,14 @@
 //! them, read from the lock objects' C structs: no method is called, so no
 //! user code runs (a subclass's `_is_owned`, a proxy's `__getattr__`).
 //!
-//! `_thread.RLock` records its owner's ident: `rlockobject` (3.9-3.13:
-//! `rlock_lock`, `rlock_owner`, `rlock_count`) and 3.14's `_PyRecursiveMutex`
-//! (`mutex`, `thread`, `level`) both keep it one word after the OS lock
-//! word, two words after the object header; the type's size is checked
-//! before any field is read. Up to 3.12 each lock wraps an OS semaphore, whose
-//! address a thread blocked on it waits on (the `futex` the OS reports); from
-//! 3.13 on locks park threads elsewhere, and only a single held lock is
-//! taken (see [`waits::waited_lock`]).
+//! The structs are each version's (`cpython::current::Lock`, `RLock`,
+//! read through [`ThreadLock`]); the type's size is checked against them
+//! before any field is read. Up to 3.12 each lock wraps an OS semaphore,
+//! whose address a thread blocked on it waits on (the `futex` the OS
+//! reports); from 3.13 on locks park threads elsewhere, and only a single
+//! held lock is taken (see [`waits::waited_lock`]).
 
+use crate::capture::cpython::{current, LockFields, ThreadLock};
 use crate::capture::inert;
 use crate::capture::waits::{self, LockKind, LockRef, ThreadWait};
 use pyo3::ffi;
@@ -23,9 +22,6 @@ pub struct LockTypes {
     condition: Option<*mut ffi::PyTypeObject>,
 }
 
-const WORD: usize = std::mem::size_of::<usize>();
-const HEAD: usize = std::mem::size_of::<ffi::PyObject>();
-
 impl LockTypes {
     /// `Err` says why lock holders cannot be read in this interpreter.
     pub fn new(py: Python<'_>) -> Result<LockTypes, String> {
@@ -35,10 +31,7 @@ impl LockTypes {
             .ok_or("_thread.RLock is not a type")?;
         // SAFETY: a type object from the `_thread` module, which sys.modules holds.
         let size = unsafe { (*rlock).tp_basicsize } as usize;
-        // 3.14+: `_PyRecursiveMutex` (the one-byte PyMutex padded to a word,
-        // `thread`, `level`) and a managed weakref list, so three words.
-        let words = if cfg!(Py_3_14) { 3 } else { 4 };
-        if size != HEAD + words * WORD || cfg!(Py_GIL_DISABLED) {
+        if size != std::mem::size_of::<current::RLock>() || cfg!(Py_GIL_DISABLED) {
             return Err(format!(
                 "_thread.RLock is {size} bytes, not the layout this build reads"
             ));
@@ -60,52 +53,34 @@ impl LockTypes {
         let ptr = obj.as_ptr();
         // SAFETY: `obj` is a live object; only its type pointer is read.
         let tp = unsafe { ffi::Py_TYPE(ptr) };
-        if tp == self.rlock {
+        let fields = if tp == self.rlock {
             // SAFETY: the type is exactly `_thread.RLock`, whose size was
-            // checked to be the header and four words (3.14+: three): the
-            // words read are inside it.
-            let (os_lock, owner) = unsafe {
-                let base = ptr as *const u8;
-                let os_lock = *(base.add(HEAD) as *const usize) as u64;
-                let owner = *(base.add(HEAD + WORD) as *const u64);
-                (os_lock, owner)
+            // checked to be this version's `rlockobject`.
+            Some((LockKind::RLock, unsafe {
+                current::RLock::read(ptr as *const current::RLock)
+            }))
+        } else if Some(tp) == self.lock {
+            // SAFETY: a `_thread.lock`; its fields are read only when the
+            // type is at least this version's `lockobject`.
+            let size = unsafe { (*tp).tp_basicsize } as usize;
+            let fields = if size >= std::mem::size_of::<current::Lock>() {
+                // SAFETY: as above, the size checked.
+                unsafe { current::Lock::read(ptr as *const current::Lock) }
+            } else {
+                LockFields::default()
             };
+            Some((LockKind::Lock, fields))
+        } else {
+            None
+        };
+        if let Some((kind, fields)) = fields {
             return Some(LockRef {
                 name: name.to_string(),
                 addr: ptr as u64,
-                kind: LockKind::RLock,
-                os_lock: if cfg!(Py_3_13) { 0 } else { os_lock },
-                owner,
-                held: owner != 0,
-            });
-        }
-        if Some(tp) == self.lock {
-            // SAFETY: a `_thread.lock`, whose size is checked before a word
-            // is read. Up to 3.13 it is the header, the OS lock pointer, the
-            // weakref list and the `locked` flag; 3.14+ the header and a
-            // one-byte `PyMutex` (bit 0: locked) padded to a word.
-            let (os_lock, held) = unsafe {
-                let size = (*tp).tp_basicsize as usize;
-                let base = ptr as *const u8;
-                if cfg!(Py_3_14) {
-                    (0, size > HEAD && *base.add(HEAD) & 1 != 0)
-                } else if size > HEAD + 2 * WORD {
-                    let os_lock = *(base.add(HEAD) as *const usize) as u64;
-                    let held = *base.add(HEAD + 2 * WORD) != 0;
-                    // 3.13's OS lock is a `PyMutex` whose waiters park
-                    // elsewhere: no futex word names it.
-                    (if cfg!(Py_3_13) { 0 } else { os_lock }, held)
-                } else {
-                    (0, false)
-                }
-            };
-            return Some(LockRef {
-                name: name.to_string(),
-                addr: ptr as u64,
-                kind: LockKind::Lock,
-                os_lock,
-                owner: 0,
-                held,
+                kind,
+                os_lock: fields.os_lock,
+                owner: fields.owner,
+                held: fields.held,
             });
         }
         if depth == 0 && Some(tp) == self.condition {

@@ -112,6 +112,18 @@ mod tests {
     }
 
     #[test]
+    fn stack_references_name_objects_only() {
+        for stackref in [v3_14::stackref_object, v3_15::stackref_object] {
+            assert_eq!(stackref(0x7f00_1000), Some(0x7f00_1000));
+            assert_eq!(stackref(0x7f00_1001), Some(0x7f00_1000), "deferred");
+            assert_eq!(stackref(0x7f00_1002), None, "invalid");
+            assert_eq!(stackref(0x7f00_1003), None, "tagged int");
+            assert_eq!(stackref(0), None);
+            assert_eq!(stackref(1), None);
+        }
+    }
+
+    #[test]
     fn versions_parse_as_major_dot_minor() {
         assert_eq!(parse_version("3.99"), Some((3, 99)));
         assert_eq!(parse_version(" 3.14\n"), Some((3, 14)));
@@ -177,6 +189,34 @@ pub trait InterpreterFrame {
     fn stack_depth(&self) -> std::os::raw::c_int;
     /// The first of the fast slots and value stack (`localsplus`).
     fn localsplus(&self) -> *const *mut pyo3::ffi::PyObject;
+}
+
+/// What the capture reads of `_thread.lock` and `_thread.RLock` objects
+/// (`lockobject`, `rlockobject` in `Modules/_threadmodule.c`), whichever
+/// version's structs they are. Implemented by `current::Lock` and
+/// `current::RLock`, `#[repr(C)]` mirrors whose size the caller compares
+/// with the type's `tp_basicsize` before reading.
+#[cfg(feature = "python")]
+pub trait ThreadLock {
+    /// Reads the lock's fields once, each with a volatile load: other
+    /// threads take and release it without the GIL.
+    ///
+    /// # Safety
+    /// `this` points at a live object of exactly this lock type, whose
+    /// `tp_basicsize` is at least `size_of::<Self>()`; the GIL is held.
+    unsafe fn read(this: *const Self) -> LockFields;
+}
+
+/// A lock's fields as the capture uses them.
+#[cfg(feature = "python")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LockFields {
+    /// The address of the OS lock a thread blocked on it waits on (the
+    /// futex the kernel reports), or 0 where waiters park elsewhere (3.13+).
+    pub os_lock: u64,
+    /// The ident of the thread holding it, or 0 (a plain lock records none).
+    pub owner: u64,
+    pub held: bool,
 }
 
 /// The state of a generator, coroutine or async generator (3.11+

@@ -49,6 +49,20 @@ pub const FRAME_STATES: super::published::FrameStates = super::published::FrameS
     finished_from: 1,
 };
 
+/// The object a `_PyStackRef` (`internal/pycore_stackref.h`, builds with
+/// the GIL) refers to: bit 0 marks a deferred reference (`Py_TAG_REFCNT`),
+/// and a word with bit 1 set is no object (`Py_TAG_INVALID` 2, a tagged
+/// int `Py_INT_TAG` 3). `None` for those and for NULL.
+pub fn stackref_object(bits: usize) -> Option<usize> {
+    const TAG_BITS: usize = 3;
+    const NOT_AN_OBJECT: usize = 2;
+    if bits & NOT_AN_OBJECT != 0 {
+        return None;
+    }
+    let ptr = bits & !TAG_BITS;
+    (ptr != 0).then_some(ptr)
+}
+
 /// The head of `PyDictKeysObject` (`struct _dictkeysobject`, the same in
 /// the default and free-threaded builds up to `dk_kind`): whether every key
 /// is an exact `str`, so that a hashed lookup compares only `str`s.
@@ -71,3 +85,52 @@ pub const THREAD_STATE_CONTEXT: usize = 208;
 
 /// None: the C task's context is read through its own `get_context()`.
 pub const TASK_CONTEXT: Option<super::TaskContextLayout> = None;
+
+/// `lockobject` (`Modules/_threadmodule.c`): the header and a `PyMutex`,
+/// one byte whose bit 0 says it is locked (the weakref list is managed).
+#[cfg(feature = "python")]
+#[repr(C)]
+pub struct Lock {
+    ob_base: pyo3::ffi::PyObject,
+    lock: u8,
+}
+
+/// `rlockobject`: the header and a `_PyRecursiveMutex` (the `PyMutex`,
+/// padded to a word, the owner's `PyThread_ident_t`, the recursion level).
+#[cfg(feature = "python")]
+#[repr(C)]
+pub struct RLock {
+    ob_base: pyo3::ffi::PyObject,
+    mutex: u8,
+    thread: u64,
+    level: usize,
+}
+
+/// `_Py_LOCKED`, the bit of a `PyMutex` that says it is held.
+#[cfg(feature = "python")]
+const PY_LOCKED: u8 = 1;
+
+// A `PyMutex`'s waiters park in the interpreter's parking lot: no futex
+// word names the lock, so `os_lock` is 0.
+#[cfg(feature = "python")]
+impl super::ThreadLock for Lock {
+    unsafe fn read(this: *const Self) -> super::LockFields {
+        super::LockFields {
+            os_lock: 0,
+            owner: 0,
+            held: std::ptr::addr_of!((*this).lock).read_volatile() & PY_LOCKED != 0,
+        }
+    }
+}
+
+#[cfg(feature = "python")]
+impl super::ThreadLock for RLock {
+    unsafe fn read(this: *const Self) -> super::LockFields {
+        let owner = std::ptr::addr_of!((*this).thread).read_volatile();
+        super::LockFields {
+            os_lock: 0,
+            owner,
+            held: owner != 0,
+        }
+    }
+}

@@ -23,7 +23,7 @@ pub const DEBUG_LAYOUT: DebugLayout = DebugLayout {
 pub const MODULE_STATE: super::published::ModuleStateLayout = super::v3_14::MODULE_STATE;
 
 /// As 3.14.
-pub use super::v3_14::running_loop_record;
+pub use super::v3_14::{running_loop_record, stackref_object};
 
 /// Renumbered from 0: FRAME_CREATED 0, SUSPENDED 1, SUSPENDED_YIELD_FROM 2,
 /// SUSPENDED_YIELD_FROM_LOCKED 3, EXECUTING 4, CLEARED 5 (no COMPLETED).
@@ -55,3 +55,7 @@ pub const THREAD_STATE_CONTEXT: usize = 232;
 
 /// None: the C task's context is read through its own `get_context()`.
 pub const TASK_CONTEXT: Option<super::TaskContextLayout> = None;
+
+/// `_thread.lock` and `_thread.RLock` as 3.14's.
+#[cfg(feature = "python")]
+pub use super::v3_14::{Lock, RLock};

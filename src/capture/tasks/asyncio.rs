@@ -855,8 +855,7 @@ unsafe fn running_in_place(obj: *mut ffi::PyObject) -> Option<bool> {
 /// coroutine suspended in `await`, through the published offsets. The saved
 /// stack pointer must lie among the frame's slots, which end where the
 /// variable-size coroutine does; the slot holds a tagged stack reference
-/// (3.14/3.15 with the GIL: the low bit marks a deferred reference, and
-/// tags 2 and 3 are no object), so only object references are taken.
+/// (`current::stackref_object`), so only object references are taken.
 ///
 /// # Safety
 /// `obj` is an exact instance of `PyCoro_Type`; the GIL is held.
@@ -875,11 +874,7 @@ unsafe fn awaited_in_place(obj: *mut ffi::PyObject) -> Option<*mut ffi::PyObject
         return None;
     }
     let bits = *((sp - std::mem::size_of::<usize>()) as *const usize);
-    if bits & 2 != 0 {
-        return None;
-    }
-    let ptr = bits & !3;
-    (ptr != 0).then_some(ptr as *mut ffi::PyObject)
+    crate::capture::cpython::current::stackref_object(bits).map(|ptr| ptr as *mut ffi::PyObject)
 }
 
 #[cfg(not(any(tbc_iframe, tbc_published)))]
