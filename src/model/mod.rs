@@ -225,32 +225,40 @@ pub fn address_id(prefix: &str, addr: usize) -> String {
 /// prefix the capture uses (`greenlet:0x7f9d47518680` is 23 bytes).
 pub fn address_text(prefix: &str, addr: usize) -> Text {
     const INLINE: usize = 23;
-    let (digits, start) = hex_digits(addr);
-    let digits = &digits[start..];
-    let len = prefix.len() + 2 + digits.len();
+    // Hex digits of `addr`, at least one.
+    let digits = (usize::BITS - (addr | 1).leading_zeros()).div_ceil(4) as usize;
+    let len = prefix.len() + 2 + digits;
     if len > INLINE {
         return address_id(prefix, addr).into();
     }
-    // Byte by byte into a fixed buffer: ten thousand ids per capture, and
-    // `copy_from_slice` of these short, varying lengths calls `memcpy`.
+    // Byte by byte into a fixed buffer, the digits straight from the
+    // number: ten thousand ids per capture, and `copy_from_slice` of these
+    // short, varying lengths calls `memcpy`.
     let mut buf = [0u8; INLINE];
-    let bytes = prefix.bytes().chain(*b"0x").chain(digits.iter().copied());
-    for (slot, byte) in buf.iter_mut().zip(bytes) {
+    for (slot, byte) in buf.iter_mut().zip(prefix.bytes()) {
         *slot = byte;
+    }
+    buf[prefix.len()] = b'0';
+    buf[prefix.len() + 1] = b'x';
+    let mut n = addr;
+    for slot in buf[len - digits..len].iter_mut().rev() {
+        *slot = HEX[n & 0xf];
+        n >>= 4;
     }
     // SAFETY: a `&str` followed by ASCII bytes is UTF-8. Ten thousand ids per
     // capture made the check show in profiles.
     Text::new_inline(unsafe { std::str::from_utf8_unchecked(&buf[..len]) })
 }
 
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
 fn hex_digits(addr: usize) -> ([u8; 16], usize) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut buf = [0u8; 16];
     let mut n = addr;
     let mut start = buf.len();
     loop {
         start -= 1;
-        buf[start] = DIGITS[n & 0xf];
+        buf[start] = HEX[n & 0xf];
         n >>= 4;
         if n == 0 {
             break;

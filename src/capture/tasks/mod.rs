@@ -559,8 +559,14 @@ impl<'py> Backend<'py> {
             self.links = chain.links;
             return (chain.frames, chain.omitted, None, None);
         }
-        let waiter = match self.views[i].waiter.clone() {
-            Some(w) if awaiting::needs_waiter(&chain.links) => self.classify(cap, &w, proxied),
+        // Inside `wait_for` (3.12+ awaits the coroutine in place, so a sleep
+        // it was given is in the chain) the timeout may end the wait first.
+        let needs_waiter = awaiting::needs_waiter(&chain.links);
+        let waiter = match &self.views[i].waiter {
+            Some(w) if needs_waiter => {
+                let w = w.clone();
+                self.classify(cap, &w, proxied)
+            }
             Some(_) => Waiter::Unexamined,
             None => Waiter::Nothing,
         };
@@ -573,11 +579,8 @@ impl<'py> Backend<'py> {
             _ => None,
         };
         let addr = self.views[i].fut.obj.as_ptr() as usize;
-        // Inside `wait_for` (3.12+ awaits the coroutine in place, so a sleep
-        // it was given is in the chain) the timeout may end the wait first.
-        let earliest = awaiting::needs_waiter(&chain.links);
         let deadline =
-            event_loop.and_then(|at| self.deadline(i, at, chain.sleep.as_ref(), earliest));
+            event_loop.and_then(|at| self.deadline(i, at, chain.sleep.as_ref(), needs_waiter));
         let facts = Facts {
             links: chain.links,
             waiter,
