@@ -157,10 +157,15 @@ fn read_lines(filename: &str, wanted: &BTreeSet<u32>) -> Option<HashMap<u32, Opt
 }
 
 /// Replaces the placeholder state of each thread with what the OS says it is
-/// doing (Linux `/proc/self/task/<tid>/stat`); the calling thread stays `running`.
-pub fn fill_thread_states(stacks: &mut [Stack]) {
+/// doing (Linux `/proc/self/task/<tid>/stat`); the calling thread stays
+/// `running`. Returns, per thread ident, the line of
+/// `/proc/self/task/<tid>/syscall` of each other thread that is not running
+/// (the system call it is blocked in), read through kept files as the stat
+/// files are.
+pub fn fill_thread_states(stacks: &mut [Stack]) -> Vec<(u64, String)> {
+    let mut syscalls = Vec::new();
     if stacks.is_empty() {
-        return;
+        return syscalls;
     }
     let mut files = StatFiles::take();
     for stack in stacks {
@@ -176,11 +181,21 @@ pub fn fill_thread_states(stacks: &mut [Stack]) {
             }
             continue;
         }
-        if let Some(state) = details.native_id.and_then(|id| files.state(id)) {
+        let Some(native) = details.native_id else {
+            continue;
+        };
+        let state = files.state(native);
+        if let Some(state) = state {
             stack.state = state.into();
+        }
+        if let (Some(ident), Some("sleeping" | "disk-wait")) = (stack.thread, state) {
+            if let Some(line) = files.syscall(native) {
+                syscalls.push((ident, line));
+            }
         }
     }
     files.put_back(true);
+    syscalls
 }
 
 /// The calling thread's OS thread id (Linux), from `/proc/thread-self`.
@@ -216,6 +231,9 @@ struct StatFiles {
     dir: Option<std::os::fd::OwnedFd>,
     #[cfg(target_os = "linux")]
     open: FastMap<u64, std::os::fd::OwnedFd>,
+    /// Each thread's `syscall` file, kept the same way.
+    #[cfg(target_os = "linux")]
+    syscall_open: FastMap<u64, std::os::fd::OwnedFd>,
     /// Thread ids asked for since the last `put_back`.
     #[cfg(target_os = "linux")]
     asked: Vec<u64>,
@@ -257,6 +275,7 @@ impl StatFiles {
             let asked: crate::model::fasthash::FastSet<u64> = self.asked.drain(..).collect();
             if prune {
                 self.open.retain(|tid, _| asked.contains(tid));
+                self.syscall_open.retain(|tid, _| asked.contains(tid));
             }
         }
         #[cfg(not(target_os = "linux"))]
@@ -268,15 +287,50 @@ impl StatFiles {
 
     #[cfg(target_os = "linux")]
     fn state(&mut self, native_id: u64) -> Option<&'static str> {
-        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
         self.asked.push(native_id);
         let mut buf = [0u8; 1024];
-        // A kept file first; a failed or foreign read drops it and opens anew.
-        if let Some(fd) = self.open.get(&native_id) {
-            if let Some(state) = read_stat(fd.as_raw_fd(), native_id, &mut buf) {
-                return Some(state);
+        let n = self.read_kept(native_id, c"stat", &mut buf, |bytes| {
+            read_is_stat(bytes, native_id)
+        })?;
+        parse_state(&buf[..n])
+    }
+
+    /// The line of thread `native_id`'s `syscall` file.
+    #[cfg(target_os = "linux")]
+    fn syscall(&mut self, native_id: u64) -> Option<String> {
+        let mut buf = [0u8; 256];
+        let n = self.read_kept(native_id, c"syscall", &mut buf, read_is_syscall)?;
+        String::from_utf8(buf[..n].to_vec()).ok()
+    }
+
+    /// Reads thread `native_id`'s file `name` (`stat`, `syscall`) into
+    /// `buf` from its start, through the descriptor kept for it; a failed
+    /// read, or one `valid` refuses (a descriptor the program closed and
+    /// reused), drops it and opens the file anew. The byte count read.
+    #[cfg(target_os = "linux")]
+    fn read_kept(
+        &mut self,
+        native_id: u64,
+        name: &std::ffi::CStr,
+        buf: &mut [u8],
+        valid: impl Fn(&[u8]) -> bool,
+    ) -> Option<usize> {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        let read = |fd: &OwnedFd, buf: &mut [u8]| {
+            // SAFETY: pread into a buffer we hold, no longer than the buffer.
+            let n = unsafe { libc::pread(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            usize::try_from(n).ok().filter(|&n| valid(&buf[..n]))
+        };
+        let kept = if name == c"stat" {
+            &mut self.open
+        } else {
+            &mut self.syscall_open
+        };
+        if let Some(fd) = kept.get(&native_id) {
+            if let Some(n) = read(fd, buf) {
+                return Some(n);
             }
-            self.open.remove(&native_id);
+            kept.remove(&native_id);
         }
         if self.dir.is_none() {
             self.dir = std::fs::File::open("/proc/self/task")
@@ -284,7 +338,7 @@ impl StatFiles {
                 .map(OwnedFd::from);
         }
         let dir = self.dir.as_ref()?;
-        let path = std::ffi::CString::new(format!("{native_id}/stat")).ok()?;
+        let path = std::ffi::CString::new(format!("{native_id}/{}", name.to_str().ok()?)).ok()?;
         // SAFETY: openat on a directory descriptor we own, with a NUL-ended
         // path; the new descriptor is owned by the `OwnedFd` made from it.
         let fd = unsafe {
@@ -298,11 +352,16 @@ impl StatFiles {
             }
             OwnedFd::from_raw_fd(raw)
         };
-        let state = read_stat(fd.as_raw_fd(), native_id, &mut buf);
-        if state.is_some() && self.open.len() < Self::MAX_OPEN {
-            self.open.insert(native_id, fd);
+        let n = read(&fd, buf);
+        let kept = if name == c"stat" {
+            &mut self.open
+        } else {
+            &mut self.syscall_open
+        };
+        if n.is_some() && kept.len() < Self::MAX_OPEN {
+            kept.insert(native_id, fd);
         }
-        state
+        n
     }
 
     #[cfg(not(target_os = "linux"))]
@@ -311,15 +370,41 @@ impl StatFiles {
     }
 }
 
+/// Whether `bytes` is thread `tid`'s stat line (`<tid> (<comm>) <state> ...`).
+#[cfg(target_os = "linux")]
+fn read_is_stat(bytes: &[u8], tid: u64) -> bool {
+    let prefix = format!("{tid} (");
+    bytes.starts_with(prefix.as_bytes())
+}
+
+/// Whether `bytes` is a `syscall` file's one line: `running`, or a number
+/// (the system call, `-1` for none) and then hex words (its six arguments,
+/// the stack and instruction pointers; or only the two pointers).
+#[cfg(target_os = "linux")]
+fn read_is_syscall(bytes: &[u8]) -> bool {
+    let Some(line) = bytes.strip_suffix(b"\n") else {
+        return false;
+    };
+    if line == b"running" {
+        return true;
+    }
+    let mut words = line.split(|&b| b == b' ');
+    let number = words.next().unwrap_or_default();
+    let digits = number.strip_prefix(b"-").unwrap_or(number);
+    let hex =
+        |w: &[u8]| w.len() > 2 && w.starts_with(b"0x") && w[2..].iter().all(u8::is_ascii_hexdigit);
+    let rest = words.try_fold(0usize, |count, w| hex(w).then_some(count + 1));
+    !digits.is_empty() && digits.iter().all(u8::is_ascii_digit) && matches!(rest, Some(2 | 8))
+}
+
 /// The state in thread `tid`'s stat file open at `fd`, read from its start;
 /// `None` unless what is read is that thread's stat line.
-#[cfg(target_os = "linux")]
+#[cfg(all(test, target_os = "linux"))]
 fn read_stat(fd: std::os::fd::RawFd, tid: u64, buf: &mut [u8; 1024]) -> Option<&'static str> {
     // SAFETY: pread into a buffer we hold, no longer than the buffer.
     let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
     let stat = &buf[..usize::try_from(n).ok()?];
-    let prefix = format!("{tid} (");
-    if !stat.starts_with(prefix.as_bytes()) {
+    if !read_is_stat(stat, tid) {
         return None;
     }
     parse_state(stat)
@@ -351,6 +436,72 @@ mod tests {
             assert_eq!(os_thread_state(tid), Some("running"));
         }
         assert_eq!(os_thread_state(u64::MAX), None);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn syscall_lines_are_told_from_other_reads() {
+        assert!(read_is_syscall(b"running\n"));
+        assert!(read_is_syscall(
+            b"202 0x7f3c 0x80 0x0 0x0 0x0 0x0 0x7ffd10 0x7f3c99\n"
+        ));
+        assert!(read_is_syscall(b"-1 0x7ffd10 0x7f3c99\n"));
+        assert!(!read_is_syscall(
+            b"202 0x7f3c 0x80 0x0 0x0 0x0 0x0 0x7ffd10 0x7f3c99"
+        ));
+        assert!(!read_is_syscall(b"4242 (python3) S 1 4242\n"));
+        assert!(!read_is_syscall(b"202 0x7f3c\n"));
+        assert!(!read_is_syscall(b"\n"));
+        assert!(!read_is_syscall(b"x 0x1 0x2\n"));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_blocked_threads_syscall_file_stays_open() {
+        use std::sync::mpsc;
+        let (tx, rx) = mpsc::channel();
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let sleeper = std::thread::spawn(move || {
+            tx.send(own_native_id().unwrap()).unwrap();
+            stop_rx.recv().unwrap();
+        });
+        let tid = rx.recv().unwrap();
+        let mut files = StatFiles {
+            pid: std::process::id(),
+            ..Default::default()
+        };
+        // Until it is asleep in `recv`, the thread may still be running.
+        let mut line = files.syscall(tid);
+        for _ in 0..500 {
+            if line.as_deref().is_some_and(|l| l != "running\n") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            line = files.syscall(tid);
+        }
+        let line = line.expect("the thread's syscall file reads");
+        let blocked = crate::capture::waits::parse_syscall(&line, |_, _, _| None);
+        assert!(
+            matches!(blocked, Some(crate::capture::waits::Syscall::Futex { .. })),
+            "{line:?}"
+        );
+        let kept = files
+            .syscall_open
+            .get(&tid)
+            .map(std::os::fd::AsRawFd::as_raw_fd);
+        assert!(kept.is_some());
+        assert_eq!(files.syscall(tid), Some(line));
+        assert_eq!(
+            files
+                .syscall_open
+                .get(&tid)
+                .map(std::os::fd::AsRawFd::as_raw_fd),
+            kept
+        );
+        assert_eq!(files.syscall(u64::MAX), None);
+        assert!(!files.syscall_open.contains_key(&u64::MAX));
+        stop_tx.send(()).unwrap();
+        sleeper.join().unwrap();
     }
 
     #[cfg(target_os = "linux")]

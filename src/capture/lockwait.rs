@@ -180,28 +180,20 @@ fn dict_items<'py>(dict: &Bound<'py, PyAny>) -> Vec<(String, Bound<'py, PyAny>)>
     out
 }
 
-/// Reads each thread's system call from `/proc` (no GIL needed) into `waits`,
-/// for the threads of `stacks` other than the caller.
+/// Parses the system call each blocked thread is in (`syscalls`: thread
+/// ident and its `/proc/self/task/<tid>/syscall` line, read by
+/// [`crate::capture::enrich::fill_thread_states`]) into `waits`.
 #[cfg(not(target_os = "linux"))]
-pub fn read_syscalls(_stacks: &[crate::model::Stack], _waits: &mut Vec<ThreadWait>) {}
+pub fn read_syscalls(_syscalls: &[(u64, String)], _waits: &mut Vec<ThreadWait>) {}
 
-/// Reads each thread's system call from `/proc` (no GIL needed) into `waits`,
-/// for the threads of `stacks` other than the caller.
+/// Parses the system call each blocked thread is in (`syscalls`: thread
+/// ident and its `/proc/self/task/<tid>/syscall` line, read by
+/// [`crate::capture::enrich::fill_thread_states`]) into `waits`.
 #[cfg(target_os = "linux")]
-pub fn read_syscalls(stacks: &[crate::model::Stack], waits: &mut Vec<ThreadWait>) {
-    for stack in stacks {
-        let crate::model::StackDetails::Thread(d) = &stack.details else {
-            continue;
-        };
-        let (Some(ident), Some(native)) = (stack.thread, d.native_id) else {
-            continue;
-        };
-        if d.current {
-            continue;
-        }
-        let syscall = std::fs::read_to_string(format!("/proc/self/task/{native}/syscall"))
-            .ok()
-            .and_then(|line| waits::parse_syscall(&line, sleep_left));
+pub fn read_syscalls(syscalls: &[(u64, String)], waits: &mut Vec<ThreadWait>) {
+    for (ident, line) in syscalls {
+        let ident = *ident;
+        let syscall = waits::parse_syscall(line, sleep_left);
         match waits.iter_mut().find(|w| w.ident == ident) {
             Some(w) => w.syscall = syscall,
             None => waits.push(ThreadWait {

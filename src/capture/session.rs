@@ -416,8 +416,8 @@ pub fn collect(py: Python<'_>, options: CaptureOptions) -> Snapshot {
 
     // Everything below reads files and /proc only: let other threads run.
     py.detach(move || {
-        enrich::fill_thread_states(&mut snapshot.stacks[..threads_end]);
-        lockwait::read_syscalls(&snapshot.stacks[..threads_end], &mut thread_waits);
+        let syscalls = enrich::fill_thread_states(&mut snapshot.stacks[..threads_end]);
+        lockwait::read_syscalls(&syscalls, &mut thread_waits);
         waits::resolve_threads(&mut snapshot.stacks[..threads_end], &thread_waits);
         if options.source {
             enrich::fill_sources(&snapshot);
