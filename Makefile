@@ -23,6 +23,9 @@ $(STAMP): requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	@# uWSGI builds from source (a C compiler, a shared libpython: 3.14/3.15 from
+	@# Debian's packages fail to link); where it cannot, tests/integrations/test_uwsgi.py skips.
+	$(BIN)/python -m pip install -q "uwsgi>=2.0.31" || echo "uwsgi did not build for $(PYTHON): its tests will skip"
 	touch $@
 
 venv: $(STAMP)  ## create the virtualenv with maturin, pytest, gevent, uvloop, ...

@@ -516,3 +516,49 @@ def need(*modules: str) -> None:
     for module in modules:
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"{module} is not installed", allow_module_level=True)
+
+
+# Containers without an engine: PID and mount namespaces
+
+
+def namespaces_permitted() -> bool:
+    """Whether this process may make PID and mount namespaces (``unshare``)
+    and enter them (``nsenter``)."""
+    if shutil.which("unshare") is None or shutil.which("nsenter") is None:
+        return False
+    probe = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", "true"],
+        capture_output=True,
+        timeout=HANG_GUARD,
+        stdin=subprocess.DEVNULL,
+    )
+    return probe.returncode == 0
+
+
+def as_pid_1(*argv: str) -> List[str]:
+    """``argv`` run as PID 1 of a new PID namespace with its own ``/proc``,
+    as a container runs its entry point."""
+    return ["unshare", "--pid", "--fork", "--mount-proc", "--", *argv]
+
+
+def children(pid: int) -> List[int]:
+    """The pids of the children of ``pid`` (all its threads')."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def in_namespace(
+    host_pid: int, *argv: str, env: Optional[Dict[str, str]] = None
+) -> subprocess.CompletedProcess:
+    """``argv`` run inside the PID and mount namespaces of ``host_pid``:
+    where ``kubectl exec`` and ``docker exec`` put a command."""
+    return subprocess.run(
+        ["nsenter", "-t", str(host_pid), "-p", "-m", "--", *argv],
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD * 2,
+        env=env if env is not None else base_env(),
+        stdin=subprocess.DEVNULL,
+    )

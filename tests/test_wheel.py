@@ -17,7 +17,16 @@ from typing import Dict, Optional
 import pytest
 import tbcollect
 
-from tests.helpers import HANG_GUARD, ROOT
+from tests.helpers import (
+    HANG_GUARD,
+    ROOT,
+    Target,
+    as_pid_1,
+    children,
+    in_namespace,
+    namespaces_permitted,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
@@ -89,3 +98,30 @@ def test_wheel_installs_and_runs_without_rust(tmp_path):
     assert int(count) >= 1
     script = venv / "bin" / "tbcollect"
     assert run([str(script), "--version"], env, cwd=tmp_path) == out
+    if namespaces_permitted():
+        image_recipe(python, str(script), env, tmp_path)
+
+
+IMAGE_APP = """
+import os, sys, time
+def serving():
+    print("ready", os.getpid(), flush=True)
+    sys.stdin.readline()
+serving()
+"""
+
+
+def image_recipe(python: str, script: str, env: Dict[str, str], tmp_path: Path) -> None:
+    """The container recipe with nothing but the wheel: the app started with
+    ``TBCOLLECT=1`` as PID 1 of its own PID namespace, dumped by the wheel's
+    ``tbcollect`` from inside that namespace (``kubectl exec POD -- tbcollect
+    dump 1``)."""
+    app_env = dict(env, TBCOLLECT="1", TMPDIR=str(tmp_path), PYTHONUNBUFFERED="1")
+    argv = as_pid_1(python, "-c", IMAGE_APP)
+    with Target("", argv=argv, env=app_env, cwd=tmp_path) as target:
+        assert target.expect("ready") == "1"
+        (host_pid,) = wait_until(lambda: children(target.pid), "the app under unshare")
+        result = in_namespace(host_pid, script, "dump", "1", env=env)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("tbcollect: pid 1 at "), result.stdout
+        assert "in serving" in result.stdout, result.stdout

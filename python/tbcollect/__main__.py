@@ -157,9 +157,14 @@ def _status(target: _procinfo.Process) -> _procinfo.Status:
 
 def _not_permitted(pid: int, uid: int) -> CliError:
     if uid == os.geteuid():
+        # The kernel's ptrace access check guards /proc/PID/fd and exe: a
+        # process with capabilities we lack (root without CAP_SYS_PTRACE, as
+        # in a container) or one not dumpable.
         return CliError(
             f"not permitted to read /proc/{pid}/fd although process {pid} runs as this user: "
-            "it is not dumpable (prctl PR_SET_DUMPABLE) or ptrace is restricted; run as root",
+            "it has capabilities this command lacks (give it CAP_SYS_PTRACE: "
+            "docker run --cap-add SYS_PTRACE), it is not dumpable (prctl PR_SET_DUMPABLE) "
+            "or ptrace is restricted; run as root with CAP_SYS_PTRACE",
             EXIT_NOT_PERMITTED,
         )
     return CliError(

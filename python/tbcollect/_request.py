@@ -58,9 +58,15 @@ def find_channel(pid: int, own_pid: int) -> Optional[str]:
     fd_dir = f"/proc/{pid}/fd"
     prefix = "/memfd:" + CHANNEL_BEACON_PREFIX
     found = None
+    refused = False
     for fd in os.listdir(fd_dir):
         try:
             link = os.readlink(f"{fd_dir}/{fd}")
+        except PermissionError:
+            # Listing is allowed where reading the links is not (the
+            # process has capabilities we lack): we cannot tell.
+            refused = True
+            continue
         except OSError:
             continue
         if not link.startswith(prefix):
@@ -73,6 +79,8 @@ def find_channel(pid: int, own_pid: int) -> Optional[str]:
         # own: only a channel named for this very process counts.
         if m and int(m[1]) == own_pid:
             found = name
+    if found is None and refused:
+        raise PermissionError(f"cannot read the descriptors in {fd_dir}")
     return found
 
 

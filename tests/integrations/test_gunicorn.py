@@ -91,6 +91,13 @@ def test_every_worker_class_dumps_on_its_signal_and_keeps_serving(tmp_path, work
                 s.close()
         assert data["reason"] == "signal SIGURG"
         assert data["pid"] == pid
+        # tbcollect's own threads are named and marked own in every worker
+        # class, gevent's monkey-patched one included.
+        threads = [s for s in data["stacks"] if s["kind"] == "thread"]
+        own = sorted(s["name"] for s in threads if s.get("own"))
+        assert "tbcollect-dumper" in own, own
+        assert not [s["name"] for s in threads if s["name"].startswith("Dummy-")], threads
+        assert not [s["name"] for s in threads if "not known to threading" in s["name"]]
         # The worker was neither stopped nor restarted: SIGQUIT, USR1, ... are
         # still gunicorn's, and the dump signal is not one of them.
         os.kill(pid, 0)
@@ -158,3 +165,9 @@ def test_worker_timed_out_with_the_gil_free_gets_a_full_dump(tmp_path, worker, p
     assert any("watchdog" in (_dumpdir.reason_of(r) or "") and function in r for r in reports), [
         _dumpdir.reason_of(r) for r in reports
     ]
+    # ... and told gunicorn's log in a few lines where, not the whole dump.
+    log = server.output().splitlines()
+    (at,) = [i for i, line in enumerate(log) if "tbcollect watchdog: thread heartbeat:" in line]
+    assert log[at + 1].startswith("  stuck in ") and function in log[at + 1], log[at : at + 3]
+    assert log[at + 2].startswith(f"(dump written to {dumps}/tbcollect-{pid}-"), log[at : at + 3]
+    assert "Diagnosis" not in server.output()

@@ -18,8 +18,8 @@ from tests.helpers import Server, base_env, cli, free_port, open_requests, wait_
 need_binary = shutil.which("uwsgi", path=str(Path(sys.executable).parent))
 if need_binary is None:
     pytest.skip(
-        "uWSGI is not installed (pip install uwsgi: it builds from source and "
-        "needs a C compiler and the Python headers)",
+        "uWSGI is not installed (pip install uwsgi builds it from source: it needs a C "
+        "compiler, the Python headers and a shared libpython; the Makefile tries it)",
         allow_module_level=True,
     )
 UWSGI = need_binary

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Dict, List
 
 import pytest
 
@@ -128,3 +130,68 @@ def test_another_python_version_without_tbcollect_is_a_clear_error(tmp_path):
         assert f"does not fit its Python {other}" in result.stderr
         assert "Install tbcollect in its environment" in result.stderr
         assert target.ask("x", "echo") == "x"
+
+
+def without_ptrace(*argv: str) -> List[str]:
+    """``argv`` run as root without CAP_SYS_PTRACE (dropped from the bounding
+    set, so the exec'd program has it neither permitted nor effective): what
+    a container gets from Docker or Kubernetes by default."""
+    return ["setpriv", "--bounding-set", "-sys_ptrace", "--", *argv]
+
+
+def dump_without_ptrace(pid: int, env: Dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        without_ptrace(sys.executable, "-m", "tbcollect", "dump", str(pid), "--timeout", "30"),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=HANG_GUARD * 2,
+    )
+
+
+def yama_scope() -> str:
+    try:
+        return Path("/proc/sys/kernel/yama/ptrace_scope").read_text().strip()
+    except OSError:
+        return "none"
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None,
+    reason="dropping a capability needs root and setpriv",
+)
+def test_remote_dump_needs_cap_sys_ptrace_against_a_more_privileged_process(tmp_path):
+    """The CLI without CAP_SYS_PTRACE cannot attach to a process that has
+    capabilities it lacks: exit 4 and a message that names the capability.
+    A process with no more capabilities than the CLI (the app and
+    ``kubectl exec`` in one container) is dumped without it unless Yama's
+    ptrace_scope is 1 or more."""
+    python = bare_python(tmp_path, sys._base_executable)
+    env = base_env(tmp_path)
+    with Target("", argv=[python, "-c", UNPREPARED], env=env) as target:
+        target.expect("tbcollect")
+        pid = int(target.expect("ready"))
+        refused = dump_without_ptrace(pid, env)
+        # The kernel's ptrace check already hides its descriptors (is there
+        # a channel?) and its executable (which Python?): refused there.
+        assert refused.returncode == 4, refused.stderr
+        assert refused.stderr.startswith(f"tbcollect: error: not permitted to read /proc/{pid}/fd")
+        assert "CAP_SYS_PTRACE" in refused.stderr
+        assert refused.stdout == ""
+
+        with_it = cli("dump", str(pid), "--timeout", "30")
+        assert with_it.returncode == 0, with_it.stderr
+        assert "worker_loop" in with_it.stdout
+        assert target.ask("x", "echo") == "x"  # it went on
+
+    argv = without_ptrace(python, "-c", UNPREPARED)
+    with Target("", argv=argv, env=env) as target:
+        target.expect("tbcollect")
+        pid = int(target.expect("ready"))
+        same = dump_without_ptrace(pid, env)
+        if yama_scope() in ("none", "0"):
+            assert same.returncode == 0, same.stderr
+            assert "worker_loop" in same.stdout
+        else:
+            assert same.returncode == 4, same.stderr
+            assert "ptrace" in same.stderr
