@@ -141,6 +141,33 @@ impl<'py> Capture<'py> {
         }
     }
 
+    /// Drops the outermost frames `tbcollect run` puts under the program
+    /// (runpy, the CLI's `main` and `_run`, runpy again), so the main
+    /// thread's stack starts at the program's `<module>` as under `python
+    /// script.py`. Only the first few frames are looked at.
+    pub fn trim_run_frames(&self, frames: &mut Frames) {
+        let Some(dir) = self.own_dir.as_deref() else {
+            return;
+        };
+        let runner = frames.iter().take(8).position(|f| {
+            &*f.function == "_run"
+                && f.filename.starts_with(dir)
+                && f.filename.ends_with("/__main__.py")
+        });
+        let Some(at) = runner else {
+            return;
+        };
+        let program = at
+            + 1
+            + frames[at + 1..]
+                .iter()
+                .take_while(|f| is_runpy(&f.filename))
+                .count();
+        if program > at + 1 && program < frames.len() {
+            *frames = frames[program..].into();
+        }
+    }
+
     /// True for a file of the tbcollect package.
     pub fn is_own_file(&self, filename: &str) -> bool {
         self.own_dir
@@ -196,6 +223,11 @@ impl<'py> Capture<'py> {
 /// monkeypatch, a mock left behind) cannot redirect capture to its function
 /// nor make threads vanish from dumps.
 static CURRENT_FRAMES: std::sync::OnceLock<Option<Py<PyAny>>> = std::sync::OnceLock::new();
+
+/// `runpy`'s frames: `<frozen runpy>` (3.11+) or its source file.
+fn is_runpy(filename: &str) -> bool {
+    filename == "<frozen runpy>" || filename.ends_with("/runpy.py")
+}
 
 /// Takes the reference [`CURRENT_FRAMES`] holds; called once, at import.
 /// Only the real builtin is kept: a C function named `_current_frames`

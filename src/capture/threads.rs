@@ -277,6 +277,9 @@ pub fn capture<'py>(cap: &mut Capture<'py>) -> Vec<Stack> {
         if current {
             cap.trim_own_frames(&mut frames);
         }
+        if omitted == 0 {
+            cap.trim_run_frames(&mut frames);
+        }
         // A thread whose target is tbcollect's (dumper, watcher, writer):
         // it says so itself (`own_threads`), or its first frame past
         // threading's bootstrap is in the package.

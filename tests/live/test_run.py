@@ -83,6 +83,9 @@ def test_run_script(tmp_path, program):
         pid = int(target.expect("pid"))
         text = check_dump(dumps, pid)
         assert 'Thread "background"' in text and f"{program}" in text
+        # The main thread starts at the program, as under `python program.py`:
+        # tbcollect run's own frames and runpy's are trimmed.
+        assert "runpy" not in text and "tbcollect/__main__.py" not in text, text
         assert target.ask("hi", "echo") == "hi"
         target.send("exit 7")
         assert target.finish()[0] == 7
@@ -121,6 +124,11 @@ def test_run_module_with_options(tmp_path, program):
         assert by_signal.returncode == 0, by_signal.stderr
         assert validate_json(by_signal.stdout)["reason"] == "signal SIGUSR2"
         assert "background" in [s["name"] for s in data["stacks"]]
+        main = [s for s in data["stacks"] if s["name"] == "MainThread"][0]
+        assert (main["frames"][0]["filename"], main["frames"][0]["function"]) == (
+            str(program),
+            "<module>",
+        )
         target.send("exit 0")
         assert target.finish()[0] == 0
 
@@ -132,7 +140,9 @@ def test_run_console_script(tmp_path, program):
     with run_target([script, "run", str(program)], base_env(tmp_path)) as target:
         assert target.expect("name") == "__main__"
         pid = int(target.expect("pid"))
-        assert check_dump(tmp_path, pid).startswith(f"tbcollect: pid {pid} at ")
+        text = check_dump(tmp_path, pid)
+        assert text.startswith(f"tbcollect: pid {pid} at ")
+        assert "runpy" not in text and "tbcollect/__main__.py" not in text, text
         target.send("exit 3")
         assert target.finish()[0] == 3
 

@@ -488,6 +488,10 @@ fn build<'py>(
             .unwrap_or_default(),
         _ => (Frames::default(), 0),
     };
+    let mut frames = frames;
+    if raw.flags.main && frames_omitted == 0 {
+        cap.trim_run_frames(&mut frames);
+    }
     // The outermost function names a raw greenlet whose run callable is gone;
     // a dead one of an exited thread may still hold its frames for that.
     let held;
