@@ -6,6 +6,7 @@ cannot be undone."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Dict, List
 
 import tbcollect
@@ -194,3 +195,78 @@ def test_an_asyncio_lock_taken_without_async_with_names_no_holder():
     assert len(waiting) == 3
     assert all(not s.waiting_for for s in waiting)
     assert [s.holds for s in snap.stacks if s.holds] == []
+
+
+def test_the_tree_groups_by_what_tasks_await_with_the_user_line_and_a_wake_range():
+    async def main() -> tbcollect.Snapshot:
+        never = asyncio.Event()
+        conns: List[asyncio.StreamWriter] = []
+
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            conns.append(writer)  # accepted, never written to
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+
+        async def event_waiter() -> None:
+            await never.wait()  # EVENT LINE
+
+        async def reader() -> None:
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                await r.read(1)  # READ LINE
+            finally:
+                w.close()
+
+        async def sleeper(n: int) -> None:
+            await asyncio.sleep(3600 + n / 10)  # SLEEP LINE
+
+        async def parent() -> None:
+            groups = [
+                [event_waiter() for _ in range(70)],
+                [reader() for _ in range(80)],
+                [sleeper(n) for n in range(80)],
+            ]
+            names = ["event-waiter", "reader", "sleeper"]
+            tasks = [asyncio.ensure_future(c) for group in groups for c in group]
+            for t, name in zip(tasks, [n for n, g in zip(names, groups) for _ in g]):
+                t.set_name(name)
+            await asyncio.gather(*tasks)
+
+        top = asyncio.ensure_future(parent())
+        top.set_name("parent")
+        while len(conns) < 80:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        snap = tbcollect.collect()
+        top.cancel()
+        for w in conns:
+            w.close()
+        server.close()
+        try:
+            await top
+        except asyncio.CancelledError:
+            pass
+        return snap
+
+    snap = asyncio.run(main())
+    check_snapshot(snap)
+    source = Path(__file__).read_text().splitlines()
+
+    def line_of(marker: str) -> int:
+        return next(i + 1 for i, text in enumerate(source) if text.endswith(f"# {marker}"))
+
+    text = snap.to_text()
+    tree = [line for line in text.splitlines() if "×" in line]
+    here = __file__.rsplit("/", 1)[-1]
+    event = [line for line in tree if '70 × "event-waiter"' in line]
+    reads = [line for line in tree if '80 × "reader"' in line]
+    sleeps = [line for line in tree if '80 × "sleeper"' in line]
+    # One line each: Event waiters and reads apart, sleepers not split by wake time.
+    assert len(event) == len(reads) == len(sleeps) == 1, "\n".join(tree)
+    assert "awaiting Event.wait" in event[0]
+    assert f"at {here}:{line_of('EVENT LINE')}" in event[0]
+    assert f"at {here}:{line_of('READ LINE')}" in reads[0]
+    assert "Event.wait" not in reads[0]
+    assert "awaiting sleep (wakes in 3599." in sleeps[0] and "–3607." in sleeps[0], sleeps
+    assert f"at {here}:{line_of('SLEEP LINE')}" in sleeps[0]
