@@ -82,10 +82,40 @@ pub struct Facts {
     /// Type name of the innermost awaited object when it is neither a
     /// coroutine nor the waiter (an unknown awaitable).
     pub leaf: Option<String>,
-    /// Seconds until a loop timer ends this wait (sleep, wait_for, timeout).
+    /// Seconds until the timer of what the task waits on fires: a sleep's,
+    /// or (3.9-3.11) the one `wait_for` set on its waiter.
     pub deadline: Option<f64>,
+    /// Seconds until the task's own timeout fires (`asyncio.timeout()`, and
+    /// `wait_for` from 3.12, which is one): it cancels the wait, whatever
+    /// the wait is. A sleep still says when it wakes.
+    pub timeout: Option<f64>,
+    /// The coroutine a `wait_for` awaits in place (3.12+: no task of its
+    /// own), by qualified name: what the task waits for, with a timeout.
+    pub timed: Option<Text>,
     /// Children of the `TaskGroup` the task is the parent of.
     pub group_size: Option<usize>,
+}
+
+impl Facts {
+    /// Seconds until the first timer that ends the wait fires.
+    fn ends(&self) -> Option<f64> {
+        match (self.deadline, self.timeout) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// A deadline and a timeout as [`printed`] gives them.
+type Printed = (Option<u64>, Option<u64>);
+
+/// A deadline as the tenths of a second it prints as: `Some(None)` for no
+/// deadline, `None` when that needs the exact formatter.
+fn printed(deadline: Option<f64>) -> Option<Option<u64>> {
+    match deadline {
+        None => Some(None),
+        Some(d) => tenths(d).map(Some),
+    }
 }
 
 /// The API a chain is suspended in: the outermost coroutine of the
@@ -235,22 +265,20 @@ pub struct Texts {
     buffer: String,
     last: Option<Text>,
     /// The facts `last` was written from, when they can be compared: the
-    /// deadline as the tenths it prints as (`None` inside: no deadline).
-    seen: Option<(Facts, Option<u64>)>,
+    /// deadline and timeout as the tenths they print as (`None` inside: none).
+    seen: Option<(Facts, Printed)>,
 }
 
 impl Texts {
     /// The text of `facts` (see [`describe_into`]).
     pub fn describe(&mut self, facts: &Facts) -> Option<Text> {
-        let deadline = match facts.deadline {
-            None => Some(None),
-            Some(d) => tenths(d).map(Some),
-        };
+        let deadline = printed(facts.deadline).zip(printed(facts.timeout));
         if let (Some(deadline), Some((seen, seen_deadline))) = (deadline, &self.seen) {
             let alike = *seen_deadline == deadline
                 && seen.links == facts.links
                 && seen.waiter == facts.waiter
                 && seen.leaf == facts.leaf
+                && seen.timed == facts.timed
                 && seen.group_size == facts.group_size;
             if alike {
                 return self.last.clone();
@@ -274,7 +302,9 @@ impl Texts {
                 seen.waiter.clone_from(&facts.waiter);
                 seen.leaf.clone_from(&facts.leaf);
                 seen.group_size = facts.group_size;
+                seen.timed.clone_from(&facts.timed);
                 seen.deadline = facts.deadline;
+                seen.timeout = facts.timeout;
                 *seen_deadline = deadline;
             }
             (Some(deadline), None) => self.seen = Some((facts.clone(), deadline)),
@@ -288,6 +318,16 @@ impl Texts {
 /// when it waits for nothing (ready to run, or not started).
 pub fn describe_into(facts: &Facts, out: &mut String) -> bool {
     out.clear();
+    if let Some(name) = &facts.timed {
+        // `wait_for(coro(), t)` from 3.12: the task awaits `coro` itself, and
+        // whatever `coro` waits on inside, the timeout ends it.
+        out.push_str("wait_for ");
+        out.push_str(name);
+        if let Some(d) = facts.ends() {
+            push_times_out(out, d);
+        }
+        return true;
+    }
     match api(&facts.links) {
         Some("sleep" | "__sleep0") => match (facts.deadline, &facts.waiter) {
             (_, Waiter::Nothing) => out.push_str("sleep(0)"),
@@ -309,7 +349,7 @@ pub fn describe_into(facts: &Facts, out: &mut String) -> bool {
                 out.push(' ');
                 push_quoted_task(out, name);
             }
-            if let Some(d) = facts.deadline {
+            if let Some(d) = facts.ends() {
                 push_times_out(out, d);
             }
         }
@@ -332,7 +372,7 @@ pub fn describe_into(facts: &Facts, out: &mut String) -> bool {
         // Event.wait, Lock.acquire, Queue.get, Condition.wait, StreamReader.read, ...
         Some(other) => {
             out.push_str(other);
-            if let Some(d) = facts.deadline {
+            if let Some(d) = facts.ends() {
                 push_times_out(out, d);
             }
         }
@@ -343,7 +383,7 @@ pub fn describe_into(facts: &Facts, out: &mut String) -> bool {
                     None => return false,
                 }
             }
-            if let Some(d) = facts.deadline {
+            if let Some(d) = facts.ends() {
                 push_times_out(out, d);
             }
         }
@@ -561,6 +601,81 @@ mod tests {
             )
             .as_deref(),
             Some("wait on 3")
+        );
+    }
+
+    #[test]
+    fn a_timeout_is_no_sleep() {
+        // wait_for(user_coro(), 5) from 3.12, user_coro sleeping for an hour:
+        // the task waits for user_coro, which the timeout ends first.
+        let timed = Facts {
+            links: vec![Link::unnamed(false), aio("sleep")],
+            waiter: Waiter::Unexamined,
+            deadline: Some(3599.8),
+            timeout: Some(4.2),
+            timed: Some("user_coro".into()),
+            ..Facts::default()
+        };
+        assert_eq!(
+            describe(&timed).as_deref(),
+            Some("wait_for user_coro (times out in 4.2 s)")
+        );
+        // Whatever it waits on inside.
+        let inside_event = Facts {
+            links: vec![Link::unnamed(false), aio("Event.wait")],
+            deadline: None,
+            ..timed.clone()
+        };
+        assert_eq!(
+            describe(&inside_event).as_deref(),
+            Some("wait_for user_coro (times out in 4.2 s)")
+        );
+        // An asyncio.timeout() around a sleep: the sleep says when it wakes,
+        // never the timeout's time as its own.
+        let sleeping = Facts {
+            timed: None,
+            ..timed.clone()
+        };
+        assert_eq!(
+            describe(&sleeping).as_deref(),
+            Some("sleep (wakes in 3599.8 s)")
+        );
+        // Around anything else, the timeout ends the wait.
+        let event = Facts {
+            links: vec![user("main"), aio("Event.wait")],
+            waiter: Waiter::Unexamined,
+            timeout: Some(4.2),
+            ..Facts::default()
+        };
+        assert_eq!(
+            describe(&event).as_deref(),
+            Some("Event.wait (times out in 4.2 s)")
+        );
+        // A description reused for the next task only when its timeout prints alike.
+        let mut texts = Texts::default();
+        assert_eq!(
+            texts.describe(&event).as_deref(),
+            Some("Event.wait (times out in 4.2 s)")
+        );
+        let later = Facts {
+            timeout: Some(9.0),
+            ..event.clone()
+        };
+        assert_eq!(
+            texts.describe(&later).as_deref(),
+            Some("Event.wait (times out in 9.0 s)")
+        );
+        let other_call = Facts {
+            timed: Some("other".into()),
+            ..timed.clone()
+        };
+        assert_eq!(
+            texts.describe(&timed).as_deref(),
+            Some("wait_for user_coro (times out in 4.2 s)")
+        );
+        assert_eq!(
+            texts.describe(&other_call).as_deref(),
+            Some("wait_for other (times out in 4.2 s)")
         );
     }
 

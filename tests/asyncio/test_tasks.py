@@ -368,6 +368,45 @@ def test_wait_for_with_timeout(lt):
     assert stacks["slow"].awaited_by == [task_id(tasks["outer"])]
 
 
+def test_wait_for_a_coroutine_and_a_timeout_around_a_sleep(lt):
+    async def start() -> str:
+        async def fetch() -> None:
+            await forever()
+
+        async def with_wait_for() -> None:
+            await asyncio.wait_for(fetch(), timeout=600)
+
+        async def with_timeout() -> None:
+            async with asyncio.timeout(600):
+                await forever()
+
+        asyncio.create_task(with_wait_for(), name="wait-for")
+        if sys.version_info >= (3, 11):
+            asyncio.create_task(with_timeout(), name="timeout")
+        await settle()
+        return fetch.__qualname__
+
+    fetch = lt.run(start())
+    stacks = task_stacks(collect_tasks())
+    awaiting = stacks["wait-for"].awaiting
+    assert awaiting is not None
+    if sys.version_info >= (3, 12):
+        # wait_for awaits fetch() in place: the task waits for fetch, with a
+        # timeout, not for the sleep inside it.
+        name = re.escape(fetch)
+    else:
+        # Before 3.12, wait_for runs fetch() in a task of its own.
+        name = r"Task '[^']+'"
+    match = re.fullmatch(rf"wait_for {name} \(times out in (\d+\.\d) s\)", awaiting)
+    assert match and 0 < float(match.group(1)) <= 600, awaiting
+    if sys.version_info >= (3, 11):
+        # The sleep says when it wakes (an hour), never the timeout's time as its own.
+        awaiting = stacks["timeout"].awaiting
+        assert awaiting is not None
+        match = re.fullmatch(r"sleep \(wakes in (\d+\.\d) s\)", awaiting)
+        assert match and float(match.group(1)) > 600, awaiting
+
+
 def test_asyncio_wait_on_several(lt):
     async def start() -> asyncio.Task[Any]:
         async def waiter() -> None:

@@ -29,6 +29,9 @@ pub struct Chain<'py> {
     /// The innermost coroutine of asyncio named `sleep`, whose timer says
     /// when the task wakes.
     pub sleep: Option<Bound<'py, PyAny>>,
+    /// The qualified name of the outermost user coroutine that a `wait_for`
+    /// awaits in place (3.12+), if any (see `awaiting::Facts::timed`).
+    pub timed: Option<crate::model::Text>,
 }
 
 /// Follows the await chain from `coro`, filling `links` (a buffer to reuse). Only the interpreter's exact
@@ -46,6 +49,7 @@ pub fn follow<'py>(
     links.clear();
     let mut leaf = None;
     let mut sleep = None;
+    let mut timed = None;
     let mut current = Some(coro.clone());
     let mut followed = 0;
     while let Some(obj) = current.take() {
@@ -83,6 +87,17 @@ pub fn follow<'py>(
                 };
                 links.push(link);
             } else if links.last().is_none_or(|l| l.asyncio) {
+                // Only here is a user coroutine's name read: one per task at most.
+                let under_wait_for = links
+                    .last()
+                    .is_some_and(|l| l.asyncio && l.qualname.as_deref() == Some("wait_for"));
+                if under_wait_for && timed.is_none() {
+                    timed = kind
+                        .qualname
+                        .as_ref()
+                        .and_then(|a| a.get(&obj))
+                        .and_then(|q| aio.shared_text(q));
+                }
                 // One user link stands for all above it (see `Facts::links`).
                 links.clear();
                 links.push(Link::unnamed(false));
@@ -105,6 +120,7 @@ pub fn follow<'py>(
         links,
         leaf,
         sleep,
+        timed,
     }
 }
 

@@ -579,13 +579,17 @@ impl<'py> Backend<'py> {
             _ => None,
         };
         let addr = self.views[i].fut.obj.as_ptr() as usize;
-        let deadline =
-            event_loop.and_then(|at| self.deadline(i, at, chain.sleep.as_ref(), needs_waiter));
+        let earliest = needs_waiter || chain.timed.is_some();
+        let (deadline, timeout) = event_loop
+            .and_then(|at| self.deadline(i, at, chain.sleep.as_ref(), earliest))
+            .unwrap_or_default();
         let facts = Facts {
             links: chain.links,
             waiter,
             leaf,
             deadline,
+            timeout,
+            timed: chain.timed,
             group_size: if group_sizes.is_empty() {
                 None
             } else {
@@ -684,18 +688,19 @@ impl<'py> Backend<'py> {
             .copied()
     }
 
-    /// Seconds until the loop timer that ends task `i`'s wait: a sleep's or
-    /// 3.9-3.11 `wait_for`'s timer keyed by the future waited on, an
-    /// `asyncio.timeout` (3.11+) keyed by the task. With `earliest`, the
-    /// loop's table is read even when the sleep's own timer was found, and
-    /// the earlier of the two ends the wait.
+    /// Seconds until the loop timers of task `i`'s wait fire: the one of
+    /// what it waits on (a sleep's, or 3.9-3.11 `wait_for`'s, keyed by the
+    /// future waited on) and the task's own timeout (`asyncio.timeout`,
+    /// 3.12+ `wait_for`, keyed by the task), see `awaiting::Facts`. The
+    /// loop's table is read unless the sleep's own timer was found, or with
+    /// `earliest` (a wait a timeout may end first) in any case.
     fn deadline(
         &mut self,
         i: usize,
         event_loop: usize,
         sleep: Option<&Bound<'py, PyAny>>,
         earliest: bool,
-    ) -> Option<f64> {
+    ) -> Option<(Option<f64>, Option<f64>)> {
         let now = self.now()?;
         // Both the sleep's own timer and the loop's table are read only for
         // a loop telling time with the clock `now` was read from.
@@ -717,7 +722,7 @@ impl<'py> Backend<'py> {
             .and_then(|s| self.aio.sleep_timer(s))
             .and_then(|handle| timers::sleep_deadline(&self.aio, &handle));
         if let (Some(when), false) = (slept, earliest) {
-            return Some(when - now);
+            return Some((Some(when - now), None));
         }
         let view = &self.views[i];
         let keys = [
@@ -732,18 +737,9 @@ impl<'py> Backend<'py> {
                 info.timers.insert(loop_timers(&self.aio, l))
             }
         };
-        // The earliest of the waited-on future's timer and the task's own
-        // (an `asyncio.timeout`, 3.12+ `wait_for`): whichever ends the wait.
-        let timed = keys
-            .into_iter()
-            .flatten()
-            .filter_map(|k| timers.get(k))
-            .reduce(f64::min);
-        let when = match (slept, timed) {
-            (Some(a), Some(b)) => a.min(b),
-            (a, b) => a.or(b)?,
-        };
-        Some(when - now)
+        let [waited_on, task] = keys.map(|k| k.and_then(|k| timers.get(k)));
+        let own = slept.or(waited_on);
+        Some((own.map(|w| w - now), task.map(|w| w - now)))
     }
 
     /// The index in `self.loops` of `event_loop`, read on first sight.
