@@ -198,29 +198,28 @@ impl<'py> LabelReader<'py> {
 }
 
 /// Each Python thread's context by ident (threads that never used one have
-/// none), matched to `tops` (ident, innermost frame) by their frame.
+/// none); `tops` as for [`crate::capture::threads::thread_states`].
 fn thread_contexts<'py>(
     py: Python<'py>,
     tops: &[(u64, Bound<'py, PyAny>)],
 ) -> Result<HashMap<u64, Bound<'py, PyAny>>, String> {
     let offset = cpython::current::THREAD_STATE_CONTEXT;
-    let by_frame: HashMap<usize, u64> = tops
-        .iter()
-        .map(|(ident, top)| (top.as_ptr() as usize, *ident))
-        .collect();
     let mut out = HashMap::new();
-    // SAFETY: the GIL is held (`py`), so no thread state is freed while the
-    // list is walked; the field at `offset` is followed only after the
-    // calling thread's own was found to hold its context there, and then
-    // only when it is an exact `PyContext` (a thread state holds a strong
-    // reference to its context).
+    // SAFETY: the GIL is held (`py`), so no thread state is freed while they
+    // are read; the field at `offset` is followed only after the calling
+    // thread's own was found to hold its context there, and then only when
+    // it is an exact `PyContext` (a thread state holds a strong reference to
+    // its context).
     unsafe {
         let own = ffi::PyThreadState_Get();
         // Makes the calling thread's context if it had none yet, as any
         // `ContextVar.get()` in it would.
         let copy = inert::owned(py, ffi::PyContext_CopyCurrent())
             .ok_or("the calling thread's context cannot be copied")?;
-        let own_context = *((own as *const u8).add(offset) as *const *mut ffi::PyObject);
+        let context_of = |ts: *mut ffi::PyThreadState| {
+            *((ts as *const u8).add(offset) as *const *mut ffi::PyObject)
+        };
+        let own_context = context_of(own);
         let agrees = !own_context.is_null()
             && ffi::PyContext_CheckExact(own_context) != 0
             && (*(own_context as *const ContextObject)).ctx_vars
@@ -228,25 +227,14 @@ fn thread_contexts<'py>(
         if !agrees {
             return Err("the thread state's layout is not the one known for this Python".into());
         }
-        let interp = ffi::PyInterpreterState_Get();
-        let mut ts = ffi::PyInterpreterState_ThreadHead(interp);
-        while !ts.is_null() {
-            let frame = ffi::PyThreadState_GetFrame(ts) as *mut ffi::PyObject;
-            if !frame.is_null() {
-                let ident = by_frame.get(&(frame as usize)).copied();
-                ffi::Py_DECREF(frame);
-                let context = *((ts as *const u8).add(offset) as *const *mut ffi::PyObject);
-                if let Some(ident) = ident {
-                    if !context.is_null() && ffi::PyContext_CheckExact(context) != 0 {
-                        if let Some(context) = inert::borrowed(py, context) {
-                            out.insert(ident, context);
-                        }
-                    }
+        for (ident, ts) in crate::capture::threads::thread_states(tops) {
+            let context = context_of(ts);
+            if !context.is_null() && ffi::PyContext_CheckExact(context) != 0 {
+                if let Some(context) = inert::borrowed(py, context) {
+                    out.insert(ident, context);
                 }
             }
-            ts = ffi::PyThreadState_Next(ts);
         }
-        inert::clear_error();
     }
     Ok(out)
 }

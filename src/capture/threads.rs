@@ -241,6 +241,39 @@ fn name_text(value: &Bound<'_, PyAny>) -> Option<String> {
     Some(format!("<{} object>", inert::type_name(value)))
 }
 
+/// Each Python thread's state with its ident, matched through its current
+/// frame, which is the very object `sys._current_frames()` gave for that
+/// ident (`tops`). A pointer is good only while the GIL stays held.
+pub fn thread_states(tops: &[(u64, Bound<'_, PyAny>)]) -> Vec<(u64, *mut ffi::PyThreadState)> {
+    let mut out = Vec::new();
+    if tops.is_empty() {
+        return out;
+    }
+    let by_frame: HashMap<usize, u64> = tops
+        .iter()
+        .map(|(ident, top)| (top.as_ptr() as usize, *ident))
+        .collect();
+    // SAFETY: the GIL is held (the `Bound`s in `tops`), so no thread state is
+    // freed while the list is walked; each frame taken is a new reference,
+    // released right away.
+    unsafe {
+        let interp = ffi::PyInterpreterState_Get();
+        let mut ts = ffi::PyInterpreterState_ThreadHead(interp);
+        while !ts.is_null() {
+            let frame = ffi::PyThreadState_GetFrame(ts) as *mut ffi::PyObject;
+            if !frame.is_null() {
+                if let Some(&ident) = by_frame.get(&(frame as usize)) {
+                    out.push((ident, ts));
+                }
+                ffi::Py_DECREF(frame);
+            }
+            ts = ffi::PyThreadState_Next(ts);
+        }
+        inert::clear_error();
+    }
+    out
+}
+
 pub fn capture<'py>(cap: &mut Capture<'py>) -> Vec<Stack> {
     if cfg!(Py_GIL_DISABLED) {
         let why = crate::capture::cpython::free_threaded_refusal("thread");

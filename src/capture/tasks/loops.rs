@@ -65,31 +65,13 @@ impl LoopThreads {
 /// The loop pointer read from a thread state is only ever compared with
 /// addresses of loops we hold, never dereferenced.
 fn running_loops(cap: &Capture<'_>) -> AddrMap<u64> {
-    let mut by_frame: AddrMap<u64> = AddrMap::default();
     let mut out = AddrMap::default();
-    if cap.thread_tops.is_empty() {
-        return out;
-    }
-    for (ident, top) in &cap.thread_tops {
-        by_frame.insert(top.as_ptr() as usize, *ident);
-    }
-    // SAFETY: the GIL is held (`cap.py`), so no thread state is freed while the list is walked;
-    // each frame taken is a new reference, released right away.
-    unsafe {
-        let interp = ffi::PyInterpreterState_Get();
-        let mut ts = ffi::PyInterpreterState_ThreadHead(interp);
-        while !ts.is_null() {
-            let frame = ffi::PyThreadState_GetFrame(ts) as *mut ffi::PyObject;
-            if !frame.is_null() {
-                let ident = by_frame.get(&(frame as usize)).copied();
-                ffi::Py_DECREF(frame);
-                if let (Some(ident), Some(loop_ptr)) = (ident, running_loop_ptr(cap.py, ts)) {
-                    out.insert(loop_ptr, ident);
-                }
-            }
-            ts = ffi::PyThreadState_Next(ts);
+    for (ident, ts) in crate::capture::threads::thread_states(&cap.thread_tops) {
+        // SAFETY: `ts` is a live thread state of this interpreter (the GIL is
+        // still held since it was found).
+        if let Some(loop_ptr) = unsafe { running_loop_ptr(cap.py, ts) } {
+            out.insert(loop_ptr, ident);
         }
-        inert::clear_error();
     }
     out
 }
