@@ -159,10 +159,13 @@ fn read_lines(filename: &str, wanted: &BTreeSet<u32>) -> Option<HashMap<u32, Opt
 /// Replaces the placeholder state of each thread with what the OS says it is
 /// doing (Linux `/proc/self/task/<tid>/stat`); the calling thread stays
 /// `running`. Returns, per thread ident, the line of
-/// `/proc/self/task/<tid>/syscall` of each other thread that is not running
-/// (the system call it is blocked in), read through kept files as the stat
-/// files are.
-pub fn fill_thread_states(stacks: &mut [Stack]) -> Vec<(u64, String)> {
+/// `/proc/self/task/<tid>/syscall` (the system call it is blocked in) of
+/// each other thread that is not running and for which `wants_syscall`
+/// says it matters, read through kept files as the stat files are.
+pub fn fill_thread_states(
+    stacks: &mut [Stack],
+    wants_syscall: impl Fn(&Stack) -> bool,
+) -> Vec<(u64, String)> {
     let mut syscalls = Vec::new();
     if stacks.is_empty() {
         return syscalls;
@@ -189,6 +192,9 @@ pub fn fill_thread_states(stacks: &mut [Stack]) -> Vec<(u64, String)> {
             stack.state = state.into();
         }
         if let (Some(ident), Some("sleeping" | "disk-wait")) = (stack.thread, state) {
+            if !wants_syscall(stack) {
+                continue;
+            }
             if let Some(line) = files.syscall(native) {
                 syscalls.push((ident, line));
             }

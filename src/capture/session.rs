@@ -448,7 +448,8 @@ pub fn collect(py: Python<'_>, options: CaptureOptions) -> Snapshot {
 
     // Everything below reads files and /proc only: let other threads run.
     py.detach(move || {
-        let syscalls = enrich::fill_thread_states(&mut snapshot.stacks[..threads_end]);
+        let syscalls =
+            enrich::fill_thread_states(&mut snapshot.stacks[..threads_end], waits::needs_syscall);
         lockwait::read_syscalls(&syscalls, &mut thread_waits);
         waits::resolve_threads(&mut snapshot.stacks[..threads_end], &thread_waits);
         if options.source {

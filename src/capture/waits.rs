@@ -280,6 +280,13 @@ pub fn api(frames: &[Frame]) -> Option<&'static str> {
 
 /// `sleep (2.5 s left)`, `Event.wait`, ... for a thread; `None` when nothing
 /// says what it waits for (it may be running).
+/// Whether what a blocked thread waits on depends on its system call: not
+/// when its innermost library frames already say (see [`api`]), for both
+/// the lock it may wait on and its `awaiting` are then read from them.
+pub fn needs_syscall(stack: &Stack) -> bool {
+    api(&stack.frames).is_none()
+}
+
 pub fn thread_awaiting(frames: &[Frame], syscall: Option<Syscall>) -> Option<String> {
     if let Some(words) = api(frames) {
         return Some(words.to_string());
