@@ -655,9 +655,17 @@ impl<'py> BuiltinMethod<'py> {
         obj: &Bound<'py, PyAny>,
         args: &[&Bound<'py, PyAny>],
     ) -> Option<Bound<'py, PyAny>> {
-        let mut argv: Vec<*mut ffi::PyObject> = Vec::with_capacity(args.len() + 1);
-        argv.push(obj.as_ptr());
-        argv.extend(args.iter().map(|a| a.as_ptr()));
+        // On the stack: called once per stack and label.
+        const MAX_ARGS: usize = 4;
+        if args.len() > MAX_ARGS {
+            return None;
+        }
+        let mut argv = [std::ptr::null_mut::<ffi::PyObject>(); MAX_ARGS + 1];
+        argv[0] = obj.as_ptr();
+        for (slot, arg) in argv[1..].iter_mut().zip(args) {
+            *slot = arg.as_ptr();
+        }
+        let argc = args.len() + 1;
         // SAFETY: `obj` and `args` are alive and the GIL is held (they are `Bound`s); `self`
         // holds the method descriptor, which keeps its owner type alive; the C method is called
         // only on an instance of that owner, as the descriptor's own call checks too.
@@ -669,7 +677,7 @@ impl<'py> BuiltinMethod<'py> {
             let call = ffi::PyObject_Vectorcall(
                 self.descr.as_ptr(),
                 argv.as_ptr(),
-                argv.len(),
+                argc,
                 std::ptr::null_mut(),
             );
             owned(obj.py(), call)

@@ -21,7 +21,7 @@
 
 use crate::capture::cpython::{self, ContextObject};
 use crate::capture::inert::{self, BuiltinMethod};
-use crate::capture::locals::LocalsReader;
+use crate::capture::locals::{LocalsReader, REDACTED};
 use crate::capture::LocalsMode;
 use crate::model::Text;
 use pyo3::ffi;
@@ -96,15 +96,17 @@ pub type Labels = Vec<(Text, Text)>;
 /// Reads the labels of one capture; made only when some are registered.
 pub struct LabelReader<'py> {
     py: Python<'py>,
-    vars: Vec<(Text, Bound<'py, PyAny>)>,
+    /// (name, variable, whether its values are redacted).
+    vars: Vec<(Text, Bound<'py, PyAny>, bool)>,
     /// `Context.get`, the C method of the (final) `Context` type.
     get: BuiltinMethod<'py>,
     /// What `get` returns for a variable not set: an object nobody else has.
     missing: Bound<'py, PyAny>,
     values: LocalsReader,
-    /// Labels by the context's variables (a HAMT, shared by copies of a
-    /// context until one is changed), with the context that holds them.
-    seen: HashMap<usize, (Bound<'py, PyAny>, Labels)>,
+    /// The last context's variables (a HAMT, shared by copies of a context
+    /// until one is changed: tasks that set no label share their parent's),
+    /// the context that holds them, and its labels.
+    last: Option<(usize, Bound<'py, PyAny>, Labels)>,
     /// Each thread's context, read once, when a thread or a greenlet running
     /// in one is first asked for.
     threads: Option<HashMap<u64, Bound<'py, PyAny>>>,
@@ -114,9 +116,13 @@ pub struct LabelReader<'py> {
 impl<'py> LabelReader<'py> {
     /// `None` when no label is registered: then nothing is read.
     pub fn new(py: Python<'py>, redact: &[String]) -> Option<Self> {
-        let vars: Vec<(Text, Bound<'py, PyAny>)> = registered()
+        let values = LocalsReader::new(LocalsMode::Safe, redact);
+        let vars: Vec<(Text, Bound<'py, PyAny>, bool)> = registered()
             .iter()
-            .map(|(name, var)| (Text::from(name.as_str()), var.bind(py).clone()))
+            .map(|(name, var)| {
+                let redacted = values.is_redacted(name);
+                (Text::from(name.as_str()), var.bind(py).clone(), redacted)
+            })
             .collect();
         if vars.is_empty() {
             return None;
@@ -138,8 +144,8 @@ impl<'py> LabelReader<'py> {
             vars,
             get,
             missing,
-            values: LocalsReader::new(LocalsMode::Safe, redact),
-            seen: HashMap::new(),
+            values,
+            last: None,
             threads: None,
             errors: Vec::new(),
         })
@@ -160,25 +166,31 @@ impl<'py> LabelReader<'py> {
             }
             (*(context.as_ptr() as *const ContextObject)).ctx_vars as usize
         };
-        if let Some((_, labels)) = self.seen.get(&key) {
-            return labels.clone();
+        if let Some((last, _, labels)) = &self.last {
+            if *last == key {
+                return labels.clone();
+            }
         }
         let mut labels = Vec::new();
-        for (name, var) in &self.vars {
+        for (name, var, redacted) in &self.vars {
             let Some(value) = self.get.call(context, &[var, &self.missing]) else {
                 continue;
             };
             if value.as_ptr() == self.missing.as_ptr() {
                 continue;
             }
-            // SAFETY: `value` is alive and the GIL is held (a `Bound`).
-            let text = unsafe {
-                self.values
-                    .render_named(self.py, name, value.as_ptr(), MAX_LABEL_BYTES)
+            let text = if *redacted {
+                REDACTED.to_string()
+            } else {
+                // SAFETY: `value` is alive and the GIL is held (a `Bound`).
+                unsafe {
+                    self.values
+                        .render_value(self.py, value.as_ptr(), MAX_LABEL_BYTES)
+                }
             };
             labels.push((name.clone(), Text::from(text)));
         }
-        self.seen.insert(key, (context.clone(), labels.clone()));
+        self.last = Some((key, context.clone(), labels.clone()));
         labels
     }
 

@@ -127,7 +127,8 @@ impl LocalsReader {
         }
     }
 
-    fn is_redacted(&self, name: &str) -> bool {
+    /// Whether a value of this name is shown as [`REDACTED`].
+    pub fn is_redacted(&self, name: &str) -> bool {
         let lower = name.to_lowercase();
         self.redact.iter().any(|r| lower.contains(r.as_str()))
     }
@@ -217,22 +218,18 @@ impl LocalsReader {
         Some(Locals(out))
     }
 
-    /// One value as a local of that name is shown: redacted by `name`, else
-    /// rendered and cut at `limit` bytes. Runs no code of the program in
-    /// `LocalsMode::Safe` (other objects are named by their type).
+    /// One value rendered as a local is, cut at `limit` bytes. Runs no code
+    /// of the program in `LocalsMode::Safe` (other objects are named by
+    /// their type). Redaction is the caller's (see [`Self::is_redacted`]).
     ///
     /// # Safety
     /// `obj` is a live object; the GIL is held.
-    pub unsafe fn render_named(
+    pub unsafe fn render_value(
         &mut self,
         py: Python<'_>,
-        name: &str,
         obj: *mut ffi::PyObject,
         limit: usize,
     ) -> String {
-        if self.is_redacted(name) {
-            return REDACTED.to_string();
-        }
         let mut text = String::new();
         self.render(py, obj, 0, &mut text);
         inert::clear_error();

@@ -497,8 +497,13 @@ impl<'py> Asyncio<'py> {
         None
     }
 
-    /// The context a task's steps run in (see [`crate::capture::labels`]).
-    pub fn task_context(&self, obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+    /// The context a task's steps run in (see [`crate::capture::labels`]);
+    /// `coro` is its coroutine as read already (the layout's check).
+    pub fn task_context(
+        &self,
+        obj: &Bound<'py, PyAny>,
+        coro: Option<&Bound<'py, PyAny>>,
+    ) -> Option<Bound<'py, PyAny>> {
         if let Some(c) = self.c_task.as_ref().filter(|_| self.is_c_task(obj)) {
             if let Some(get) = &c.get_context {
                 return get.call0_direct(obj);
@@ -507,7 +512,7 @@ impl<'py> Asyncio<'py> {
             // SAFETY: `obj` is alive and the GIL is held (a `Bound`), and an
             // instance of `_asyncio.Task` (checked), whose own size is the
             // layout's, so both slots lie inside it (a subclass only appends).
-            // The coroutine slot must hold what the `_coro` getter returns
+            // The coroutine slot must hold what the `_coro` getter returned
             // before the context slot is trusted, and the context is taken
             // only when it is an exact `Context`.
             unsafe {
@@ -516,8 +521,7 @@ impl<'py> Asyncio<'py> {
                 }
                 let slot =
                     |at: usize| *((obj.as_ptr() as *const u8).add(at) as *const *mut ffi::PyObject);
-                let coro = c.coro.as_ref()?.get(obj)?;
-                if slot(layout.coro) != coro.as_ptr() {
+                if slot(layout.coro) != coro?.as_ptr() {
                     return None;
                 }
                 let context = slot(layout.context);

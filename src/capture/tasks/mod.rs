@@ -368,7 +368,7 @@ impl<'py> Backend<'py> {
                 FutState::Pending => "pending",
             };
             let labels = if cap.labels.is_some() {
-                let context = self.aio.task_context(&view.fut.obj);
+                let context = self.aio.task_context(&view.fut.obj, view.coro.as_ref());
                 cap.labels_of_context(context.as_ref())
             } else {
                 Vec::new()
