@@ -823,6 +823,32 @@ pub fn weakref_target<'py>(obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>>
     }
 }
 
+/// The (key, value) pairs of a `dict` (or subclass), walked in C with
+/// `PyDict_Next`: no `__iter__`, no `__eq__`, no code of the program runs.
+pub fn dict_entries<'py>(
+    dict: &Bound<'py, PyAny>,
+) -> Option<Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
+    // SAFETY: `dict` is alive and the GIL is held (it is a `Bound`); it is
+    // checked to be a dict and walked with `PyDict_Next`, which runs no code;
+    // each borrowed pair is made an owned reference before the next step.
+    unsafe {
+        if ffi::PyDict_Check(dict.as_ptr()) == 0 {
+            return None;
+        }
+        let mut entries = Vec::new();
+        let mut pos: ffi::Py_ssize_t = 0;
+        let mut key: *mut ffi::PyObject = std::ptr::null_mut();
+        let mut value: *mut ffi::PyObject = std::ptr::null_mut();
+        while ffi::PyDict_Next(dict.as_ptr(), &mut pos, &mut key, &mut value) != 0 {
+            entries.push((
+                Bound::from_borrowed_ptr(dict.py(), key),
+                Bound::from_borrowed_ptr(dict.py(), value),
+            ));
+        }
+        Some(entries)
+    }
+}
+
 /// The members of a `set`/`frozenset` (or subclass: the C iterator is used
 /// either way, never `__iter__`).
 pub fn set_items<'py>(obj: &Bound<'py, PyAny>) -> Option<Vec<Bound<'py, PyAny>>> {

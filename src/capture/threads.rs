@@ -94,45 +94,33 @@ fn known_threads(py: Python<'_>) -> Vec<(u64, ThreadInfo)> {
     let Some(active) = inert::module_attr(&threading, c"_active") else {
         return out;
     };
-    // SAFETY: `active` is alive and the GIL is held (a `Bound`) and checked to be a dict;
-    // `PyDict_Next` runs no code.
-    unsafe {
-        if ffi::PyDict_Check(active.as_ptr()) == 0 {
-            return out;
-        }
-        let mut pos: ffi::Py_ssize_t = 0;
-        let mut key: *mut ffi::PyObject = std::ptr::null_mut();
-        let mut value: *mut ffi::PyObject = std::ptr::null_mut();
-        while ffi::PyDict_Next(active.as_ptr(), &mut pos, &mut key, &mut value) != 0 {
-            let key = Bound::from_borrowed_ptr(py, key);
-            let thread = Bound::from_borrowed_ptr(py, value);
-            let Some(ident) = inert::int_value(&key) else {
-                continue;
-            };
-            // Thread attributes are read from the instance dict: `name` and
-            // `daemon` are properties a subclass may override.
-            // Walked, not hashed into: a foreign key sharing a hash would
-            // have its `__eq__` called by a hashed lookup.
-            let [name, daemon, native_id] = match inert::instance_dict(&thread) {
-                Some(dict) => inert::dict_get_scan_many(
-                    &dict,
-                    [
-                        inert::interned!(py, "_name").as_any(),
-                        inert::interned!(py, "_daemonic").as_any(),
-                        inert::interned!(py, "_native_id").as_any(),
-                    ],
-                ),
-                None => [None, None, None],
-            };
-            out.push((
-                ident,
-                ThreadInfo {
-                    name: name.and_then(|v| name_text(&v)),
-                    daemon: daemon.and_then(|v| inert::bool_value(&v)),
-                    native_id: native_id.and_then(|v| inert::int_value(&v)),
-                },
-            ));
-        }
+    for (key, thread) in inert::dict_entries(&active).unwrap_or_default() {
+        let Some(ident) = inert::int_value(&key) else {
+            continue;
+        };
+        // Thread attributes are read from the instance dict: `name` and
+        // `daemon` are properties a subclass may override.
+        // Walked, not hashed into: a foreign key sharing a hash would
+        // have its `__eq__` called by a hashed lookup.
+        let [name, daemon, native_id] = match inert::instance_dict(&thread) {
+            Some(dict) => inert::dict_get_scan_many(
+                &dict,
+                [
+                    inert::interned!(py, "_name").as_any(),
+                    inert::interned!(py, "_daemonic").as_any(),
+                    inert::interned!(py, "_native_id").as_any(),
+                ],
+            ),
+            None => [None, None, None],
+        };
+        out.push((
+            ident,
+            ThreadInfo {
+                name: name.and_then(|v| name_text(&v)),
+                daemon: daemon.and_then(|v| inert::bool_value(&v)),
+                native_id: native_id.and_then(|v| inert::int_value(&v)),
+            },
+        ));
     }
     out
 }
@@ -142,30 +130,13 @@ fn known_threads(py: Python<'_>) -> Vec<(u64, ThreadInfo)> {
 /// outside `threading`, which then knows them as `Dummy-N` or not at all.
 /// Read as `threading._active` is: a dict walked in C, int keys, str values.
 fn own_threads(py: Python<'_>) -> Vec<(u64, String)> {
-    let mut out = Vec::new();
-    let Some(table) = inert::imported_module(py, c"tbcollect._live")
+    inert::imported_module(py, c"tbcollect._live")
         .and_then(|m| inert::module_attr(&m, c"OWN_THREADS"))
-    else {
-        return out;
-    };
-    // SAFETY: `table` is alive and the GIL is held (a `Bound`); it is checked
-    // to be a dict and walked with `PyDict_Next`, which runs no code.
-    unsafe {
-        if ffi::PyDict_Check(table.as_ptr()) == 0 {
-            return out;
-        }
-        let mut pos: ffi::Py_ssize_t = 0;
-        let mut key: *mut ffi::PyObject = std::ptr::null_mut();
-        let mut value: *mut ffi::PyObject = std::ptr::null_mut();
-        while ffi::PyDict_Next(table.as_ptr(), &mut pos, &mut key, &mut value) != 0 {
-            let key = Bound::from_borrowed_ptr(py, key);
-            let value = Bound::from_borrowed_ptr(py, value);
-            if let (Some(ident), Some(name)) = (inert::int_value(&key), inert::str_value(&value)) {
-                out.push((ident, name));
-            }
-        }
-    }
-    out
+        .and_then(|table| inert::dict_entries(&table))
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|(key, value)| Some((inert::int_value(key)?, inert::str_value(value)?)))
+        .collect()
 }
 
 /// (ident, native id, name) of every thread `threading` knows, read the way
