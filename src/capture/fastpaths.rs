@@ -8,6 +8,8 @@
 //! - in-place reads of the interpreter's structs checked once per capture
 //!   against the C API (`inert::CheckedRead`: coroutine frames, awaits,
 //!   states and positions, gevent's spawn records);
+//! - a gevent greenlet's links read from the Cython field the first
+//!   greenlet had them in, instead of looking at every field;
 //! - walking interpreter frames instead of frame objects (`FrameWalker`);
 //! - the greenlet heap scan over the collector's own lists (`gc_lists`)
 //!   instead of the interpreter's walk (`PyUnstable_GC_VisitObjects`,

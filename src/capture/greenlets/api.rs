@@ -222,6 +222,9 @@ pub struct Gevent<'py> {
     /// Offset of `spawning_stack` in that range, learnt from the first
     /// greenlet that has one (see `learn_spawning_stack`): for prefetches only.
     spawning_stack_at: Cell<Option<usize>>,
+    /// Offset of the links list in that range, learnt from the first greenlet
+    /// whose fields hold exactly one (see `link_fields`).
+    links_at: Cell<Option<usize>>,
     /// The last type asked about and its answer: ten thousand greenlets
     /// usually share one or two types, so the MRO walks run once per run of
     /// a type rather than once per greenlet and question.
@@ -258,6 +261,7 @@ impl<'py> Gevent<'py> {
             spawning_stack: field_getter(c"spawning_stack"),
             fields,
             spawning_stack_at: Cell::new(None),
+            links_at: Cell::new(None),
             frame_layout,
             frame_reads: inert::CheckedRead::default(),
             f_code: getter(&frame, c"f_code"),
@@ -354,18 +358,44 @@ impl<'py> Gevent<'py> {
             .map(move |at| (at, *(base.add(at) as *const *mut ffi::PyObject)))
     }
 
-    /// The objects `obj`'s Cython fields hold (its links, its value, ...),
-    /// once they are all set.
+    /// The objects in `obj`'s Cython fields that `is_links` accepts (gevent
+    /// keeps a greenlet's links in one exact `list`, a `deque` before 20),
+    /// once its fields are all set. The field found alone for one greenlet is
+    /// read first for the next, so the others' objects are not touched:
+    /// ten thousand greenlets' fields point at some 150,000 objects.
     ///
     /// # Safety
-    /// `obj` is a live instance of `gevent.Greenlet` (or a subclass).
-    pub unsafe fn field_values(&self, obj: &Bound<'py, PyAny>) -> Vec<Bound<'py, PyAny>> {
+    /// `obj` is a live instance of `gevent.Greenlet` (or a subclass);
+    /// `is_links` looks at a live object's type only.
+    pub unsafe fn link_fields(
+        &self,
+        obj: &Bound<'py, PyAny>,
+        is_links: impl Fn(*mut ffi::PyObject) -> bool,
+    ) -> Vec<Bound<'py, PyAny>> {
         if !self.fields_ready(obj) {
             return Vec::new();
         }
+        if let Some(at) = self
+            .links_at
+            .get()
+            .filter(|_| crate::capture::fastpaths::on())
+        {
+            let value = *((obj.as_ptr() as *const u8).add(at) as *const *mut ffi::PyObject);
+            if is_links(value) {
+                return vec![Bound::from_borrowed_ptr(obj.py(), value)];
+            }
+        }
         // The range opens with Cython's vtable pointer, which is no object.
-        self.field_slots(obj)
+        let found: Vec<(usize, *mut ffi::PyObject)> = self
+            .field_slots(obj)
             .skip(1)
+            .filter(|&(_, value)| is_links(value))
+            .collect();
+        if let [(at, _)] = found[..] {
+            self.links_at.set(Some(at));
+        }
+        found
+            .into_iter()
             .map(|(_, value)| Bound::from_borrowed_ptr(obj.py(), value))
             .collect()
     }

@@ -230,8 +230,12 @@ fn joiners(
         if !inert::is_instance(&raw.obj, greenlet_type) {
             continue;
         }
+        // SAFETY: only the type of what a field holds is read.
+        let is_links = |value: *mut ffi::PyObject| unsafe {
+            ffi::PyList_CheckExact(value) != 0 || Some(ffi::Py_TYPE(value)) == deque
+        };
         // SAFETY: `raw.obj` was checked to be a gevent `Greenlet`.
-        for field in unsafe { gevent.field_values(&raw.obj) } {
+        for field in unsafe { gevent.link_fields(&raw.obj, is_links) } {
             for link in link_entries(&field, deque) {
                 let Some(joiner) = inert::cfunction_self(&link) else {
                     continue;
