@@ -24,8 +24,10 @@ $(STAMP): requirements-dev.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements-dev.txt
 	@# uWSGI builds from source (a C compiler, a shared libpython: 3.14/3.15 from
-	@# Debian's packages fail to link); where it cannot, tests/integrations/test_uwsgi.py skips.
-	$(BIN)/python -m pip install -q "uwsgi>=2.0.31" || echo "uwsgi did not build for $(PYTHON): its tests will skip"
+	@# Debian's packages fail to link), in the main venv only (a minute of compiling);
+	@# where it is missing, tests/integrations/test_uwsgi.py skips.
+	if [ "$(VENV)" = ".venv" ]; then $(BIN)/python -m pip install -q "uwsgi>=2.0.31" \
+	    || echo "uwsgi did not build for $(PYTHON): its tests will skip"; fi
 	touch $@
 
 venv: $(STAMP)  ## create the virtualenv with maturin, pytest, gevent, uvloop, ...
