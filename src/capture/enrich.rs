@@ -161,10 +161,13 @@ fn read_lines(filename: &str, wanted: &BTreeSet<u32>) -> Option<HashMap<u32, Opt
 /// `running`. Returns, per thread ident, the line of
 /// `/proc/self/task/<tid>/syscall` (the system call it is blocked in) of
 /// each other thread that is not running and for which `wants_syscall`
-/// says it matters, read through kept files as the stat files are.
+/// says it matters, read through kept files as the stat files are. Threads
+/// that are not in this process are put in `gone` for the caller to remove
+/// (see [`not_in_this_process`]).
 pub fn fill_thread_states(
     stacks: &mut [Stack],
     wants_syscall: impl Fn(&Stack) -> bool,
+    gone: &mut Vec<u64>,
 ) -> Vec<(u64, String)> {
     let mut syscalls = Vec::new();
     if stacks.is_empty() {
@@ -188,8 +191,10 @@ pub fn fill_thread_states(
             continue;
         };
         let state = files.state(native);
-        if let Some(state) = state {
-            stack.state = state.into();
+        match state {
+            Some(state) => stack.state = state.into(),
+            None if not_in_this_process(native) => gone.extend(stack.thread),
+            None => {}
         }
         if let (Some(ident), Some("sleeping" | "disk-wait")) = (stack.thread, state) {
             if !wants_syscall(stack) {
@@ -202,6 +207,20 @@ pub fn fill_thread_states(
     }
     files.put_back(true);
     syscalls
+}
+
+/// Whether the thread with OS id `native_id` is not one of this process's.
+/// A child forked straight from C (uWSGI's workers, unless uWSGI runs with
+/// `--py-call-osafterfork`) keeps its parent's thread states, since
+/// `PyOS_AfterFork_Child` never ran there: `sys._current_frames()` lists
+/// threads the child does not have (a 3.14 child dumped its parent's
+/// dumper beside its own). A thread that ended since it was listed is gone
+/// too. Asked only when its `stat` could not be read, so it costs a live
+/// thread nothing.
+fn not_in_this_process(native_id: u64) -> bool {
+    cfg!(target_os = "linux")
+        && std::fs::metadata(format!("/proc/self/task/{native_id}"))
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
 }
 
 /// The calling thread's OS thread id (Linux), from `/proc/thread-self`.

@@ -448,8 +448,22 @@ pub fn collect(py: Python<'_>, options: CaptureOptions) -> Snapshot {
 
     // Everything below reads files and /proc only: let other threads run.
     py.detach(move || {
-        let syscalls =
-            enrich::fill_thread_states(&mut snapshot.stacks[..threads_end], waits::needs_syscall);
+        let mut gone = Vec::new();
+        let syscalls = enrich::fill_thread_states(
+            &mut snapshot.stacks[..threads_end],
+            waits::needs_syscall,
+            &mut gone,
+        );
+        let mut threads_end = threads_end;
+        if !gone.is_empty() {
+            // Thread stacks come first: what is left of them still does.
+            let mut at = 0;
+            snapshot.stacks.retain(|s| {
+                at += 1;
+                at > threads_end || s.thread.is_none_or(|t| !gone.contains(&t))
+            });
+            threads_end -= gone.len();
+        }
         lockwait::read_syscalls(&syscalls, &mut thread_waits);
         waits::resolve_threads(&mut snapshot.stacks[..threads_end], &thread_waits);
         if options.source {
