@@ -463,6 +463,24 @@ mod tests {
         assert_eq!(os_thread_state(u64::MAX), None);
     }
 
+    /// A thread that waits in a channel's `recv` (a futex wait) until told
+    /// to stop: its OS thread id, the sender that stops it, its handle.
+    #[cfg(target_os = "linux")]
+    fn sleeper_thread() -> (
+        u64,
+        std::sync::mpsc::Sender<()>,
+        std::thread::JoinHandle<()>,
+    ) {
+        use std::sync::mpsc;
+        let (tx, rx) = mpsc::channel();
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let sleeper = std::thread::spawn(move || {
+            tx.send(own_native_id().unwrap()).unwrap();
+            stop_rx.recv().unwrap();
+        });
+        (rx.recv().unwrap(), stop_tx, sleeper)
+    }
+
     #[cfg(target_os = "linux")]
     #[test]
     fn syscall_lines_are_told_from_other_reads() {
@@ -483,14 +501,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn a_blocked_threads_syscall_file_stays_open() {
-        use std::sync::mpsc;
-        let (tx, rx) = mpsc::channel();
-        let (stop_tx, stop_rx) = mpsc::channel::<()>();
-        let sleeper = std::thread::spawn(move || {
-            tx.send(own_native_id().unwrap()).unwrap();
-            stop_rx.recv().unwrap();
-        });
-        let tid = rx.recv().unwrap();
+        let (tid, stop_tx, sleeper) = sleeper_thread();
         let mut files = StatFiles {
             pid: std::process::id(),
             ..Default::default()
@@ -532,14 +543,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn stat_files_stay_open_for_live_threads_and_close_for_ended_ones() {
-        use std::sync::mpsc;
-        let (tx, rx) = mpsc::channel();
-        let (stop_tx, stop_rx) = mpsc::channel::<()>();
-        let sleeper = std::thread::spawn(move || {
-            tx.send(own_native_id().unwrap()).unwrap();
-            stop_rx.recv().unwrap();
-        });
-        let tid = rx.recv().unwrap();
+        let (tid, stop_tx, sleeper) = sleeper_thread();
         let mut files = StatFiles {
             pid: std::process::id(),
             ..Default::default()
