@@ -226,8 +226,7 @@ pub mod layout {
             return None;
         }
         let slots = prefix.f_valuestack.sub(n);
-        let basic = (*std::ptr::addr_of_mut!(ffi::PyFrame_Type)).tp_basicsize as usize;
-        let expected = (frame as usize) + basic - std::mem::size_of::<*mut ffi::PyObject>();
+        let expected = crate::capture::cpython::current::localsplus(frame);
         (slots as usize == expected && n <= (*frame.cast::<ffi::PyVarObject>()).ob_size as usize)
             .then_some(slots)
     }

@@ -53,9 +53,8 @@ pub fn frame_object(iframe: &Frame) -> *mut ffi::PyObject {
 /// its code is no code object. 3.12 and 3.13 have
 /// `PyUnstable_InterpreterFrame_GetCode` and `_GetLasti` for this; 3.11
 /// has neither, so the offset is computed as they do: the instruction
-/// pointer less the start of the code's bytecode, which sits at
-/// `PyCode_Type.tp_basicsize` (`offsetof(PyCodeObject, co_code_adaptive)`)
-/// in 3.11-3.13.
+/// pointer less the start of the code's bytecode
+/// (`cpython::current::bytecode_start`).
 ///
 /// # Safety
 /// `iframe` is a live interpreter frame (of a suspended generator, or of a
@@ -83,11 +82,10 @@ pub unsafe fn position(py: Python<'_>, iframe: &Frame) -> Option<(*mut ffi::PyCo
         if code.is_null() || unsafe { ffi::PyCode_Check(code) } == 0 {
             return None;
         }
-        // SAFETY: `PyCode_Type` is a static type; `code` is a code object,
-        // a variable-size object.
+        // SAFETY: `code` is a code object, a variable-size object.
         let (start, units) = unsafe {
             (
-                code as usize + (*std::ptr::addr_of!(ffi::PyCode_Type)).tp_basicsize as usize,
+                crate::capture::cpython::current::bytecode_start(code),
                 (*(code as *mut ffi::PyVarObject)).ob_size as usize,
             )
         };

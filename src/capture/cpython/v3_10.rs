@@ -19,6 +19,17 @@ pub struct FrameObject {
     pub f_valuestack: *mut *mut ffi::PyObject,
 }
 
+/// Where the trailing `f_localsplus` array (the fast slots, then the value
+/// stack) of a frame object starts: it is the struct's last member, one
+/// pointer before `PyFrame_Type.tp_basicsize`.
+///
+/// # Safety
+/// `frame` is a live frame object; the GIL is held.
+pub unsafe fn localsplus(frame: *mut ffi::PyFrameObject) -> usize {
+    let basic = (*std::ptr::addr_of!(ffi::PyFrame_Type)).tp_basicsize as usize;
+    frame as usize + basic - std::mem::size_of::<*mut ffi::PyObject>()
+}
+
 /// `_PyGenObject_HEAD` (generators, coroutines and async generators alike),
 /// up to the frame object it holds (NULL once finished).
 #[repr(C)]

@@ -169,3 +169,12 @@ pub const TASK_CONTEXT: Option<super::TaskContextLayout> = Some(super::TaskConte
 #[path = "thread_locks_3_9.rs"]
 mod thread_locks;
 pub use thread_locks::{Lock, RLock};
+
+/// Where a code object's bytecode (`co_code_adaptive`) starts: right after
+/// the fixed part of the variable-size object, at `PyCode_Type.tp_basicsize`.
+///
+/// # Safety
+/// `code` is a live code object; the GIL is held.
+pub unsafe fn bytecode_start(code: *mut ffi::PyObject) -> usize {
+    code as usize + (*std::ptr::addr_of!(ffi::PyCode_Type)).tp_basicsize as usize
+}
