@@ -101,10 +101,12 @@ import tbcollect
 tbcollect.install()
 signal.signal(signal.SIGQUIT, lambda *a: print("foreign", flush=True))
 child = os.fork()
+# One write each: both processes share the pipe, and print() under
+# PYTHONUNBUFFERED writes word by word ("parent" then " child 12" mixed in).
 if child == 0:
-    print("child", os.getpid(), flush=True)
+    os.write(1, f"child {os.getpid()}\\n".encode())
     time.sleep(3600)
-print("parent", os.getpid(), child, flush=True)
+os.write(1, f"parent {os.getpid()} {child}\\n".encode())
 for line in sys.stdin:
     print("echo", line.strip(), flush=True)
 os.kill(child, 9)

@@ -267,18 +267,20 @@ import tbcollect
 
 tbcollect.install(signal.SIGURG, directory=sys.argv[1])
 # fork() straight from C, as uWSGI forks its workers: Python's at-fork hooks
-# do not run, and the child holds its parent's installation.
+# do not run, and the child holds its parent's installation. Lines are
+# written whole: print() under PYTHONUNBUFFERED writes word by word, and the
+# two processes share the pipe.
 pid = ctypes.CDLL(None).fork()
 if pid == 0:
     def child_main():
-        print("child", os.getpid(), int(tbcollect.installed()), flush=True)
+        sys.stdout.write(f"child {os.getpid()} {int(tbcollect.installed())}\\n")
         tbcollect.install(signal.SIGURG, directory=sys.argv[1])
-        print("again", os.getpid(), int(tbcollect.installed()), flush=True)
+        sys.stdout.write(f"again {os.getpid()} {int(tbcollect.installed())}\\n")
         time.sleep(120)
         os._exit(0)
     child_main()
 else:
-    print("parent", os.getpid(), flush=True)
+    sys.stdout.write(f"parent {os.getpid()}\\n")
     sys.stdin.readline()
 """
 
