@@ -15,6 +15,19 @@ fn main() {
         let version = config.version();
         let minor = if version.major == 3 { version.minor } else { 0 };
         let gil = !config.is_free_threaded();
+        // Explicit, never by accident: a CPython newer than the last file in
+        // `src/capture/cpython/` is built with that file (3.15's), each of
+        // its structs is read only past the reader's run-time check (the
+        // published offsets, the type's size), and its tasks are refused
+        // (`cpython::KNOWN`).
+        if version.major == 3 && minor > 15 {
+            println!(
+                "cargo::warning=CPython 3.{minor} is newer than the layouts tbcollect describes \
+                 (src/capture/cpython/v3_9.rs .. v3_15.rs): built with 3.15's; its tasks are \
+                 not captured (the snapshot's errors say so) until a v3_{minor}.rs says how \
+                 it lays them out"
+            );
+        }
         for (alias, on) in [
             // `_PyInterpreterFrame`s (and the generators that embed one)
             // read in place: 3.11-3.13 with the GIL.

@@ -162,6 +162,8 @@ pub use v3_13 as current;
 
 #[cfg(all(Py_3_14, not(Py_3_15)))]
 pub use v3_14 as current;
+// Also a CPython newer than 3.15 (pyo3 sets `Py_3_15` there too), on
+// purpose: `build.rs` warns, and `unreadable` refuses its tasks at run time.
 #[cfg(Py_3_15)]
 pub use v3_15 as current;
 
