@@ -105,7 +105,11 @@ child = os.fork()
 # PYTHONUNBUFFERED writes word by word ("parent" then " child 12" mixed in).
 if child == 0:
     os.write(1, f"child {os.getpid()}\\n".encode())
-    time.sleep(3600)
+    # Ends with its parent, however the parent ends (the test may kill it).
+    parent = os.getppid()
+    while os.getppid() == parent:
+        time.sleep(0.1)
+    os._exit(0)
 os.write(1, f"parent {os.getpid()} {child}\\n".encode())
 for line in sys.stdin:
     print("echo", line.strip(), flush=True)
