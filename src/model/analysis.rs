@@ -341,6 +341,7 @@ pub fn diagnose(snapshot: &Snapshot, cycles: &[Vec<String>]) -> Diagnosis {
     }
     let in_cycle: Vec<&str> = cycles.iter().flatten().map(String::as_str).collect();
     lock_waits(snapshot, &by_id, &in_cycle, &mut diagnosis);
+    lock_waits_without_holder(snapshot, &mut diagnosis);
     unchanged(snapshot, &mut diagnosis);
     let (counts, own) = counts(snapshot);
     diagnosis.counts = counts;
@@ -406,6 +407,64 @@ fn lock_waits(
                 holder.facts.holds.join(", ")
             ),
             stacks,
+        });
+    }
+}
+
+/// Why a stack in a lock wait has no holder named: the lock does not record
+/// one. A person still needs the wait at the top, or it stays buried
+/// among sleeping threads.
+const NO_HOLDER: &str = " (threading.Lock records no holder)";
+
+/// Whether a stack waits to acquire a lock, known holder or not.
+fn waits_for_lock(stack: &Stack) -> bool {
+    stack
+        .facts
+        .awaiting
+        .as_deref()
+        .is_some_and(|a| a.starts_with("Lock.acquire") || a.starts_with("RLock.acquire"))
+}
+
+/// One finding per lock that stacks wait for while its holder is unknown:
+/// `1 thread waits in Lock.acquire registry_lock <0x…>; threading.Lock
+/// records no holder`.
+fn lock_waits_without_holder(snapshot: &Snapshot, diagnosis: &mut Diagnosis) {
+    let mut waiters: Vec<(&str, Vec<&Stack>)> = Vec::new();
+    for stack in &snapshot.stacks {
+        if stack.facts.own || !stack.facts.waiting_for.is_empty() {
+            continue;
+        }
+        let Some(lock) = stack
+            .facts
+            .awaiting
+            .as_deref()
+            .and_then(|a| a.strip_suffix(NO_HOLDER))
+        else {
+            continue;
+        };
+        match waiters.iter_mut().find(|(l, _)| *l == lock) {
+            Some((_, list)) => list.push(stack),
+            None => waiters.push((lock, vec![stack])),
+        }
+    }
+    waiters.sort_by_key(|(_, list)| std::cmp::Reverse(list.len()));
+    for (lock, list) in waiters {
+        let mut kinds: Vec<StackKind> = list.iter().map(|s| s.kind()).collect();
+        kinds.dedup();
+        let who = if kinds.len() == 1 {
+            kinds[0].count_noun(list.len())
+        } else {
+            format!("{} stacks", list.len())
+        };
+        let verb = if list.len() == 1 { "waits" } else { "wait" };
+        diagnosis.findings.push(Finding {
+            kind: "lock_wait".into(),
+            text: format!("{who} {verb} in {lock}; threading.Lock records no holder"),
+            stacks: list
+                .iter()
+                .take(IDS_KEPT)
+                .map(|s| s.id.to_string())
+                .collect(),
         });
     }
 }
@@ -617,8 +676,8 @@ fn groups(snapshot: &Snapshot) -> Vec<Group> {
     groups
 }
 
-/// Where a stack goes in the text dump, lower first: deadlocked, waiting
-/// for a lock's holder, unchanged the longest, then in the user's own
+/// Where a stack goes in the text dump, lower first: deadlocked, threads
+/// waiting for a lock (its holder known or not), unchanged the longest, then in the user's own
 /// code; stacks only in library code (pool workers idling) last.
 pub fn interest(
     stack: &Stack,
@@ -629,7 +688,9 @@ pub fn interest(
     if deadlocked {
         return (0, 0);
     }
-    if !stack.facts.waiting_for.is_empty() && stack.kind() == StackKind::Thread {
+    if stack.kind() == StackKind::Thread
+        && (!stack.facts.waiting_for.is_empty() || waits_for_lock(stack))
+    {
         return (1, 0);
     }
     if let Some(since) = stack.facts.unchanged_since.as_deref() {
@@ -687,6 +748,27 @@ mod tests {
             }),
             &[("/srv/app.py", "handler")],
         )
+    }
+
+    #[test]
+    fn a_lock_wait_without_a_known_holder_is_said_and_listed_first() {
+        let mut snap = Snapshot::new(1, "3.11", "2026-01-01T00:00:10.000000Z");
+        let idle = thread("thread:1", "idle");
+        let mut reader = thread("thread:2", "reader");
+        reader.facts.awaiting =
+            Some("Lock.acquire registry_lock <0x1> (threading.Lock records no holder)".into());
+        snap.stacks = vec![idle, reader];
+        let diagnosis = diagnose(&snap, &[]);
+        assert_eq!(diagnosis.findings.len(), 1);
+        assert_eq!(
+            diagnosis.findings[0].text,
+            "1 thread waits in Lock.acquire registry_lock <0x1>; threading.Lock records no holder"
+        );
+        assert_eq!(diagnosis.findings[0].stacks, vec!["thread:2".to_string()]);
+        let mut memo = Memo::default();
+        let created = snap.created.clone();
+        let rank = |s: &Stack, memo: &mut Memo| interest(s, false, &created, memo);
+        assert!(rank(&snap.stacks[1], &mut memo) < rank(&snap.stacks[0], &mut memo));
     }
 
     #[test]

@@ -143,10 +143,20 @@ def test_a_plain_lock_says_it_records_no_holder():
             lambda: _by_name(tbcollect.collect())["plain-waiter"].awaiting or None,
             "the waiter to block on the lock",
         )
+        snap = tbcollect.collect()
     finally:
         plain.release()
         t.join()
     assert stack == f"Lock.acquire plain <{hex(id(plain))}> (threading.Lock records no holder)"
+    # The wait is still a finding at the top, and the waiter comes first.
+    waiter = _by_name(snap)["plain-waiter"]
+    finding = f"1 thread waits in Lock.acquire plain <{hex(id(plain))}>; threading.Lock records no holder"
+    assert [f for f in snap.diagnosis["findings"] if f["kind"] == "lock_wait"] == [
+        {"kind": "lock_wait", "text": finding, "stacks": [waiter.id]}
+    ]
+    text = snap.to_text()
+    assert f"  - {finding}" in text
+    assert text.index('Thread "plain-waiter"') < text.index('Thread "MainThread"')
 
 
 def test_waits_in_library_and_in_c_are_named():
