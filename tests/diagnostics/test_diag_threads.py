@@ -150,10 +150,8 @@ def test_a_plain_lock_says_it_records_no_holder():
     assert stack == f"Lock.acquire plain <{hex(id(plain))}> (threading.Lock records no holder)"
     # The wait is still a finding at the top, and the waiter comes first.
     waiter = _by_name(snap)["plain-waiter"]
-    finding = (
-        f"1 thread waits in Lock.acquire plain <{hex(id(plain))}>;"
-        " threading.Lock records no holder"
-    )
+    where = f"Lock.acquire plain <{hex(id(plain))}>"
+    finding = f"1 thread waits in {where}; threading.Lock records no holder"
     assert [f for f in snap.diagnosis["findings"] if f["kind"] == "lock_wait"] == [
         {"kind": "lock_wait", "text": finding, "stacks": [waiter.id]}
     ]
