@@ -383,14 +383,7 @@ fn lock_waits(
             continue;
         }
         let holder = by_id[holder_id];
-        let mut kinds: Vec<StackKind> = list.iter().map(|s| s.kind()).collect();
-        kinds.dedup();
-        let who = if kinds.len() == 1 {
-            kinds[0].count_noun(list.len())
-        } else {
-            format!("{} stacks", list.len())
-        };
-        let verb = if list.len() == 1 { "waits" } else { "wait" };
+        let (who, verb) = waiters_phrase(&list);
         let what = list[0]
             .facts
             .awaiting
@@ -425,6 +418,19 @@ fn waits_for_lock(stack: &Stack) -> bool {
         .is_some_and(|a| a.starts_with("Lock.acquire") || a.starts_with("RLock.acquire"))
 }
 
+/// `("3 threads", "wait")`, `("1 greenlet", "waits")`, `("2 stacks", "wait")`
+/// for kinds mixed: the subject of a lock-wait finding.
+fn waiters_phrase(list: &[&Stack]) -> (String, &'static str) {
+    let mut kinds: Vec<StackKind> = list.iter().map(|s| s.kind()).collect();
+    kinds.dedup();
+    let who = if kinds.len() == 1 {
+        kinds[0].count_noun(list.len())
+    } else {
+        format!("{} stacks", list.len())
+    };
+    (who, if list.len() == 1 { "waits" } else { "wait" })
+}
+
 /// One finding per lock that stacks wait for while its holder is unknown:
 /// `1 thread waits in Lock.acquire registry_lock <0x…>; threading.Lock
 /// records no holder`.
@@ -449,14 +455,7 @@ fn lock_waits_without_holder(snapshot: &Snapshot, diagnosis: &mut Diagnosis) {
     }
     waiters.sort_by_key(|(_, list)| std::cmp::Reverse(list.len()));
     for (lock, list) in waiters {
-        let mut kinds: Vec<StackKind> = list.iter().map(|s| s.kind()).collect();
-        kinds.dedup();
-        let who = if kinds.len() == 1 {
-            kinds[0].count_noun(list.len())
-        } else {
-            format!("{} stacks", list.len())
-        };
-        let verb = if list.len() == 1 { "waits" } else { "wait" };
+        let (who, verb) = waiters_phrase(&list);
         diagnosis.findings.push(Finding {
             kind: "lock_wait".into(),
             text: format!("{who} {verb} in {lock}; threading.Lock records no holder"),
