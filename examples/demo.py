@@ -45,7 +45,9 @@ class CacheRefresher(threading.Thread):
             pass
 
 
-registry_lock = threading.Lock()
+# An RLock records its owner, so the dump names who holds it (a plain Lock
+# cannot: the dump then says "threading.Lock records no holder").
+registry_lock = threading.RLock()
 
 
 def registry_writer() -> None:

@@ -675,8 +675,9 @@ fn groups(snapshot: &Snapshot) -> Vec<Group> {
     groups
 }
 
-/// Where a stack goes in the text dump, lower first: deadlocked, threads
-/// waiting for a lock (its holder known or not), unchanged the longest, then in the user's own
+/// Where a stack goes in the text dump, lower first: deadlocked, lock
+/// holders others wait for and threads waiting for a lock (its holder known
+/// or not), unchanged the longest, then in the user's own
 /// code; stacks only in library code (pool workers idling) last.
 pub fn interest(
     stack: &Stack,
@@ -687,8 +688,10 @@ pub fn interest(
     if deadlocked {
         return (0, 0);
     }
-    if stack.kind() == StackKind::Thread
-        && (!stack.facts.waiting_for.is_empty() || waits_for_lock(stack))
+    // A lock's holder goes with its waiters: it is where they are stuck.
+    if !stack.facts.holds.is_empty()
+        || (stack.kind() == StackKind::Thread
+            && (!stack.facts.waiting_for.is_empty() || waits_for_lock(stack)))
     {
         return (1, 0);
     }
@@ -768,6 +771,10 @@ mod tests {
         let created = snap.created.clone();
         let rank = |s: &Stack, memo: &mut Memo| interest(s, false, &created, memo);
         assert!(rank(&snap.stacks[1], &mut memo) < rank(&snap.stacks[0], &mut memo));
+        // A holder others wait for ranks with them, ahead of the rest.
+        let mut holder = thread("thread:3", "holder");
+        holder.facts.holds = vec!["RLock registry_lock <0x2>".into()];
+        assert!(rank(&holder, &mut memo) < rank(&snap.stacks[0], &mut memo));
     }
 
     #[test]
