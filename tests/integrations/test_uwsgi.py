@@ -69,7 +69,20 @@ SETUPS = {
 }
 
 
-@pytest.mark.parametrize("setup", sorted(SETUPS))
+KNOWN_CRASH = pytest.mark.xfail(
+    strict=False,
+    reason=(
+        "known bug (docs/integrations.md#uwsgi): without at-fork hooks the worker keeps the "
+        "master's tbcollect thread states, whose stacks glibc reuses for the worker's new "
+        "threads; sys._current_frames() then crashes about one dump in 20-40 under load"
+    ),
+)
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [pytest.param(s, marks=KNOWN_CRASH) if s == "master-installed" else s for s in sorted(SETUPS)],
+)
 def test_each_worker_dumps_the_request_it_serves(tmp_path, setup):
     module, options, env = SETUPS[setup]
     with uwsgi(tmp_path, module, *options, **env) as server:
