@@ -194,7 +194,7 @@ def _usable_base(base: Path) -> Path:
         return base
     except OSError:
         return base  # the check that follows says what is wrong
-    if _private_to(st, os.geteuid()) and not stat.S_ISLNK(st.st_mode):
+    if _private_to(st, os.geteuid()):  # lstat: a symlink is no directory
         return base
     # mkdtemp creates the directory exclusively, mode 0700, under a name
     # nobody could have guessed.

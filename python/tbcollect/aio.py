@@ -24,7 +24,7 @@ from typing import Any, NoReturn, Optional
 
 from tbcollect import DumpTarget, _write, dump_all
 from tbcollect._errors import InvalidOptionError, UnknownFormatError
-from tbcollect._live import signals_blocked
+from tbcollect._live import run_own_thread, signals_blocked
 from tbcollect._tbcollect import check_format, collect
 
 __all__ = ["dump", "periodic_dump"]
@@ -74,7 +74,12 @@ async def _write_off_loop(text: str, path: str | os.PathLike[str]) -> None:
         except RuntimeError:  # the loop closed while we were writing
             pass
 
-    writer = threading.Thread(target=work, name="tbcollect-write", daemon=True)
+    writer = threading.Thread(
+        target=run_own_thread,
+        args=(work, "tbcollect-write", threading.get_ident),
+        name="tbcollect-write",
+        daemon=True,
+    )
     with signals_blocked():
         writer.start()
     try:

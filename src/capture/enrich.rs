@@ -328,6 +328,16 @@ impl StatFiles {
         String::from_utf8(buf[..n].to_vec()).ok()
     }
 
+    /// The descriptors kept for file `name` (`stat`, `syscall`).
+    #[cfg(target_os = "linux")]
+    fn kept(&mut self, name: &std::ffi::CStr) -> &mut FastMap<u64, std::os::fd::OwnedFd> {
+        if name == c"stat" {
+            &mut self.open
+        } else {
+            &mut self.syscall_open
+        }
+    }
+
     /// Reads thread `native_id`'s file `name` (`stat`, `syscall`) into
     /// `buf` from its start, through the descriptor kept for it; a failed
     /// read, or one `valid` refuses (a descriptor the program closed and
@@ -346,11 +356,7 @@ impl StatFiles {
             let n = unsafe { libc::pread(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
             usize::try_from(n).ok().filter(|&n| valid(&buf[..n]))
         };
-        let kept = if name == c"stat" {
-            &mut self.open
-        } else {
-            &mut self.syscall_open
-        };
+        let kept = self.kept(name);
         if let Some(fd) = kept.get(&native_id) {
             if let Some(n) = read(fd, buf) {
                 return Some(n);
@@ -378,11 +384,7 @@ impl StatFiles {
             OwnedFd::from_raw_fd(raw)
         };
         let n = read(&fd, buf);
-        let kept = if name == c"stat" {
-            &mut self.open
-        } else {
-            &mut self.syscall_open
-        };
+        let kept = self.kept(name);
         if n.is_some() && kept.len() < Self::MAX_OPEN {
             kept.insert(native_id, fd);
         }
@@ -420,19 +422,6 @@ fn read_is_syscall(bytes: &[u8]) -> bool {
         |w: &[u8]| w.len() > 2 && w.starts_with(b"0x") && w[2..].iter().all(u8::is_ascii_hexdigit);
     let rest = words.try_fold(0usize, |count, w| hex(w).then_some(count + 1));
     !digits.is_empty() && digits.iter().all(u8::is_ascii_digit) && matches!(rest, Some(2 | 8))
-}
-
-/// The state in thread `tid`'s stat file open at `fd`, read from its start;
-/// `None` unless what is read is that thread's stat line.
-#[cfg(all(test, target_os = "linux"))]
-fn read_stat(fd: std::os::fd::RawFd, tid: u64, buf: &mut [u8; 1024]) -> Option<&'static str> {
-    // SAFETY: pread into a buffer we hold, no longer than the buffer.
-    let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-    let stat = &buf[..usize::try_from(n).ok()?];
-    if !read_is_stat(stat, tid) {
-        return None;
-    }
-    parse_state(stat)
 }
 
 fn parse_state(stat: &[u8]) -> Option<&'static str> {
@@ -568,24 +557,32 @@ mod tests {
         // id by now), so `state` drops it and opens the id afresh. `join`
         // returns when the thread clears its id, which can be a moment
         // before the kernel releases the task: it may still read as exited.
-        let mut buf = [0u8; 1024];
-        let after = read_stat(std::os::fd::AsRawFd::as_raw_fd(&kept), tid, &mut buf);
+        let after = stat_state(&std::fs::File::from(kept), tid);
         assert!(matches!(after, None | Some("exited")), "{after:?}");
     }
 
     #[cfg(target_os = "linux")]
     #[test]
     fn a_read_that_is_not_the_threads_stat_line_is_refused() {
-        use std::os::fd::AsRawFd;
         let tid = own_native_id().unwrap();
         let own = std::fs::File::open(format!("/proc/self/task/{tid}/stat")).unwrap();
-        let mut buf = [0u8; 1024];
-        assert_eq!(read_stat(own.as_raw_fd(), tid, &mut buf), Some("running"));
+        assert_eq!(stat_state(&own, tid), Some("running"));
         // The same descriptor taken for another thread's: refused.
-        assert_eq!(read_stat(own.as_raw_fd(), tid + 1, &mut buf), None);
+        assert_eq!(stat_state(&own, tid + 1), None);
         // A descriptor that is not a stat file at all.
         let status = std::fs::File::open("/proc/self/status").unwrap();
-        assert_eq!(read_stat(status.as_raw_fd(), tid, &mut buf), None);
+        assert_eq!(stat_state(&status, tid), None);
+    }
+
+    /// What [`StatFiles::state`] makes of a read of `file` from its start:
+    /// the state, if the bytes are thread `tid`'s stat line.
+    #[cfg(target_os = "linux")]
+    fn stat_state(file: &std::fs::File, tid: u64) -> Option<&'static str> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = [0u8; 1024];
+        let n = file.read_at(&mut buf, 0).ok()?;
+        let stat = &buf[..n];
+        read_is_stat(stat, tid).then(|| parse_state(stat)).flatten()
     }
 
     #[test]

@@ -194,10 +194,11 @@ impl<'py> LabelReader<'py> {
         labels
     }
 
-    /// The labels of the context thread `ident` runs in.
-    pub fn of_thread(&mut self, tops: &[(u64, Bound<'py, PyAny>)], ident: u64) -> Labels {
+    /// The labels of the context thread `ident` runs in; `states` as
+    /// [`crate::capture::threads::thread_states`] gives them.
+    pub fn of_thread(&mut self, states: &[(u64, *mut ffi::PyThreadState)], ident: u64) -> Labels {
         if self.threads.is_none() {
-            let contexts = thread_contexts(self.py, tops).unwrap_or_else(|why| {
+            let contexts = thread_contexts(self.py, states).unwrap_or_else(|why| {
                 self.errors
                     .push(format!("labels: threads' not read: {why}"));
                 HashMap::new()
@@ -210,10 +211,10 @@ impl<'py> LabelReader<'py> {
 }
 
 /// Each Python thread's context by ident (threads that never used one have
-/// none); `tops` as for [`crate::capture::threads::thread_states`].
+/// none); `states` as [`crate::capture::threads::thread_states`] gives them.
 fn thread_contexts<'py>(
     py: Python<'py>,
-    tops: &[(u64, Bound<'py, PyAny>)],
+    states: &[(u64, *mut ffi::PyThreadState)],
 ) -> Result<HashMap<u64, Bound<'py, PyAny>>, String> {
     let offset = cpython::current::THREAD_STATE_CONTEXT;
     let mut out = HashMap::new();
@@ -239,7 +240,7 @@ fn thread_contexts<'py>(
         if !agrees {
             return Err("the thread state's layout is not the one known for this Python".into());
         }
-        for (ident, ts) in crate::capture::threads::thread_states(tops) {
+        for &(ident, ts) in states {
             let context = context_of(ts);
             if !context.is_null() && ffi::PyContext_CheckExact(context) != 0 {
                 if let Some(context) = inert::borrowed(py, context) {

@@ -78,6 +78,9 @@ pub struct Capture<'py> {
     pub thread_waits: Vec<crate::capture::waits::ThreadWait>,
     /// Reads the registered labels; `None` when none is registered.
     pub labels: Option<labels::LabelReader<'py>>,
+    /// Each thread's state with its ident (see [`threads::thread_states`]),
+    /// walked once when first needed (running loops, threads' labels).
+    thread_states: std::cell::OnceCell<Vec<(u64, *mut ffi::PyThreadState)>>,
 }
 
 impl<'py> Capture<'py> {
@@ -107,7 +110,15 @@ impl<'py> Capture<'py> {
             own_dir: own_dir(py),
             thread_waits: Vec::new(),
             labels,
+            thread_states: std::cell::OnceCell::new(),
         }
+    }
+
+    /// Each Python thread's state with its ident; the pointers are good
+    /// while the capture holds the GIL.
+    pub fn thread_states(&self) -> &[(u64, *mut ffi::PyThreadState)] {
+        self.thread_states
+            .get_or_init(|| threads::thread_states(&self.thread_tops))
     }
 
     /// The labels set in `context` (see [`labels`]).
@@ -126,10 +137,13 @@ impl<'py> Capture<'py> {
         &mut self,
         ident: u64,
     ) -> Vec<(crate::model::Text, crate::model::Text)> {
-        match self.labels.as_mut() {
-            Some(reader) => reader.of_thread(&self.thread_tops, ident),
-            None => Vec::new(),
-        }
+        let Some(reader) = self.labels.as_mut() else {
+            return Vec::new();
+        };
+        let states = self
+            .thread_states
+            .get_or_init(|| threads::thread_states(&self.thread_tops));
+        reader.of_thread(states, ident)
     }
 
     /// Drops the collector's own innermost frames (`dump_all`, `collect`) so a
@@ -166,13 +180,6 @@ impl<'py> Capture<'py> {
         if program > at + 1 && program < frames.len() {
             *frames = frames[program..].into();
         }
-    }
-
-    /// True for a file of the tbcollect package.
-    pub fn is_own_file(&self, filename: &str) -> bool {
-        self.own_dir
-            .as_deref()
-            .is_some_and(|dir| filename.starts_with(dir))
     }
 
     /// How many of the innermost `frames` are tbcollect's own.

@@ -284,21 +284,13 @@ pub fn capture<'py>(cap: &mut Capture<'py>) -> Vec<Stack> {
         if omitted == 0 {
             cap.trim_run_frames(&mut frames);
         }
-        // A thread whose target is tbcollect's (dumper, watcher, writer):
-        // it says so itself (`own_threads`), or its first frame past
-        // threading's bootstrap is in the package.
+        // tbcollect's own threads (dumper, watchdog, writer) say so
+        // themselves: each runs through `_live.run_own_thread`.
         let registered = own_threads
             .iter()
             .find(|(i, _)| *i == ident)
             .map(|(_, name)| name.clone());
-        let own = registered.is_some()
-            || frames
-                .iter()
-                .find(|f| !f.filename.ends_with("/threading.py"))
-                .is_some_and(|f| cap.is_own_file(&f.filename))
-                && frames
-                    .first()
-                    .is_some_and(|f| f.filename.ends_with("/threading.py"));
+        let own = registered.is_some();
         if !current && !own && waits::api(&frames).is_none() {
             if let Some(types) = &lock_types {
                 let locks = lockwait::locks_of_frame(types, &top);

@@ -473,8 +473,9 @@ pub fn seconds_between(a: &str, b: &str) -> Option<f64> {
     Some((parse_iso8601(b)? - parse_iso8601(a)?) as f64 / 1e6)
 }
 
-/// Microseconds since the epoch of `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
-fn parse_iso8601(text: &str) -> Option<i64> {
+/// Microseconds since the epoch of `YYYY-MM-DDTHH:MM:SS.ffffffZ` (the
+/// inverse of [`crate::model::iso8601_utc`]).
+pub fn parse_iso8601(text: &str) -> Option<i64> {
     let b = text.as_bytes();
     if b.len() < 20 || b[4] != b'-' || b[10] != b'T' {
         return None;

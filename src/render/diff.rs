@@ -2,6 +2,7 @@
 //! stacks did not move (the stuck ones), which moved, which appeared and
 //! which disappeared — the first question of every hang investigation.
 
+use crate::model::analysis::{parse_iso8601, seconds_between};
 use crate::model::{Frame, Snapshot, Stack, StackKind};
 use crate::render::escape::{escape, quoted};
 use crate::render::text::stack_header;
@@ -82,10 +83,10 @@ fn same_place(a: &Stack, b: &Stack) -> bool {
             .all(|(x, y)| x.location() == y.location())
 }
 
-/// The earlier of two of our ISO-8601 UTC times (they sort as text).
+/// The earlier of two of our ISO-8601 UTC times.
 fn earliest<'t>(a: Option<&'t str>, b: Option<&'t str>) -> Option<&'t str> {
     match (a, b) {
-        (Some(x), Some(y)) => Some(if parse_created(x) <= parse_created(y) {
+        (Some(x), Some(y)) => Some(if parse_iso8601(x) <= parse_iso8601(y) {
             x
         } else {
             y
@@ -144,32 +145,10 @@ pub fn diff(a: &Snapshot, b: &Snapshot) -> Diff {
     out
 }
 
-/// Microseconds since the epoch of a `created` timestamp (`2026-11-22T00:38:31.500000Z`).
-fn parse_created(text: &str) -> Option<i64> {
-    let b = text.as_bytes();
-    if b.len() != 27 || b[4] != b'-' || b[10] != b'T' || b[19] != b'.' || b[26] != b'Z' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| text.get(r)?.parse::<i64>().ok();
-    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hh, mm, ss, us) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..26)?);
-    // Howard Hinnant's days-from-civil (inverse of model::iso8601_utc).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1_000_000) + us)
-}
-
 impl Diff {
     /// Seconds from dump A to dump B (negative if B is older), when both times parse.
     pub fn seconds(&self) -> Option<f64> {
-        let a = parse_created(&self.a.created)?;
-        let b = parse_created(&self.b.created)?;
-        Some((b - a) as f64 / 1e6)
+        seconds_between(&self.a.created, &self.b.created)
     }
 
     pub fn same_process(&self) -> bool {
@@ -367,10 +346,7 @@ fn section<'a>(
             let longest = stacks
                 .iter()
                 .filter_map(|s| {
-                    crate::model::analysis::seconds_between(
-                        s.facts.unchanged_since.as_deref()?,
-                        &snapshot.created,
-                    )
+                    seconds_between(s.facts.unchanged_since.as_deref()?, &snapshot.created)
                 })
                 .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
             let unchanged = longest.map_or(String::new(), |secs| {
@@ -548,9 +524,9 @@ mod tests {
     #[test]
     fn created_times_parse_back() {
         for micros in [0, 951_782_400_000_001, 1_795_307_911_500_000, -1] {
-            assert_eq!(parse_created(&iso8601_utc(micros)), Some(micros));
+            assert_eq!(parse_iso8601(&iso8601_utc(micros)), Some(micros));
         }
-        assert_eq!(parse_created("2026-11-22 00:00:00"), None);
+        assert_eq!(parse_iso8601("2026-11-22 00:00:00"), None);
     }
 
     #[test]

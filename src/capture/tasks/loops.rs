@@ -66,7 +66,7 @@ impl LoopThreads {
 /// addresses of loops we hold, never dereferenced.
 fn running_loops(cap: &Capture<'_>) -> AddrMap<u64> {
     let mut out = AddrMap::default();
-    for (ident, ts) in crate::capture::threads::thread_states(&cap.thread_tops) {
+    for &(ident, ts) in cap.thread_states() {
         // SAFETY: `ts` is a live thread state of this interpreter (the GIL is
         // still held since it was found).
         if let Some(loop_ptr) = unsafe { running_loop_ptr(cap.py, ts) } {
