@@ -214,6 +214,37 @@ const WAIT_APIS: &[(&str, &str, &str)] = &[
     ("/gevent/queue.py", "Queue.get", "Queue.get"),
     ("/gevent/queue.py", "Queue.put", "Queue.put"),
     ("/gevent/queue.py", "Queue.peek", "Queue.get"),
+    // gevent 24.10+: the queues' methods are `SimpleQueue`'s.
+    ("/gevent/queue.py", "SimpleQueue.get", "Queue.get"),
+    ("/gevent/queue.py", "SimpleQueue.put", "Queue.put"),
+    ("/gevent/queue.py", "SimpleQueue.peek", "Queue.get"),
+    ("/gevent/queue.py", "Channel.get", "Channel.get"),
+    ("/gevent/queue.py", "Channel.put", "Channel.put"),
+    (
+        "/gevent/_semaphore.py",
+        "Semaphore.acquire",
+        "Semaphore.acquire",
+    ),
+    (
+        "/gevent/_semaphore.py",
+        "Semaphore.__enter__",
+        "Semaphore.acquire",
+    ),
+    (
+        "/gevent/lock.py",
+        "_AtomicSemaphoreMixin.acquire",
+        "Semaphore.acquire",
+    ),
+    (
+        "/gevent/_hub_primitives.py",
+        "wait_on_objects",
+        "gevent.wait",
+    ),
+    (
+        "/gevent/_hub_primitives.py",
+        "_WaitIterator.__next__",
+        "gevent.wait",
+    ),
     ("/gevent/lock.py", "RLock.acquire", "RLock.acquire"),
     ("/gevent/lock.py", "RLock.__enter__", "RLock.acquire"),
     ("/gevent/greenlet.py", "joinall", "joinall"),
@@ -232,6 +263,42 @@ const WAIT_APIS: &[(&str, &str, &str)] = &[
     ("/gevent/_socket3.py", "socket.sendall", "socket send"),
     ("/gevent/_socket3.py", "socket.connect", "socket connect"),
     ("/gevent/_socketcommon.py", "socket.recv", "socket recv"),
+    // gevent 21+: the methods are `SocketMixin`'s.
+    (
+        "/gevent/_socketcommon.py",
+        "SocketMixin.recv",
+        "socket recv",
+    ),
+    (
+        "/gevent/_socketcommon.py",
+        "SocketMixin.recv_into",
+        "socket recv",
+    ),
+    (
+        "/gevent/_socketcommon.py",
+        "SocketMixin.recvfrom",
+        "socket recv",
+    ),
+    (
+        "/gevent/_socketcommon.py",
+        "SocketMixin.recvfrom_into",
+        "socket recv",
+    ),
+    (
+        "/gevent/_socketcommon.py",
+        "SocketMixin.send",
+        "socket send",
+    ),
+    (
+        "/gevent/_socketcommon.py",
+        "SocketMixin.sendall",
+        "socket send",
+    ),
+    (
+        "/gevent/_socketcommon.py",
+        "SocketMixin.connect",
+        "socket connect",
+    ),
     (
         "/gevent/_socketcommon.py",
         "socket.connect",
@@ -467,6 +534,29 @@ mod tests {
         // User code below the library: the library wait is not the innermost.
         let user = frames(&[(T, "Thread.run"), ("/srv/app.py", "spin")]);
         assert_eq!(api(&user), None);
+    }
+
+    #[test]
+    fn gevent_21_and_24_method_names_name_their_waits() {
+        let g = "/srv/venv/lib/python3.11/site-packages/gevent";
+        let at = |file: &str, func: &str| {
+            let path = format!("{g}/{file}");
+            api(&frames(&[
+                ("/srv/app.py", "handle"),
+                (&path, func),
+                (&format!("{g}/_hub_primitives.py"), "_primitive_wait"),
+            ]))
+        };
+        assert_eq!(
+            at("_socketcommon.py", "SocketMixin.recv"),
+            Some("socket recv")
+        );
+        assert_eq!(at("queue.py", "SimpleQueue.get"), Some("Queue.get"));
+        assert_eq!(at("queue.py", "SimpleQueue.put"), Some("Queue.put"));
+        assert_eq!(
+            at("_semaphore.py", "Semaphore.acquire"),
+            Some("Semaphore.acquire")
+        );
     }
 
     #[test]

@@ -4,6 +4,8 @@ gevent hubs in child processes (the circle never ends)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import tbcollect
 
@@ -96,3 +98,97 @@ def test_no_stray_main_greenlets_after_twenty_dumps_from_other_threads():
     proc = run_python(STRAYS)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+PRIMITIVES = """
+import json, os, sys
+import gevent, gevent.event, gevent.lock, gevent.pool, gevent.queue, gevent.socket
+import tbcollect
+
+never = gevent.event.Event()
+result = gevent.event.AsyncResult()
+queue = gevent.queue.Queue()
+joinable = gevent.queue.JoinableQueue()
+full = gevent.queue.Queue(1)
+full.put(1)
+channel = gevent.queue.Channel()
+semaphore = gevent.lock.BoundedSemaphore(1)
+semaphore.acquire()
+left, right = gevent.socket.socketpair()
+peers = {}
+
+def spawn(name, function, *args):
+    greenlet = gevent.spawn(function, *args)
+    greenlet.name = name
+    return greenlet
+
+def join_all(name):
+    gevent.joinall([peers[name]])
+
+sleeper = spawn("sleep", gevent.sleep, 3600)
+spawn("Event.wait", lambda: never.wait())
+spawn("AsyncResult.get", lambda: result.get())
+spawn("Queue.get", lambda: queue.get())
+spawn("JoinableQueue.get", lambda: joinable.get())
+spawn("Queue.put", lambda: full.put(2))
+spawn("Channel.get", lambda: channel.get())
+spawn("Semaphore.acquire", lambda: semaphore.acquire())
+spawn("socket recv", lambda: right.recv(10))
+spawn("gevent.wait", lambda: gevent.wait([never, result]))
+spawn("Greenlet.join", lambda: sleeper.join())
+spawn("joinall", lambda: gevent.joinall([sleeper]))
+peers["left"] = spawn("left", join_all, "right")
+peers["right"] = spawn("right", join_all, "left")
+compiled = type(never).__module__ == "gevent._gevent_cevent"
+for _ in range(500):
+    gevent.sleep(0.01)
+    snap = tbcollect.collect()
+    greenlets = [s for s in snap.stacks if s.kind == "greenlet"]
+    if snap.deadlocks and all(s.awaiting for s in greenlets if s.name in peers):
+        break
+sys.stdout.write(json.dumps({"compiled": compiled, "snapshot": snap.to_json()}))
+sys.stdout.flush()
+os._exit(0)
+"""
+
+
+@pytest.mark.parametrize("pure", [False, True], ids=["compiled", "pure-python"])
+def test_greenlets_in_gevent_primitives_say_what_they_wait_for(pure):
+    """With gevent's compiled modules the primitives leave no Python frame:
+    the greenlet's innermost frame is the caller's, and the wait is found
+    from the primitive's side (its links, its queue's waiters)."""
+    proc = run_python(PRIMITIVES, env={"PURE_PYTHON": "1"} if pure else {})
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    if not pure and not out["compiled"]:
+        pytest.skip("this gevent has no compiled modules")
+    assert out["compiled"] is not pure
+    snap = tbcollect.load(out["snapshot"])
+    check_snapshot(snap)
+    named = {s.name: s for s in snap.stacks if s.kind == "greenlet"}
+    expected = {
+        "sleep": "sleep",
+        "Event.wait": "Event.wait",
+        "AsyncResult.get": "AsyncResult.get",
+        "Queue.get": "Queue.get",
+        "JoinableQueue.get": "Queue.get",
+        "Queue.put": "Queue.put",
+        "Channel.get": "Channel.get",
+        "Semaphore.acquire": "Semaphore.acquire",
+        "socket recv": "socket recv",
+        "gevent.wait": "gevent.wait",
+        "Greenlet.join": "Greenlet.join",
+        "joinall": "joinall",
+        "left": "joinall",
+        "right": "joinall",
+    }
+    assert {n: named[n].awaiting for n in expected} == expected
+    sleeper = named["sleep"].id
+    assert named["Greenlet.join"].waiting_for == [sleeper]
+    assert named["joinall"].waiting_for == [sleeper]
+    left, right = named["left"], named["right"]
+    assert left.waiting_for == [right.id] and right.waiting_for == [left.id]
+    assert [sorted(c) for c in snap.deadlocks] == [sorted([left.id, right.id])]
+    # The caller's line stays the innermost frame the user reads.
+    if not pure:
+        assert named["Event.wait"].frames[-1].function == "<lambda>"

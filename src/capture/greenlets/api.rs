@@ -457,6 +457,12 @@ impl<'py> Gevent<'py> {
         kind
     }
 
+    /// Whether `Greenlet` is gevent's Cython class (its fields known), not
+    /// pure-Python gevent's (fields in `__dict__`).
+    pub fn compiled(&self) -> bool {
+        self.fields.is_some()
+    }
+
     pub fn is_greenlet(&self, obj: &Bound<'py, PyAny>) -> bool {
         self.kind(obj).greenlet
     }

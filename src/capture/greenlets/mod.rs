@@ -10,6 +10,7 @@
 mod api;
 mod naming;
 mod owner;
+mod primitives;
 mod scan;
 
 #[cfg(tbc_iframe)]
@@ -58,7 +59,11 @@ pub fn capture(cap: &mut Capture<'_>) -> Vec<Stack> {
             return Vec::new();
         }
     };
-    let found = match scan::find_greenlets(py, &api) {
+    let primitives = primitives::Primitives::load(py);
+    let scan::Found {
+        greenlets: found,
+        primitives: found_primitives,
+    } = match scan::find_greenlets(py, &api, &primitives.scanned()) {
         Ok(found) => found,
         Err(e) => {
             cap.errors.push(e);
@@ -117,20 +122,28 @@ pub fn capture(cap: &mut Capture<'_>) -> Vec<Stack> {
         // Released while the frame is still in the cache, not in a pass at the end.
         raws[i].frame = None;
     }
-    // Who joins whom: a joiner's `switch` sits in the links of the greenlet
-    // it joins (gevent's `join`/`joinall`/`get` rawlink it). A joiner is
-    // switched out in compiled code, its innermost frame the user's: the
-    // links are read only when some greenlet waits so (ten thousand in
-    // `sleep` need none of it).
-    let some_unexplained = stacks.iter().any(|s| {
+    // Who joins whom, and what the others wait in: a waiter's `switch`
+    // sits in the links of the greenlet it joins (gevent's
+    // `join`/`joinall`/`get` rawlink it) or of the primitive it waits on
+    // (see `primitives`). Such a greenlet is switched out in compiled code,
+    // its innermost frame the user's: the links are read only when some
+    // greenlet waits so (ten thousand in `sleep` need none of it).
+    let unexplained = |s: &Stack| {
         &*s.state == "suspended"
             && s.facts.awaiting.is_none()
             && matches!(&s.details, StackDetails::Greenlet(d) if !d.hub)
-    });
-    if some_unexplained {
-        let joins = joiners(&gevent, &raws, &index);
+    };
+    // Pure-Python gevent's frames name a join but not whom it joins.
+    let joining = |s: &Stack| {
+        matches!(
+            s.facts.awaiting.as_deref(),
+            Some("Greenlet.join" | "joinall")
+        ) && s.facts.waiting_for.is_empty()
+    };
+    if stacks.iter().any(|s| unexplained(s) || joining(s)) {
+        let joins = joiners(&gevent, &primitives, &raws, &index);
         for (k, &i) in order.iter().enumerate() {
-            let Some(joined) = joins.get(&i) else {
+            let Some((joined, words)) = joins.get(&i) else {
                 continue;
             };
             let stack = &mut stacks[k];
@@ -141,10 +154,21 @@ pub fn capture(cap: &mut Capture<'_>) -> Vec<Stack> {
                 }
             }
             if stack.facts.awaiting.is_none() {
-                stack.facts.awaiting = Some(Text::new_static("Greenlet.join"));
+                stack.facts.awaiting = Some(Text::new_static(words));
+            }
+        }
+        let mut at = vec![0; raws.len()];
+        for (k, &i) in order.iter().enumerate() {
+            at[i] = k;
+        }
+        for wait in primitives.waits(&found_primitives, &index) {
+            let stack = &mut stacks[at[wait.greenlet]];
+            if unexplained(stack) {
+                stack.facts.awaiting = Some(Text::new_static(wait.words));
             }
         }
     }
+    drop(found_primitives);
     name_lock_holders(&mut stacks, &lock_waits);
     stacks
 }
@@ -184,45 +208,21 @@ fn name_lock_holders(stacks: &mut [Stack], lock_waits: &[(usize, usize)]) {
     }
 }
 
-/// The entries of a greenlet's links: an exact `list` (gevent 20+) or a
-/// `collections.deque` (older), read in C.
-fn link_entries<'py>(
-    obj: &Bound<'py, PyAny>,
-    deque: Option<*mut ffi::PyTypeObject>,
-) -> Vec<Bound<'py, PyAny>> {
-    // SAFETY: only the type (and a list's size) is looked at before a list
-    // is read through the C API.
-    unsafe {
-        if ffi::PyList_CheckExact(obj.as_ptr()) != 0 {
-            if ffi::PyList_Size(obj.as_ptr()) == 0 {
-                return Vec::new();
-            }
-            return inert::sequence_items(obj).unwrap_or_default();
-        }
-        if Some(ffi::Py_TYPE(obj.as_ptr())) == deque {
-            return inert::referents(obj);
-        }
-    }
-    Vec::new()
-}
-
-/// For each greenlet index, the greenlets it joins: a started gevent
-/// `Greenlet`'s links (one of its Cython fields) holding another
-/// greenlet's bound `switch`.
+/// For each greenlet index, the greenlets it joins and the words for it
+/// (`Greenlet.join`, or `joinall` through a `MultipleWaiter`): a started
+/// gevent `Greenlet`'s links (one of its Cython fields) holding another
+/// greenlet's bound `switch`, or a `Waiter`'s.
 fn joiners(
     gevent: &Gevent<'_>,
+    primitives: &primitives::Primitives<'_>,
     raws: &[Raw<'_>],
     index: &HashMap<usize, usize>,
-) -> HashMap<usize, Vec<usize>> {
-    let mut out: HashMap<usize, Vec<usize>> = HashMap::default();
+) -> HashMap<usize, (Vec<usize>, &'static str)> {
+    let mut out: HashMap<usize, (Vec<usize>, &'static str)> = HashMap::default();
     let Some(greenlet_type) = gevent.greenlet.as_ref().and_then(inert::as_type) else {
         return out;
     };
-    let deque = raws.first().and_then(|r| {
-        inert::imported_module(r.obj.py(), c"collections")
-            .and_then(|m| inert::module_attr(&m, c"deque"))
-            .and_then(|t| inert::as_type(&t))
-    });
+    let deque = primitives.deque();
     for (j, raw) in raws.iter().enumerate() {
         if !raw.flags.started || !raw.flags.active || raw.hub {
             continue;
@@ -235,14 +235,26 @@ fn joiners(
             ffi::PyList_CheckExact(value) != 0 || Some(ffi::Py_TYPE(value)) == deque
         };
         // SAFETY: `raw.obj` was checked to be a gevent `Greenlet`.
-        for field in unsafe { gevent.link_fields(&raw.obj, is_links) } {
-            for link in link_entries(&field, deque) {
-                let Some(joiner) = inert::cfunction_self(&link) else {
+        let mut fields = unsafe { gevent.link_fields(&raw.obj, is_links) };
+        if !gevent.compiled() {
+            // Pure-Python gevent keeps them in the instance `__dict__`.
+            fields.extend(inert::instance_dict(&raw.obj).and_then(|d| {
+                inert::dict_get_scan(&d, inert::interned!(d.py(), "_links").as_any())
+            }));
+        }
+        for field in fields {
+            for link in primitives.entries(&field) {
+                let Some((joiner, via)) = primitives.waiter_of(&link) else {
                     continue;
                 };
-                if let Some(&i) = index.get(&(joiner.as_ptr() as usize)) {
+                if let Some(&i) = index.get(&joiner) {
                     if i != j {
-                        out.entry(i).or_default().push(j);
+                        let words = match via {
+                            primitives::Via::Several => "joinall",
+                            _ => "Greenlet.join",
+                        };
+                        let entry = out.entry(i).or_insert_with(|| (Vec::new(), words));
+                        entry.0.push(j);
                     }
                 }
             }

@@ -13,53 +13,105 @@ use super::api::GreenletApi;
 use pyo3::ffi;
 use pyo3::prelude::*;
 
-/// Answers "is this type a greenlet type" from a small direct-mapped cache:
-/// a heap holds few types, each many times, so the subtype test (an MRO
-/// walk) runs about once per type instead of once per object.
+/// What the walk makes of an object, by its type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Class {
+    Other,
+    Greenlet,
+    /// A gevent primitive greenlets wait in (see `primitives`).
+    Primitive,
+}
+
+/// Answers "is this type a greenlet type (or a primitive type)" from a
+/// small direct-mapped cache: a heap holds few types, each many times, so
+/// the subtype tests (MRO walks) run about once per type instead of once
+/// per object.
 pub(crate) struct TypeFilter {
     tp: *mut ffi::PyTypeObject,
+    primitives: Vec<*mut ffi::PyTypeObject>,
     keys: [usize; Self::SLOTS],
-    hits: [bool; Self::SLOTS],
+    classes: [Class; Self::SLOTS],
 }
 
 impl TypeFilter {
     const SLOTS: usize = 256;
 
-    pub fn new(tp: *mut ffi::PyTypeObject) -> Self {
+    pub fn new(tp: *mut ffi::PyTypeObject, primitives: &[*mut ffi::PyTypeObject]) -> Self {
         TypeFilter {
             tp,
+            primitives: primitives.to_vec(),
             keys: [0; Self::SLOTS],
-            hits: [false; Self::SLOTS],
+            classes: [Class::Other; Self::SLOTS],
         }
     }
 
     /// # Safety
     /// `obj` is a live object; the GIL is held.
     #[inline]
-    pub unsafe fn matches(&mut self, obj: *mut ffi::PyObject) -> bool {
+    pub unsafe fn class(&mut self, obj: *mut ffi::PyObject) -> Class {
         let tp = ffi::Py_TYPE(obj);
         if tp == self.tp {
-            return true;
+            return Class::Greenlet;
         }
         // Type objects are at least 16-byte aligned: skip the zero bits.
         let slot = ((tp as usize) >> 4) % Self::SLOTS;
         if self.keys[slot] != tp as usize {
             self.keys[slot] = tp as usize;
-            self.hits[slot] = ffi::PyType_IsSubtype(tp, self.tp) != 0;
+            self.classes[slot] = if ffi::PyType_IsSubtype(tp, self.tp) != 0 {
+                Class::Greenlet
+            } else if self
+                .primitives
+                .iter()
+                .any(|&p| ffi::PyType_IsSubtype(tp, p) != 0)
+            {
+                Class::Primitive
+            } else {
+                Class::Other
+            };
         }
-        self.hits[slot]
+        self.classes[slot]
     }
 }
 
+/// Addresses the walk found, in heap order.
+#[derive(Default)]
+struct Addresses {
+    greenlets: Vec<usize>,
+    primitives: Vec<usize>,
+}
+
+impl Addresses {
+    /// # Safety
+    /// `obj` is a live object; the GIL is held.
+    #[inline]
+    unsafe fn visit(&mut self, filter: &mut TypeFilter, obj: *mut ffi::PyObject) {
+        match filter.class(obj) {
+            Class::Other => {}
+            Class::Greenlet => self.greenlets.push(obj as usize),
+            Class::Primitive => self.primitives.push(obj as usize),
+        }
+    }
+}
+
+/// What the walk hands out, each with a reference of our own.
+pub struct Found<'py> {
+    pub greenlets: Vec<Bound<'py, PyAny>>,
+    /// Instances of `primitives` (gevent's waitable types), none without.
+    pub primitives: Vec<Bound<'py, PyAny>>,
+}
+
 /// Every GC-tracked greenlet (instances of `greenlet.greenlet` and its
-/// subclasses) that has its C++ state.
+/// subclasses) that has its C++ state, and every instance of the types in
+/// `primitives`.
 pub fn find_greenlets<'py>(
     py: Python<'py>,
     api: &GreenletApi<'py>,
-) -> Result<Vec<Bound<'py, PyAny>>, String> {
-    let found = addresses(py, api)?;
+    primitives: &[*mut ffi::PyTypeObject],
+) -> Result<Found<'py>, String> {
+    let found = addresses(py, api, primitives)?;
     // Nothing ran between the walk and here, so every address is still live.
     let greenlets = found
+        .greenlets
         .into_iter()
         .map(|p| p as *mut ffi::PyObject)
         // SAFETY: nothing ran since the walk found `p`, so it is a live greenlet.
@@ -67,7 +119,16 @@ pub fn find_greenlets<'py>(
         // SAFETY: as above; the reference is borrowed and made our own (`Bound` increments it).
         .map(|p| unsafe { Bound::from_borrowed_ptr(py, p) })
         .collect();
-    Ok(greenlets)
+    let primitives = found
+        .primitives
+        .into_iter()
+        // SAFETY: nothing ran since the walk found `p`, so it is a live object.
+        .map(|p| unsafe { Bound::from_borrowed_ptr(py, p as *mut ffi::PyObject) })
+        .collect();
+    Ok(Found {
+        greenlets,
+        primitives,
+    })
 }
 
 /// How far ahead of the object at hand the heap walk asks for memory.
@@ -105,7 +166,11 @@ pub fn source(py: Python<'_>) -> &'static str {
 /// A read-only walk of the GC's generation lists when their layout is
 /// proven (`gc_lists`: 3.9-3.13 with the GIL), else what the
 /// interpreter offers to walk them.
-fn addresses(py: Python<'_>, api: &GreenletApi<'_>) -> Result<Vec<usize>, String> {
+fn addresses(
+    py: Python<'_>,
+    api: &GreenletApi<'_>,
+    primitives: &[*mut ffi::PyTypeObject],
+) -> Result<Addresses, String> {
     #[cfg(tbc_gc_lists)]
     if let Some(heads) = crate::capture::fastpaths::on()
         // SAFETY: the GIL is held (`py`).
@@ -113,9 +178,9 @@ fn addresses(py: Python<'_>, api: &GreenletApi<'_>) -> Result<Vec<usize>, String
         .flatten()
     {
         // SAFETY: `heads` come from `gc_lists::heads` just now, and nothing ran since.
-        return Ok(unsafe { gc_lists::walk(&heads, api) });
+        return Ok(unsafe { gc_lists::walk(&heads, api, primitives) });
     }
-    fallback(py, api)
+    fallback(py, api, primitives)
 }
 
 /// 3.12+: `PyUnstable_GC_VisitObjects` walks the GC lists without building a
@@ -125,7 +190,11 @@ fn addresses(py: Python<'_>, api: &GreenletApi<'_>) -> Result<Vec<usize>, String
 const FALLBACK: &str = "PyUnstable_GC_VisitObjects";
 
 #[cfg(Py_3_12)]
-fn fallback(_py: Python<'_>, api: &GreenletApi<'_>) -> Result<Vec<usize>, String> {
+fn fallback(
+    _py: Python<'_>,
+    api: &GreenletApi<'_>,
+    primitives: &[*mut ffi::PyTypeObject],
+) -> Result<Addresses, String> {
     use std::os::raw::{c_int, c_void};
 
     type Visit = unsafe extern "C" fn(*mut ffi::PyObject, *mut c_void) -> c_int;
@@ -134,20 +203,18 @@ fn fallback(_py: Python<'_>, api: &GreenletApi<'_>) -> Result<Vec<usize>, String
     }
     struct State {
         filter: TypeFilter,
-        found: Vec<usize>,
+        found: Addresses,
     }
     // Must not allocate Python objects, run code or unwind: pointer checks only.
     unsafe extern "C" fn visit(obj: *mut ffi::PyObject, arg: *mut c_void) -> c_int {
         let state = &mut *(arg as *mut State);
         prefetch_ahead(obj);
-        if state.filter.matches(obj) {
-            state.found.push(obj as usize);
-        }
+        state.found.visit(&mut state.filter, obj);
         1 // continue
     }
     let mut state = State {
-        filter: TypeFilter::new(api.tp),
-        found: Vec::new(),
+        filter: TypeFilter::new(api.tp, primitives),
+        found: Addresses::default(),
     };
     // SAFETY: the GIL is held; `visit` runs no code and does not unwind,
     // and `state` outlives the call, which is the only user of the pointer.
@@ -161,7 +228,11 @@ fn fallback(_py: Python<'_>, api: &GreenletApi<'_>) -> Result<Vec<usize>, String
 const FALLBACK: &str = "gc.get_objects";
 
 #[cfg(not(Py_3_12))]
-fn fallback(py: Python<'_>, api: &GreenletApi<'_>) -> Result<Vec<usize>, String> {
+fn fallback(
+    py: Python<'_>,
+    api: &GreenletApi<'_>,
+    primitives: &[*mut ffi::PyTypeObject],
+) -> Result<Addresses, String> {
     use crate::capture::inert;
 
     let func =
@@ -176,13 +247,10 @@ fn fallback(py: Python<'_>, api: &GreenletApi<'_>) -> Result<Vec<usize>, String>
         }
         let list = objects.as_ptr();
         let n = ffi::PyList_GET_SIZE(list);
-        let mut found = Vec::new();
-        let mut filter = TypeFilter::new(api.tp);
+        let mut found = Addresses::default();
+        let mut filter = TypeFilter::new(api.tp, primitives);
         for i in 0..n {
-            let obj = ffi::PyList_GET_ITEM(list, i);
-            if filter.matches(obj) {
-                found.push(obj as usize);
-            }
+            found.visit(&mut filter, ffi::PyList_GET_ITEM(list, i));
         }
         // The list goes here; each object keeps the references it had before
         // `get_objects` (nothing ran in between), so none is freed by this.
@@ -225,7 +293,7 @@ fn gc_builtin<'py>(py: Python<'py>, name: &std::ffi::CStr) -> Option<Bound<'py, 
 /// paused and nothing runs that could relink objects meanwhile.
 #[cfg(tbc_gc_lists)]
 mod gc_lists {
-    use super::{prefetch_ahead, GreenletApi, TypeFilter};
+    use super::{prefetch_ahead, Addresses, GreenletApi, TypeFilter};
     use crate::capture::cpython::current::{
         GcHead, Generation, GC_NEXT_MASK as NEXT_MASK, GC_PREV_MASK as PREV_MASK, GENERATIONS,
     };
@@ -299,26 +367,27 @@ mod gc_lists {
         Some(out)
     }
 
-    /// Addresses of the greenlets on the lists, in list order.
+    /// Addresses of the greenlets and primitives on the lists, in list order.
     ///
     /// # Safety
     /// `heads` come from [`heads`] in this same capture; the GIL is held
     /// and nothing has run since that could relink an object.
-    pub unsafe fn walk(heads: &Heads, api: &GreenletApi<'_>) -> Vec<usize> {
+    pub unsafe fn walk(
+        heads: &Heads,
+        api: &GreenletApi<'_>,
+        primitives: &[*mut ffi::PyTypeObject],
+    ) -> Addresses {
         // A guard against a list that loops short of its head, as a real
         // one cannot: no heap holds this many objects.
         const MAX_NODES: usize = 1 << 40;
-        let mut filter = TypeFilter::new(api.tp);
-        let mut found = Vec::new();
+        let mut filter = TypeFilter::new(api.tp, primitives);
+        let mut found = Addresses::default();
         for &head in &heads.0 {
             let mut node = next(head);
             let mut steps = 0;
             while !node.is_null() && node != head && steps < MAX_NODES {
                 prefetch_ahead(node);
-                let obj = node.add(1) as *mut ffi::PyObject;
-                if filter.matches(obj) {
-                    found.push(obj as usize);
-                }
+                found.visit(&mut filter, node.add(1) as *mut ffi::PyObject);
                 node = next(node);
                 steps += 1;
             }

@@ -1,0 +1,267 @@
+//! What a greenlet switched out inside gevent's compiled primitives waits
+//! for. With gevent's Cython modules (its default wheels) `Event.wait`,
+//! `AsyncResult.get`, `Queue.get`, `Semaphore.acquire` and `joinall` leave
+//! no Python frame: the greenlet's innermost frame is its caller's, so
+//! [`crate::capture::waits::api`] has nothing to name.
+//!
+//! The primitive knows its waiters. An `AbstractLinkable` (`Event`,
+//! `AsyncResult`, `Semaphore`) and a gevent `Greenlet` keep the waiter's
+//! resume callback in their links: the greenlet's bound `switch`, or a
+//! `Waiter`'s (`joinall` and `gevent.wait` link one `MultipleWaiter` into
+//! every object). A queue keeps `Waiter`s in its `getters` and `putters`
+//! (a `Channel` puts `(item, Waiter)` pairs), and a `Waiter` records the
+//! greenlet blocked in its `get`. The primitives come from the heap walk
+//! that finds the greenlets; the containers inside one come from its
+//! type's `tp_traverse` (what `gc.get_referents` returns), so no field
+//! offset of gevent's is assumed, and only entries that are such
+//! callbacks or waiters of a greenlet found count. Nothing here runs code:
+//! type pointers, C getters and container reads only.
+
+use super::api::instance_of;
+use crate::capture::inert::{self, BuiltinGetter};
+use crate::model::fasthash::FastMap as HashMap;
+use pyo3::ffi;
+use pyo3::prelude::*;
+use std::ffi::CStr;
+
+/// gevent's waitable types and `Waiter`, when gevent is imported.
+#[derive(Default)]
+pub struct Primitives<'py> {
+    linkable: Option<Bound<'py, PyAny>>,
+    /// `SimpleQueue` (gevent 24.10+), else `Queue`: every queue's base.
+    queue: Option<Bound<'py, PyAny>>,
+    channel: Option<Bound<'py, PyAny>>,
+    event: Option<Bound<'py, PyAny>>,
+    async_result: Option<Bound<'py, PyAny>>,
+    semaphore: Option<Bound<'py, PyAny>>,
+    waiter: Option<Bound<'py, PyAny>>,
+    multiple_waiter: Option<Bound<'py, PyAny>>,
+    item_waiter: Option<Bound<'py, PyAny>>,
+    /// `Waiter.greenlet` (a Cython field or a slot).
+    waiter_greenlet: Option<BuiltinGetter<'py>>,
+    /// `SimpleQueue.queue`: the items, which are not read.
+    queue_items: Option<BuiltinGetter<'py>>,
+    deque: Option<*mut ffi::PyTypeObject>,
+}
+
+/// How a greenlet came to be in a primitive's list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// Its own bound `switch` (`Greenlet.join`, `Event.wait`, ...).
+    Switch,
+    /// A `Waiter` (`Queue.get`).
+    Waiter,
+    /// A `MultipleWaiter`, linked into every object waited for
+    /// (`joinall`, `gevent.wait`).
+    Several,
+    /// A put: a queue's `ItemWaiter`, or a `Channel`'s `(item, Waiter)`.
+    Put,
+}
+
+/// What one greenlet waits in, found from the primitive's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wait {
+    /// Index of the waiting greenlet.
+    pub greenlet: usize,
+    pub words: &'static str,
+}
+
+impl<'py> Primitives<'py> {
+    pub fn load(py: Python<'py>) -> Self {
+        if inert::imported_module(py, c"gevent").is_none() {
+            return Primitives::default();
+        }
+        let type_in = |module: &CStr, name: &CStr| {
+            let module = inert::imported_module(py, module)?;
+            inert::module_attr(&module, name).filter(|t| inert::as_type(t).is_some())
+        };
+        let waiter = type_in(c"gevent._waiter", c"Waiter");
+        let queue =
+            type_in(c"gevent.queue", c"SimpleQueue").or_else(|| type_in(c"gevent.queue", c"Queue"));
+        let getter = |tp: &Option<Bound<'py, PyAny>>, name: &CStr| {
+            tp.as_ref().and_then(|tp| BuiltinGetter::new(tp, name))
+        };
+        Primitives {
+            linkable: type_in(c"gevent._abstract_linkable", c"AbstractLinkable"),
+            channel: type_in(c"gevent.queue", c"Channel"),
+            event: type_in(c"gevent.event", c"Event"),
+            async_result: type_in(c"gevent.event", c"AsyncResult"),
+            semaphore: type_in(c"gevent._semaphore", c"Semaphore"),
+            multiple_waiter: type_in(c"gevent._waiter", c"MultipleWaiter"),
+            item_waiter: type_in(c"gevent.queue", c"ItemWaiter"),
+            waiter_greenlet: getter(&waiter, c"greenlet"),
+            queue_items: getter(&queue, c"queue"),
+            waiter,
+            queue,
+            deque: inert::imported_module(py, c"collections")
+                .and_then(|m| inert::module_attr(&m, c"deque"))
+                .and_then(|t| inert::as_type(&t)),
+        }
+    }
+
+    /// The types whose instances the heap walk hands over (none without gevent).
+    pub fn scanned(&self) -> Vec<*mut ffi::PyTypeObject> {
+        [&self.linkable, &self.queue, &self.channel]
+            .into_iter()
+            .filter_map(|t| t.as_ref().and_then(inert::as_type))
+            .collect()
+    }
+
+    pub fn deque(&self) -> Option<*mut ffi::PyTypeObject> {
+        self.deque
+    }
+
+    /// The greenlet (by address) an entry of a primitive's list resumes,
+    /// and how it got there.
+    pub fn waiter_of(&self, entry: &Bound<'py, PyAny>) -> Option<(usize, Via)> {
+        if let Some(this) = inert::cfunction_self(entry) {
+            // greenlet's `switch` is a C method of the greenlet itself.
+            return is_switch(entry).then(|| (this.as_ptr() as usize, Via::Switch));
+        }
+        let waiter = match inert::bound_method_parts(entry) {
+            // A `Waiter`'s `switch`, bound (a Cython binding method too).
+            Some((_, this)) => this,
+            None => {
+                if let Some(waiter) = self.channel_put(entry) {
+                    let greenlet = self.waiter_greenlet(&waiter)?;
+                    return Some((greenlet, Via::Put));
+                }
+                entry.clone()
+            }
+        };
+        if !instance_of(&waiter, self.waiter.as_ref()) {
+            return None;
+        }
+        let via = if instance_of(&waiter, self.multiple_waiter.as_ref()) {
+            Via::Several
+        } else if instance_of(&waiter, self.item_waiter.as_ref()) {
+            Via::Put
+        } else {
+            Via::Waiter
+        };
+        Some((self.waiter_greenlet(&waiter)?, via))
+    }
+
+    /// A `Channel`'s putter: an exact `(item, Waiter)` tuple.
+    fn channel_put(&self, entry: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+        // SAFETY: `entry` is alive and the GIL is held (a `Bound`); a tuple's
+        // items are read by index within its size.
+        unsafe {
+            let p = entry.as_ptr();
+            if ffi::PyTuple_CheckExact(p) == 0 || ffi::PyTuple_GET_SIZE(p) != 2 {
+                return None;
+            }
+            let waiter = inert::borrowed(entry.py(), ffi::PyTuple_GET_ITEM(p, 1))?;
+            instance_of(&waiter, self.waiter.as_ref()).then_some(waiter)
+        }
+    }
+
+    fn waiter_greenlet(&self, waiter: &Bound<'py, PyAny>) -> Option<usize> {
+        let greenlet = self.waiter_greenlet.as_ref()?.get(waiter)?;
+        inert::not_none(greenlet).map(|g| g.as_ptr() as usize)
+    }
+
+    /// Entries of a list or deque (a `deque`'s through its traversal).
+    pub fn entries(&self, container: &Bound<'py, PyAny>) -> Vec<Bound<'py, PyAny>> {
+        // SAFETY: only the type (and a list's size) is looked at before a
+        // list is read through the C API.
+        unsafe {
+            let p = container.as_ptr();
+            if ffi::PyList_CheckExact(p) != 0 {
+                if ffi::PyList_GET_SIZE(p) == 0 {
+                    return Vec::new();
+                }
+                return inert::sequence_items(container).unwrap_or_default();
+            }
+            if Some(ffi::Py_TYPE(p)) == self.deque {
+                return inert::referents(container);
+            }
+        }
+        Vec::new()
+    }
+
+    /// Each greenlet waiting in one of `found` (the heap walk's
+    /// primitives), with what it waits in; `index` maps a greenlet's
+    /// address to its index.
+    pub fn waits(&self, found: &[Bound<'py, PyAny>], index: &HashMap<usize, usize>) -> Vec<Wait> {
+        let mut out = Vec::new();
+        for primitive in found {
+            let Some(kind) = self.kind(primitive) else {
+                continue;
+            };
+            let items = self
+                .queue_items
+                .as_ref()
+                .filter(|_| kind == Kind::Queue)
+                .and_then(|g| g.get(primitive));
+            for container in inert::referents(primitive) {
+                if items.as_ref().is_some_and(|i| i.is(&container)) {
+                    continue;
+                }
+                for entry in self.entries(&container) {
+                    let Some((addr, via)) = self.waiter_of(&entry) else {
+                        continue;
+                    };
+                    if let Some(&greenlet) = index.get(&addr) {
+                        out.push(Wait {
+                            greenlet,
+                            words: words(kind, via),
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn kind(&self, obj: &Bound<'py, PyAny>) -> Option<Kind> {
+        let is = |tp: &Option<Bound<'py, PyAny>>| instance_of(obj, tp.as_ref());
+        Some(if is(&self.async_result) {
+            Kind::AsyncResult
+        } else if is(&self.event) {
+            Kind::Event
+        } else if is(&self.semaphore) {
+            Kind::Semaphore
+        } else if is(&self.queue) {
+            Kind::Queue
+        } else if is(&self.channel) {
+            Kind::Channel
+        } else {
+            return None;
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Event,
+    AsyncResult,
+    Semaphore,
+    Queue,
+    Channel,
+}
+
+/// The words a wait in `kind` entered `via` is named by, as the frames of
+/// pure-Python gevent name it (see `waits::WAIT_APIS`).
+fn words(kind: Kind, via: Via) -> &'static str {
+    match (kind, via) {
+        (_, Via::Several) => "gevent.wait",
+        (Kind::Queue, Via::Put) => "Queue.put",
+        (Kind::Queue, _) => "Queue.get",
+        (Kind::Channel, Via::Put) => "Channel.put",
+        (Kind::Channel, _) => "Channel.get",
+        (Kind::Event, _) => "Event.wait",
+        (Kind::AsyncResult, _) => "AsyncResult.get",
+        (Kind::Semaphore, _) => "Semaphore.acquire",
+    }
+}
+
+/// Whether a builtin method is named `switch` (greenlet's resume method).
+fn is_switch(method: &Bound<'_, PyAny>) -> bool {
+    // SAFETY: the caller found `method` to be a `PyCFunction`, whose method
+    // definition and its NUL-terminated name live as long as it.
+    unsafe {
+        let def = (*(method.as_ptr() as *mut ffi::PyCFunctionObject)).m_ml;
+        !def.is_null() && !(*def).ml_name.is_null() && CStr::from_ptr((*def).ml_name) == c"switch"
+    }
+}
