@@ -87,7 +87,8 @@ pub struct Facts {
     pub deadline: Option<f64>,
     /// Seconds until the task's own timeout fires (`asyncio.timeout()`, and
     /// `wait_for` from 3.12, which is one): it cancels the wait, whatever
-    /// the wait is. A sleep still says when it wakes.
+    /// the wait is. A sleep says when it wakes, unless the timeout fires
+    /// first.
     pub timeout: Option<f64>,
     /// The coroutine a `wait_for` awaits in place (3.12+: no task of its
     /// own), by qualified name: what the task waits for, with a timeout.
@@ -331,6 +332,11 @@ pub fn describe_into(facts: &Facts, out: &mut String) -> bool {
     match api(&facts.links) {
         Some("sleep" | "__sleep0") => match (facts.deadline, &facts.waiter) {
             (_, Waiter::Nothing) => out.push_str("sleep(0)"),
+            // An `asyncio.timeout()` around it that fires first ends it.
+            (d, _) if facts.timeout.is_some_and(|t| d.is_none_or(|d| t < d)) => {
+                out.push_str("sleep");
+                push_times_out(out, facts.timeout.unwrap_or_default());
+            }
             (Some(d), _) => {
                 out.push_str("sleep (wakes in ");
                 push_seconds(out, d);
@@ -630,15 +636,24 @@ mod tests {
             describe(&inside_event).as_deref(),
             Some("wait_for user_coro (times out in 4.2 s)")
         );
-        // An asyncio.timeout() around a sleep: the sleep says when it wakes,
-        // never the timeout's time as its own.
+        // An asyncio.timeout() around a sleep: the timeout ends it first,
+        // and the text says so (never the timeout's time as a wake time).
         let sleeping = Facts {
             timed: None,
             ..timed.clone()
         };
         assert_eq!(
             describe(&sleeping).as_deref(),
-            Some("sleep (wakes in 3599.8 s)")
+            Some("sleep (times out in 4.2 s)")
+        );
+        // A timeout later than the sleep's wake time ends nothing.
+        let wakes_first = Facts {
+            deadline: Some(2.0),
+            ..sleeping.clone()
+        };
+        assert_eq!(
+            describe(&wakes_first).as_deref(),
+            Some("sleep (wakes in 2.0 s)")
         );
         // Around anything else, the timeout ends the wait.
         let event = Facts {

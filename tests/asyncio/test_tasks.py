@@ -376,13 +376,15 @@ def test_wait_for_a_coroutine_and_a_timeout_around_a_sleep(lt):
         async def with_wait_for() -> None:
             await asyncio.wait_for(fetch(), timeout=600)
 
-        async def with_timeout() -> None:
-            async with asyncio.timeout(600):
+        async def with_timeout(seconds: float) -> None:
+            async with asyncio.timeout(seconds):
                 await forever()
 
         asyncio.create_task(with_wait_for(), name="wait-for")
         if sys.version_info >= (3, 11):
-            asyncio.create_task(with_timeout(), name="timeout")
+            asyncio.create_task(with_timeout(600), name="timeout")
+            asyncio.create_task(with_timeout(7200), name="late-timeout")
+            asyncio.create_task(forever(), name="plain-sleep")
         await settle()
         return fetch.__qualname__
 
@@ -400,11 +402,19 @@ def test_wait_for_a_coroutine_and_a_timeout_around_a_sleep(lt):
     match = re.fullmatch(rf"wait_for {name} \(times out in (\d+\.\d) s\)", awaiting)
     assert match and 0 < float(match.group(1)) <= 600, awaiting
     if sys.version_info >= (3, 11):
-        # The sleep says when it wakes (an hour), never the timeout's time as its own.
+        # The timeout ends the hour's sleep first, and the text says so
+        # (never the timeout's time as a wake time).
         awaiting = stacks["timeout"].awaiting
         assert awaiting is not None
-        match = re.fullmatch(r"sleep \(wakes in (\d+\.\d) s\)", awaiting)
-        assert match and float(match.group(1)) > 600, awaiting
+        match = re.fullmatch(r"sleep \(times out in (\d+\.\d) s\)", awaiting)
+        assert match and 0 < float(match.group(1)) <= 600, awaiting
+        # A timeout after the wake time ends nothing; a sleep in the same
+        # loop without one says when it wakes.
+        for name in ("late-timeout", "plain-sleep"):
+            awaiting = stacks[name].awaiting
+            assert awaiting is not None
+            match = re.fullmatch(r"sleep \(wakes in (\d+\.\d) s\)", awaiting)
+            assert match and 600 < float(match.group(1)) <= 3600, awaiting
 
 
 def test_asyncio_wait_on_several(lt):

@@ -229,6 +229,10 @@ struct Backend<'py> {
     /// The buffer of the last chain's links, reused by the next.
     links: Vec<crate::capture::awaiting::Link>,
     awaiting: awaiting::Texts,
+    /// Tasks whose sleep's own timer gave their wake time, without the
+    /// loop's table: (task index, loop index, seconds until it wakes). See
+    /// `time_out_sleepers`.
+    sleepers: Vec<(usize, usize, f64)>,
 }
 
 impl<'py> Backend<'py> {
@@ -251,6 +255,7 @@ impl<'py> Backend<'py> {
             now: None,
             links: Vec::new(),
             awaiting: awaiting::Texts::default(),
+            sleepers: Vec::new(),
         }
     }
 
@@ -398,8 +403,83 @@ impl<'py> Backend<'py> {
                 }),
             });
         }
+        self.time_out_sleepers(&order, &mut stacks);
         locks::name_holders(&self.aio, &self.views, &order, &mut stacks);
         stacks
+    }
+
+    /// Sleeps inside an `asyncio.timeout()` that fires before they wake
+    /// say `sleep (times out in N s)`. A sleep's own timer gave its wake
+    /// time without the loop's timer table (ten thousand sleepers read
+    /// none), so the timeouts are looked up here, and only in a loop that
+    /// already has its table or whose heap holds more timers than those
+    /// sleeps' own: otherwise none of them can be a timeout.
+    fn time_out_sleepers(&mut self, order: &[usize], stacks: &mut [Stack]) {
+        let sleepers = std::mem::take(&mut self.sleepers);
+        if sleepers.is_empty() {
+            return;
+        }
+        let Some(now) = self.now() else {
+            return;
+        };
+        let mut counts = vec![0usize; self.loops.len()];
+        for &(_, at, _) in &sleepers {
+            counts[at] += 1;
+        }
+        // Per loop: whether its table may hold a timeout (read once).
+        let mut worth: Vec<Option<bool>> = vec![None; self.loops.len()];
+        let mut position: Option<Vec<usize>> = None;
+        for (i, at, wakes) in sleepers {
+            let Some(event_loop) = self.views[i].fut.event_loop.clone() else {
+                continue;
+            };
+            let info = &mut self.loops[at];
+            let table = match (&mut info.timers, worth[at]) {
+                (Some(table), _) => table,
+                (None, Some(false)) => continue,
+                (None, _) => {
+                    // Each sleep's own timer is in the heap (`sleep_deadline`
+                    // checks): a timeout is one more.
+                    let more = timers::scheduled_count(&event_loop).is_some_and(|n| n > counts[at]);
+                    worth[at] = Some(more);
+                    if !more {
+                        continue;
+                    }
+                    info.timers.insert(loop_timers(&self.aio, &event_loop))
+                }
+            };
+            let task = self.views[i].fut.obj.as_ptr() as usize;
+            let Some(timeout) = table.get(task).map(|when| when - now) else {
+                continue;
+            };
+            if timeout >= wakes {
+                continue;
+            }
+            let position = position.get_or_insert_with(|| {
+                let mut at = vec![0; self.views.len()];
+                for (k, &i) in order.iter().enumerate() {
+                    at[i] = k;
+                }
+                at
+            });
+            let stack = &mut stacks[position[i]];
+            if !stack
+                .facts
+                .awaiting
+                .as_deref()
+                .is_some_and(|a| a.starts_with("sleep (wakes in "))
+            {
+                continue;
+            }
+            let facts = awaiting::Facts {
+                links: vec![awaiting::Link::new("sleep", true)],
+                waiter: awaiting::Waiter::Unexamined,
+                deadline: Some(wakes),
+                timeout: Some(timeout),
+                ..Default::default()
+            };
+            stack.facts.awaiting = self.awaiting.describe(&facts);
+        }
     }
 
     /// For each `concurrent.futures.Future` a task feeds, the futures some
@@ -722,6 +802,7 @@ impl<'py> Backend<'py> {
             .and_then(|s| self.aio.sleep_timer(s))
             .and_then(|handle| timers::sleep_deadline(&self.aio, &handle));
         if let (Some(when), false) = (slept, earliest) {
+            self.sleepers.push((i, event_loop, when - now));
             return Some((Some(when - now), None));
         }
         let view = &self.views[i];

@@ -71,6 +71,12 @@ pub fn keeps_base_clock<'py>(aio: &Asyncio<'py>, event_loop: &Bound<'py, PyAny>)
     matches!((own_clock, base_clock), (Some(a), Some(b)) if a.is(&b))
 }
 
+/// How many timers `event_loop`'s heap (`_scheduled`) holds, cancelled
+/// ones included.
+pub fn scheduled_count(event_loop: &Bound<'_, PyAny>) -> Option<usize> {
+    inert::instance_attr(event_loop, c"_scheduled").and_then(|s| inert::container_len(&s))
+}
+
 /// What a pending `TimerHandle` holds.
 struct PendingTimer<'py> {
     when: f64,
