@@ -232,6 +232,9 @@ def test_hostile_objects_are_never_called():
     assert hostile_gevent["spawn_frames"] and hostile_gevent["spawned_by"]
     # A name that is no str is ignored; the run function names it instead.
     assert found[gid(facts["named"])]["name"] == "sleep"
+    # Waiters of hostile primitives are read from the primitives' lists.
+    assert found[gid(facts["in_event"])]["awaiting"] == "Event.wait"
+    assert found[gid(facts["in_queue"])]["awaiting"] == "Queue.get"
     holder = [s for s in found.values() if s["thread"] == facts["holder_thread"]]
     assert len(holder) == 4, "the holder thread's greenlets are tied to it through its locals"
 

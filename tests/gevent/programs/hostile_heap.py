@@ -1,6 +1,7 @@
 """Heap objects whose hooks raise -- `__class__`, `__getattr__`,
 `__getattribute__`, `__eq__`, `__hash__`, `__repr__`, `__bool__`,
-`__instancecheck__` -- in greenlet and gevent subclasses, as run callables,
+`__instancecheck__` -- in greenlet and gevent subclasses (greenlets, and an
+`Event` and a `Queue` greenlets wait in), as run callables,
 as names, as instance-dict keys that collide with the names capture reads,
 and in the frame locals of an OS thread whose greenlets have no other tie to
 it, beside an object whose `__del__` runs if capture refreshes that frame's
@@ -15,6 +16,8 @@ import sys
 import threading
 
 import gevent
+import gevent.event
+import gevent.queue
 import greenlet
 import tbcollect
 
@@ -161,6 +164,35 @@ class HostileGeventGreenlet(gevent.Greenlet):
         gevent.sleep(600)
 
 
+class HostileEvent(gevent.event.Event, metaclass=TrapMeta):
+    """A primitive greenlets wait in (its waiters are read from its links)."""
+
+    _links = trap_property("_links")
+    hub = trap_property("hub")
+
+    def __getattribute__(self, name):
+        hook(f"HostileEvent.__getattribute__({name})")
+        return gevent.event.Event.__getattribute__(self, name)
+
+    def __eq__(self, other):
+        hook("HostileEvent.__eq__")
+        return NotImplemented
+
+    def __hash__(self):
+        hook("HostileEvent.__hash__")
+        return 1
+
+
+class HostileQueue(gevent.queue.Queue, metaclass=TrapMeta):
+    queue = trap_property("queue")
+    getters = trap_property("getters")
+    putters = trap_property("putters")
+
+    def __getattribute__(self, name):
+        hook(f"HostileQueue.__getattribute__({name})")
+        return gevent.queue.Queue.__getattribute__(self, name)
+
+
 class Canary:
     """Records its release while armed: an object only a frame's stale
     `locals()` dict still references. Refreshing that dict (what the
@@ -210,6 +242,10 @@ def main():
     for like in ("name", "_run", "spawning_greenlet", "spawning_stack"):
         named.__dict__[CollidingKey(like)] = 1
     keep += [gevent_hostile, named, Trap(), [Trap()], {CollidingKey("name"): Trap()}]
+    event, queue = HostileEvent(), HostileQueue()
+    in_event = gevent.spawn(lambda: event.wait())
+    in_queue = gevent.spawn(lambda: queue.get())
+    keep += [event, queue, in_event, in_queue]
     gevent.sleep(0)
 
     ready, release, things = threading.Event(), threading.Event(), []
@@ -235,6 +271,8 @@ def main():
         "raw": hex(id(raw)),
         "gevent_hostile": hex(id(gevent_hostile)),
         "named": hex(id(named)),
+        "in_event": hex(id(in_event)),
+        "in_queue": hex(id(in_queue)),
         "text_lines": len(text.splitlines()),
     }
     print(json.dumps(facts))
