@@ -405,9 +405,18 @@ fn lock_waits(
 }
 
 /// Why a stack in a lock wait has no holder named: the lock does not record
-/// one. A person still needs the wait at the top, or it stays buried
-/// among sleeping threads.
-const NO_HOLDER: &str = " (threading.Lock records no holder)";
+/// one (` (threading.Lock records no holder)`, ` (a gevent Semaphore records
+/// no holder)`). A person still needs the wait at the top, or it stays
+/// buried among sleeping threads.
+const NO_HOLDER: &str = " records no holder)";
+
+/// `(lock, what records none)` of an awaiting text that says its lock
+/// records no holder.
+fn without_holder(awaiting: &str) -> Option<(&str, &str)> {
+    let body = awaiting.strip_suffix(NO_HOLDER)?;
+    let at = body.rfind(" (")?;
+    Some((&body[..at], &body[at + 2..]))
+}
 
 /// Whether a stack waits to acquire a lock, known holder or not.
 fn waits_for_lock(stack: &Stack) -> bool {
@@ -435,17 +444,12 @@ fn waiters_phrase(list: &[&Stack]) -> (String, &'static str) {
 /// `1 thread waits in Lock.acquire registry_lock <0x…>; threading.Lock
 /// records no holder`.
 fn lock_waits_without_holder(snapshot: &Snapshot, diagnosis: &mut Diagnosis) {
-    let mut waiters: Vec<(&str, Vec<&Stack>)> = Vec::new();
+    let mut waiters: Vec<((&str, &str), Vec<&Stack>)> = Vec::new();
     for stack in &snapshot.stacks {
         if stack.facts.own || !stack.facts.waiting_for.is_empty() {
             continue;
         }
-        let Some(lock) = stack
-            .facts
-            .awaiting
-            .as_deref()
-            .and_then(|a| a.strip_suffix(NO_HOLDER))
-        else {
+        let Some(lock) = stack.facts.awaiting.as_deref().and_then(without_holder) else {
             continue;
         };
         match waiters.iter_mut().find(|(l, _)| *l == lock) {
@@ -454,11 +458,11 @@ fn lock_waits_without_holder(snapshot: &Snapshot, diagnosis: &mut Diagnosis) {
         }
     }
     waiters.sort_by_key(|(_, list)| std::cmp::Reverse(list.len()));
-    for (lock, list) in waiters {
+    for ((lock, recorder), list) in waiters {
         let (who, verb) = waiters_phrase(&list);
         diagnosis.findings.push(Finding {
             kind: "lock_wait".into(),
-            text: format!("{who} {verb} in {lock}; threading.Lock records no holder"),
+            text: format!("{who} {verb} in {lock}; {recorder} records no holder"),
             stacks: list
                 .iter()
                 .take(IDS_KEPT)
@@ -751,6 +755,31 @@ mod tests {
             }),
             &[("/srv/app.py", "handler")],
         )
+    }
+
+    #[test]
+    fn greenlets_on_a_gevent_semaphore_are_one_lock_wait() {
+        let mut snap = Snapshot::new(1, "3.11", "2026-01-01T00:00:10.000000Z");
+        let waiting = "Semaphore.acquire <0x2> (a gevent Semaphore records no holder)";
+        snap.stacks = (0..3)
+            .map(|i| {
+                let details = StackDetails::Greenlet(GreenletDetails::default());
+                let mut g = stack(
+                    &format!("greenlet:{i}"),
+                    "g",
+                    details,
+                    &[("/srv/app.py", "h")],
+                );
+                g.facts.awaiting = Some(waiting.into());
+                g
+            })
+            .collect();
+        let diagnosis = diagnose(&snap, &[]);
+        let texts: Vec<&str> = diagnosis.findings.iter().map(|f| &*f.text).collect();
+        assert_eq!(
+            texts,
+            ["3 greenlets wait in Semaphore.acquire <0x2>; a gevent Semaphore records no holder"]
+        );
     }
 
     #[test]

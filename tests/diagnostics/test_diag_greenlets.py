@@ -146,7 +146,8 @@ for _ in range(500):
     greenlets = [s for s in snap.stacks if s.kind == "greenlet"]
     if snap.deadlocks and all(s.awaiting for s in greenlets if s.name in peers):
         break
-sys.stdout.write(json.dumps({"compiled": compiled, "snapshot": snap.to_json()}))
+facts = {"compiled": compiled, "semaphore": hex(id(semaphore)), "snapshot": snap.to_json()}
+sys.stdout.write(json.dumps(facts))
 sys.stdout.flush()
 os._exit(0)
 """
@@ -174,7 +175,8 @@ def test_greenlets_in_gevent_primitives_say_what_they_wait_for(pure):
         "JoinableQueue.get": "Queue.get",
         "Queue.put": "Queue.put",
         "Channel.get": "Channel.get",
-        "Semaphore.acquire": "Semaphore.acquire",
+        "Semaphore.acquire": f"Semaphore.acquire <{out['semaphore']}> "
+        "(a gevent Semaphore records no holder)",
         "socket recv": "socket recv",
         "gevent.wait": "gevent.wait",
         "Greenlet.join": "Greenlet.join",
@@ -189,6 +191,14 @@ def test_greenlets_in_gevent_primitives_say_what_they_wait_for(pure):
     left, right = named["left"], named["right"]
     assert left.waiting_for == [right.id] and right.waiting_for == [left.id]
     assert [sorted(c) for c in snap.deadlocks] == [sorted([left.id, right.id])]
+    # Nothing records a gevent semaphore's holder: the wait is a finding that says so.
+    findings = check_snapshot(snap)["diagnosis"]["findings"]
+    assert {
+        "kind": "lock_wait",
+        "text": f"1 greenlet waits in Semaphore.acquire <{out['semaphore']}>; "
+        "a gevent Semaphore records no holder",
+        "stacks": [named["Semaphore.acquire"].id],
+    } in findings
     # The caller's line stays the innermost frame the user reads.
     if not pure:
         assert named["Event.wait"].frames[-1].function == "<lambda>"

@@ -140,7 +140,12 @@ pub fn capture(cap: &mut Capture<'_>) -> Vec<Stack> {
             Some("Greenlet.join" | "joinall")
         ) && s.facts.waiting_for.is_empty()
     };
-    if stacks.iter().any(|s| unexplained(s) || joining(s)) {
+    // ... nor which semaphore.
+    let on_semaphore = |s: &Stack| s.facts.awaiting.as_deref() == Some(primitives::SEMAPHORE_WAIT);
+    if stacks
+        .iter()
+        .any(|s| unexplained(s) || joining(s) || on_semaphore(s))
+    {
         let joins = joiners(&gevent, &primitives, &raws, &index);
         for (k, &i) in order.iter().enumerate() {
             let Some((joined, words)) = joins.get(&i) else {
@@ -163,8 +168,9 @@ pub fn capture(cap: &mut Capture<'_>) -> Vec<Stack> {
         }
         for wait in primitives.waits(&found_primitives, &index) {
             let stack = &mut stacks[at[wait.greenlet]];
-            if unexplained(stack) {
-                stack.facts.awaiting = Some(Text::new_static(wait.words));
+            let refines = on_semaphore(stack) && wait.words.starts_with(primitives::SEMAPHORE_WAIT);
+            if unexplained(stack) || refines {
+                stack.facts.awaiting = Some(wait.words);
             }
         }
     }

@@ -20,6 +20,7 @@
 use super::api::instance_of;
 use crate::capture::inert::{self, BuiltinGetter};
 use crate::model::fasthash::FastMap as HashMap;
+use crate::model::Text;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use std::ffi::CStr;
@@ -59,11 +60,11 @@ pub enum Via {
 }
 
 /// What one greenlet waits in, found from the primitive's side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Wait {
     /// Index of the waiting greenlet.
     pub greenlet: usize,
-    pub words: &'static str,
+    pub words: Text,
 }
 
 impl<'py> Primitives<'py> {
@@ -205,7 +206,7 @@ impl<'py> Primitives<'py> {
                     if let Some(&greenlet) = index.get(&addr) {
                         out.push(Wait {
                             greenlet,
-                            words: words(kind, via),
+                            words: words(kind, via, primitive.as_ptr() as usize),
                         });
                     }
                 }
@@ -242,9 +243,10 @@ enum Kind {
 }
 
 /// The words a wait in `kind` entered `via` is named by, as the frames of
-/// pure-Python gevent name it (see `waits::WAIT_APIS`).
-fn words(kind: Kind, via: Via) -> &'static str {
-    match (kind, via) {
+/// pure-Python gevent name it (see `waits::WAIT_APIS`). A semaphore is
+/// named by its address, as a lock is: gevent records no holder for it.
+fn words(kind: Kind, via: Via, addr: usize) -> Text {
+    Text::new_static(match (kind, via) {
         (_, Via::Several) => "gevent.wait",
         (Kind::Queue, Via::Put) => "Queue.put",
         (Kind::Queue, _) => "Queue.get",
@@ -252,9 +254,16 @@ fn words(kind: Kind, via: Via) -> &'static str {
         (Kind::Channel, _) => "Channel.get",
         (Kind::Event, _) => "Event.wait",
         (Kind::AsyncResult, _) => "AsyncResult.get",
-        (Kind::Semaphore, _) => "Semaphore.acquire",
-    }
+        (Kind::Semaphore, _) => {
+            return format!("{SEMAPHORE_WAIT} <{addr:#x}> (a gevent Semaphore records no holder)")
+                .into()
+        }
+    })
 }
+
+/// What pure-Python gevent's frames name a semaphore wait (see
+/// `waits::WAIT_APIS`); the primitive's side adds which one.
+pub const SEMAPHORE_WAIT: &str = "Semaphore.acquire";
 
 /// Whether a builtin method is named `switch` (greenlet's resume method).
 fn is_switch(method: &Bound<'_, PyAny>) -> bool {
