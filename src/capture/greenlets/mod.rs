@@ -166,13 +166,13 @@ pub fn capture(cap: &mut Capture<'_>) -> Vec<Stack> {
         for (k, &i) in order.iter().enumerate() {
             at[i] = k;
         }
-        for wait in primitives.waits(&found_primitives, &index) {
-            let stack = &mut stacks[at[wait.greenlet]];
-            let refines = on_semaphore(stack) && wait.words.starts_with(primitives::SEMAPHORE_WAIT);
+        primitives.waits(&found_primitives, &index, |greenlet, words| {
+            let stack = &mut stacks[at[greenlet]];
+            let refines = on_semaphore(stack) && words.starts_with(primitives::SEMAPHORE_WAIT);
             if unexplained(stack) || refines {
-                stack.facts.awaiting = Some(wait.words);
+                stack.facts.awaiting = Some(words);
             }
-        }
+        });
     }
     drop(found_primitives);
     name_lock_holders(&mut stacks, &lock_waits);
@@ -249,9 +249,9 @@ fn joiners(
             }));
         }
         for field in fields {
-            for link in primitives.entries(&field) {
-                let Some((joiner, via)) = primitives.waiter_of(&link) else {
-                    continue;
+            primitives.for_each_entry(&field, |link| {
+                let Some((joiner, via)) = primitives.waiter_of(link) else {
+                    return;
                 };
                 if let Some(&i) = index.get(&joiner) {
                     if i != j {
@@ -263,7 +263,7 @@ fn joiners(
                         entry.0.push(j);
                     }
                 }
-            }
+            });
         }
     }
     out

@@ -23,6 +23,7 @@ use crate::model::fasthash::FastMap as HashMap;
 use crate::model::Text;
 use pyo3::ffi;
 use pyo3::prelude::*;
+use std::cell::Cell;
 use std::ffi::CStr;
 
 /// gevent's waitable types and `Waiter`, when gevent is imported.
@@ -43,6 +44,8 @@ pub struct Primitives<'py> {
     /// `SimpleQueue.queue`: the items, which are not read.
     queue_items: Option<BuiltinGetter<'py>>,
     deque: Option<*mut ffi::PyTypeObject>,
+    /// greenlet's `switch` method definition, once one was seen.
+    switch_def: Cell<usize>,
 }
 
 /// How a greenlet came to be in a primitive's list.
@@ -57,14 +60,6 @@ pub enum Via {
     Several,
     /// A put: a queue's `ItemWaiter`, or a `Channel`'s `(item, Waiter)`.
     Put,
-}
-
-/// What one greenlet waits in, found from the primitive's side.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Wait {
-    /// Index of the waiting greenlet.
-    pub greenlet: usize,
-    pub words: Text,
 }
 
 impl<'py> Primitives<'py> {
@@ -97,6 +92,7 @@ impl<'py> Primitives<'py> {
             deque: inert::imported_module(py, c"collections")
                 .and_then(|m| inert::module_attr(&m, c"deque"))
                 .and_then(|t| inert::as_type(&t)),
+            switch_def: Cell::new(0),
         }
     }
 
@@ -117,7 +113,9 @@ impl<'py> Primitives<'py> {
     pub fn waiter_of(&self, entry: &Bound<'py, PyAny>) -> Option<(usize, Via)> {
         if let Some(this) = inert::cfunction_self(entry) {
             // greenlet's `switch` is a C method of the greenlet itself.
-            return is_switch(entry).then(|| (this.as_ptr() as usize, Via::Switch));
+            return self
+                .is_switch(entry)
+                .then(|| (this.as_ptr() as usize, Via::Switch));
         }
         let waiter = match inert::bound_method_parts(entry) {
             // A `Waiter`'s `switch`, bound (a Cython binding method too).
@@ -162,31 +160,46 @@ impl<'py> Primitives<'py> {
         inert::not_none(greenlet).map(|g| g.as_ptr() as usize)
     }
 
-    /// Entries of a list or deque (a `deque`'s through its traversal).
-    pub fn entries(&self, container: &Bound<'py, PyAny>) -> Vec<Bound<'py, PyAny>> {
-        // SAFETY: only the type (and a list's size) is looked at before a
-        // list is read through the C API.
+    /// Calls `each` with every entry of a list or deque (a `deque`'s
+    /// through its traversal); a list's one at a time, as ten thousand
+    /// greenlets waiting on one `Event` are ten thousand links.
+    pub fn for_each_entry(
+        &self,
+        container: &Bound<'py, PyAny>,
+        mut each: impl FnMut(&Bound<'py, PyAny>),
+    ) {
+        // SAFETY: only the type is looked at before a list is read through
+        // the C API, by index within the size it reports at each step; each
+        // item is taken as a new reference before anything else runs.
         unsafe {
             let p = container.as_ptr();
             if ffi::PyList_CheckExact(p) != 0 {
-                if ffi::PyList_GET_SIZE(p) == 0 {
-                    return Vec::new();
+                let mut i = 0;
+                while i < ffi::PyList_GET_SIZE(p) {
+                    if let Some(entry) = inert::borrowed(container.py(), ffi::PyList_GET_ITEM(p, i))
+                    {
+                        each(&entry);
+                    }
+                    i += 1;
                 }
-                return inert::sequence_items(container).unwrap_or_default();
+                return;
             }
             if Some(ffi::Py_TYPE(p)) == self.deque {
-                return inert::referents(container);
+                inert::referents(container).iter().for_each(each);
             }
         }
-        Vec::new()
     }
 
-    /// Each greenlet waiting in one of `found` (the heap walk's
-    /// primitives), with what it waits in; `index` maps a greenlet's
-    /// address to its index.
-    pub fn waits(&self, found: &[Bound<'py, PyAny>], index: &HashMap<usize, usize>) -> Vec<Wait> {
-        let mut out = Vec::new();
-        for primitive in found {
+    /// Calls `found` with each greenlet (by index) waiting in one of
+    /// `primitives` (the heap walk's) and what it waits in; `index` maps a
+    /// greenlet's address to its index.
+    pub fn waits(
+        &self,
+        primitives: &[Bound<'py, PyAny>],
+        index: &HashMap<usize, usize>,
+        mut found: impl FnMut(usize, Text),
+    ) {
+        for primitive in primitives {
             let Some(kind) = self.kind(primitive) else {
                 continue;
             };
@@ -195,24 +208,32 @@ impl<'py> Primitives<'py> {
                 .as_ref()
                 .filter(|_| kind == Kind::Queue)
                 .and_then(|g| g.get(primitive));
+            // Waiters in one primitive mostly enter it alike: the words are
+            // made once per way in.
+            let mut said: Option<(Via, Text)> = None;
             for container in inert::referents(primitive) {
                 if items.as_ref().is_some_and(|i| i.is(&container)) {
                     continue;
                 }
-                for entry in self.entries(&container) {
-                    let Some((addr, via)) = self.waiter_of(&entry) else {
-                        continue;
+                self.for_each_entry(&container, |entry| {
+                    let Some((addr, via)) = self.waiter_of(entry) else {
+                        return;
                     };
-                    if let Some(&greenlet) = index.get(&addr) {
-                        out.push(Wait {
-                            greenlet,
-                            words: words(kind, via, primitive.as_ptr() as usize),
-                        });
-                    }
-                }
+                    let Some(&greenlet) = index.get(&addr) else {
+                        return;
+                    };
+                    let words = match &said {
+                        Some((v, words)) if *v == via => words.clone(),
+                        _ => {
+                            let words = words(kind, via, primitive.as_ptr() as usize);
+                            said = Some((via, words.clone()));
+                            words
+                        }
+                    };
+                    found(greenlet, words);
+                });
             }
         }
-        out
     }
 
     fn kind(&self, obj: &Bound<'py, PyAny>) -> Option<Kind> {
@@ -265,12 +286,25 @@ fn words(kind: Kind, via: Via, addr: usize) -> Text {
 /// `waits::WAIT_APIS`); the primitive's side adds which one.
 pub const SEMAPHORE_WAIT: &str = "Semaphore.acquire";
 
-/// Whether a builtin method is named `switch` (greenlet's resume method).
-fn is_switch(method: &Bound<'_, PyAny>) -> bool {
-    // SAFETY: the caller found `method` to be a `PyCFunction`, whose method
-    // definition and its NUL-terminated name live as long as it.
-    unsafe {
-        let def = (*(method.as_ptr() as *mut ffi::PyCFunctionObject)).m_ml;
-        !def.is_null() && !(*def).ml_name.is_null() && CStr::from_ptr((*def).ml_name) == c"switch"
+impl Primitives<'_> {
+    /// Whether a builtin method is named `switch` (greenlet's resume
+    /// method); its definition, once seen, is compared by address.
+    fn is_switch(&self, method: &Bound<'_, PyAny>) -> bool {
+        // SAFETY: the caller found `method` to be a `PyCFunction`, whose
+        // method definition and its NUL-terminated name live as long as it.
+        unsafe {
+            let def = (*(method.as_ptr() as *mut ffi::PyCFunctionObject)).m_ml;
+            if def.is_null() {
+                return false;
+            }
+            if self.switch_def.get() == def as usize {
+                return true;
+            }
+            let named = !(*def).ml_name.is_null() && CStr::from_ptr((*def).ml_name) == c"switch";
+            if named {
+                self.switch_def.set(def as usize);
+            }
+            named
+        }
     }
 }

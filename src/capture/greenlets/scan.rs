@@ -47,7 +47,7 @@ impl TypeFilter {
 
     /// # Safety
     /// `obj` is a live object; the GIL is held.
-    #[inline]
+    #[inline(always)]
     pub unsafe fn class(&mut self, obj: *mut ffi::PyObject) -> Class {
         let tp = ffi::Py_TYPE(obj);
         if tp == self.tp {
@@ -57,19 +57,29 @@ impl TypeFilter {
         let slot = ((tp as usize) >> 4) % Self::SLOTS;
         if self.keys[slot] != tp as usize {
             self.keys[slot] = tp as usize;
-            self.classes[slot] = if ffi::PyType_IsSubtype(tp, self.tp) != 0 {
-                Class::Greenlet
-            } else if self
-                .primitives
-                .iter()
-                .any(|&p| ffi::PyType_IsSubtype(tp, p) != 0)
-            {
-                Class::Primitive
-            } else {
-                Class::Other
-            };
+            self.classes[slot] = self.learn(tp);
         }
         self.classes[slot]
+    }
+
+    /// The class of a type the cache has not seen (an MRO walk or a few).
+    ///
+    /// # Safety
+    /// `tp` is a live type; the GIL is held.
+    #[cold]
+    #[inline(never)]
+    unsafe fn learn(&self, tp: *mut ffi::PyTypeObject) -> Class {
+        if ffi::PyType_IsSubtype(tp, self.tp) != 0 {
+            Class::Greenlet
+        } else if self
+            .primitives
+            .iter()
+            .any(|&p| ffi::PyType_IsSubtype(tp, p) != 0)
+        {
+            Class::Primitive
+        } else {
+            Class::Other
+        }
     }
 }
 
@@ -83,12 +93,20 @@ struct Addresses {
 impl Addresses {
     /// # Safety
     /// `obj` is a live object; the GIL is held.
-    #[inline]
+    #[inline(always)]
     unsafe fn visit(&mut self, filter: &mut TypeFilter, obj: *mut ffi::PyObject) {
-        match filter.class(obj) {
-            Class::Other => {}
+        let class = filter.class(obj);
+        if class != Class::Other {
+            self.keep(class, obj);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn keep(&mut self, class: Class, obj: *mut ffi::PyObject) {
+        match class {
             Class::Greenlet => self.greenlets.push(obj as usize),
-            Class::Primitive => self.primitives.push(obj as usize),
+            _ => self.primitives.push(obj as usize),
         }
     }
 }
