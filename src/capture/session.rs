@@ -78,8 +78,9 @@ pub struct Capture<'py> {
     pub thread_waits: Vec<crate::capture::waits::ThreadWait>,
     /// Reads the registered labels; `None` when none is registered.
     pub labels: Option<labels::LabelReader<'py>>,
-    /// Each thread's state with its ident (see [`threads::thread_states`]),
-    /// walked once when first needed (running loops, threads' labels).
+    /// Each thread's state with its ident: those [`threads::live_thread_states`]
+    /// keeps, or where it cannot check them, matched through the frames when
+    /// first needed (running loops, threads' labels).
     thread_states: std::cell::OnceCell<Vec<(u64, *mut ffi::PyThreadState)>>,
 }
 
@@ -88,10 +89,33 @@ impl<'py> Capture<'py> {
         let mut errors = Vec::new();
         // Free-threaded: no frame of another thread is read (see
         // `cpython::free_threaded_refusal`), so none is asked for.
+        let thread_states = std::cell::OnceCell::new();
         let thread_tops = if cfg!(Py_GIL_DISABLED) {
             Ok(Vec::new())
         } else {
-            current_frames(py).map(|frames| dict_by_ident(&frames))
+            match threads::live_thread_states(py) {
+                // Not through `sys._current_frames()`, which would follow
+                // the left-out states' frames (see `live_thread_states`).
+                Ok(live) if live.left_out > 0 => {
+                    errors.push(format!(
+                        "{} thread states of threads this process does not have left out: \
+                         it was forked from C without Python's at-fork hooks \
+                         (a uWSGI worker without --py-call-osafterfork)",
+                        live.left_out
+                    ));
+                    let tops = threads::tops_of(py, &live.states);
+                    let _ = thread_states.set(live.states);
+                    Ok(tops)
+                }
+                Ok(live) => {
+                    let _ = thread_states.set(live.states);
+                    current_frames(py).map(|frames| dict_by_ident(&frames))
+                }
+                Err(why) => {
+                    errors.push(why);
+                    current_frames(py).map(|frames| dict_by_ident(&frames))
+                }
+            }
         };
         let thread_tops = thread_tops.unwrap_or_else(|e| {
             errors.push(e);
@@ -110,7 +134,7 @@ impl<'py> Capture<'py> {
             own_dir: own_dir(py),
             thread_waits: Vec::new(),
             labels,
-            thread_states: std::cell::OnceCell::new(),
+            thread_states,
         }
     }
 

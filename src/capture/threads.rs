@@ -212,6 +212,175 @@ fn name_text(value: &Bound<'_, PyAny>) -> Option<String> {
     Some(format!("<{} object>", inert::type_name(value)))
 }
 
+/// The interpreter's thread states that belong to threads of this process,
+/// with their idents, newest first (the interpreter's order); see
+/// [`live_thread_states`].
+pub struct LiveThreadStates {
+    pub states: Vec<(u64, *mut ffi::PyThreadState)>,
+    /// States left out: threads this process does not have.
+    pub left_out: usize,
+}
+
+/// The interpreter's thread states whose threads run in this process now.
+///
+/// A child forked straight from C (uWSGI's workers, unless uWSGI runs with
+/// `--py-call-osafterfork`) keeps all its parent's thread states, since
+/// `PyOS_AfterFork_Child` never ran there. Their threads are gone, and on
+/// 3.11+ a state's frames are reached through memory on its thread's C
+/// stack (3.11/3.12's `cframe`, the entry frames), which glibc hands on to
+/// the child's new threads: `sys._current_frames()` follows it into
+/// garbage (a uWSGI worker died of SIGSEGV there), and since a new thread
+/// on a reused stack gets the dead one's ident, it gives the new thread the
+/// dead thread's frames. So a state is left out, and nothing past the state
+/// itself is read of it, when
+/// - (3.11+, Linux) its OS thread id is no thread of this process, unless
+///   it is the calling thread's own state, or the main thread's where that
+///   was the parent's main thread: the thread that forked goes on in the
+///   child under its old state, and the process's first stack is never
+///   given to another thread;
+/// - (3.9/3.10, whose states have no OS thread id, and whose frames are
+///   frame objects, which stay valid) a newer state with the same ident
+///   runs Python code: an ident is reused only once its thread has ended.
+///   `enrich` drops the other threads of another process.
+///
+/// The ident offset is checked on the calling thread's own state first.
+pub fn live_thread_states(py: Python<'_>) -> Result<LiveThreadStates, String> {
+    let ids = crate::capture::cpython::current::THREAD_STATE_IDS;
+    let wrong_layout = || {
+        "thread states not checked for threads of another process: \
+         the thread state's layout is not the one known for this Python"
+            .to_string()
+    };
+    // SAFETY: the GIL is held (`py`), so no thread state is freed or added
+    // while the list is walked; only the two id fields inside each state are
+    // read, at offsets checked on the calling thread's own state first.
+    let (own, all) = unsafe {
+        let read = |ts: *mut ffi::PyThreadState, offset: usize| {
+            *((ts as *const u8).add(offset) as *const u64)
+        };
+        let own = ffi::PyThreadState_Get();
+        if read(own, ids.thread_id) != ffi::PyThread_get_thread_ident() as u64 {
+            return Err(wrong_layout());
+        }
+        let mut all = Vec::new();
+        let mut ts = ffi::PyInterpreterState_ThreadHead(ffi::PyInterpreterState_Get());
+        while !ts.is_null() {
+            let native = ids.native_thread_id.map(|at| read(ts, at));
+            all.push((ts, read(ts, ids.thread_id), native));
+            ts = ffi::PyThreadState_Next(ts);
+        }
+        (own, all)
+    };
+    let os_threads = match ids.native_thread_id {
+        Some(_) if cfg!(target_os = "linux") => Some(OsThreads::of_this_process(py).map_err(|e| {
+            format!("thread states not checked for threads of another process: /proc/self/task: {e}")
+        })?),
+        _ => None,
+    };
+    let mut out = LiveThreadStates {
+        states: Vec::with_capacity(all.len()),
+        left_out: 0,
+    };
+    for (ts, ident, native) in all {
+        if native == Some(0) {
+            // Not bound to a thread yet (3.12+): a thread about to start.
+            continue;
+        }
+        let in_this_process = match (&os_threads, native) {
+            (Some(os), Some(native)) => {
+                if ts == own && os.tids.contains(&native) && Some(native) != os.own {
+                    // Another live thread's id: the offset is wrong. (A stale
+                    // one is possible: the thread that forked from C.)
+                    return Err(wrong_layout());
+                }
+                ts == own || os.tids.contains(&native) || (ident == os.main && native == os.parent)
+            }
+            _ => true,
+        };
+        if !in_this_process {
+            out.left_out += 1;
+            continue;
+        }
+        let Some(at) = out.states.iter().position(|&(i, _)| i == ident) else {
+            out.states.push((ident, ts));
+            continue;
+        };
+        // Two states with one ident. A thread not started yet has its
+        // parent's until it runs (3.9-3.11), and no frame; an older state
+        // with a frame lost its ident to a new thread on its reused stack
+        // (3.9/3.10, where no OS thread id tells it apart).
+        match (has_frame(out.states[at].1), has_frame(ts)) {
+            (false, true) => out.states[at] = (ident, ts),
+            (true, true) => out.left_out += 1,
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Whether a thread state that belongs to a thread of this process (see
+/// [`live_thread_states`]) runs Python code.
+fn has_frame(ts: *mut ffi::PyThreadState) -> bool {
+    // SAFETY: the GIL is held (the caller's), and `ts` is a state whose
+    // frames may be read; the new reference is released at once.
+    unsafe {
+        let frame = ffi::PyThreadState_GetFrame(ts) as *mut ffi::PyObject;
+        if frame.is_null() {
+            return false;
+        }
+        ffi::Py_DECREF(frame);
+        true
+    }
+}
+
+/// What [`live_thread_states`] compares thread states with (Linux).
+struct OsThreads {
+    /// The OS ids of this process's threads, from `/proc/self/task`.
+    tids: std::collections::HashSet<u64>,
+    /// The calling thread's OS id.
+    own: Option<u64>,
+    /// The main thread's ident.
+    main: u64,
+    /// The parent's pid: the OS id its main thread had.
+    parent: u64,
+}
+
+impl OsThreads {
+    fn of_this_process(py: Python<'_>) -> std::io::Result<Self> {
+        let mut tids = std::collections::HashSet::new();
+        for entry in std::fs::read_dir("/proc/self/task")? {
+            if let Some(tid) = entry?.file_name().to_str().and_then(|n| n.parse().ok()) {
+                tids.insert(tid);
+            }
+        }
+        Ok(OsThreads {
+            tids,
+            own: enrich::own_native_id(),
+            main: main_thread_ident(py),
+            parent: u64::from(std::os::unix::process::parent_id()),
+        })
+    }
+}
+
+/// Each live thread's innermost frame, as `sys._current_frames()` would
+/// give it, from `states` (see [`live_thread_states`]).
+pub fn tops_of<'py>(
+    py: Python<'py>,
+    states: &[(u64, *mut ffi::PyThreadState)],
+) -> Vec<(u64, Bound<'py, PyAny>)> {
+    states
+        .iter()
+        .filter_map(|&(ident, ts)| {
+            // SAFETY: `ts` is a live thread state of a thread of this process
+            // (the GIL is held since it was found); the frame is a new
+            // reference, or null with no error set.
+            let frame =
+                unsafe { inert::owned(py, ffi::PyThreadState_GetFrame(ts) as *mut ffi::PyObject) };
+            frame.map(|f| (ident, f))
+        })
+        .collect()
+}
+
 /// Each Python thread's state with its ident, matched through its current
 /// frame, which is the very object `sys._current_frames()` gave for that
 /// ident (`tops`). A pointer is good only while the GIL stays held.

@@ -252,6 +252,18 @@ pub enum RunningLoopRecord {
     Unknown,
 }
 
+/// Where a thread state (`PyThreadState`, `cpython/pystate.h`, 64-bit)
+/// keeps its thread's ids (each version's `THREAD_STATE_IDS`). Checked
+/// against the calling thread's own state before any other is read.
+#[derive(Debug, Clone, Copy)]
+pub struct ThreadStateIds {
+    /// `thread_id`: the ident (`pthread_self()`) `sys._current_frames()`
+    /// keys its answer by.
+    pub thread_id: usize,
+    /// `native_thread_id`, the OS thread id (3.11+; the state has none before).
+    pub native_thread_id: Option<usize>,
+}
+
 /// Where a C `_asyncio.Task` keeps its context (3.9-3.11; see each
 /// version's `TASK_CONTEXT`), in bytes from the object's start.
 #[derive(Debug, Clone, Copy)]

@@ -79,6 +79,14 @@ pub const GC_NEXT_MASK: usize = !1;
 /// calling thread's before any other thread's is read.
 pub const THREAD_STATE_CONTEXT: usize = 240;
 
+/// `offsetof(PyThreadState, thread_id)` and `native_thread_id` (`cpython/pystate.h`, 64-bit).
+/// No `native_thread_id` before 3.11; a state's frame is a frame object
+/// then, which stays valid in a child forked from C (see `threads::live_thread_states`).
+pub const THREAD_STATE_IDS: super::ThreadStateIds = super::ThreadStateIds {
+    thread_id: 176,
+    native_thread_id: None,
+};
+
 /// `TaskObj` (`Modules/_asynciomodule.c`, 64-bit): the C task offers no
 /// getter for its context before 3.12's `get_context()`. Used only when the
 /// type's size matches and the coroutine read at `coro` is the one the

@@ -155,6 +155,12 @@ pub const DICT_KEYS_GENERAL: u8 = 0;
 /// calling thread's before any other thread's is read.
 pub const THREAD_STATE_CONTEXT: usize = 224;
 
+/// `offsetof(PyThreadState, thread_id)` and `native_thread_id` (`cpython/pystate.h`, 64-bit).
+pub const THREAD_STATE_IDS: super::ThreadStateIds = super::ThreadStateIds {
+    thread_id: 152,
+    native_thread_id: Some(160),
+};
+
 /// `TaskObj` (`Modules/_asynciomodule.c`, 64-bit): the C task offers no
 /// getter for its context before 3.12's `get_context()`. Used only when the
 /// type's size matches and the coroutine read at `coro` is the one the

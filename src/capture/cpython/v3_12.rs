@@ -150,6 +150,12 @@ pub const DICT_KEYS_GENERAL: u8 = 0;
 /// calling thread's before any other thread's is read.
 pub const THREAD_STATE_CONTEXT: usize = 208;
 
+/// `offsetof(PyThreadState, thread_id)` and `native_thread_id` (`cpython/pystate.h`, 64-bit).
+pub const THREAD_STATE_IDS: super::ThreadStateIds = super::ThreadStateIds {
+    thread_id: 136,
+    native_thread_id: Some(144),
+};
+
 /// None: the C task's context is read through its own `get_context()`.
 pub const TASK_CONTEXT: Option<super::TaskContextLayout> = None;
 

@@ -53,6 +53,13 @@ pub const DICT_KEYS_GENERAL: u8 = 0;
 /// calling thread's before any other thread's is read.
 pub const THREAD_STATE_CONTEXT: usize = 232;
 
+/// `offsetof(PyThreadState, thread_id)` and `native_thread_id` (`cpython/pystate.h`, 64-bit).
+/// The same offsets as `_Py_DebugOffsets.thread_state` publishes.
+pub const THREAD_STATE_IDS: super::ThreadStateIds = super::ThreadStateIds {
+    thread_id: 176,
+    native_thread_id: Some(184),
+};
+
 /// None: the C task's context is read through its own `get_context()`.
 pub const TASK_CONTEXT: Option<super::TaskContextLayout> = None;
 
