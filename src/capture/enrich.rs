@@ -267,6 +267,7 @@ struct StatFiles {
 static STAT_FILES: Mutex<Option<StatFiles>> = Mutex::new(None);
 
 impl StatFiles {
+    #[cfg(target_os = "linux")]
     const MAX_OPEN: usize = 512;
 
     /// The files kept by the last dump, or none if another dump holds them
@@ -294,19 +295,24 @@ impl StatFiles {
 
     /// Keeps the files for the next dump; with `prune` (a dump of every
     /// thread), only those of the threads asked for.
-    fn put_back(mut self, prune: bool) {
+    fn put_back(self, prune: bool) {
         #[cfg(target_os = "linux")]
-        {
-            let asked: crate::model::fasthash::FastSet<u64> = self.asked.drain(..).collect();
+        let kept = {
+            let mut kept = self;
+            let asked: crate::model::fasthash::FastSet<u64> = kept.asked.drain(..).collect();
             if prune {
-                self.open.retain(|tid, _| asked.contains(tid));
-                self.syscall_open.retain(|tid, _| asked.contains(tid));
+                kept.open.retain(|tid, _| asked.contains(tid));
+                kept.syscall_open.retain(|tid, _| asked.contains(tid));
             }
-        }
+            kept
+        };
         #[cfg(not(target_os = "linux"))]
-        let _ = prune;
+        let kept = {
+            let _ = prune;
+            self
+        };
         if let Ok(mut slot) = STAT_FILES.try_lock() {
-            *slot = Some(self);
+            *slot = Some(kept);
         }
     }
 
@@ -395,6 +401,11 @@ impl StatFiles {
     fn state(&mut self, _native_id: u64) -> Option<&'static str> {
         None
     }
+
+    #[cfg(not(target_os = "linux"))]
+    fn syscall(&mut self, _native_id: u64) -> Option<String> {
+        None
+    }
 }
 
 /// Whether `bytes` is thread `tid`'s stat line (`<tid> (<comm>) <state> ...`).
@@ -424,6 +435,7 @@ fn read_is_syscall(bytes: &[u8]) -> bool {
     !digits.is_empty() && digits.iter().all(u8::is_ascii_digit) && matches!(rest, Some(2 | 8))
 }
 
+#[cfg(target_os = "linux")]
 fn parse_state(stat: &[u8]) -> Option<&'static str> {
     // The state letter follows the command name, which is in parentheses and
     // may itself contain spaces or parentheses: take the last ')'.

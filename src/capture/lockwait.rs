@@ -7,11 +7,11 @@
 //! before any field is read. Up to 3.12 each lock wraps an OS semaphore,
 //! whose address a thread blocked on it waits on (the `futex` the OS
 //! reports); from 3.13 on locks park threads elsewhere, and only a single
-//! held lock is taken (see [`waits::waited_lock`]).
+//! held lock is taken (see [`crate::capture::waits::waited_lock`]).
 
 use crate::capture::cpython::{current, LockFields, ThreadLock};
 use crate::capture::inert;
-use crate::capture::waits::{self, LockKind, LockRef, ThreadWait};
+use crate::capture::waits::{LockKind, LockRef, ThreadWait};
 use pyo3::ffi;
 use pyo3::prelude::*;
 
@@ -193,7 +193,7 @@ pub fn read_syscalls(_syscalls: &[(u64, String)], _waits: &mut Vec<ThreadWait>) 
 pub fn read_syscalls(syscalls: &[(u64, String)], waits: &mut Vec<ThreadWait>) {
     for (ident, line) in syscalls {
         let ident = *ident;
-        let syscall = waits::parse_syscall(line, sleep_left);
+        let syscall = crate::capture::waits::parse_syscall(line, sleep_left);
         match waits.iter_mut().find(|w| w.ident == ident) {
             Some(w) => w.syscall = syscall,
             None => waits.push(ThreadWait {

@@ -272,9 +272,7 @@ pub fn live_thread_states(py: Python<'_>) -> Result<LiveThreadStates, String> {
         (own, all)
     };
     let os_threads = match ids.native_thread_id {
-        Some(_) if cfg!(target_os = "linux") => Some(OsThreads::of_this_process(py).map_err(|e| {
-            format!("thread states not checked for threads of another process: /proc/self/task: {e}")
-        })?),
+        Some(_) if cfg!(target_os = "linux") => Some(OsThreads::of_this_process(py)),
         _ => None,
     };
     let mut out = LiveThreadStates {
@@ -288,12 +286,12 @@ pub fn live_thread_states(py: Python<'_>) -> Result<LiveThreadStates, String> {
         }
         let in_this_process = match (&os_threads, native) {
             (Some(os), Some(native)) => {
-                if ts == own && os.tids.contains(&native) && Some(native) != os.own {
+                if ts == own && Some(native) != os.own && os.has(native) {
                     // Another live thread's id: the offset is wrong. (A stale
                     // one is possible: the thread that forked from C.)
                     return Err(wrong_layout());
                 }
-                ts == own || os.tids.contains(&native) || (ident == os.main && native == os.parent)
+                ts == own || os.has(native) || (ident == os.main && native == os.parent)
             }
             _ => true,
         };
@@ -335,8 +333,8 @@ fn has_frame(ts: *mut ffi::PyThreadState) -> bool {
 
 /// What [`live_thread_states`] compares thread states with (Linux).
 struct OsThreads {
-    /// The OS ids of this process's threads, from `/proc/self/task`.
-    tids: std::collections::HashSet<u64>,
+    #[cfg(target_os = "linux")]
+    pid: i32,
     /// The calling thread's OS id.
     own: Option<u64>,
     /// The main thread's ident.
@@ -346,19 +344,34 @@ struct OsThreads {
 }
 
 impl OsThreads {
-    fn of_this_process(py: Python<'_>) -> std::io::Result<Self> {
-        let mut tids = std::collections::HashSet::new();
-        for entry in std::fs::read_dir("/proc/self/task")? {
-            if let Some(tid) = entry?.file_name().to_str().and_then(|n| n.parse().ok()) {
-                tids.insert(tid);
-            }
-        }
-        Ok(OsThreads {
-            tids,
+    fn of_this_process(py: Python<'_>) -> Self {
+        OsThreads {
+            #[cfg(target_os = "linux")]
+            pid: std::process::id() as i32,
             own: enrich::own_native_id(),
             main: main_thread_ident(py),
             parent: u64::from(std::os::unix::process::parent_id()),
-        })
+        }
+    }
+
+    /// Whether OS thread `tid` is one of this process's, asked of the
+    /// kernel with `tgkill(pid, tid, 0)`, which delivers nothing. (Listing
+    /// `/proc/self/task` is not exact: it can skip a live thread while
+    /// others end.)
+    #[cfg(target_os = "linux")]
+    fn has(&self, tid: u64) -> bool {
+        let Ok(tid) = libc::pid_t::try_from(tid) else {
+            return false;
+        };
+        // SAFETY: signal 0 checks that the thread exists in this thread
+        // group and sends nothing.
+        let found = unsafe { libc::syscall(libc::SYS_tgkill, self.pid, tid, 0) } == 0;
+        found || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn has(&self, _tid: u64) -> bool {
+        true
     }
 }
 
