@@ -214,6 +214,7 @@ def _ask(
         except _remote.RemoteError as e:
             raise CliError(f"process {pid}: {e}", e.code) from None
         return text, fmt or "text", False
+    _refuse_inherited_handler(pid, beacons, status.parent)
     if beacons:
         sig = beacons[-1].signal
         raise CliError(
@@ -232,6 +233,27 @@ def _ask(
         where = " (--no-remote: not dumped through sys.remote_exec)"
     raise CliError(
         f"process {pid} has no tbcollect channel{where}; nothing was sent. To fix: " + INSTALL_HINT,
+        EXIT_NO_HANDLER,
+    )
+
+
+def _refuse_inherited_handler(pid: int, beacons: List[_procinfo.Beacon], parent: int) -> None:
+    """Refuses a process whose tbcollect handler is its parent's very one
+    (the same beacon memfd): a child that ran Python's at-fork hooks, or
+    installed since, advertises one of its own."""
+    if not beacons or parent <= 1:
+        return
+    theirs = {b.inode for b in _procinfo.Process(parent).beacons() or []}
+    inherited = next((b for b in beacons if b.inode in theirs), None)
+    if inherited is None:
+        return
+    raise CliError(
+        f"process {pid} inherited its parent's ({parent}) tbcollect handler on "
+        f"{inherited.signal} through a fork from C that skipped Python's at-fork hooks (a "
+        "uWSGI worker without --py-call-osafterfork), and has not called tbcollect since: "
+        "it has no request channel and no dumper, so neither a request nor the signal "
+        "would dump it; nothing was sent. To fix: run uWSGI with --py-call-osafterfork, or "
+        "install in a @postfork function (docs/integrations.md, uWSGI)",
         EXIT_NO_HANDLER,
     )
 
@@ -322,6 +344,7 @@ def _dump_by_signal(args: argparse.Namespace) -> int:
             "sent (its handler may have been replaced). To fix: " + INSTALL_HINT,
             EXIT_NO_HANDLER,
         )
+    _refuse_inherited_handler(args.pid, beacons, status.parent)
     beacon = beacons[-1]
     sig = parse_signal(beacon.signal)
     if asked != sig:

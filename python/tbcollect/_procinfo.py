@@ -16,6 +16,7 @@ class Status(NamedTuple):
     uid: int  # effective uid: the owner of the files it creates
     caught: int  # SigCgt: bit n-1 set when signal n has a handler
     own_pid: int  # the pid the process sees for itself (NSpid, innermost)
+    parent: int  # PPid
 
     def catches(self, signum: int) -> bool:
         return bool(self.caught >> (int(signum) - 1) & 1)
@@ -26,6 +27,7 @@ class Beacon(NamedTuple):
 
     signal: str
     directory: str  # as the process names it
+    inode: int  # of its memfd: the same in a child that inherited it by fork
 
 
 class Process:
@@ -57,6 +59,7 @@ class Process:
             uid=int(fields["Uid"].split()[1]),
             caught=int(fields["SigCgt"], 16),
             own_pid=int(nspid[-1]) if nspid else self.pid,
+            parent=int(fields.get("PPid", "0") or 0),
         )
         return self._status
 
@@ -116,8 +119,12 @@ class Process:
                 if name.endswith(suffix):
                     name = name[: -len(suffix)]
                 sig, _, directory = name.partition(":")
+                try:
+                    inode = os.stat(self.proc / "fd" / fd).st_ino
+                except OSError:
+                    continue
                 if directory:
-                    found.append(Beacon(sig, directory))
+                    found.append(Beacon(sig, directory, inode))
         return found
 
     def root(self) -> str:

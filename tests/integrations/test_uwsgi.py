@@ -103,3 +103,26 @@ def test_each_worker_dumps_the_request_it_serves(tmp_path, setup):
         for pid in pids:
             os.kill(pid, 0)
     assert "Traceback" not in output and "panicked" not in output, output
+
+
+def test_workers_without_the_flag_or_the_recipe_are_refused_with_the_reason(tmp_path):
+    """``TBCOLLECT=1`` in the master, no ``--py-call-osafterfork`` and no
+    code: the workers inherit the master's handler but none of its threads.
+    ``tbcollect dump WORKER`` sends nothing, says why and what to change,
+    and the master itself is dumped as usual."""
+    env = {"TBCOLLECT": "1", "TBCOLLECT_SIGNAL": "URG"}
+    with uwsgi(tmp_path, PLAIN, **env) as server:
+        pids = workers(server)
+        wait_http(server.port)
+        for pid in pids:
+            result = cli("dump", str(pid))
+            assert result.returncode == 5, result.stderr
+            assert "inherited its parent's" in result.stderr, result.stderr
+            assert "--py-call-osafterfork" in result.stderr and "@postfork" in result.stderr
+            os.kill(pid, 0)
+        master = server.pid
+        result = cli("dump", str(master))
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith(f"tbcollect: pid {master} at ")
+        output = server.output()
+    assert output.count("spawned uWSGI worker") == 2, output

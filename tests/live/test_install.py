@@ -322,6 +322,47 @@ def test_child_forked_from_c_catches_up_and_installs_again(tmp_path):
         assert "panicked" not in target.stderr_now()
 
 
+C_FORK_IDLE_TARGET = """
+import ctypes, os, signal, sys, time
+import tbcollect
+
+tbcollect.install(signal.SIGURG, directory=sys.argv[1])
+# As a uWSGI worker forked without --py-call-osafterfork that never calls
+# tbcollect: it holds the parent's handler and beacon, not its threads.
+pid = ctypes.CDLL(None).fork()
+if pid == 0:
+    sys.stdout.write(f"child {os.getpid()}\\n")
+    time.sleep(120)
+    os._exit(0)
+sys.stdout.write(f"parent {os.getpid()}\\n")
+sys.stdin.readline()
+"""
+
+
+def test_child_forked_from_c_that_never_ran_tbcollect_is_refused_with_the_reason(tmp_path):
+    """Its handler is its parent's and its dumper is gone: neither a
+    request nor the signal would dump it, so nothing is sent, and the
+    error says why and what to change (it used to suggest an older
+    tbcollect and --signal, which then timed out)."""
+    env = base_env(tmp_path, PYTHONWARNINGS="ignore::DeprecationWarning")
+    with Target(C_FORK_IDLE_TARGET, args=[str(tmp_path)], env=env) as target:
+        found = dict(target.readline().split() for _ in range(2))
+        child, parent = int(found["child"]), int(found["parent"])
+        try:
+            for extra in ([], ["--signal", "SIGURG"]):
+                result = cli("dump", str(child), *extra)
+                assert result.returncode == 5, (extra, result.stderr)
+                assert f"process {child} inherited its parent's ({parent})" in result.stderr
+                assert "--py-call-osafterfork" in result.stderr
+                assert "nothing was sent" in result.stderr
+            assert dumps_of(tmp_path, child) == []
+            os.kill(child, 0)  # still running
+            result = cli("dump", str(parent))
+            assert result.returncode == 0, result.stderr
+        finally:
+            os.kill(child, signal.SIGKILL)
+
+
 CHAIN_TARGET = """
 import asyncio, os, signal, sys
 import tbcollect
