@@ -682,8 +682,9 @@ fn groups(snapshot: &Snapshot) -> Vec<Group> {
 
 /// Where a stack goes in the text dump, lower first: deadlocked, lock
 /// holders others wait for and threads waiting for a lock (its holder known
-/// or not), unchanged the longest, then in the user's own
-/// code; stacks only in library code (pool workers idling) last.
+/// or not), unchanged the longest, then in the user's own code; stacks only
+/// in library code (pool workers idling; the longest unchanged first) after
+/// them, and tbcollect's own units (dumper, watchdog) last.
 pub fn interest(
     stack: &Stack,
     deadlocked: bool,
@@ -693,6 +694,9 @@ pub fn interest(
     if deadlocked {
         return (0, 0);
     }
+    if stack.facts.own {
+        return (5, 0);
+    }
     // A lock's holder goes with its waiters: it is where they are stuck.
     if !stack.facts.holds.is_empty()
         || (stack.kind() == StackKind::Thread
@@ -700,11 +704,12 @@ pub fn interest(
     {
         return (1, 0);
     }
+    let in_user_code = memo.user_frame(&stack.frames).is_some();
     if let Some(since) = stack.facts.unchanged_since.as_deref() {
         let secs = seconds_between(since, snapshot_created).unwrap_or(0.0);
-        return (2, -(secs * 1e3) as i64);
+        return (if in_user_code { 2 } else { 4 }, -(secs * 1e3) as i64);
     }
-    if memo.user_frame(&stack.frames).is_some() {
+    if in_user_code {
         (3, 0)
     } else {
         (4, 0)
@@ -805,6 +810,34 @@ mod tests {
         let mut holder = thread("thread:3", "holder");
         holder.facts.holds = vec!["RLock registry_lock <0x2>".into()];
         assert!(rank(&holder, &mut memo) < rank(&snap.stacks[0], &mut memo));
+    }
+
+    #[test]
+    fn own_units_go_last_and_idle_library_stacks_after_user_code_however_long() {
+        let created = "2026-01-01T00:01:00.000000Z";
+        let mut memo = Memo::default();
+        let rank = |s: &Stack, memo: &mut Memo| interest(s, false, created, memo);
+        let mut request = thread("thread:1", "request");
+        request.facts.unchanged_since = Some("2026-01-01T00:00:50.000000Z".into());
+        let mut idle = stack(
+            "thread:2",
+            "pool",
+            StackDetails::Thread(ThreadDetails::default()),
+            &[
+                ("/usr/lib/python3.11/threading.py", "_bootstrap"),
+                ("/usr/lib/python3.11/queue.py", "get"),
+            ],
+        );
+        idle.facts.unchanged_since = Some("2026-01-01T00:00:00.000000Z".into());
+        let fresh = thread("thread:3", "fresh");
+        let mut dumper = thread("thread:4", "tbcollect-dumper");
+        dumper.facts.own = true;
+        dumper.facts.unchanged_since = Some("2026-01-01T00:00:00.000000Z".into());
+        let ranks: Vec<_> = [&request, &fresh, &idle, &dumper]
+            .iter()
+            .map(|s| rank(s, &mut memo))
+            .collect();
+        assert!(ranks.windows(2).all(|w| w[0] < w[1]), "{ranks:?}");
     }
 
     #[test]
