@@ -567,9 +567,20 @@ mod tests {
         sleeper.join().unwrap();
         // Ended: the kept file reads nothing (even if a new thread has the
         // id by now), so `state` drops it and opens the id afresh. `join`
-        // returns when the thread clears its id, which can be a moment
-        // before the kernel releases the task: it may still read as exited.
-        let after = stat_state(&std::fs::File::from(kept), tid);
+        // returns when the thread clears its id, before the kernel has
+        // finished its exit: until then it reads as running (or any state
+        // the exit passes through), so the file is read again until the
+        // task is released (a loaded machine can take a while; 60 s guards
+        // against a hang).
+        let kept = std::fs::File::from(kept);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let mut after = stat_state(&kept, tid);
+        while matches!(after, Some(state) if state != "exited")
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            after = stat_state(&kept, tid);
+        }
         assert!(matches!(after, None | Some("exited")), "{after:?}");
     }
 
