@@ -222,15 +222,15 @@ impl<'py> Primitives<'py> {
                     let Some(&greenlet) = index.get(&addr) else {
                         return;
                     };
-                    let words = match &said {
-                        Some((v, words)) if *v == via => words.clone(),
+                    let text = match &said {
+                        Some((v, text)) if *v == via => text.clone(),
                         _ => {
-                            let words = words(kind, via, primitive.as_ptr() as usize);
-                            said = Some((via, words.clone()));
-                            words
+                            let text = words(kind, via, primitive.as_ptr() as usize);
+                            said = Some((via, text.clone()));
+                            text
                         }
                     };
-                    found(greenlet, words);
+                    found(greenlet, text);
                 });
             }
         }
