@@ -98,8 +98,8 @@ impl<'py> Capture<'py> {
                 // the left-out states' frames (see `live_thread_states`).
                 Ok(live) if live.left_out > 0 => {
                     errors.push(format!(
-                        "{} thread states of threads this process does not have left out: \
-                         it was forked from C without Python's at-fork hooks \
+                        "thread states of threads this process does not have: {} left out \
+                         unread; it was forked from C without Python's at-fork hooks \
                          (a uWSGI worker without --py-call-osafterfork)",
                         live.left_out
                     ));
