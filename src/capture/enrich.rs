@@ -223,10 +223,17 @@ fn not_in_this_process(native_id: u64) -> bool {
             .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
 }
 
-/// The calling thread's OS thread id (Linux), from `/proc/thread-self`.
+/// The calling thread's OS thread id (Linux): `gettid()`, the id
+/// `threading.get_native_id()` and `/proc/self/task` give.
 pub fn own_native_id() -> Option<u64> {
-    let link = std::fs::read_link("/proc/thread-self").ok()?;
-    link.file_name()?.to_str()?.parse().ok()
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid takes no arguments and cannot fail.
+        let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+        u64::try_from(tid).ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    None
 }
 
 /// The scheduler state of one of this process's threads, by native id.
