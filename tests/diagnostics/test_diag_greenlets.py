@@ -101,6 +101,58 @@ def test_no_stray_main_greenlets_after_twenty_dumps_from_other_threads():
     assert proc.stdout.strip() == "[]"
 
 
+BARE_MAINS = """
+import json, os, threading
+import greenlet
+import tbcollect
+
+stop = threading.Event()
+
+def asks():
+    # As Celery's logging does in every thread: greenlet makes the thread a
+    # main greenlet that nothing ever switches from.
+    greenlet.getcurrent()
+    stop.wait()
+
+asking = threading.Thread(target=asks, name="asks")
+asking.start()
+ended = threading.Thread(target=greenlet.getcurrent)
+ended.start()
+ended.join()
+greenlet.getcurrent()
+
+def greenlets():
+    snap = tbcollect.collect()
+    return [[s.name, s.state] for s in snap.stacks if s.kind == "greenlet"]
+
+out = {"parent": greenlets()}
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.write(w, json.dumps(greenlets()).encode())
+    os._exit(0)
+os.waitpid(pid, 0)
+os.close(w)
+out["forked child"] = json.loads(os.read(r, 65536))
+# A main greenlet with a greenlet under it stays.
+child = greenlet.greenlet(lambda: greenlet.getcurrent().parent.switch())
+child.switch()
+out["with a child"] = greenlets()
+stop.set()
+asking.join()
+print(json.dumps(out))
+"""
+
+
+def test_main_greenlets_with_nothing_under_them_are_left_out():
+    proc = run_python(BARE_MAINS, env={"PYTHONWARNINGS": "ignore::DeprecationWarning"})
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["parent"] == [], out
+    assert out["forked child"] == [], out
+    assert out["with a child"] == [["<main greenlet>", "running"], ["<lambda>", "suspended"]], out
+
+
 PRIMITIVES = """
 import json, os, sys
 import gevent, gevent.event, gevent.lock, gevent.pool, gevent.queue, gevent.socket

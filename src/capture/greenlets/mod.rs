@@ -176,7 +176,47 @@ pub fn capture(cap: &mut Capture<'_>) -> Vec<Stack> {
     }
     drop(found_primitives);
     name_lock_holders(&mut stacks, &lock_waits);
+    drop_bare_main_greenlets(&mut stacks, &raws, &own.root, &order);
     stacks
+}
+
+/// Leaves out each main greenlet that has no greenlet under it and is not
+/// switched out: running, it shows its thread's frames, which the thread's
+/// stack shows; dead (its thread ended, or a forked child's copy of a
+/// parent thread's), it has none. greenlet makes one in any thread that
+/// asks for the current greenlet: Celery asks in every thread that logs,
+/// tbcollect's dumper included, and each then read as a stray `<main
+/// greenlet>`, under no thread in a forked pool process. One that another
+/// greenlet waits for stays.
+fn drop_bare_main_greenlets(
+    stacks: &mut Vec<Stack>,
+    raws: &[Raw<'_>],
+    root: &[usize],
+    order: &[usize],
+) {
+    let mut has_children = vec![false; raws.len()];
+    for (i, &r) in root.iter().enumerate() {
+        if r != i {
+            has_children[r] = true;
+        }
+    }
+    let bare = |k: usize, stack: &Stack| {
+        let i = order[k];
+        raws[i].flags.main && !has_children[i] && &*stack.state != "suspended"
+    };
+    if !stacks.iter().enumerate().any(|(k, s)| bare(k, s)) {
+        return;
+    }
+    let waited_for: std::collections::HashSet<Text> = stacks
+        .iter()
+        .flat_map(|s| s.facts.waiting_for.iter().cloned())
+        .collect();
+    let mut k = 0;
+    stacks.retain(|stack| {
+        let keep = !bare(k, stack) || waited_for.contains(&stack.id);
+        k += 1;
+        keep
+    });
 }
 
 /// The gevent `RLock` a greenlet blocked in `RLock.acquire` waits on (the
