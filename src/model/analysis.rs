@@ -68,6 +68,19 @@ pub fn is_library_file(filename: &str) -> bool {
         || filename.contains("site-packages")
         || filename.contains("dist-packages")
         || filename.contains("\\Lib\\")
+        || is_console_script(filename)
+}
+
+/// A package's command as pip writes it (`.venv/bin/gunicorn`, a file
+/// without a suffix in a `bin` directory whose `<module>` only calls the
+/// package's `main`): the server's, not the user's line, so a gunicorn,
+/// uvicorn or Celery main thread idling in its loop does not read as user
+/// code.
+fn is_console_script(filename: &str) -> bool {
+    match filename.rsplit_once('/') {
+        Some((dir, name)) => (dir.ends_with("/bin") || dir == "bin") && !name.contains('.'),
+        None => false,
+    }
 }
 
 /// The innermost frame outside the standard library and site-packages.
@@ -1008,5 +1021,9 @@ mod tests {
         assert!(is_library_file("<frozen runpy>"));
         assert!(!is_library_file("/srv/app/handlers.py"));
         assert!(!is_library_file("<string>"));
+        assert!(is_library_file("/srv/.venv/bin/gunicorn"));
+        assert!(is_library_file("/usr/local/bin/celery"));
+        assert!(!is_library_file("/srv/bin/tool.py"));
+        assert!(!is_library_file("/srv/binaries/tool"));
     }
 }
