@@ -246,6 +246,9 @@ pub struct LiveThreadStates {
 ///   `enrich` drops the other threads of another process.
 ///
 /// The ident offset is checked on the calling thread's own state first.
+/// A state made in one thread and used from another (`PyThreadState_New`,
+/// then `PyEval_RestoreThread` elsewhere) keeps its maker's OS id on 3.11+,
+/// and is left out too if its maker has ended.
 pub fn live_thread_states(py: Python<'_>) -> Result<LiveThreadStates, String> {
     let ids = crate::capture::cpython::current::THREAD_STATE_IDS;
     let wrong_layout = || {
