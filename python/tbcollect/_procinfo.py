@@ -119,12 +119,13 @@ class Process:
                 if name.endswith(suffix):
                     name = name[: -len(suffix)]
                 sig, _, directory = name.partition(":")
+                if not directory:
+                    continue
                 try:
                     inode = os.stat(self.proc / "fd" / fd).st_ino
                 except OSError:
                     continue
-                if directory:
-                    found.append(Beacon(sig, directory, inode))
+                found.append(Beacon(sig, directory, inode))
         return found
 
     def root(self) -> str:

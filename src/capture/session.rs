@@ -87,9 +87,9 @@ pub struct Capture<'py> {
 impl<'py> Capture<'py> {
     fn new(py: Python<'py>, options: CaptureOptions) -> Self {
         let mut errors = Vec::new();
+        let thread_states = std::cell::OnceCell::new();
         // Free-threaded: no frame of another thread is read (see
         // `cpython::free_threaded_refusal`), so none is asked for.
-        let thread_states = std::cell::OnceCell::new();
         let thread_tops = if cfg!(Py_GIL_DISABLED) {
             Ok(Vec::new())
         } else {
@@ -107,12 +107,13 @@ impl<'py> Capture<'py> {
                     let _ = thread_states.set(live.states);
                     Ok(tops)
                 }
-                Ok(live) => {
-                    let _ = thread_states.set(live.states);
-                    current_frames(py).map(|frames| dict_by_ident(&frames))
-                }
-                Err(why) => {
-                    errors.push(why);
+                checked => {
+                    match checked {
+                        Ok(live) => {
+                            let _ = thread_states.set(live.states);
+                        }
+                        Err(why) => errors.push(why),
+                    }
                     current_frames(py).map(|frames| dict_by_ident(&frames))
                 }
             }
@@ -141,8 +142,7 @@ impl<'py> Capture<'py> {
     /// Each Python thread's state with its ident; the pointers are good
     /// while the capture holds the GIL.
     pub fn thread_states(&self) -> &[(u64, *mut ffi::PyThreadState)] {
-        self.thread_states
-            .get_or_init(|| threads::thread_states(&self.thread_tops))
+        states_or_matched(&self.thread_states, &self.thread_tops)
     }
 
     /// The labels set in `context` (see [`labels`]).
@@ -164,10 +164,10 @@ impl<'py> Capture<'py> {
         let Some(reader) = self.labels.as_mut() else {
             return Vec::new();
         };
-        let states = self
-            .thread_states
-            .get_or_init(|| threads::thread_states(&self.thread_tops));
-        reader.of_thread(states, ident)
+        reader.of_thread(
+            states_or_matched(&self.thread_states, &self.thread_tops),
+            ident,
+        )
     }
 
     /// Drops the collector's own innermost frames (`dump_all`, `collect`) so a
@@ -247,6 +247,16 @@ impl<'py> Capture<'py> {
             }
         }
     }
+}
+
+/// The thread states [`threads::live_thread_states`] kept, or where it
+/// could not check them, those matched through `tops` (a field apart from
+/// the rest of [`Capture`], so that the labels reader can borrow it too).
+fn states_or_matched<'a>(
+    states: &'a std::cell::OnceCell<Vec<(u64, *mut ffi::PyThreadState)>>,
+    tops: &[(u64, Bound<'_, PyAny>)],
+) -> &'a [(u64, *mut ffi::PyThreadState)] {
+    states.get_or_init(|| threads::thread_states(tops))
 }
 
 /// The interpreter's own `sys._current_frames`, taken when tbcollect is

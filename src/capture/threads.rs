@@ -277,7 +277,7 @@ pub fn live_thread_states(py: Python<'_>) -> Result<LiveThreadStates, String> {
         (own, all)
     };
     let mut os_threads = match ids.native_thread_id {
-        Some(_) if cfg!(target_os = "linux") => Some(OsThreads::of_this_process(py)),
+        Some(_) if cfg!(target_os = "linux") => Some(OsThreads::of_this_process()),
         _ => None,
     };
     let mut out = LiveThreadStates {
@@ -297,7 +297,7 @@ pub fn live_thread_states(py: Python<'_>) -> Result<LiveThreadStates, String> {
                     // one is possible: the thread that forked from C.)
                     return Err(wrong_layout());
                 }
-                ts == own || os.has_state(ts, native) || (ident == os.main && native == os.parent)
+                ts == own || os.has_state(ts, native) || os.is_parents_main(py, ident, native)
             }
             _ => true,
         };
@@ -357,17 +357,16 @@ struct OsThreads {
     pid: u32,
     /// The calling thread's OS id.
     own: Option<u64>,
-    /// The main thread's ident.
-    main: u64,
-    /// The parent's pid: the OS id its main thread had.
-    parent: u64,
+    /// The main thread's ident and the parent's pid (the OS id its main
+    /// thread had), asked only once a state's OS thread is not found.
+    main_and_parent: std::cell::OnceCell<(u64, u64)>,
     /// Found by earlier captures (see [`FOUND_LIVE`]), and by this one.
     found_before: StatesAndTids,
     found: StatesAndTids,
 }
 
 impl OsThreads {
-    fn of_this_process(py: Python<'_>) -> Self {
+    fn of_this_process() -> Self {
         let pid = std::process::id();
         let found_before = match FOUND_LIVE.try_lock() {
             Ok(mut slot) => slot.take(),
@@ -377,8 +376,7 @@ impl OsThreads {
         OsThreads {
             pid,
             own: enrich::own_native_id(),
-            main: main_thread_ident(py),
-            parent: u64::from(std::os::unix::process::parent_id()),
+            main_and_parent: std::cell::OnceCell::new(),
             found_before: found_before
                 .filter(|(found_in, _)| *found_in == pid)
                 .map(|(_, found)| found)
@@ -395,6 +393,19 @@ impl OsThreads {
             self.found.insert(key);
         }
         live
+    }
+
+    /// Whether the state with `ident` and stale OS id `tid` is the main
+    /// thread's, carried over from the parent's main thread: the thread
+    /// that forked goes on as the child's.
+    fn is_parents_main(&self, py: Python<'_>, ident: u64, tid: u64) -> bool {
+        let &(main, parent) = self.main_and_parent.get_or_init(|| {
+            (
+                main_thread_ident(py),
+                u64::from(std::os::unix::process::parent_id()),
+            )
+        });
+        ident == main && tid == parent
     }
 
     /// Keeps what this capture found for the next.
