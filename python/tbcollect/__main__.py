@@ -212,6 +212,14 @@ def _ask(
         try:
             text = _remote.remote_dump(target, status.uid, fmt or "text", args.timeout)
         except _remote.RemoteError as e:
+            # A child forked from C still runs Python, so sys.remote_exec
+            # can dump it; when it cannot, say first why there was no channel.
+            inherited = _inherited_handler(pid, beacons, status.parent)
+            if inherited is not None:
+                raise CliError(
+                    f"{inherited}. sys.remote_exec was tried instead: {e}. {INHERITED_FIX}",
+                    e.code,
+                ) from None
             raise CliError(f"process {pid}: {e}", e.code) from None
         return text, fmt or "text", False
     _refuse_inherited_handler(pid, beacons, status.parent)
@@ -237,25 +245,35 @@ def _ask(
     )
 
 
-def _refuse_inherited_handler(pid: int, beacons: List[_procinfo.Beacon], parent: int) -> None:
-    """Refuses a process whose tbcollect handler is its parent's very one
-    (the same beacon memfd): a child that ran Python's at-fork hooks, or
-    installed since, advertises one of its own."""
+INHERITED_FIX = (
+    "To fix: run uWSGI with --py-call-osafterfork, or install in a @postfork function "
+    "(docs/integrations.md, uWSGI)"
+)
+
+
+def _inherited_handler(pid: int, beacons: List[_procinfo.Beacon], parent: int) -> Optional[str]:
+    """Why a process has a tbcollect handler but no channel, when that
+    handler is its parent's very one (the same beacon memfd): a child that
+    ran Python's at-fork hooks, or installed since, advertises one of its own."""
     if not beacons or parent <= 1:
-        return
+        return None
     theirs = {b.inode for b in _procinfo.Process(parent).beacons() or []}
     inherited = next((b for b in beacons if b.inode in theirs), None)
     if inherited is None:
-        return
-    raise CliError(
+        return None
+    return (
         f"process {pid} inherited its parent's ({parent}) tbcollect handler on "
         f"{inherited.signal} through a fork from C that skipped Python's at-fork hooks (a "
         "uWSGI worker without --py-call-osafterfork), and has not called tbcollect since: "
         "it has no request channel and no dumper, so neither a request nor the signal "
-        "would dump it; nothing was sent. To fix: run uWSGI with --py-call-osafterfork, or "
-        "install in a @postfork function (docs/integrations.md, uWSGI)",
-        EXIT_NO_HANDLER,
+        "would dump it"
     )
+
+
+def _refuse_inherited_handler(pid: int, beacons: List[_procinfo.Beacon], parent: int) -> None:
+    inherited = _inherited_handler(pid, beacons, parent)
+    if inherited is not None:
+        raise CliError(f"{inherited}; nothing was sent. {INHERITED_FIX}", EXIT_NO_HANDLER)
 
 
 def _label(pid: int) -> str:

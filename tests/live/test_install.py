@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 import tbcollect
@@ -331,8 +332,14 @@ tbcollect.install(signal.SIGURG, directory=sys.argv[1])
 # tbcollect: it holds the parent's handler and beacon, not its threads.
 pid = ctypes.CDLL(None).fork()
 if pid == 0:
+    def child_serves():
+        # Back in Python often (sys.remote_exec can run), until told to
+        # block in C for good (it cannot).
+        while not os.path.exists(os.path.join(sys.argv[1], "block")):
+            time.sleep(0.02)
+        time.sleep(120)
     sys.stdout.write(f"child {os.getpid()}\\n")
-    time.sleep(120)
+    child_serves()
     os._exit(0)
 sys.stdout.write(f"parent {os.getpid()}\\n")
 sys.stdin.readline()
@@ -343,19 +350,40 @@ def test_child_forked_from_c_that_never_ran_tbcollect_is_refused_with_the_reason
     """Its handler is its parent's and its dumper is gone: neither a
     request nor the signal would dump it, so nothing is sent, and the
     error says why and what to change (it used to suggest an older
-    tbcollect and --signal, which then timed out)."""
+    tbcollect and --signal, which then timed out). On 3.14+ it still runs
+    Python, so sys.remote_exec dumps it; when that fails too, the error
+    says both."""
     env = base_env(tmp_path, PYTHONWARNINGS="ignore::DeprecationWarning")
     with Target(C_FORK_IDLE_TARGET, args=[str(tmp_path)], env=env) as target:
         found = dict(target.readline().split() for _ in range(2))
         child, parent = int(found["child"]), int(found["parent"])
+        remote = sys.version_info >= (3, 14)
         try:
-            for extra in ([], ["--signal", "SIGURG"]):
+            refused = (
+                [["--signal", "SIGURG"], ["--no-remote"]]
+                if remote
+                else [[], ["--signal", "SIGURG"]]
+            )
+            for extra in refused:
                 result = cli("dump", str(child), *extra)
                 assert result.returncode == 5, (extra, result.stderr)
                 assert f"process {child} inherited its parent's ({parent})" in result.stderr
                 assert "--py-call-osafterfork" in result.stderr
                 assert "nothing was sent" in result.stderr
             assert dumps_of(tmp_path, child) == []
+            if remote:
+                result = cli("dump", str(child))
+                assert result.returncode == 0, result.stderr
+                assert "in child_serves" in result.stdout, result.stdout
+                (tmp_path / "block").touch()
+                time.sleep(0.3)  # into the long sleep: no safe point any more
+                result = cli("dump", str(child), "--timeout", "1")
+                assert result.returncode == 7, result.stderr
+                assert f"process {child} inherited its parent's ({parent})" in result.stderr
+                assert "sys.remote_exec was tried instead: it did not reach a safe point" in (
+                    result.stderr
+                )
+                assert "--py-call-osafterfork" in result.stderr
             os.kill(child, 0)  # still running
             result = cli("dump", str(parent))
             assert result.returncode == 0, result.stderr
