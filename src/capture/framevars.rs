@@ -158,6 +158,38 @@ impl CodeVars {
         }
         Ok(out)
     }
+
+    /// The value in plain slot `slot` of `frame` (not a cell slot), for
+    /// reading one variable of many frames of the same code.
+    ///
+    /// # Safety
+    /// As for [`Self::values`]; `slot` is an index into `self.names`.
+    pub unsafe fn value<'py>(
+        &self,
+        py: Python<'py>,
+        frame: *mut ffi::PyFrameObject,
+        code: *mut ffi::PyCodeObject,
+        slot: usize,
+    ) -> Option<Bound<'py, PyAny>> {
+        if self.cell.get(slot) != Some(&false) && cfg!(not(Py_3_12)) {
+            return None;
+        }
+        #[cfg(not(Py_3_12))]
+        {
+            let slots = layout::fast_slots(frame, code, self.names.len())?;
+            let value = *slots.add(slot);
+            (!value.is_null()).then(|| Bound::from_borrowed_ptr(py, value))
+        }
+        #[cfg(Py_3_12)]
+        {
+            let _ = code;
+            let value = inert::owned(py, ffi::PyFrame_GetVar(frame, self.names[slot].1.as_ptr()));
+            if value.is_none() {
+                inert::clear_error();
+            }
+            value
+        }
+    }
 }
 
 /// The fast variable `name` of a function frame (`None` for other frames,

@@ -12,6 +12,7 @@ mod naming;
 mod owner;
 mod primitives;
 mod scan;
+mod sleep;
 
 #[cfg(tbc_iframe)]
 use crate::capture::iframe;
@@ -94,6 +95,7 @@ pub fn capture(cap: &mut Capture<'_>) -> Vec<Stack> {
     let mut namer = Namer::new(py);
     let mut stacks = Vec::with_capacity(raws.len());
     let mut lock_waits: Vec<(usize, usize)> = Vec::new();
+    let mut sleeps = sleep::SleepTimers::load(py);
 
     let order = tree_order(&raws, &own.root, current);
     for (k, &i) in order.iter().enumerate() {
@@ -109,6 +111,11 @@ pub fn capture(cap: &mut Capture<'_>) -> Vec<Stack> {
             api_memo: &api_memo,
         };
         let mut stack = build(cap, &ctx, &mut namer, i);
+        if stack.facts.awaiting.as_deref() == Some("sleep") {
+            if let Some(words) = raws[i].frame.as_ref().and_then(|f| sleeps.words(f)) {
+                stack.facts.awaiting = Some(words.into());
+            }
+        }
         if stack.facts.awaiting.as_deref() == Some("RLock.acquire") {
             if let Some(lock) = raws[i].frame.as_ref().and_then(gevent_lock_owner) {
                 let (lock_addr, owner) = lock;
