@@ -176,6 +176,7 @@ channel = gevent.queue.Channel()
 semaphore = gevent.lock.BoundedSemaphore(1)
 semaphore.acquire()
 left, right = gevent.socket.socketpair()
+pipe_out, pipe_in = os.pipe()
 peers = {}
 
 def spawn(name, function, *args):
@@ -195,6 +196,7 @@ spawn("Queue.put", lambda: full.put(2))
 spawn("Channel.get", lambda: channel.get())
 spawn("Semaphore.acquire", lambda: semaphore.acquire())
 spawn("socket recv", lambda: right.recv(10))
+spawn("wait_read", lambda: gevent.socket.wait_read(pipe_out))
 spawn("gevent.wait", lambda: gevent.wait([never, result]))
 spawn("Greenlet.join", lambda: sleeper.join())
 spawn("joinall", lambda: gevent.joinall([sleeper]))
@@ -211,6 +213,7 @@ facts = {
     "compiled": compiled,
     "loop": type(gevent.get_hub().loop).__module__,
     "semaphore": hex(id(semaphore)),
+    "pipe": pipe_out,
     "snapshot": snap.to_json(),
 }
 sys.stdout.write(json.dumps(facts))
@@ -244,6 +247,7 @@ def test_greenlets_in_gevent_primitives_say_what_they_wait_for(pure):
         "Semaphore.acquire": f"Semaphore.acquire <{out['semaphore']}> "
         "(a gevent Semaphore records no holder)",
         "socket recv": "socket recv",
+        "wait_read": "wait_read",
         "gevent.wait": "gevent.wait",
         "Greenlet.join": "Greenlet.join",
         "joinall": "joinall",
@@ -255,13 +259,17 @@ def test_greenlets_in_gevent_primitives_say_what_they_wait_for(pure):
         # `get` in gevent/queue.py cannot tell a Channel's from a Queue's.
         expected["Channel.get"] = "Queue.get"
     sleep = named.pop("sleep").awaiting
-    del expected["sleep"]
+    read = named.pop("wait_read").awaiting
+    del expected["sleep"], expected["wait_read"]
     assert {n: named[n].awaiting for n in expected} == expected
     if out["loop"] == "gevent.libev.corecext":
-        # gevent's default loop: the timer's deadline, read in C.
+        # gevent's default loop: the timer's deadline, read in C, and the
+        # fd of the io watcher whose callback resumes the greenlet.
         assert sleep_left(sleep) > 3500, sleep
+        assert read == f"wait_read (fd {out['pipe']})"
     else:
         assert sleep == "sleep"
+        assert read is None
     sleeper = next(s.id for s in snap.stacks if s.name == "sleep")
     assert named["Greenlet.join"].waiting_for == [sleeper]
     assert named["joinall"].waiting_for == [sleeper]

@@ -14,7 +14,10 @@
 //! that finds the greenlets; the containers inside one come from its
 //! type's `tp_traverse` (what `gc.get_referents` returns), so no field
 //! offset of gevent's is assumed, and only entries that are such
-//! callbacks or waiters of a greenlet found count. Nothing here runs code:
+//! callbacks or waiters of a greenlet found count. A greenlet parked on a
+//! bare watcher (`wait_read(fd)`, `hub.wait(io)`, psycogreen's wait
+//! callback) is the callback of libev-cext's `io` watcher, which says which
+//! fd and events. Nothing here runs code:
 //! type pointers, C getters and container reads only.
 
 use super::api::instance_of;
@@ -44,6 +47,11 @@ pub struct Primitives<'py> {
     /// `SimpleQueue.queue`: the items, which are not read.
     queue_items: Option<BuiltinGetter<'py>>,
     deque: Option<*mut ffi::PyTypeObject>,
+    /// libev-cext's `io` watcher (`hub.wait(io)`, `wait_read`), and its C
+    /// getters `fd` and `events`.
+    io: Option<Bound<'py, PyAny>>,
+    io_fd: Option<BuiltinGetter<'py>>,
+    io_events: Option<BuiltinGetter<'py>>,
     /// greenlet's `switch` method definition, once one was seen.
     switch_def: Cell<usize>,
 }
@@ -72,6 +80,7 @@ impl<'py> Primitives<'py> {
             inert::module_attr(&module, name).filter(|t| inert::as_type(t).is_some())
         };
         let waiter = type_in(c"gevent._waiter", c"Waiter");
+        let io = type_in(c"gevent.libev.corecext", c"io");
         let queue =
             type_in(c"gevent.queue", c"SimpleQueue").or_else(|| type_in(c"gevent.queue", c"Queue"));
         let getter = |tp: &Option<Bound<'py, PyAny>>, name: &CStr| {
@@ -87,6 +96,9 @@ impl<'py> Primitives<'py> {
             item_waiter: type_in(c"gevent.queue", c"ItemWaiter"),
             waiter_greenlet: getter(&waiter, c"greenlet"),
             queue_items: getter(&queue, c"queue"),
+            io_fd: getter(&io, c"fd"),
+            io_events: getter(&io, c"events"),
+            io,
             waiter,
             queue,
             deque: inert::imported_module(py, c"collections")
@@ -98,7 +110,7 @@ impl<'py> Primitives<'py> {
 
     /// The types whose instances the heap walk hands over (none without gevent).
     pub fn scanned(&self) -> Vec<*mut ffi::PyTypeObject> {
-        [&self.linkable, &self.queue, &self.channel]
+        [&self.linkable, &self.queue, &self.channel, &self.io]
             .into_iter()
             .filter_map(|t| t.as_ref().and_then(inert::as_type))
             .collect()
@@ -203,6 +215,19 @@ impl<'py> Primitives<'py> {
             let Some(kind) = self.kind(primitive) else {
                 continue;
             };
+            if kind == Kind::Io {
+                // The waiter's `switch` is the watcher's callback itself.
+                let Some(text) = self.io_words(primitive) else {
+                    continue;
+                };
+                for callback in inert::referents(primitive) {
+                    let waiter = self.waiter_of(&callback);
+                    if let Some(&greenlet) = waiter.and_then(|(addr, _)| index.get(&addr)) {
+                        found(greenlet, text.clone());
+                    }
+                }
+                continue;
+            }
             let items = self
                 .queue_items
                 .as_ref()
@@ -236,6 +261,21 @@ impl<'py> Primitives<'py> {
         }
     }
 
+    /// `wait_read (fd 7)`: gevent's names for the events an `io` watcher waits for.
+    fn io_words(&self, io: &Bound<'py, PyAny>) -> Option<Text> {
+        let number =
+            |getter: &Option<BuiltinGetter<'py>>| inert::int_value(&getter.as_ref()?.get(io)?);
+        let fd = number(&self.io_fd)?;
+        // libev's EV_READ (1) and EV_WRITE (2).
+        let what = match number(&self.io_events)? & 3 {
+            1 => "wait_read",
+            2 => "wait_write",
+            3 => "wait_readwrite",
+            _ => return None,
+        };
+        Some(format!("{what} (fd {fd})").into())
+    }
+
     fn kind(&self, obj: &Bound<'py, PyAny>) -> Option<Kind> {
         let is = |tp: &Option<Bound<'py, PyAny>>| instance_of(obj, tp.as_ref());
         Some(if is(&self.async_result) {
@@ -248,6 +288,8 @@ impl<'py> Primitives<'py> {
             Kind::Queue
         } else if is(&self.channel) {
             Kind::Channel
+        } else if is(&self.io) {
+            Kind::Io
         } else {
             return None;
         })
@@ -261,6 +303,7 @@ enum Kind {
     Semaphore,
     Queue,
     Channel,
+    Io,
 }
 
 /// The words a wait in `kind` entered `via` is named by, as the frames of
@@ -275,6 +318,8 @@ fn words(kind: Kind, via: Via, addr: usize) -> Text {
         (Kind::Channel, _) => "Channel.get",
         (Kind::Event, _) => "Event.wait",
         (Kind::AsyncResult, _) => "AsyncResult.get",
+        // Named with its fd and events by `io_words`.
+        (Kind::Io, _) => "io wait",
         (Kind::Semaphore, _) => {
             return format!("{SEMAPHORE_WAIT} <{addr:#x}> (a gevent Semaphore records no holder)")
                 .into()
