@@ -113,7 +113,9 @@ def _still(snapshot):
     snapshot.pop("pid")
     for stack in snapshot["stacks"]:
         if stack.get("awaiting"):
-            stack["awaiting"] = re.sub(r"wakes in [0-9.]+ s", "wakes in _ s", stack["awaiting"])
+            awaiting = re.sub(r"wakes in [0-9.]+ s", "wakes in _ s", stack["awaiting"])
+            # A gevent sleep's (and a thread's) time left moves the same way.
+            stack["awaiting"] = re.sub(r"\([0-9.]+ s left\)", "(_ s left)", awaiting)
     return snapshot
 
 
@@ -131,6 +133,8 @@ def test_every_capture_agrees_with_fast_paths_on_and_off():
     assert len(sleeping) >= 32
     assert kinds.count("task") >= 34
     assert kinds.count("greenlet") >= 40
+    gevent_sleeps = [s for s in snapshot["stacks"] if s.get("awaiting") == "sleep (_ s left)"]
+    assert len(gevent_sleeps) == 20
     assert kinds.count("thread") >= 5
     assert _still(off["snapshot"]) == snapshot
     assert _still(on_again["snapshot"]) == snapshot
