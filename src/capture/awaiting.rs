@@ -156,7 +156,7 @@ fn seconds(deadline: f64) -> String {
 /// tasks each get one: tenths are written from an integer when the value is
 /// far from a rounding tie, which is what `{:.1}` would print; near a tie
 /// (or for odd values) the exact formatter decides.
-fn push_seconds(out: &mut String, deadline: f64) {
+pub(crate) fn push_seconds(out: &mut String, deadline: f64) {
     match tenths(deadline) {
         Some(t) => {
             // Digits by hand, right to left: `write!` costs more than the rest

@@ -212,10 +212,7 @@ impl<'py> Primitives<'py> {
         mut found: impl FnMut(usize, Text),
     ) {
         for primitive in primitives {
-            let Some(kind) = self.kind(primitive) else {
-                continue;
-            };
-            if kind == Kind::Io {
+            if instance_of(primitive, self.io.as_ref()) {
                 // The waiter's `switch` is the watcher's callback itself.
                 let Some(text) = self.io_words(primitive) else {
                     continue;
@@ -228,6 +225,9 @@ impl<'py> Primitives<'py> {
                 }
                 continue;
             }
+            let Some(kind) = self.kind(primitive) else {
+                continue;
+            };
             let items = self
                 .queue_items
                 .as_ref()
@@ -288,8 +288,6 @@ impl<'py> Primitives<'py> {
             Kind::Queue
         } else if is(&self.channel) {
             Kind::Channel
-        } else if is(&self.io) {
-            Kind::Io
         } else {
             return None;
         })
@@ -303,7 +301,6 @@ enum Kind {
     Semaphore,
     Queue,
     Channel,
-    Io,
 }
 
 /// The words a wait in `kind` entered `via` is named by, as the frames of
@@ -318,8 +315,6 @@ fn words(kind: Kind, via: Via, addr: usize) -> Text {
         (Kind::Channel, _) => "Channel.get",
         (Kind::Event, _) => "Event.wait",
         (Kind::AsyncResult, _) => "AsyncResult.get",
-        // Named with its fd and events by `io_words`.
-        (Kind::Io, _) => "io wait",
         (Kind::Semaphore, _) => {
             return format!("{SEMAPHORE_WAIT} <{addr:#x}> (a gevent Semaphore records no holder)")
                 .into()

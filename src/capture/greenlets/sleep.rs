@@ -65,7 +65,13 @@ impl<'py> SleepTimers<'py> {
         let now = *self.now.get_or_insert(crate::capture::monotonic_seconds()?);
         let left = fires - now;
         // A timer not started has `at` 0: nothing to say.
-        (fires > 0.0 && left.is_finite()).then(|| format!("sleep ({:.1} s left)", left.max(0.0)))
+        (fires > 0.0 && left.is_finite()).then(|| {
+            let mut words = String::with_capacity(24);
+            words.push_str("sleep (");
+            crate::capture::awaiting::push_seconds(&mut words, left);
+            words.push_str(" left)");
+            words
+        })
     }
 
     /// The frame of gevent's `sleep` at or just outside `innermost`, and its code.
